@@ -1,0 +1,316 @@
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+enum knob_type { KNOB_STRING, KNOB_U32, KNOB_SIZE, KNOB_MODE };
+
+struct knob {
+	const char *section, *name;
+	enum knob_type type;
+	size_t offset, size; /* size: of the string buffer */
+	uint64_t min, max;
+	const char *def; /* NULL: computed by kvt_config_defaults */
+	const char *help;
+};
+
+#define FIELD(f) offsetof(struct kvt_config, f), sizeof(((struct kvt_config *)0)->f)
+
+static const struct knob knobs[] = {
+	{ "daemon", "run_dir", KNOB_STRING, FIELD(run_dir), 0, 0, NULL,
+	  "directory for the socket and lock file; created with mode 0750" },
+	{ "daemon", "socket", KNOB_STRING, FIELD(socket), 0, 0, "",
+	  "unix socket path (empty: <run_dir>/kvtierd.sock)" },
+	{ "daemon", "tcp", KNOB_STRING, FIELD(tcp), 0, 0, "",
+	  "optional TCP listen address, e.g. 127.0.0.1:7420 (empty: none)" },
+	{ "daemon", "threads", KNOB_U32, FIELD(threads), 1, 256, "2",
+	  "completion-queue threads serving RPCs" },
+	{ "daemon", "socket_mode", KNOB_MODE, FIELD(socket_mode), 0, 0777, "0660",
+	  "permission bits of the unix socket" },
+	{ "daemon", "group", KNOB_STRING, FIELD(group), 0, 0, "",
+	  "group owning the socket and shm segments (empty: the daemon's)" },
+	{ "daemon", "log_level", KNOB_STRING, FIELD(log_level), 0, 0, "info",
+	  "error, warn, info or debug" },
+	{ "limits", "max_message_size", KNOB_SIZE, FIELD(max_message_size),
+	  4096, 1ull << 31, "16M", "largest request or reply message" },
+	{ "limits", "max_keys_per_request", KNOB_U32, FIELD(max_keys_per_request),
+	  1, 1u << 20, "4096", "most keys in one request" },
+	{ "limits", "max_namespaces", KNOB_U32, FIELD(max_namespaces), 1, 65536,
+	  "64", "most namespaces the daemon holds" },
+	{ "host", "size", KNOB_SIZE, FIELD(host_size), 4096, 1ull << 50, "1G",
+	  "capacity of the host (shared memory) tier" },
+	{ "host", "segment_size", KNOB_SIZE, FIELD(host_segment_size), 4096,
+	  1ull << 40, "64M",
+	  "size of one shm segment, a multiple of 4K; also the largest page" },
+	{ "host", "shm_mode", KNOB_MODE, FIELD(shm_mode), 0, 0777, "0660",
+	  "permission bits of the shm segments" },
+};
+
+#define NKNOBS (sizeof(knobs) / sizeof(knobs[0]))
+
+int kvt_parse_size(const char *s, uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+	int shift = 0;
+
+	errno = 0;
+	if (*s < '0' || *s > '9')
+		return -1;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -1;
+	switch (*end) {
+	case 'K': case 'k': shift = 10; end++; break;
+	case 'M': case 'm': shift = 20; end++; break;
+	case 'G': case 'g': shift = 30; end++; break;
+	case 'T': case 't': shift = 40; end++; break;
+	default: break;
+	}
+	if (*end == 'i' && shift)
+		end++;
+	if ((*end == 'B' || *end == 'b') && end[1] == '\0')
+		end++;
+	if (*end != '\0' || (shift && v > (UINT64_MAX >> shift)))
+		return -1;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+static const struct knob *knob_find(const char *section, const char *name)
+{
+	for (size_t i = 0; i < NKNOBS; i++)
+		if (strcmp(knobs[i].section, section) == 0 &&
+		    strcmp(knobs[i].name, name) == 0)
+			return &knobs[i];
+	return NULL;
+}
+
+/* Stores value into the knob's field. 0, or -1 with the reason in err. */
+static int knob_apply(struct kvt_config *c, const struct knob *k,
+		      const char *value, char *err, size_t len)
+{
+	char *field = (char *)c + k->offset;
+	unsigned long long v;
+	uint64_t size;
+	char *end;
+
+	switch (k->type) {
+	case KNOB_STRING:
+		if (strlen(value) >= k->size) {
+			snprintf(err, len, "value longer than %zu bytes",
+				 k->size - 1);
+			return -1;
+		}
+		strcpy(field, value);
+		if (field == c->log_level && kvt_log_level_parse(value) < 0) {
+			snprintf(err, len, "'%s' is not one of error, warn, info, debug",
+				 value);
+			return -1;
+		}
+		return 0;
+	case KNOB_SIZE:
+		if (kvt_parse_size(value, &size) < 0) {
+			snprintf(err, len, "'%s' is not a size (write e.g. 4096, 512M, 64G)",
+				 value);
+			return -1;
+		}
+		if (size < k->min || size > k->max) {
+			snprintf(err, len, "%s is outside %llu..%llu bytes", value,
+				 (unsigned long long)k->min,
+				 (unsigned long long)k->max);
+			return -1;
+		}
+		*(uint64_t *)field = size;
+		return 0;
+	case KNOB_U32:
+	case KNOB_MODE:
+		errno = 0;
+		v = strtoull(value, &end, k->type == KNOB_MODE ? 8 : 10);
+		if (errno || end == value || *end != '\0' || *value == '-') {
+			snprintf(err, len, "'%s' is not %s", value,
+				 k->type == KNOB_MODE ? "an octal mode like 0660" :
+							"a whole number");
+			return -1;
+		}
+		if (v < k->min || v > k->max) {
+			snprintf(err, len, k->type == KNOB_MODE ?
+					 "%s is outside 0..0%llo" :
+					 "%s is outside %llu..%llu",
+				 value,
+				 k->type == KNOB_MODE ? (unsigned long long)k->max :
+							(unsigned long long)k->min,
+				 (unsigned long long)k->max);
+			return -1;
+		}
+		*(uint32_t *)field = (uint32_t)v;
+		return 0;
+	}
+	return -1;
+}
+
+void kvt_config_defaults(struct kvt_config *c)
+{
+	char err[128];
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+
+	memset(c, 0, sizeof(*c));
+	for (size_t i = 0; i < NKNOBS; i++)
+		if (knobs[i].def)
+			(void)knob_apply(c, &knobs[i], knobs[i].def, err,
+					 sizeof(err));
+	if (geteuid() == 0)
+		snprintf(c->run_dir, sizeof(c->run_dir), "/run/kvtier");
+	else if (xdg && *xdg)
+		snprintf(c->run_dir, sizeof(c->run_dir), "%s/kvtier", xdg);
+	else
+		snprintf(c->run_dir, sizeof(c->run_dir), "/tmp/kvtier-%u",
+			 (unsigned)geteuid());
+}
+
+struct load_ctx {
+	struct kvt_config *c;
+	char err[384];
+	bool failed;
+};
+
+static int on_ini_entry(void *user, const char *section, const char *name,
+		       const char *value)
+{
+	struct load_ctx *ctx = user;
+	const struct knob *k = knob_find(section, name);
+	char why[256];
+
+	if (ctx->failed)
+		return 0; /* keep the first error */
+	if (!k) {
+		snprintf(ctx->err, sizeof(ctx->err), "[%s] %s: unknown key",
+			 section, name);
+		ctx->failed = true;
+		return 0;
+	}
+	if (knob_apply(ctx->c, k, value, why, sizeof(why)) < 0) {
+		snprintf(ctx->err, sizeof(ctx->err), "[%s] %s: %s", section,
+			 name, why);
+		ctx->failed = true;
+		return 0;
+	}
+	return 1;
+}
+
+int kvt_config_load(struct kvt_config *c, const char *path, char *err,
+		    size_t len)
+{
+	struct load_ctx ctx = { .c = c };
+	int line = ini_parse(path, on_ini_entry, &ctx);
+
+	if (line == -1) {
+		snprintf(err, len, "%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+	if (line == -2) {
+		snprintf(err, len, "%s: out of memory", path);
+		return -1;
+	}
+	if (line > 0) {
+		snprintf(err, len, "%s:%d: %s", path, line,
+			 ctx.failed ? ctx.err : "syntax error (expected [section] or key = value)");
+		return -1;
+	}
+	return 0;
+}
+
+int kvt_config_set(struct kvt_config *c, const char *assignment, char *err,
+		   size_t len)
+{
+	char section[64], why[256];
+	const char *dot = strchr(assignment, '.');
+	const char *eq = strchr(assignment, '=');
+	const struct knob *k;
+	char name[64];
+
+	if (!dot || !eq || dot > eq || (size_t)(dot - assignment) >= sizeof(section) ||
+	    (size_t)(eq - dot - 1) >= sizeof(name)) {
+		snprintf(err, len, "--set %s: expected section.key=value", assignment);
+		return -1;
+	}
+	memcpy(section, assignment, (size_t)(dot - assignment));
+	section[dot - assignment] = '\0';
+	memcpy(name, dot + 1, (size_t)(eq - dot - 1));
+	name[eq - dot - 1] = '\0';
+	k = knob_find(section, name);
+	if (!k) {
+		snprintf(err, len, "--set %s: unknown key [%s] %s", assignment,
+			 section, name);
+		return -1;
+	}
+	if (knob_apply(c, k, eq + 1, why, sizeof(why)) < 0) {
+		snprintf(err, len, "--set [%s] %s: %s", section, name, why);
+		return -1;
+	}
+	return 0;
+}
+
+int kvt_config_finish(struct kvt_config *c, char *err, size_t len)
+{
+	if (c->run_dir[0] != '/') {
+		snprintf(err, len, "[daemon] run_dir: '%s' is not an absolute path",
+			 c->run_dir);
+		return -1;
+	}
+	if (c->socket[0] == '\0' &&
+	    snprintf(c->socket, sizeof(c->socket), "%s/kvtierd.sock",
+		     c->run_dir) >= 108) {
+		snprintf(err, len, "[daemon] run_dir: '%s' is too long for a unix socket path",
+			 c->run_dir);
+		return -1;
+	}
+	if (strlen(c->socket) >= 108 || c->socket[0] != '/') {
+		snprintf(err, len, "[daemon] socket: '%s' must be an absolute path under 108 bytes",
+			 c->socket);
+		return -1;
+	}
+	if (c->host_segment_size % 4096) {
+		snprintf(err, len, "[host] segment_size: %llu is not a multiple of 4096",
+			 (unsigned long long)c->host_segment_size);
+		return -1;
+	}
+	if (c->host_size < c->host_segment_size) {
+		snprintf(err, len, "[host] size: %llu is smaller than segment_size %llu",
+			 (unsigned long long)c->host_size,
+			 (unsigned long long)c->host_segment_size);
+		return -1;
+	}
+	return 0;
+}
+
+void kvt_config_print(const struct kvt_config *c, FILE *out)
+{
+	const char *section = "";
+
+	for (size_t i = 0; i < NKNOBS; i++) {
+		const struct knob *k = &knobs[i];
+		const char *field = (const char *)c + k->offset;
+
+		if (strcmp(section, k->section) != 0) {
+			section = k->section;
+			fprintf(out, "%s[%s]\n", i ? "\n" : "", section);
+		}
+		fprintf(out, "# %s\n%s = ", k->help, k->name);
+		switch (k->type) {
+		case KNOB_STRING: fprintf(out, "%s\n", field); break;
+		case KNOB_SIZE:
+			fprintf(out, "%llu\n",
+				(unsigned long long)*(const uint64_t *)field);
+			break;
+		case KNOB_U32: fprintf(out, "%u\n", *(const uint32_t *)field); break;
+		case KNOB_MODE: fprintf(out, "0%o\n", *(const uint32_t *)field); break;
+		}
+	}
+}

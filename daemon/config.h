@@ -1,0 +1,55 @@
+/*
+ * kvtierd configuration: one table of knobs (section, name, type, bounds,
+ * default, help) drives the INI file parser, the --set command-line
+ * overrides and --print-config. Values are validated where they are read;
+ * an error names the file, line, section and key.
+ * Called from main() before any thread starts.
+ */
+#ifndef KVT_CONFIG_H
+#define KVT_CONFIG_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct kvt_config {
+	/* [daemon] */
+	char run_dir[PATH_MAX];
+	char socket[PATH_MAX]; /* default: <run_dir>/kvtierd.sock */
+	char tcp[128];         /* empty: no TCP listener */
+	uint32_t threads;
+	uint32_t socket_mode;
+	char group[64]; /* group of the socket and shm segments */
+	char log_level[16];
+	/* [limits] */
+	uint64_t max_message_size;
+	uint32_t max_keys_per_request;
+	uint32_t max_namespaces;
+	/* [host] */
+	uint64_t host_size;
+	uint64_t host_segment_size;
+	uint32_t shm_mode;
+};
+
+/* Fills in every default. The run directory depends on who runs the daemon. */
+void kvt_config_defaults(struct kvt_config *c);
+
+/* Reads an INI file over c. 0, or -1 with "FILE:LINE: [sec] key: why" in err. */
+int kvt_config_load(struct kvt_config *c, const char *path, char *err,
+		    size_t len);
+
+/* Applies "section.key=value". 0, or -1 with the reason in err. */
+int kvt_config_set(struct kvt_config *c, const char *assignment, char *err,
+		   size_t len);
+
+/* Derives what depends on other knobs and checks them together. */
+int kvt_config_finish(struct kvt_config *c, char *err, size_t len);
+
+/* Writes the effective configuration as an INI file. */
+void kvt_config_print(const struct kvt_config *c, FILE *out);
+
+/* Parses "512M", "64G", "4096": bytes. 0, or -1. */
+int kvt_parse_size(const char *s, uint64_t *out);
+
+#endif

@@ -1,0 +1,275 @@
+/*
+ * kvtierd: reads its configuration, takes the socket's lock file, creates
+ * the engine (host tier shm segments), serves gRPC until SIGTERM/SIGINT,
+ * then drains calls and removes its socket, lock file and segments.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <grpc/grpc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "allocator.h"
+#include "config.h"
+#include "engine.h"
+#include "gpu.h"
+#include "log.h"
+#include "rpc.h"
+#include "server.h"
+
+#define SHUTDOWN_GRACE_MS 5000
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: kvtierd [-c FILE] [--set SECTION.KEY=VALUE]... [--print-config]\n"
+		"  -c, --config FILE   read this INI file (default: built-in defaults only)\n"
+		"  -s, --set S.K=V     override one knob, e.g. --set host.size=8G\n"
+		"  -p, --print-config  print the effective configuration and exit\n"
+		"  -V, --version       print the version and exit\n");
+}
+
+static int load_config(int argc, char **argv, struct kvt_config *c)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "set", required_argument, NULL, 's' },
+		{ "print-config", no_argument, NULL, 'p' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	const char *file = NULL;
+	char err[512];
+	int print = 0, opt;
+
+	kvt_config_defaults(c);
+	/* The file first, then the overrides, whatever their order on the line. */
+	while ((opt = getopt_long(argc, argv, "c:s:pVh", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c': file = optarg; break;
+		case 's': break;
+		case 'p': print = 1; break;
+		case 'V': printf("kvtierd %s\n", KVT_VERSION); exit(0);
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); return -1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "kvtierd: unexpected argument '%s'\n", argv[optind]);
+		return -1;
+	}
+	if (file && kvt_config_load(c, file, err, sizeof(err)) < 0)
+		goto fail;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "c:s:pVh", opts, NULL)) != -1)
+		if (opt == 's' && kvt_config_set(c, optarg, err, sizeof(err)) < 0)
+			goto fail;
+	if (kvt_config_finish(c, err, sizeof(err)) < 0)
+		goto fail;
+	if (print) {
+		kvt_config_print(c, stdout);
+		exit(0);
+	}
+	return 0;
+fail:
+	fprintf(stderr, "kvtierd: configuration error: %s\n", err);
+	return -1;
+}
+
+/* Creates the run directory (mode 0750) if it is missing. */
+static int make_run_dir(const char *dir, gid_t gid)
+{
+	if (mkdir(dir, 0750) < 0) {
+		if (errno == EEXIST)
+			return 0;
+		kvt_log(KVT_LOG_ERROR, "cannot create run directory %s: %s", dir,
+			strerror(errno));
+		return -1;
+	}
+	if (chmod(dir, 0750) < 0 ||
+	    (gid != (gid_t)-1 && chown(dir, (uid_t)-1, gid) < 0)) {
+		kvt_log(KVT_LOG_ERROR, "cannot set mode/group of %s: %s", dir,
+			strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Takes "<socket>.lock" so that a second daemon refuses to start instead of
+ * gRPC silently unlinking a live socket. Returns the held fd, or -1.
+ */
+static int take_lock(const char *socket_path, char *lock_path, size_t len)
+{
+	char pid[32] = "";
+	ssize_t n;
+	int fd;
+
+	snprintf(lock_path, len, "%s.lock", socket_path);
+	fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		kvt_log(KVT_LOG_ERROR, "cannot open lock file %s: %s", lock_path,
+			strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		n = pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		kvt_log(KVT_LOG_ERROR,
+			"another kvtierd (pid %s) is serving %s; stop it first",
+			pid[0] ? pid : "?", socket_path);
+		close(fd);
+		return -1;
+	}
+	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+		kvt_log(KVT_LOG_WARN, "cannot write pid to %s", lock_path);
+	return fd;
+}
+
+/* A short, stable name for this instance's shm segments: one per socket. */
+static void shm_prefix(const char *socket_path, char *buf, size_t len)
+{
+	uint32_t h = 2166136261u;
+
+	for (const char *p = socket_path; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	snprintf(buf, len, "/kvtier-%08x-", h);
+}
+
+static int resolve_group(const char *name, gid_t *gid)
+{
+	struct group *g;
+
+	*gid = (gid_t)-1;
+	if (!name[0])
+		return 0;
+	g = getgrnam(name);
+	if (!g) {
+		kvt_log(KVT_LOG_ERROR, "[daemon] group: no group named '%s'", name);
+		return -1;
+	}
+	*gid = g->gr_gid;
+	return 0;
+}
+
+/* Waits for SIGTERM or SIGINT (blocked in every thread). */
+static void wait_for_stop(void)
+{
+	sigset_t set;
+	int sig;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	for (;;) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			kvt_log(KVT_LOG_WARN, "SIGHUP: live reload is not supported yet; restart to apply changes");
+			continue;
+		}
+		kvt_log(KVT_LOG_INFO, "%s: shutting down", strsignal(sig));
+		return;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct kvt_config cfg;
+	struct kvt_daemon d = { 0 };
+	struct kvt_engine_config ecfg;
+	struct kvt_server_config scfg;
+	struct kvt_err err;
+	char lock_path[PATH_MAX + 8], prefix[32], msg[512];
+	sigset_t set;
+	gid_t gid;
+	int lock_fd, rc = 1;
+
+	if (load_config(argc, argv, &cfg) < 0)
+		return 2;
+	kvt_log_set_level((enum kvt_log_level)kvt_log_level_parse(cfg.log_level));
+
+	/* Before grpc_init starts threads: they inherit the mask. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (resolve_group(cfg.group, &gid) < 0 || make_run_dir(cfg.run_dir, gid) < 0)
+		return 1;
+	lock_fd = take_lock(cfg.socket, lock_path, sizeof(lock_path));
+	if (lock_fd < 0)
+		return 1;
+
+	shm_prefix(cfg.socket, prefix, sizeof(prefix));
+	ecfg = (struct kvt_engine_config){
+		.host_bytes = cfg.host_size,
+		.segment_bytes = cfg.host_segment_size,
+		.shm_prefix = prefix,
+		.shm_mode = cfg.shm_mode,
+		.shm_gid = gid,
+		.max_namespaces = cfg.max_namespaces,
+	};
+	if (kvt_engine_create(&ecfg, &d.engine, &err) < 0) {
+		kvt_log(KVT_LOG_ERROR, "host tier: %s", err.msg);
+		goto out_lock;
+	}
+	d.max_keys = cfg.max_keys_per_request;
+	d.max_message_size = cfg.max_message_size;
+	d.started = time(NULL);
+	kvt_allocator_describe(d.allocator, sizeof(d.allocator));
+	kvt_gpu_probe(d.cuda, sizeof(d.cuda));
+
+	grpc_init();
+	kvt_log_capture_grpc();
+	scfg = (struct kvt_server_config){
+		.unix_path = cfg.socket,
+		.tcp = cfg.tcp,
+		.threads = cfg.threads,
+		.max_message_size = cfg.max_message_size,
+		.socket_mode = cfg.socket_mode,
+		.gid = gid,
+		.methods = kvt_rpc_methods,
+		.nmethods = kvt_rpc_nmethods,
+		.stream = &kvt_rpc_attach,
+		.ctx = &d,
+	};
+	if (kvt_server_start(&scfg, &d.server, msg, sizeof(msg)) < 0) {
+		kvt_log(KVT_LOG_ERROR, "%s", msg);
+		goto out_grpc;
+	}
+	printf("kvtierd %s listening on", KVT_VERSION);
+	for (size_t i = 0; i < kvt_server_listen_count(d.server); i++)
+		printf(" %s", kvt_server_listen_address(d.server, i));
+	printf(" (host tier %llu MiB in %u shm segments %s*; %s; %s)\n",
+	       (unsigned long long)(cfg.host_size >> 20),
+	       kvt_engine_host_segments(d.engine), prefix, d.allocator, d.cuda);
+	fflush(stdout);
+
+	wait_for_stop();
+	kvt_server_shutdown(d.server, SHUTDOWN_GRACE_MS);
+	kvt_server_destroy(d.server);
+	rc = 0;
+	kvt_log(KVT_LOG_INFO, "stopped cleanly");
+out_grpc:
+	unlink(cfg.socket);
+	kvt_engine_destroy(d.engine);
+	grpc_shutdown();
+out_lock:
+	unlink(lock_path);
+	close(lock_fd);
+	return rc;
+}

@@ -1,0 +1,799 @@
+#include "rpc.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "health.pb-c.h"
+#include "kvtier.pb-c.h"
+#include "log.h"
+
+#define CLIENT_NAME_MAX 64
+
+/* -errno from the engine -> gRPC status: the only place this mapping lives. */
+static const struct {
+	int err;
+	grpc_status_code code;
+} errno_status[] = {
+	{ EINVAL, GRPC_STATUS_INVALID_ARGUMENT },
+	{ ENOENT, GRPC_STATUS_NOT_FOUND },
+	{ EPERM, GRPC_STATUS_FAILED_PRECONDITION },
+	{ ENOSPC, GRPC_STATUS_RESOURCE_EXHAUSTED },
+	{ ENOMEM, GRPC_STATUS_RESOURCE_EXHAUSTED },
+};
+
+static grpc_status_code engine_status(int rc, const struct kvt_err *err,
+				      struct kvt_reply *r)
+{
+	if (rc == 0)
+		return GRPC_STATUS_OK;
+	snprintf(r->msg, sizeof(r->msg), "%s", err->msg);
+	for (size_t i = 0; i < sizeof(errno_status) / sizeof(errno_status[0]); i++)
+		if (errno_status[i].err == -rc)
+			return errno_status[i].code;
+	return GRPC_STATUS_INTERNAL;
+}
+
+__attribute__((format(printf, 3, 4))) static grpc_status_code
+reject(struct kvt_reply *r, grpc_status_code code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+static void *unpack(const ProtobufCMessageDescriptor *d, const uint8_t *req,
+		    size_t len, struct kvt_reply *r)
+{
+	void *m = protobuf_c_message_unpack(d, NULL, len, req);
+
+	if (!m)
+		snprintf(r->msg, sizeof(r->msg), "malformed %s: the bytes do not parse",
+			 d->name);
+	return m;
+}
+
+static grpc_status_code pack(const void *msg, struct kvt_reply *r)
+{
+	size_t len = protobuf_c_message_get_packed_size(msg);
+
+	r->buf = malloc(len ? len : 1);
+	if (!r->buf)
+		return reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	r->len = protobuf_c_message_pack(msg, r->buf);
+	return GRPC_STATUS_OK;
+}
+
+/*
+ * Checks a key list (count and lengths) and returns pointers to the keys in
+ * *out (to free). `what` names the field in messages.
+ */
+static grpc_status_code check_keys(const struct kvt_daemon *d, size_t n,
+				   const ProtobufCBinaryData *keys,
+				   const uint8_t ***out, struct kvt_reply *r)
+{
+	const uint8_t **p;
+
+	if (n == 0)
+		return reject(r, GRPC_STATUS_INVALID_ARGUMENT, "keys is empty");
+	if (n > d->max_keys)
+		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+			      "%zu keys exceed max_keys_per_request (%u)", n,
+			      d->max_keys);
+	for (size_t i = 0; i < n; i++)
+		if (keys[i].len != KVT_KEY_BYTES)
+			return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+				      "keys[%zu] is %zu bytes, keys must be %d",
+				      i, keys[i].len, KVT_KEY_BYTES);
+	p = malloc(sizeof(*p) * n);
+	if (!p)
+		return reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		p[i] = keys[i].data;
+	*out = p;
+	return GRPC_STATUS_OK;
+}
+
+static grpc_status_code check_session(const ProtobufCBinaryData *token,
+				      struct kvt_reply *r)
+{
+	if (token->len != KVT_SESSION_TOKEN_BYTES)
+		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+			      "session is %zu bytes; pass the %d-byte token from Attach",
+			      token->len, KVT_SESSION_TOKEN_BYTES);
+	return GRPC_STATUS_OK;
+}
+
+/* An optional parent key: empty, or 16 bytes. */
+static grpc_status_code check_parent(const ProtobufCBinaryData *parent,
+				     const uint8_t **out, struct kvt_reply *r)
+{
+	*out = NULL;
+	if (parent->len == 0)
+		return GRPC_STATUS_OK;
+	if (parent->len != KVT_KEY_BYTES)
+		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+			      "parent is %zu bytes, keys must be %d", parent->len,
+			      KVT_KEY_BYTES);
+	*out = parent->data;
+	return GRPC_STATUS_OK;
+}
+
+/* ---- Attach ---- */
+
+static grpc_status_code attach_open(void *ctx, const uint8_t *req, size_t len,
+				    struct kvt_reply *r, void **state)
+{
+	struct kvt_daemon *d = ctx;
+	Kvtier__V1__AttachRequest *q =
+		unpack(&kvtier__v1__attach_request__descriptor, req, len, r);
+	Kvtier__V1__AttachEvent ev = KVTIER__V1__ATTACH_EVENT__INIT;
+	uint8_t token[KVT_SESSION_TOKEN_BYTES];
+	struct kvt_session *s;
+	grpc_status_code code;
+	int rc;
+
+	if (!q)
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	if (strlen(q->client_name) > CLIENT_NAME_MAX) {
+		code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+			      "client_name is longer than %d bytes", CLIENT_NAME_MAX);
+		goto out;
+	}
+	rc = kvt_engine_session_open(d->engine, token, &s);
+	if (rc < 0) {
+		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+			      "cannot open a session: %s", strerror(-rc));
+		goto out;
+	}
+	ev.session.data = token;
+	ev.session.len = sizeof(token);
+	ev.host_shm_prefix = (char *)kvt_engine_shm_prefix(d->engine);
+	ev.host_segments = kvt_engine_host_segments(d->engine);
+	ev.host_segment_bytes = kvt_engine_segment_bytes(d->engine);
+	ev.daemon_version = KVT_VERSION;
+	code = pack(&ev, r);
+	if (code != GRPC_STATUS_OK) {
+		kvt_engine_session_close(d->engine, s);
+		goto out;
+	}
+	*state = s;
+	kvt_log(KVT_LOG_INFO, "session opened (client \"%s\")", q->client_name);
+out:
+	protobuf_c_message_free_unpacked(&q->base, NULL);
+	return code;
+}
+
+static void attach_close(void *ctx, void *state)
+{
+	struct kvt_daemon *d = ctx;
+
+	kvt_engine_session_close(d->engine, state);
+	kvt_log(KVT_LOG_INFO, "session closed: its pins and reservations are released");
+}
+
+const struct kvt_stream_method kvt_rpc_attach = {
+	"/kvtier.v1.KvTier/Attach", attach_open, attach_close
+};
+
+/* ---- unary methods ---- */
+
+static grpc_status_code open_namespace(void *ctx, const uint8_t *req,
+				       size_t len, struct kvt_reply *r)
+{
+	struct kvt_daemon *d = ctx;
+	Kvtier__V1__OpenNamespaceRequest *q =
+		unpack(&kvtier__v1__open_namespace_request__descriptor, req, len, r);
+	Kvtier__V1__OpenNamespaceResponse p = KVTIER__V1__OPEN_NAMESPACE_RESPONSE__INIT;
+	struct kvt_err err;
+	grpc_status_code code;
+	bool created;
+	int rc;
+
+	if (!q)
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	rc = kvt_engine_open_namespace(d->engine, q->name, q->page_bytes,
+				       q->block_tokens, &p.namespace_id, &created,
+				       &p.slot_stride, &err);
+	p.created = created;
+	code = engine_status(rc, &err, r);
+	if (code == GRPC_STATUS_OK) {
+		if (created)
+			kvt_log(KVT_LOG_INFO, "namespace %s: page %llu bytes, %u tokens per block",
+				q->name, (unsigned long long)q->page_bytes,
+				q->block_tokens);
+		code = pack(&p, r);
+	}
+	protobuf_c_message_free_unpacked(&q->base, NULL);
+	return code;
+}
+
+static grpc_status_code lookup(void *ctx, const uint8_t *req, size_t len,
+			       struct kvt_reply *r)
+{
+	struct kvt_daemon *d = ctx;
+	Kvtier__V1__LookupRequest *q =
+		unpack(&kvtier__v1__lookup_request__descriptor, req, len, r);
+	Kvtier__V1__LookupResponse p = KVTIER__V1__LOOKUP_RESPONSE__INIT;
+	const uint8_t **keys = NULL;
+	struct kvt_err err;
+	grpc_status_code code;
+
+	if (!q)
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	code = check_keys(d, q->n_keys, q->keys, &keys, r);
+	if (code == GRPC_STATUS_OK)
+		code = engine_status(kvt_engine_lookup(d->engine, q->namespace_id,
+						       keys, (uint32_t)q->n_keys,
+						       &p.ready_blocks, &err),
+				     &err, r);
+	if (code == GRPC_STATUS_OK) {
+		Kvtier__V1__Tier *tiers = malloc(sizeof(*tiers) * (p.ready_blocks + 1));
+
+		if (!tiers) {
+			code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		} else {
+			for (uint32_t i = 0; i < p.ready_blocks; i++)
+				tiers[i] = KVTIER__V1__TIER__TIER_HOST;
+			p.tiers = tiers;
+			p.n_tiers = p.ready_blocks;
+			code = pack(&p, r);
+			free(tiers);
+		}
+	}
+	free(keys);
+	protobuf_c_message_free_unpacked(&q->base, NULL);
+	return code;
+}
+
+/* Location messages for n engine locations, as an array of pointers. */
+struct locations {
+	Kvtier__V1__Location *msgs;
+	Kvtier__V1__Location **ptrs;
+};
+
+static int locations_fill(struct locations *l, const struct kvt_location *src,
+			  uint32_t n)
+{
+	l->msgs = calloc(n + 1, sizeof(*l->msgs));
+	l->ptrs = calloc(n + 1, sizeof(*l->ptrs));
+	if (!l->msgs || !l->ptrs)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n; i++) {
+		kvtier__v1__location__init(&l->msgs[i]);
+		l->msgs[i].tier = KVTIER__V1__TIER__TIER_HOST;
+		l->msgs[i].segment = src[i].segment;
+		l->msgs[i].offset = src[i].offset;
+		l->ptrs[i] = &l->msgs[i];
+	}
+	return 0;
+}
+
+static void locations_free(struct locations *l)
+{
+	free(l->msgs);
+	free(l->ptrs);
+}
+
+static grpc_status_code reserve(void *ctx, const uint8_t *req, size_t len,
+				struct kvt_reply *r)
+{
+	struct kvt_daemon *d = ctx;
+	Kvtier__V1__ReserveRequest *q =
+		unpack(&kvtier__v1__reserve_request__descriptor, req, len, r);
+	Kvtier__V1__ReserveResponse p = KVTIER__V1__RESERVE_RESPONSE__INIT;
+	enum kvt_reserve_state *states = NULL;
+	struct kvt_location *locs = NULL;
+	struct locations l = { 0 };
+	const uint8_t **keys = NULL, *parent;
+	struct kvt_err err;
+	grpc_status_code code;
+
+	if (!q)
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	if ((code = check_session(&q->session, r)) != GRPC_STATUS_OK ||
+	    (code = check_parent(&q->parent, &parent, r)) != GRPC_STATUS_OK ||
+	    (code = check_keys(d, q->n_keys, q->keys, &keys, r)) != GRPC_STATUS_OK)
+		goto out;
+	states = malloc(sizeof(*states) * q->n_keys);
+	locs = malloc(sizeof(*locs) * q->n_keys);
+	if (!states || !locs) {
+		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	code = engine_status(kvt_engine_reserve(d->engine, q->session.data,
+						q->namespace_id, parent, keys,
+						(uint32_t)q->n_keys, states, locs,
+						&err),
+			     &err, r);
+	if (code != GRPC_STATUS_OK)
+		goto out;
+	if (locations_fill(&l, locs, (uint32_t)q->n_keys) < 0) {
+		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	/* The engine's values are kvtier.v1.ReserveState's by construction. */
+	p.states = (Kvtier__V1__ReserveState *)states;
+	p.n_states = q->n_keys;
+	p.locations = l.ptrs;
+	p.n_locations = q->n_keys;
+	code = pack(&p, r);
+out:
+	locations_free(&l);
+	free(states);
+	free(locs);
+	free(keys);
+	protobuf_c_message_free_unpacked(&q->base, NULL);
+	return code;
+}
+
+typedef int (*owned_fn)(struct kvt_engine *e, const uint8_t *token, uint32_t ns,
+			const uint8_t *const *keys, uint32_t n,
+			struct kvt_err *err);
+
+/* Commit and Abort share their request shape and their checks. */
+static grpc_status_code owned_keys(struct kvt_daemon *d,
+				   const ProtobufCBinaryData *session,
+				   uint32_t ns, size_t n,
+				   const ProtobufCBinaryData *key_list,
+				   owned_fn fn, const void *empty_reply,
+				   struct kvt_reply *r)
+{
+	const uint8_t **keys = NULL;
+	struct kvt_err err;
+	grpc_status_code code;
+
+	if ((code = check_session(session, r)) != GRPC_STATUS_OK ||
+	    (code = check_keys(d, n, key_list, &keys, r)) != GRPC_STATUS_OK)
+		return code;
+	code = engine_status(fn(d->engine, session->data, ns, keys, (uint32_t)n,
+				&err),
+			     &err, r);
+	free(keys);
+	return code == GRPC_STATUS_OK ? pack(empty_reply, r) : code;
+}
+
+static grpc_status_code commit(void *ctx, const uint8_t *req, size_t len,
+			       struct kvt_reply *r)
+{
+	Kvtier__V1__CommitRequest *q =
+		unpack(&kvtier__v1__commit_request__descriptor, req, len, r);
+	Kvtier__V1__CommitResponse p = KVTIER__V1__COMMIT_RESPONSE__INIT;
+	grpc_status_code code;
+
+	if (!q)
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	code = owned_keys(ctx, &q->session, q->namespace_id, q->n_keys, q->keys,
+			  kvt_engine_commit, &p, r);
+	protobuf_c_message_free_unpacked(&q->base, NULL);
+	return code;
+}
+
+static grpc_status_code abort_(void *ctx, const uint8_t *req, size_t len,
+			       struct kvt_reply *r)
+{
+	Kvtier__V1__AbortRequest *q =
+		unpack(&kvtier__v1__abort_request__descriptor, req, len, r);
+	Kvtier__V1__AbortResponse p = KVTIER__V1__ABORT_RESPONSE__INIT;
+	grpc_status_code code;
+
+	if (!q)
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	code = owned_keys(ctx, &q->session, q->namespace_id, q->n_keys, q->keys,
+			  kvt_engine_abort, &p, r);
+	protobuf_c_message_free_unpacked(&q->base, NULL);
+	return code;
+}
+
+static grpc_status_code acquire(void *ctx, const uint8_t *req, size_t len,
+				struct kvt_reply *r)
+{
+	struct kvt_daemon *d = ctx;
+	Kvtier__V1__AcquireRequest *q =
+		unpack(&kvtier__v1__acquire_request__descriptor, req, len, r);
+	Kvtier__V1__AcquireResponse p = KVTIER__V1__ACQUIRE_RESPONSE__INIT;
+	struct kvt_location *locs = NULL;
+	struct locations l = { 0 };
+	const uint8_t **keys = NULL;
+	struct kvt_err err;
+	grpc_status_code code;
+
+	if (!q)
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	if ((code = check_session(&q->session, r)) != GRPC_STATUS_OK ||
+	    (code = check_keys(d, q->n_keys, q->keys, &keys, r)) != GRPC_STATUS_OK)
+		goto out;
+	locs = malloc(sizeof(*locs) * q->n_keys);
+	if (!locs) {
+		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	code = engine_status(kvt_engine_acquire(d->engine, q->session.data,
+						q->namespace_id, keys,
+						(uint32_t)q->n_keys, &p.lease, locs,
+						&p.blocks, &err),
+			     &err, r);
+	if (code != GRPC_STATUS_OK)
+		goto out;
+	if (locations_fill(&l, locs, p.blocks) < 0) {
+		struct kvt_err ignored;
+
+		kvt_engine_release(d->engine, q->session.data, p.lease, &ignored);
+		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	p.locations = l.ptrs;
+	p.n_locations = p.blocks;
+	code = pack(&p, r);
+out:
+	locations_free(&l);
+	free(locs);
+	free(keys);
+	protobuf_c_message_free_unpacked(&q->base, NULL);
+	return code;
+}
+
+static grpc_status_code release(void *ctx, const uint8_t *req, size_t len,
+				struct kvt_reply *r)
+{
+	struct kvt_daemon *d = ctx;
+	Kvtier__V1__ReleaseRequest *q =
+		unpack(&kvtier__v1__release_request__descriptor, req, len, r);
+	Kvtier__V1__ReleaseResponse p = KVTIER__V1__RELEASE_RESPONSE__INIT;
+	struct kvt_err err;
+	grpc_status_code code;
+
+	if (!q)
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	code = check_session(&q->session, r);
+	if (code == GRPC_STATUS_OK)
+		code = engine_status(kvt_engine_release(d->engine, q->session.data,
+							q->lease, &err),
+				     &err, r);
+	if (code == GRPC_STATUS_OK)
+		code = pack(&p, r);
+	protobuf_c_message_free_unpacked(&q->base, NULL);
+	return code;
+}
+
+static grpc_status_code put(void *ctx, const uint8_t *req, size_t len,
+			    struct kvt_reply *r)
+{
+	struct kvt_daemon *d = ctx;
+	Kvtier__V1__PutRequest *q =
+		unpack(&kvtier__v1__put_request__descriptor, req, len, r);
+	Kvtier__V1__PutResponse p = KVTIER__V1__PUT_RESPONSE__INIT;
+	const uint8_t **keys = NULL, *parent;
+	const void **pages = NULL;
+	uint64_t page_bytes;
+	struct kvt_err err;
+	grpc_status_code code;
+
+	if (!q)
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	if ((code = check_parent(&q->parent, &parent, r)) != GRPC_STATUS_OK ||
+	    (code = check_keys(d, q->n_keys, q->keys, &keys, r)) != GRPC_STATUS_OK)
+		goto out;
+	if (q->n_pages != q->n_keys) {
+		code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+			      "%zu pages for %zu keys: give one page per key",
+			      q->n_pages, q->n_keys);
+		goto out;
+	}
+	code = engine_status(kvt_engine_page_bytes(d->engine, q->namespace_id,
+						   &page_bytes, &err),
+			     &err, r);
+	if (code != GRPC_STATUS_OK)
+		goto out;
+	pages = malloc(sizeof(*pages) * q->n_pages);
+	if (!pages) {
+		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < q->n_pages; i++) {
+		if (q->pages[i].len != page_bytes) {
+			code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+				      "pages[%zu] is %zu bytes; the namespace's page_bytes is %llu",
+				      i, q->pages[i].len,
+				      (unsigned long long)page_bytes);
+			goto out;
+		}
+		pages[i] = q->pages[i].data;
+	}
+	code = engine_status(kvt_engine_put(d->engine, q->namespace_id, parent,
+					    keys, pages, (uint32_t)q->n_keys,
+					    &p.stored, &err),
+			     &err, r);
+	if (code == GRPC_STATUS_OK)
+		code = pack(&p, r);
+out:
+	free(pages);
+	free(keys);
+	protobuf_c_message_free_unpacked(&q->base, NULL);
+	return code;
+}
+
+static grpc_status_code get(void *ctx, const uint8_t *req, size_t len,
+			    struct kvt_reply *r)
+{
+	struct kvt_daemon *d = ctx;
+	Kvtier__V1__GetRequest *q =
+		unpack(&kvtier__v1__get_request__descriptor, req, len, r);
+	Kvtier__V1__GetResponse p = KVTIER__V1__GET_RESPONSE__INIT;
+	struct kvt_block **pinned = NULL;
+	ProtobufCBinaryData *pages = NULL;
+	const uint8_t **keys = NULL;
+	uint64_t page_bytes, fit;
+	uint32_t count = 0;
+	struct kvt_err err;
+	grpc_status_code code;
+
+	if (!q)
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	if ((code = check_keys(d, q->n_keys, q->keys, &keys, r)) != GRPC_STATUS_OK ||
+	    (code = engine_status(kvt_engine_page_bytes(d->engine, q->namespace_id,
+							&page_bytes, &err),
+				  &err, r)) != GRPC_STATUS_OK)
+		goto out;
+	/* Each page costs its bytes plus a tag and a length varint. */
+	fit = (d->max_message_size - 16) / (page_bytes + 11);
+	pinned = malloc(sizeof(*pinned) * q->n_keys);
+	pages = malloc(sizeof(*pages) * q->n_keys);
+	if (!pinned || !pages) {
+		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
+	code = engine_status(kvt_engine_pin(d->engine, q->namespace_id, keys,
+					    (uint32_t)q->n_keys,
+					    fit > UINT32_MAX ? UINT32_MAX : (uint32_t)fit,
+					    pinned, &count, &p.ready_blocks, &err),
+			     &err, r);
+	if (code != GRPC_STATUS_OK)
+		goto out;
+	/* Pinned: the pages cannot move while pack copies them out. */
+	for (uint32_t i = 0; i < count; i++) {
+		pages[i].data = (uint8_t *)kvt_engine_page(d->engine, pinned[i]);
+		pages[i].len = page_bytes;
+	}
+	p.pages = pages;
+	p.n_pages = count;
+	code = pack(&p, r);
+	kvt_engine_unpin(d->engine, pinned, count);
+out:
+	free(pinned);
+	free(pages);
+	free(keys);
+	protobuf_c_message_free_unpacked(&q->base, NULL);
+	return code;
+}
+
+static grpc_status_code drop(void *ctx, const uint8_t *req, size_t len,
+			     struct kvt_reply *r)
+{
+	struct kvt_daemon *d = ctx;
+	Kvtier__V1__DropRequest *q =
+		unpack(&kvtier__v1__drop_request__descriptor, req, len, r);
+	Kvtier__V1__DropResponse p = KVTIER__V1__DROP_RESPONSE__INIT;
+	const uint8_t **keys = NULL;
+	struct kvt_err err;
+	grpc_status_code code;
+
+	if (!q)
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	if (q->all && q->n_keys)
+		code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+			      "give keys or all, not both");
+	else if (!q->all)
+		code = check_keys(d, q->n_keys, q->keys, &keys, r);
+	else
+		code = GRPC_STATUS_OK;
+	if (code == GRPC_STATUS_OK)
+		code = engine_status(kvt_engine_drop(d->engine, q->namespace_id,
+						     keys, (uint32_t)q->n_keys,
+						     q->all, &p.dropped, &err),
+				     &err, r);
+	if (code == GRPC_STATUS_OK)
+		code = pack(&p, r);
+	free(keys);
+	protobuf_c_message_free_unpacked(&q->base, NULL);
+	return code;
+}
+
+/* ---- Stats ---- */
+
+static const char *const status_names[KVT_STATUS_CODES] = {
+	"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+	"NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+	"FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+	"INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+};
+
+/* Everything a StatsResponse points to, freed at once. */
+struct stats_buf {
+	Kvtier__V1__RpcStats rpcs[32], *rpc_ptrs[32];
+	Kvtier__V1__StatsResponse__RpcErrorsEntry errs[KVT_STATUS_CODES];
+	Kvtier__V1__StatsResponse__RpcErrorsEntry *err_ptrs[KVT_STATUS_CODES];
+	struct kvt_namespace_stats *ns;
+	Kvtier__V1__NamespaceStats *ns_msgs, **ns_ptrs;
+	char *listen[4];
+};
+
+static void stats_fill_engine(struct kvt_daemon *d, Kvtier__V1__StatsResponse *p)
+{
+	struct kvt_engine_stats st;
+
+	kvt_engine_stats(d->engine, &st);
+	p->sessions_active = st.sessions_active;
+	p->sessions_total = st.sessions_total;
+	p->leases_active = st.leases_active;
+	p->pinned_blocks = st.pinned_blocks;
+	p->ready_blocks = st.ready_blocks;
+	p->pending_blocks = st.pending_blocks;
+	p->lookup_keys = st.lookup_keys;
+	p->lookup_hits = st.lookup_hits;
+	p->reserved_blocks_total = st.reserved_total;
+	p->committed_blocks_total = st.committed_total;
+	p->aborted_blocks_total = st.aborted_total;
+	p->evictions_total = st.evictions_total;
+	p->dropped_blocks_total = st.dropped_total;
+	p->reserve_no_space_total = st.reserve_no_space_total;
+	p->host_capacity_bytes = st.host_capacity_bytes;
+	p->host_used_bytes = st.host_used_bytes;
+	p->host_segments = st.host_segments;
+	p->host_segments_used = st.host_segments_used;
+}
+
+static void stats_fill_rpcs(struct kvt_daemon *d, struct stats_buf *b,
+			    Kvtier__V1__StatsResponse *p)
+{
+	size_t n = kvt_server_method_slots(d->server);
+
+	for (size_t i = 0; i < n && i < 32; i++) {
+		const char *path;
+		Kvtier__V1__RpcStats *m = &b->rpcs[p->n_rpcs];
+
+		kvtier__v1__rpc_stats__init(m);
+		kvt_server_method_counters(d->server, i, &path, &m->calls,
+					   &m->errors);
+		/* "/kvtier.v1.KvTier/Lookup" -> "Lookup" */
+		m->method = strrchr(path, '/') ? strrchr(path, '/') + 1 : (char *)path;
+		b->rpc_ptrs[p->n_rpcs++] = m;
+	}
+	p->rpcs = b->rpc_ptrs;
+	for (int c = 1; c < KVT_STATUS_CODES; c++) {
+		uint64_t v = kvt_server_errors_by_code(d->server, c);
+		Kvtier__V1__StatsResponse__RpcErrorsEntry *e = &b->errs[p->n_rpc_errors];
+
+		if (!v)
+			continue;
+		kvtier__v1__stats_response__rpc_errors_entry__init(e);
+		e->key = (char *)status_names[c];
+		e->value = v;
+		b->err_ptrs[p->n_rpc_errors++] = e;
+	}
+	p->rpc_errors = b->err_ptrs;
+	for (size_t i = 0; i < kvt_server_listen_count(d->server) && i < 4; i++)
+		b->listen[p->n_listen++] =
+			(char *)kvt_server_listen_address(d->server, i);
+	p->listen = b->listen;
+}
+
+static int stats_fill_namespaces(struct kvt_daemon *d, struct stats_buf *b,
+				 Kvtier__V1__StatsResponse *p)
+{
+	uint32_t n = 0;
+	struct kvt_namespace_stats tmp;
+
+	while (kvt_engine_namespace_stats(d->engine, n, &tmp) == 0)
+		n++;
+	/* Namespaces are never removed, so n only grows: read at most n. */
+	b->ns = calloc(n + 1, sizeof(*b->ns));
+	b->ns_msgs = calloc(n + 1, sizeof(*b->ns_msgs));
+	b->ns_ptrs = calloc(n + 1, sizeof(*b->ns_ptrs));
+	if (!b->ns || !b->ns_msgs || !b->ns_ptrs)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n; i++) {
+		Kvtier__V1__NamespaceStats *m = &b->ns_msgs[i];
+
+		kvt_engine_namespace_stats(d->engine, i, &b->ns[i]);
+		kvtier__v1__namespace_stats__init(m);
+		m->name = b->ns[i].name;
+		m->namespace_id = i;
+		m->page_bytes = b->ns[i].page_bytes;
+		m->block_tokens = b->ns[i].block_tokens;
+		m->ready_blocks = b->ns[i].ready_blocks;
+		m->pending_blocks = b->ns[i].pending_blocks;
+		m->lookup_keys = b->ns[i].lookup_keys;
+		m->lookup_hits = b->ns[i].lookup_hits;
+		m->evictions = b->ns[i].evictions;
+		b->ns_ptrs[i] = m;
+	}
+	p->namespaces = b->ns_ptrs;
+	p->n_namespaces = n;
+	return 0;
+}
+
+static grpc_status_code stats(void *ctx, const uint8_t *req, size_t len,
+			      struct kvt_reply *r)
+{
+	struct kvt_daemon *d = ctx;
+	Kvtier__V1__StatsRequest *q =
+		unpack(&kvtier__v1__stats_request__descriptor, req, len, r);
+	Kvtier__V1__StatsResponse p = KVTIER__V1__STATS_RESPONSE__INIT;
+	struct stats_buf *b = calloc(1, sizeof(*b));
+	grpc_status_code code;
+
+	if (!q) {
+		free(b);
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
+	protobuf_c_message_free_unpacked(&q->base, NULL);
+	if (!b)
+		return reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	p.version = KVT_VERSION;
+	p.pid = (uint32_t)getpid();
+	p.uptime_seconds = (uint64_t)(time(NULL) - d->started);
+	p.allocator = d->allocator;
+	p.cuda = d->cuda;
+	stats_fill_engine(d, &p);
+	stats_fill_rpcs(d, b, &p);
+	if (stats_fill_namespaces(d, b, &p) < 0)
+		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	else
+		code = pack(&p, r);
+	free(b->ns);
+	free(b->ns_msgs);
+	free(b->ns_ptrs);
+	free(b);
+	return code;
+}
+
+/* ---- grpc.health.v1.Health ---- */
+
+static grpc_status_code health_check(void *ctx, const uint8_t *req, size_t len,
+				     struct kvt_reply *r)
+{
+	Grpc__Health__V1__HealthCheckRequest *q =
+		unpack(&grpc__health__v1__health_check_request__descriptor, req, len, r);
+	Grpc__Health__V1__HealthCheckResponse p =
+		GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+	grpc_status_code code;
+
+	(void)ctx;
+	if (!q)
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	if (q->service[0] && strcmp(q->service, "kvtier.v1.KvTier") != 0) {
+		code = reject(r, GRPC_STATUS_NOT_FOUND,
+			      "unknown service \"%s\" (known: \"\", \"kvtier.v1.KvTier\")",
+			      q->service);
+	} else {
+		p.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+		code = pack(&p, r);
+	}
+	protobuf_c_message_free_unpacked(&q->base, NULL);
+	return code;
+}
+
+const struct kvt_method kvt_rpc_methods[] = {
+	{ "/kvtier.v1.KvTier/OpenNamespace", open_namespace },
+	{ "/kvtier.v1.KvTier/Lookup", lookup },
+	{ "/kvtier.v1.KvTier/Reserve", reserve },
+	{ "/kvtier.v1.KvTier/Commit", commit },
+	{ "/kvtier.v1.KvTier/Abort", abort_ },
+	{ "/kvtier.v1.KvTier/Acquire", acquire },
+	{ "/kvtier.v1.KvTier/Release", release },
+	{ "/kvtier.v1.KvTier/Put", put },
+	{ "/kvtier.v1.KvTier/Get", get },
+	{ "/kvtier.v1.KvTier/Drop", drop },
+	{ "/kvtier.v1.KvTier/Stats", stats },
+	{ "/grpc.health.v1.Health/Check", health_check },
+};
+
+const size_t kvt_rpc_nmethods = sizeof(kvt_rpc_methods) / sizeof(kvt_rpc_methods[0]);

@@ -1,0 +1,32 @@
+/*
+ * The kvtier.v1.KvTier and grpc.health.v1.Health handlers: each unpacks its
+ * request, validates every field at this boundary, calls the engine and
+ * packs the reply. Engine errors (-errno) become gRPC status codes here, in
+ * one table. Handlers run on completion-queue threads, concurrently.
+ */
+#ifndef KVT_RPC_H
+#define KVT_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "server.h"
+
+struct kvt_daemon {
+	struct kvt_engine *engine;
+	struct kvt_server *server; /* set once the server runs */
+	uint32_t max_keys;
+	uint64_t max_message_size;
+	time_t started;
+	char allocator[96];
+	char cuda[160];
+};
+
+extern const struct kvt_method kvt_rpc_methods[];
+extern const size_t kvt_rpc_nmethods;
+extern const struct kvt_stream_method kvt_rpc_attach;
+
+#define KVT_VERSION "0.1.0"
+
+#endif

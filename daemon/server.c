@@ -1,0 +1,590 @@
+/*
+ * Life of a unary call (one batch in flight at a time, so no lock):
+ *   accepted -> {SEND_INITIAL_METADATA, RECV_MESSAGE} -> handler ->
+ *   {SEND_MESSAGE, SEND_STATUS_FROM_SERVER, RECV_CLOSE_ON_SERVER} -> freed.
+ * Life of a stream (Attach): the same first batch, then open(), then two
+ * batches at once, {SEND_MESSAGE first event} and {RECV_CLOSE_ON_SERVER}; the
+ * second completes when the client goes away, and runs close(). Both may
+ * complete on different threads, so the call is reference counted. Streams
+ * are listed (under streams_lock) so that shutdown can end them; any
+ * start_batch on a listed call happens under that lock.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define ACCEPTS_IN_FLIGHT 16
+#define MAX_LISTEN 2
+
+struct tag {
+	void (*done)(struct tag *t, bool ok);
+};
+
+struct counters {
+	atomic_uint_fast64_t calls, errors;
+};
+
+struct kvt_server {
+	struct kvt_server_config cfg;
+	grpc_server *server;
+	grpc_completion_queue *cq;
+	pthread_t *threads;
+	unsigned nthreads;
+	char listen[MAX_LISTEN][160];
+	size_t nlisten;
+
+	struct counters *counters; /* nmethods + stream + unknown */
+	atomic_uint_fast64_t by_code[KVT_STATUS_CODES];
+
+	struct tag shutdown_tag;
+	pthread_mutex_t lock; /* guards shutdown_done, accepting, streams */
+	pthread_cond_t cond;
+	bool shutdown_done, accepting;
+	struct call *streams;
+};
+
+struct call {
+	struct tag tag;              /* the call's current batch */
+	struct tag close_tag;        /* streams: RECV_CLOSE_ON_SERVER */
+	struct tag end_tag;          /* streams: SEND_STATUS at shutdown */
+	struct kvt_server *srv;
+	grpc_call *call;
+	grpc_call_details details;
+	grpc_metadata_array md;
+	grpc_byte_buffer *recv, *send;
+	int cancelled;
+	size_t method; /* index into counters */
+	enum { ACCEPTING, READING, REPLYING, STREAMING } phase;
+	atomic_int refs;
+	void *state;                 /* streams: from open() */
+	struct call *prev, *next;    /* streams list */
+};
+
+static void accept_one(struct kvt_server *s);
+static void call_done(struct tag *t, bool ok);
+
+static void call_free(struct call *c)
+{
+	if (c->call)
+		grpc_call_unref(c->call);
+	if (c->recv)
+		grpc_byte_buffer_destroy(c->recv);
+	if (c->send)
+		grpc_byte_buffer_destroy(c->send);
+	grpc_call_details_destroy(&c->details);
+	grpc_metadata_array_destroy(&c->md);
+	free(c);
+}
+
+static void call_put(struct call *c)
+{
+	if (atomic_fetch_sub(&c->refs, 1) == 1)
+		call_free(c);
+}
+
+static void count_status(struct kvt_server *s, size_t method,
+			 grpc_status_code code)
+{
+	atomic_fetch_add(&s->counters[method].calls, 1);
+	if (code != GRPC_STATUS_OK) {
+		atomic_fetch_add(&s->counters[method].errors, 1);
+		if (code > 0 && code < KVT_STATUS_CODES)
+			atomic_fetch_add(&s->by_code[code], 1);
+	}
+}
+
+static void start_batch(struct call *c, const grpc_op *ops, size_t n,
+			struct tag *tag)
+{
+	grpc_call_error e = grpc_call_start_batch(c->call, ops, n, tag, NULL);
+
+	/* Only a programming error gets here: the ops are fixed sets. */
+	if (e != GRPC_CALL_OK) {
+		kvt_log(KVT_LOG_ERROR, "grpc_call_start_batch: error %d", e);
+		abort();
+	}
+}
+
+/*
+ * Sends the reply (message if OK) and the status, ending a unary call;
+ * with_metadata when the initial metadata has not gone out yet.
+ */
+static void send_reply(struct call *c, grpc_status_code code,
+		       struct kvt_reply *r, bool with_metadata)
+{
+	grpc_slice details = grpc_slice_from_copied_string(
+		code == GRPC_STATUS_OK ? "" : r->msg);
+	grpc_op ops[4];
+	size_t n = 0;
+
+	count_status(c->srv, c->method, code);
+	if (code != GRPC_STATUS_OK)
+		kvt_log(KVT_LOG_DEBUG, "%s: status %d: %s",
+			(const char *)GRPC_SLICE_START_PTR(c->details.method),
+			code, r->msg);
+	memset(ops, 0, sizeof(ops));
+	if (with_metadata)
+		ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+	if (code == GRPC_STATUS_OK) {
+		grpc_slice body = r->len ? grpc_slice_new(r->buf, r->len, free) :
+					   grpc_empty_slice();
+
+		if (!r->len)
+			free(r->buf);
+		c->send = grpc_raw_byte_buffer_create(&body, 1);
+		grpc_slice_unref(body);
+		ops[n].op = GRPC_OP_SEND_MESSAGE;
+		ops[n++].data.send_message.send_message = c->send;
+	} else {
+		free(r->buf);
+	}
+	r->buf = NULL;
+	ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+	ops[n].data.send_status_from_server.status = code;
+	ops[n++].data.send_status_from_server.status_details = &details;
+	ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+	c->phase = REPLYING;
+	start_batch(c, ops, n, &c->tag);
+	grpc_slice_unref(details);
+}
+
+static bool method_is(const grpc_slice m, const char *path)
+{
+	size_t len = strlen(path);
+
+	return GRPC_SLICE_LENGTH(m) == len &&
+	       memcmp(GRPC_SLICE_START_PTR(m), path, len) == 0;
+}
+
+static void stream_send_done(struct tag *t, bool ok)
+{
+	struct call *c = (struct call *)((char *)t - offsetof(struct call, tag));
+
+	(void)ok; /* a failed send means the client left: close_tag follows */
+	call_put(c);
+}
+
+static void stream_end_done(struct tag *t, bool ok)
+{
+	(void)ok;
+	call_put((struct call *)((char *)t - offsetof(struct call, end_tag)));
+}
+
+static void stream_close_done(struct tag *t, bool ok)
+{
+	struct call *c = (struct call *)((char *)t - offsetof(struct call, close_tag));
+	struct kvt_server *s = c->srv;
+
+	(void)ok;
+	pthread_mutex_lock(&s->lock);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->streams = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	pthread_mutex_unlock(&s->lock);
+	s->cfg.stream->close(s->cfg.ctx, c->state);
+	call_put(c);
+}
+
+static void stream_start(struct call *c, struct kvt_reply *r)
+{
+	struct kvt_server *s = c->srv;
+	grpc_slice body = grpc_slice_new(r->buf, r->len, free);
+	grpc_op send, close;
+
+	r->buf = NULL;
+	count_status(s, c->method, GRPC_STATUS_OK);
+	c->send = grpc_raw_byte_buffer_create(&body, 1);
+	grpc_slice_unref(body);
+	memset(&send, 0, sizeof(send));
+	memset(&close, 0, sizeof(close));
+	send.op = GRPC_OP_SEND_MESSAGE;
+	send.data.send_message.send_message = c->send;
+	close.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	close.data.recv_close_on_server.cancelled = &c->cancelled;
+	c->phase = STREAMING;
+	c->tag.done = stream_send_done;
+	c->close_tag.done = stream_close_done;
+	c->end_tag.done = stream_end_done;
+	atomic_store(&c->refs, 2);
+
+	pthread_mutex_lock(&s->lock);
+	start_batch(c, &send, 1, &c->tag);
+	start_batch(c, &close, 1, &c->close_tag);
+	c->next = s->streams;
+	if (c->next)
+		c->next->prev = c;
+	s->streams = c;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* The request message has arrived (or not): run the handler. */
+static void handle_request(struct call *c)
+{
+	struct kvt_server *s = c->srv;
+	struct kvt_reply r = { 0 };
+	grpc_status_code code;
+	grpc_byte_buffer_reader reader;
+	grpc_slice req = grpc_empty_slice();
+
+	if (!c->recv) {
+		snprintf(r.msg, sizeof(r.msg), "request message missing");
+		send_reply(c, GRPC_STATUS_INVALID_ARGUMENT, &r, false);
+		return;
+	}
+	if (grpc_byte_buffer_reader_init(&reader, c->recv)) {
+		req = grpc_byte_buffer_reader_readall(&reader);
+		grpc_byte_buffer_reader_destroy(&reader);
+	}
+	grpc_byte_buffer_destroy(c->recv);
+	c->recv = NULL;
+
+	if (c->method < s->cfg.nmethods) {
+		code = s->cfg.methods[c->method].fn(s->cfg.ctx,
+						     GRPC_SLICE_START_PTR(req),
+						     GRPC_SLICE_LENGTH(req), &r);
+	} else {
+		code = s->cfg.stream->open(s->cfg.ctx, GRPC_SLICE_START_PTR(req),
+					   GRPC_SLICE_LENGTH(req), &r, &c->state);
+		if (code == GRPC_STATUS_OK) {
+			grpc_slice_unref(req);
+			stream_start(c, &r);
+			return;
+		}
+	}
+	grpc_slice_unref(req);
+	send_reply(c, code, &r, false);
+}
+
+static void call_accepted(struct call *c)
+{
+	struct kvt_server *s = c->srv;
+	grpc_op ops[2];
+	size_t i;
+
+	accept_one(s);
+	for (i = 0; i < s->cfg.nmethods; i++)
+		if (method_is(c->details.method, s->cfg.methods[i].path))
+			break;
+	if (i == s->cfg.nmethods &&
+	    !method_is(c->details.method, s->cfg.stream->path))
+		i = s->cfg.nmethods + 1;
+	c->method = i;
+
+	if (i == s->cfg.nmethods + 1) {
+		struct kvt_reply r = { 0 };
+
+		snprintf(r.msg, sizeof(r.msg), "unknown method %.*s",
+			 (int)GRPC_SLICE_LENGTH(c->details.method),
+			 (const char *)GRPC_SLICE_START_PTR(c->details.method));
+		send_reply(c, GRPC_STATUS_UNIMPLEMENTED, &r, true);
+		return;
+	}
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[1].op = GRPC_OP_RECV_MESSAGE;
+	ops[1].data.recv_message.recv_message = &c->recv;
+	c->phase = READING;
+	start_batch(c, ops, 2, &c->tag);
+}
+
+static void call_done(struct tag *t, bool ok)
+{
+	struct call *c = (struct call *)t;
+
+	switch (c->phase) {
+	case ACCEPTING:
+		if (!ok) { /* server shutting down */
+			call_free(c);
+			return;
+		}
+		call_accepted(c);
+		return;
+	case READING:
+		if (!ok) { /* the client went away before sending */
+			count_status(c->srv, c->method, GRPC_STATUS_CANCELLED);
+			call_free(c);
+			return;
+		}
+		handle_request(c);
+		return;
+	case REPLYING:
+		call_free(c);
+		return;
+	case STREAMING:
+		return; /* not reached: streams use their own tags */
+	}
+}
+
+static void accept_one(struct kvt_server *s)
+{
+	struct call *c;
+	grpc_call_error e;
+
+	pthread_mutex_lock(&s->lock);
+	if (!s->accepting) {
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		pthread_mutex_unlock(&s->lock);
+		kvt_log(KVT_LOG_ERROR, "out of memory accepting a call");
+		return;
+	}
+	c->srv = s;
+	c->tag.done = call_done;
+	c->phase = ACCEPTING;
+	atomic_init(&c->refs, 1);
+	grpc_call_details_init(&c->details);
+	grpc_metadata_array_init(&c->md);
+	e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md,
+				     s->cq, s->cq, &c->tag);
+	pthread_mutex_unlock(&s->lock);
+	if (e != GRPC_CALL_OK) {
+		kvt_log(KVT_LOG_ERROR, "grpc_server_request_call: error %d", e);
+		call_free(c);
+	}
+}
+
+static void *cq_thread(void *arg)
+{
+	struct kvt_server *s = arg;
+
+	for (;;) {
+		grpc_event ev = grpc_completion_queue_next(
+			s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+
+		if (ev.type == GRPC_QUEUE_SHUTDOWN)
+			return NULL;
+		if (ev.type == GRPC_OP_COMPLETE)
+			((struct tag *)ev.tag)->done(ev.tag, ev.success);
+	}
+}
+
+static void shutdown_done(struct tag *t, bool ok)
+{
+	struct kvt_server *s =
+		(struct kvt_server *)((char *)t - offsetof(struct kvt_server, shutdown_tag));
+
+	(void)ok;
+	pthread_mutex_lock(&s->lock);
+	s->shutdown_done = true;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static int add_port(struct kvt_server *s, const char *addr, char *err,
+		    size_t len)
+{
+	grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+	int port = grpc_server_add_http2_port(s->server, addr, creds);
+
+	grpc_server_credentials_release(creds);
+	if (port == 0) {
+		snprintf(err, len, "cannot listen on %s (address in use or invalid)",
+			 addr);
+		return -1;
+	}
+	if (strncmp(addr, "unix:", 5) == 0 || !strstr(addr, ":0"))
+		snprintf(s->listen[s->nlisten++], sizeof(s->listen[0]), "%s", addr);
+	else /* port 0: say which port the kernel picked */
+		snprintf(s->listen[s->nlisten++], sizeof(s->listen[0]), "%.*s:%d",
+			 (int)(strrchr(addr, ':') - addr), addr, port);
+	return 0;
+}
+
+int kvt_server_start(const struct kvt_server_config *cfg,
+		     struct kvt_server **out, char *err, size_t len)
+{
+	struct kvt_server *s = calloc(1, sizeof(*s));
+	int max_msg = cfg->max_message_size > INT_MAX ? INT_MAX :
+							(int)cfg->max_message_size;
+	grpc_arg args[2];
+	grpc_channel_args chargs = { 2, args };
+	char addr[160];
+
+	if (!s) {
+		snprintf(err, len, "out of memory");
+		return -1;
+	}
+	s->cfg = *cfg;
+	s->counters = calloc(cfg->nmethods + 2, sizeof(*s->counters));
+	s->threads = calloc(cfg->threads, sizeof(*s->threads));
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	s->shutdown_tag.done = shutdown_done;
+	memset(args, 0, sizeof(args));
+	args[0].type = args[1].type = GRPC_ARG_INTEGER;
+	args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+	args[0].value.integer = args[1].value.integer = max_msg;
+
+	s->server = grpc_server_create(&chargs, NULL);
+	s->cq = grpc_completion_queue_create_for_next(NULL);
+	grpc_server_register_completion_queue(s->server, s->cq, NULL);
+	snprintf(addr, sizeof(addr), "unix:%s", cfg->unix_path);
+	if (add_port(s, addr, err, len) < 0)
+		goto fail;
+	/* gRPC creates the socket with the umask's mode: set what was asked. */
+	if (chmod(cfg->unix_path, cfg->socket_mode) < 0 ||
+	    (cfg->gid != (gid_t)-1 && chown(cfg->unix_path, (uid_t)-1, cfg->gid) < 0)) {
+		snprintf(err, len, "cannot set mode/group of %s: %s",
+			 cfg->unix_path, strerror(errno));
+		goto fail;
+	}
+	if (cfg->tcp && cfg->tcp[0] && add_port(s, cfg->tcp, err, len) < 0)
+		goto fail;
+	grpc_server_start(s->server);
+	s->accepting = true;
+	for (unsigned i = 0; i < ACCEPTS_IN_FLIGHT; i++)
+		accept_one(s);
+	for (s->nthreads = 0; s->nthreads < cfg->threads; s->nthreads++)
+		if (pthread_create(&s->threads[s->nthreads], NULL, cq_thread, s)) {
+			snprintf(err, len, "cannot start threads");
+			kvt_server_shutdown(s, 0);
+			kvt_server_destroy(s);
+			return -1;
+		}
+	*out = s;
+	return 0;
+
+fail:
+	/* Never started: shut down to let the cq drain, with no threads. */
+	grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
+	grpc_server_cancel_all_calls(s->server);
+	grpc_completion_queue_shutdown(s->cq);
+	while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
+					  NULL).type != GRPC_QUEUE_SHUTDOWN)
+		;
+	kvt_server_destroy(s);
+	return -1;
+}
+
+/* Ends every open stream with UNAVAILABLE, so clients learn why. */
+static void end_streams(struct kvt_server *s)
+{
+	grpc_slice details = grpc_slice_from_static_string("kvtierd is shutting down");
+	grpc_op op;
+
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+	op.data.send_status_from_server.status = GRPC_STATUS_UNAVAILABLE;
+	op.data.send_status_from_server.status_details = &details;
+	pthread_mutex_lock(&s->lock);
+	for (struct call *c = s->streams; c; c = c->next) {
+		atomic_fetch_add(&c->refs, 1);
+		if (grpc_call_start_batch(c->call, &op, 1, &c->end_tag, NULL) !=
+		    GRPC_CALL_OK)
+			atomic_fetch_sub(&c->refs, 1);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+void kvt_server_shutdown(struct kvt_server *s, int grace_ms)
+{
+	struct timespec until;
+
+	pthread_mutex_lock(&s->lock);
+	s->accepting = false;
+	pthread_mutex_unlock(&s->lock);
+	grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
+	end_streams(s);
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += grace_ms / 1000;
+	until.tv_nsec += (long)(grace_ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&s->lock);
+	while (!s->shutdown_done &&
+	       pthread_cond_timedwait(&s->cond, &s->lock, &until) != ETIMEDOUT)
+		;
+	if (!s->shutdown_done) {
+		kvt_log(KVT_LOG_WARN, "calls still running after %d ms: cancelling them",
+			grace_ms);
+		pthread_mutex_unlock(&s->lock);
+		grpc_server_cancel_all_calls(s->server);
+		pthread_mutex_lock(&s->lock);
+		while (!s->shutdown_done)
+			pthread_cond_wait(&s->cond, &s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	grpc_completion_queue_shutdown(s->cq);
+	for (unsigned i = 0; i < s->nthreads; i++)
+		pthread_join(s->threads[i], NULL);
+	s->nthreads = 0;
+}
+
+void kvt_server_destroy(struct kvt_server *s)
+{
+	if (!s)
+		return;
+	if (s->server)
+		grpc_server_destroy(s->server);
+	if (s->cq)
+		grpc_completion_queue_destroy(s->cq);
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->cond);
+	free(s->counters);
+	free(s->threads);
+	free(s);
+}
+
+size_t kvt_server_listen_count(const struct kvt_server *s)
+{
+	return s->nlisten;
+}
+
+const char *kvt_server_listen_address(const struct kvt_server *s, size_t i)
+{
+	return s->listen[i];
+}
+
+size_t kvt_server_method_slots(const struct kvt_server *s)
+{
+	return s->cfg.nmethods + 2;
+}
+
+void kvt_server_method_counters(const struct kvt_server *s, size_t i,
+				const char **path, uint64_t *calls,
+				uint64_t *errors)
+{
+	if (i < s->cfg.nmethods)
+		*path = s->cfg.methods[i].path;
+	else if (i == s->cfg.nmethods)
+		*path = s->cfg.stream->path;
+	else
+		*path = "unknown";
+	*calls = atomic_load(&s->counters[i].calls);
+	*errors = atomic_load(&s->counters[i].errors);
+}
+
+uint64_t kvt_server_errors_by_code(const struct kvt_server *s,
+				   grpc_status_code code)
+{
+	if (code <= 0 || code >= KVT_STATUS_CODES)
+		return 0;
+	return atomic_load(&s->by_code[code]);
+}

@@ -1,0 +1,9 @@
+#include "gpu.h"
+
+#include <stdio.h>
+
+int kvt_gpu_probe(char *buf, size_t len)
+{
+	snprintf(buf, len, "built without CUDA: hbm tier unavailable");
+	return 0;
+}

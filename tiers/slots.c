@@ -1,0 +1,212 @@
+/*
+ * Each carved segment keeps a stack of its free slot numbers. Segments of one
+ * namespace that still have free slots are linked in that namespace's
+ * "partial" list, so alloc is O(1); free segments form a stack of their own.
+ */
+#include "slots.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#define NIL UINT32_MAX
+
+struct segment {
+	uint32_t owner;
+	uint32_t nslots, nfree;
+	uint64_t stride;
+	uint32_t *free_stack;
+	void **users;
+	uint32_t prev, next; /* partial list of the owner, or free list */
+	bool in_partial;
+};
+
+struct kvt_slots {
+	struct segment *segs;
+	uint32_t nsegs, ncarved;
+	uint64_t seg_bytes;
+	uint32_t *partial; /* per namespace: head of its partial list */
+	uint32_t namespaces;
+	uint32_t free_head;
+};
+
+struct kvt_slots *kvt_slots_create(uint32_t segments, uint64_t segment_bytes,
+				   uint32_t namespaces)
+{
+	struct kvt_slots *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->segs = calloc(segments, sizeof(*s->segs));
+	s->partial = malloc(sizeof(*s->partial) * (namespaces ? namespaces : 1));
+	if (!s->segs || !s->partial) {
+		kvt_slots_destroy(s);
+		return NULL;
+	}
+	s->nsegs = segments;
+	s->seg_bytes = segment_bytes;
+	s->namespaces = namespaces;
+	for (uint32_t i = 0; i < namespaces; i++)
+		s->partial[i] = NIL;
+	/* Lowest segment first, so a small workload touches few segments. */
+	s->free_head = segments ? 0 : NIL;
+	for (uint32_t i = 0; i < segments; i++) {
+		s->segs[i].owner = KVT_SLOTS_FREE_SEGMENT;
+		s->segs[i].next = i + 1 < segments ? i + 1 : NIL;
+	}
+	return s;
+}
+
+void kvt_slots_destroy(struct kvt_slots *s)
+{
+	if (!s)
+		return;
+	for (uint32_t i = 0; s->segs && i < s->nsegs; i++) {
+		free(s->segs[i].free_stack);
+		free(s->segs[i].users);
+	}
+	free(s->segs);
+	free(s->partial);
+	free(s);
+}
+
+static void partial_push(struct kvt_slots *s, uint32_t i)
+{
+	struct segment *g = &s->segs[i];
+
+	g->prev = NIL;
+	g->next = s->partial[g->owner];
+	if (g->next != NIL)
+		s->segs[g->next].prev = i;
+	s->partial[g->owner] = i;
+	g->in_partial = true;
+}
+
+static void partial_unlink(struct kvt_slots *s, uint32_t i)
+{
+	struct segment *g = &s->segs[i];
+
+	if (g->prev != NIL)
+		s->segs[g->prev].next = g->next;
+	else
+		s->partial[g->owner] = g->next;
+	if (g->next != NIL)
+		s->segs[g->next].prev = g->prev;
+	g->in_partial = false;
+}
+
+static int carve(struct kvt_slots *s, uint32_t ns, uint64_t stride)
+{
+	uint32_t i = s->free_head;
+	struct segment *g;
+
+	if (i == NIL)
+		return -ENOSPC;
+	g = &s->segs[i];
+	g->nslots = (uint32_t)(s->seg_bytes / stride);
+	g->free_stack = malloc(sizeof(*g->free_stack) * g->nslots);
+	g->users = calloc(g->nslots, sizeof(*g->users));
+	if (!g->free_stack || !g->users) {
+		free(g->free_stack);
+		free(g->users);
+		g->free_stack = NULL;
+		g->users = NULL;
+		return -ENOMEM;
+	}
+	s->free_head = g->next;
+	/* Pop order 0, 1, 2...: consecutive pages land in consecutive slots. */
+	for (uint32_t k = 0; k < g->nslots; k++)
+		g->free_stack[k] = g->nslots - 1 - k;
+	g->nfree = g->nslots;
+	g->owner = ns;
+	g->stride = stride;
+	s->ncarved++;
+	partial_push(s, i);
+	return 0;
+}
+
+int kvt_slots_alloc(struct kvt_slots *s, uint32_t ns, uint64_t stride,
+		    uint32_t *segment, uint32_t *slot)
+{
+	struct segment *g;
+	uint32_t i;
+	int rc;
+
+	if (ns >= s->namespaces || stride == 0 || stride > s->seg_bytes)
+		return -EINVAL;
+	if (s->partial[ns] == NIL && (rc = carve(s, ns, stride)) < 0)
+		return rc;
+	i = s->partial[ns];
+	g = &s->segs[i];
+	*segment = i;
+	*slot = g->free_stack[--g->nfree];
+	if (g->nfree == 0)
+		partial_unlink(s, i);
+	return 0;
+}
+
+void kvt_slots_free(struct kvt_slots *s, uint32_t segment, uint32_t slot)
+{
+	struct segment *g = &s->segs[segment];
+
+	g->users[slot] = NULL;
+	g->free_stack[g->nfree++] = slot;
+	if (g->nfree < g->nslots) {
+		if (!g->in_partial)
+			partial_push(s, segment);
+		return;
+	}
+	/* Empty again: give the segment back to every namespace. */
+	if (g->in_partial)
+		partial_unlink(s, segment);
+	free(g->free_stack);
+	free(g->users);
+	g->free_stack = NULL;
+	g->users = NULL;
+	g->owner = KVT_SLOTS_FREE_SEGMENT;
+	g->nslots = g->nfree = 0;
+	g->next = s->free_head;
+	s->free_head = segment;
+	s->ncarved--;
+}
+
+uint64_t kvt_slots_offset(const struct kvt_slots *s, uint32_t segment,
+			  uint32_t slot)
+{
+	return s->segs[segment].stride * slot;
+}
+
+void kvt_slots_set_user(struct kvt_slots *s, uint32_t segment, uint32_t slot,
+			void *user)
+{
+	s->segs[segment].users[slot] = user;
+}
+
+void *kvt_slots_user(const struct kvt_slots *s, uint32_t segment, uint32_t slot)
+{
+	return s->segs[segment].users[slot];
+}
+
+uint32_t kvt_slots_segments(const struct kvt_slots *s)
+{
+	return s->nsegs;
+}
+
+uint32_t kvt_slots_segment_owner(const struct kvt_slots *s, uint32_t segment)
+{
+	return s->segs[segment].owner;
+}
+
+uint32_t kvt_slots_segment_slots(const struct kvt_slots *s, uint32_t segment)
+{
+	return s->segs[segment].nslots;
+}
+
+uint32_t kvt_slots_segment_used(const struct kvt_slots *s, uint32_t segment)
+{
+	return s->segs[segment].nslots - s->segs[segment].nfree;
+}
+
+uint32_t kvt_slots_segments_carved(const struct kvt_slots *s)
+{
+	return s->ncarved;
+}

@@ -1,0 +1,52 @@
+/*
+ * Slot allocator: hands out fixed-size page slots inside a fixed set of
+ * equally sized segments (the host tier's shared-memory objects).
+ *
+ * A free segment is carved for one namespace at a time, into slots of that
+ * namespace's stride; when its last slot is freed it returns to the pool and
+ * may be carved again for another namespace. Each slot carries one user
+ * pointer (the engine's block) so that a whole segment can be reclaimed.
+ * Not thread-safe: the engine calls it under its lock.
+ */
+#ifndef KVT_SLOTS_H
+#define KVT_SLOTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define KVT_SLOTS_FREE_SEGMENT UINT32_MAX
+
+struct kvt_slots;
+
+/* namespaces bounds the namespace ids that alloc accepts. */
+struct kvt_slots *kvt_slots_create(uint32_t segments, uint64_t segment_bytes,
+				   uint32_t namespaces);
+void kvt_slots_destroy(struct kvt_slots *s);
+
+/*
+ * Takes a free slot for namespace ns (stride bytes apart, stride at most the
+ * segment size), carving a free segment when ns has no free slot left.
+ * 0, -ENOSPC when there is none, -ENOMEM.
+ */
+int kvt_slots_alloc(struct kvt_slots *s, uint32_t ns, uint64_t stride,
+		    uint32_t *segment, uint32_t *slot);
+
+/* Returns a slot taken by alloc. */
+void kvt_slots_free(struct kvt_slots *s, uint32_t segment, uint32_t slot);
+
+uint64_t kvt_slots_offset(const struct kvt_slots *s, uint32_t segment,
+			  uint32_t slot);
+void kvt_slots_set_user(struct kvt_slots *s, uint32_t segment, uint32_t slot,
+			void *user);
+void *kvt_slots_user(const struct kvt_slots *s, uint32_t segment,
+		     uint32_t slot);
+
+uint32_t kvt_slots_segments(const struct kvt_slots *s);
+/* The namespace a segment is carved for, or KVT_SLOTS_FREE_SEGMENT. */
+uint32_t kvt_slots_segment_owner(const struct kvt_slots *s, uint32_t segment);
+/* Slots of a carved segment (0 for a free one), and how many are taken. */
+uint32_t kvt_slots_segment_slots(const struct kvt_slots *s, uint32_t segment);
+uint32_t kvt_slots_segment_used(const struct kvt_slots *s, uint32_t segment);
+uint32_t kvt_slots_segments_carved(const struct kvt_slots *s);
+
+#endif
