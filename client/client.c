@@ -1,0 +1,890 @@
+/*
+ * libkvtier over gRPC core. Unary calls run on one pluck queue under the
+ * client's mutex. The Attach stream has a queue of its own: its status batch
+ * stays posted for the life of the session and is plucked by kvt_close.
+ * Shared-memory segments are mapped on first use and stay mapped until close.
+ */
+#include "kvtier/kvtier.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "health.pb-c.h"
+#include "kvtier.pb-c.h"
+
+enum method {
+	M_OPEN_NAMESPACE, M_LOOKUP, M_RESERVE, M_COMMIT, M_ABORT, M_ACQUIRE,
+	M_RELEASE, M_PUT, M_GET, M_DROP, M_STATS, M_HEALTH, M_ATTACH, M_COUNT
+};
+
+static const char *const method_paths[M_COUNT] = {
+	"/kvtier.v1.KvTier/OpenNamespace", "/kvtier.v1.KvTier/Lookup",
+	"/kvtier.v1.KvTier/Reserve",       "/kvtier.v1.KvTier/Commit",
+	"/kvtier.v1.KvTier/Abort",         "/kvtier.v1.KvTier/Acquire",
+	"/kvtier.v1.KvTier/Release",       "/kvtier.v1.KvTier/Put",
+	"/kvtier.v1.KvTier/Get",           "/kvtier.v1.KvTier/Drop",
+	"/kvtier.v1.KvTier/Stats",         "/grpc.health.v1.Health/Check",
+	"/kvtier.v1.KvTier/Attach",
+};
+
+struct kvt_client {
+	pthread_mutex_t lock;
+	grpc_channel *channel;
+	grpc_completion_queue *cq;
+	void *registered[M_COUNT];
+	int timeout_ms;
+	char errmsg[512];
+
+	/* session */
+	grpc_completion_queue *attach_cq;
+	grpc_call *attach_call;
+	grpc_metadata_array attach_md, attach_trailing;
+	grpc_status_code attach_status;
+	grpc_slice attach_details;
+	uint8_t session[16];
+	bool attached;
+
+	/* host tier segments */
+	char shm_prefix[64];
+	uint32_t segments;
+	uint64_t segment_bytes;
+	uint8_t **maps;
+};
+
+static pthread_once_t grpc_once = PTHREAD_ONCE_INIT;
+
+static void grpc_start(void)
+{
+	grpc_init();
+}
+
+static int status_errno(grpc_status_code code)
+{
+	switch (code) {
+	case GRPC_STATUS_OK: return 0;
+	case GRPC_STATUS_INVALID_ARGUMENT: return -EINVAL;
+	case GRPC_STATUS_NOT_FOUND: return -ENOENT;
+	case GRPC_STATUS_FAILED_PRECONDITION: return -EPERM;
+	case GRPC_STATUS_RESOURCE_EXHAUSTED: return -ENOSPC;
+	case GRPC_STATUS_UNAVAILABLE: return -ECONNREFUSED;
+	case GRPC_STATUS_DEADLINE_EXCEEDED: return -ETIMEDOUT;
+	case GRPC_STATUS_UNIMPLEMENTED: return -ENOSYS;
+	case GRPC_STATUS_CANCELLED: return -ECANCELED;
+	default: return -EIO;
+	}
+}
+
+static int fail(kvt_client *c, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int fail(kvt_client *c, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->errmsg, sizeof(c->errmsg), fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+int kvt_connect(const char *target, kvt_client **out)
+{
+	kvt_client *c = calloc(1, sizeof(*c));
+	grpc_channel_credentials *creds;
+	grpc_arg args[2];
+	grpc_channel_args chargs = { 2, args };
+
+	if (!c)
+		return -ENOMEM;
+	if (!target)
+		target = getenv("KVTIER_ADDR");
+	if (!target || !*target)
+		target = KVT_DEFAULT_ADDR;
+	pthread_once(&grpc_once, grpc_start);
+	pthread_mutex_init(&c->lock, NULL);
+	c->timeout_ms = 10000;
+	/* The daemon enforces its own limit; never cut its replies short here. */
+	memset(args, 0, sizeof(args));
+	args[0].type = args[1].type = GRPC_ARG_INTEGER;
+	args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+	args[0].value.integer = args[1].value.integer = -1;
+	creds = grpc_insecure_credentials_create();
+	c->channel = grpc_channel_create(target, creds, &chargs);
+	grpc_channel_credentials_release(creds);
+	c->cq = grpc_completion_queue_create_for_pluck(NULL);
+	for (int m = 0; m < M_COUNT; m++)
+		c->registered[m] = grpc_channel_register_call(c->channel,
+							      method_paths[m],
+							      NULL, NULL);
+	*out = c;
+	return 0;
+}
+
+static void drain_and_destroy(grpc_completion_queue *cq)
+{
+	grpc_completion_queue_shutdown(cq);
+	while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME),
+					   NULL).type != GRPC_QUEUE_SHUTDOWN)
+		;
+	grpc_completion_queue_destroy(cq);
+}
+
+void kvt_close(kvt_client *c)
+{
+	if (!c)
+		return;
+	if (c->attach_call) {
+		/* Ending the stream ends the session: the daemon releases it all. */
+		grpc_call_cancel(c->attach_call, NULL);
+		grpc_completion_queue_pluck(c->attach_cq, &c->attach_status,
+					    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		grpc_call_unref(c->attach_call);
+		grpc_slice_unref(c->attach_details);
+		grpc_metadata_array_destroy(&c->attach_md);
+		grpc_metadata_array_destroy(&c->attach_trailing);
+	}
+	if (c->attach_cq)
+		drain_and_destroy(c->attach_cq);
+	for (uint32_t i = 0; c->maps && i < c->segments; i++)
+		if (c->maps[i])
+			munmap(c->maps[i], c->segment_bytes);
+	free(c->maps);
+	grpc_channel_destroy(c->channel);
+	drain_and_destroy(c->cq);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+const char *kvt_errmsg(const kvt_client *c)
+{
+	return c->errmsg;
+}
+
+void kvt_set_timeout_ms(kvt_client *c, int ms)
+{
+	c->timeout_ms = ms > 0 ? ms : 10000;
+}
+
+static grpc_byte_buffer *pack_buffer(const ProtobufCMessage *m)
+{
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t *buf = malloc(len ? len : 1);
+	grpc_byte_buffer *bb;
+	grpc_slice s;
+
+	if (!buf)
+		return NULL;
+	protobuf_c_message_pack(m, buf);
+	s = grpc_slice_new(buf, len, free);
+	bb = grpc_raw_byte_buffer_create(&s, 1);
+	grpc_slice_unref(s);
+	return bb;
+}
+
+static ProtobufCMessage *unpack_buffer(grpc_byte_buffer *bb,
+				       const ProtobufCMessageDescriptor *d)
+{
+	grpc_byte_buffer_reader r;
+	ProtobufCMessage *m = NULL;
+	grpc_slice s;
+
+	if (!grpc_byte_buffer_reader_init(&r, bb))
+		return NULL;
+	s = grpc_byte_buffer_reader_readall(&r);
+	grpc_byte_buffer_reader_destroy(&r);
+	m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s),
+				      GRPC_SLICE_START_PTR(s));
+	grpc_slice_unref(s);
+	return m;
+}
+
+/*
+ * One unary call: sends req, unpacks the reply into *resp (free it with
+ * protobuf_c_message_free_unpacked). Caller holds c->lock.
+ */
+static int call_locked(kvt_client *c, enum method m, const ProtobufCMessage *req,
+		       const ProtobufCMessageDescriptor *resp_desc,
+		       ProtobufCMessage **resp)
+{
+	gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+					     gpr_time_from_millis(c->timeout_ms,
+								  GPR_TIMESPAN));
+	grpc_byte_buffer *send = pack_buffer(req), *recv = NULL;
+	grpc_metadata_array md, trailing;
+	grpc_status_code status = GRPC_STATUS_UNKNOWN;
+	grpc_slice details;
+	grpc_call *call;
+	grpc_event ev;
+	grpc_op ops[6];
+	int rc = 0;
+
+	if (!send)
+		return fail(c, -ENOMEM, "out of memory");
+	call = grpc_channel_create_registered_call(c->channel, NULL,
+						   GRPC_PROPAGATE_DEFAULTS, c->cq,
+						   c->registered[m], deadline, NULL);
+	grpc_metadata_array_init(&md);
+	grpc_metadata_array_init(&trailing);
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = send;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &md;
+	ops[4].op = GRPC_OP_RECV_MESSAGE;
+	ops[4].data.recv_message.recv_message = &recv;
+	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[5].data.recv_status_on_client.trailing_metadata = &trailing;
+	ops[5].data.recv_status_on_client.status = &status;
+	ops[5].data.recv_status_on_client.status_details = &details;
+	if (grpc_call_start_batch(call, ops, 6, &status, NULL) != GRPC_CALL_OK) {
+		rc = fail(c, -EIO, "%s: cannot start the call", method_paths[m]);
+		goto out;
+	}
+	ev = grpc_completion_queue_pluck(c->cq, &status,
+					 gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	if (ev.type != GRPC_OP_COMPLETE || !ev.success) {
+		rc = fail(c, -EIO, "%s: the call failed", method_paths[m]);
+		goto out_details;
+	}
+	if (status != GRPC_STATUS_OK) {
+		rc = fail(c, status_errno(status), "%s: %.*s", method_paths[m] + 1,
+			  (int)GRPC_SLICE_LENGTH(details),
+			  (const char *)GRPC_SLICE_START_PTR(details));
+		goto out_details;
+	}
+	*resp = recv ? unpack_buffer(recv, resp_desc) : NULL;
+	if (!*resp)
+		rc = fail(c, -EIO, "%s: malformed reply", method_paths[m]);
+out_details:
+	grpc_slice_unref(details);
+out:
+	if (recv)
+		grpc_byte_buffer_destroy(recv);
+	grpc_byte_buffer_destroy(send);
+	grpc_metadata_array_destroy(&md);
+	grpc_metadata_array_destroy(&trailing);
+	grpc_call_unref(call);
+	return rc;
+}
+
+static int call(kvt_client *c, enum method m, const void *req,
+		const ProtobufCMessageDescriptor *resp_desc, void **resp)
+{
+	int rc;
+
+	pthread_mutex_lock(&c->lock);
+	rc = call_locked(c, m, req, resp_desc, (ProtobufCMessage **)resp);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+#define FREE_MSG(p) protobuf_c_message_free_unpacked(&(p)->base, NULL)
+
+int kvt_attach(kvt_client *c, const char *client_name)
+{
+	Kvtier__V1__AttachRequest req = KVTIER__V1__ATTACH_REQUEST__INIT;
+	Kvtier__V1__AttachEvent *ev = NULL;
+	grpc_byte_buffer *send, *recv = NULL;
+	grpc_op ops[5], status_op;
+	grpc_event e;
+	int rc = 0;
+
+	if (c->attached)
+		return fail(c, -EINVAL, "already attached");
+	req.client_name = (char *)(client_name ? client_name : "");
+	send = pack_buffer(&req.base);
+	if (!send)
+		return fail(c, -ENOMEM, "out of memory");
+	c->attach_cq = grpc_completion_queue_create_for_pluck(NULL);
+	/* No deadline: the stream is the session and lives until close. */
+	c->attach_call = grpc_channel_create_registered_call(
+		c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->attach_cq,
+		c->registered[M_ATTACH], gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	grpc_metadata_array_init(&c->attach_md);
+	grpc_metadata_array_init(&c->attach_trailing);
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = send;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &c->attach_md;
+	ops[4].op = GRPC_OP_RECV_MESSAGE;
+	ops[4].data.recv_message.recv_message = &recv;
+	memset(&status_op, 0, sizeof(status_op));
+	status_op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	status_op.data.recv_status_on_client.trailing_metadata = &c->attach_trailing;
+	status_op.data.recv_status_on_client.status = &c->attach_status;
+	status_op.data.recv_status_on_client.status_details = &c->attach_details;
+
+	if (grpc_call_start_batch(c->attach_call, ops, 5, ops, NULL) != GRPC_CALL_OK ||
+	    grpc_call_start_batch(c->attach_call, &status_op, 1, &c->attach_status,
+				  NULL) != GRPC_CALL_OK) {
+		grpc_byte_buffer_destroy(send);
+		return fail(c, -EIO, "Attach: cannot start the call");
+	}
+	e = grpc_completion_queue_pluck(c->attach_cq, ops,
+					gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+						     gpr_time_from_millis(c->timeout_ms,
+									  GPR_TIMESPAN)),
+					NULL);
+	grpc_byte_buffer_destroy(send);
+	if (e.type == GRPC_QUEUE_TIMEOUT) {
+		grpc_call_cancel(c->attach_call, NULL);
+		grpc_completion_queue_pluck(c->attach_cq, ops,
+					    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	}
+	if (recv) {
+		ev = (Kvtier__V1__AttachEvent *)unpack_buffer(
+			recv, &kvtier__v1__attach_event__descriptor);
+		grpc_byte_buffer_destroy(recv);
+	}
+	if (!ev) {
+		/* The stream ended at once: its status says why. */
+		grpc_completion_queue_pluck(c->attach_cq, &c->attach_status,
+					    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		rc = fail(c, c->attach_status ? status_errno(c->attach_status) : -EIO,
+			  "Attach: %.*s", (int)GRPC_SLICE_LENGTH(c->attach_details),
+			  (const char *)GRPC_SLICE_START_PTR(c->attach_details));
+		grpc_call_unref(c->attach_call);
+		c->attach_call = NULL;
+		grpc_slice_unref(c->attach_details);
+		grpc_metadata_array_destroy(&c->attach_md);
+		grpc_metadata_array_destroy(&c->attach_trailing);
+		return rc;
+	}
+	if (ev->session.len != sizeof(c->session) ||
+	    strlen(ev->host_shm_prefix) >= sizeof(c->shm_prefix)) {
+		rc = fail(c, -EIO, "Attach: malformed first event");
+		goto out;
+	}
+	memcpy(c->session, ev->session.data, sizeof(c->session));
+	strcpy(c->shm_prefix, ev->host_shm_prefix);
+	c->segments = ev->host_segments;
+	c->segment_bytes = ev->host_segment_bytes;
+	c->maps = calloc(c->segments ? c->segments : 1, sizeof(*c->maps));
+	if (!c->maps) {
+		rc = fail(c, -ENOMEM, "out of memory");
+		goto out;
+	}
+	c->attached = true;
+out:
+	FREE_MSG(ev);
+	return rc;
+}
+
+/* The address of (segment, offset), mapping the segment on first use. */
+static void *slot_ptr(kvt_client *c, uint32_t segment, uint64_t offset)
+{
+	char name[96];
+	void *p;
+	int fd;
+
+	if (segment >= c->segments || offset >= c->segment_bytes) {
+		fail(c, -EIO, "daemon sent a location outside the host tier (segment %u offset %llu)",
+		     segment, (unsigned long long)offset);
+		return NULL;
+	}
+	if (!c->maps[segment]) {
+		snprintf(name, sizeof(name), "%s%u", c->shm_prefix, segment);
+		fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+		if (fd < 0) {
+			fail(c, -errno, "cannot open shared memory %s: %s", name,
+			     strerror(errno));
+			return NULL;
+		}
+		p = mmap(NULL, c->segment_bytes, PROT_READ | PROT_WRITE,
+			 MAP_SHARED, fd, 0);
+		close(fd);
+		if (p == MAP_FAILED) {
+			fail(c, -errno, "cannot map shared memory %s: %s", name,
+			     strerror(errno));
+			return NULL;
+		}
+		c->maps[segment] = p;
+	}
+	return c->maps[segment] + offset;
+}
+
+int kvt_health(kvt_client *c)
+{
+	Grpc__Health__V1__HealthCheckRequest req =
+		GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	Grpc__Health__V1__HealthCheckResponse *resp;
+	int rc;
+
+	rc = call(c, M_HEALTH, &req, &grpc__health__v1__health_check_response__descriptor,
+		  (void **)&resp);
+	if (rc < 0)
+		return rc;
+	if (resp->status != GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING)
+		rc = fail(c, -EIO, "daemon is not serving (status %d)", resp->status);
+	FREE_MSG(resp);
+	return rc;
+}
+
+int kvt_open_namespace(kvt_client *c, const char *name, uint64_t page_bytes,
+		       uint32_t block_tokens, struct kvt_namespace *ns)
+{
+	Kvtier__V1__OpenNamespaceRequest req = KVTIER__V1__OPEN_NAMESPACE_REQUEST__INIT;
+	Kvtier__V1__OpenNamespaceResponse *resp;
+	int rc;
+
+	req.name = (char *)name;
+	req.page_bytes = page_bytes;
+	req.block_tokens = block_tokens;
+	rc = call(c, M_OPEN_NAMESPACE, &req,
+		  &kvtier__v1__open_namespace_response__descriptor, (void **)&resp);
+	if (rc < 0)
+		return rc;
+	ns->id = resp->namespace_id;
+	ns->page_bytes = page_bytes;
+	ns->slot_stride = resp->slot_stride;
+	ns->created = resp->created;
+	FREE_MSG(resp);
+	return 0;
+}
+
+/* Key lists point into the caller's array: no copy. */
+static ProtobufCBinaryData *key_list(kvt_client *c, const struct kvt_key *keys,
+				     size_t n)
+{
+	ProtobufCBinaryData *b = malloc(sizeof(*b) * (n ? n : 1));
+
+	if (!b) {
+		fail(c, -ENOMEM, "out of memory");
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		b[i].data = (uint8_t *)keys[i].bytes;
+		b[i].len = KVT_KEY_SIZE;
+	}
+	return b;
+}
+
+static ProtobufCBinaryData key_bytes(const struct kvt_key *key)
+{
+	ProtobufCBinaryData b = { 0, NULL };
+
+	if (key) {
+		b.data = (uint8_t *)key->bytes;
+		b.len = KVT_KEY_SIZE;
+	}
+	return b;
+}
+
+static ProtobufCBinaryData session_bytes(kvt_client *c)
+{
+	ProtobufCBinaryData b = { sizeof(c->session), c->session };
+
+	return b;
+}
+
+int kvt_lookup(kvt_client *c, const struct kvt_namespace *ns,
+	       const struct kvt_key *keys, size_t n, size_t *ready)
+{
+	Kvtier__V1__LookupRequest req = KVTIER__V1__LOOKUP_REQUEST__INIT;
+	Kvtier__V1__LookupResponse *resp;
+	int rc;
+
+	req.namespace_id = ns->id;
+	req.keys = key_list(c, keys, n);
+	req.n_keys = n;
+	if (!req.keys)
+		return -ENOMEM;
+	rc = call(c, M_LOOKUP, &req, &kvtier__v1__lookup_response__descriptor,
+		  (void **)&resp);
+	free(req.keys);
+	if (rc < 0)
+		return rc;
+	*ready = resp->ready_blocks;
+	FREE_MSG(resp);
+	return 0;
+}
+
+int kvt_reserve(kvt_client *c, const struct kvt_namespace *ns,
+		const struct kvt_key *parent, const struct kvt_key *keys,
+		size_t n, struct kvt_slot *slots)
+{
+	Kvtier__V1__ReserveRequest req = KVTIER__V1__RESERVE_REQUEST__INIT;
+	Kvtier__V1__ReserveResponse *resp;
+	int rc;
+
+	if (!c->attached)
+		return fail(c, -ENOTCONN, "Reserve needs a session: call kvt_attach first");
+	req.session = session_bytes(c);
+	req.namespace_id = ns->id;
+	req.parent = key_bytes(parent);
+	req.keys = key_list(c, keys, n);
+	req.n_keys = n;
+	if (!req.keys)
+		return -ENOMEM;
+	rc = call(c, M_RESERVE, &req, &kvtier__v1__reserve_response__descriptor,
+		  (void **)&resp);
+	free(req.keys);
+	if (rc < 0)
+		return rc;
+	if (resp->n_states != n || resp->n_locations != n) {
+		rc = fail(c, -EIO, "Reserve: reply has %zu states for %zu keys",
+			  resp->n_states, n);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		slots[i].state = (enum kvt_slot_state)resp->states[i];
+		slots[i].page = NULL;
+		if (slots[i].state != KVT_SLOT_RESERVED)
+			continue;
+		slots[i].page = slot_ptr(c, resp->locations[i]->segment,
+					 resp->locations[i]->offset);
+		if (!slots[i].page) {
+			rc = -EIO;
+			goto out;
+		}
+	}
+out:
+	FREE_MSG(resp);
+	return rc;
+}
+
+/* Commit and Abort: same request shape, empty reply. */
+static int owned_keys(kvt_client *c, enum method m,
+		      const ProtobufCMessageDescriptor *req_desc,
+		      const ProtobufCMessageDescriptor *resp_desc,
+		      const struct kvt_namespace *ns, const struct kvt_key *keys,
+		      size_t n)
+{
+	/* CommitRequest and AbortRequest have the same fields in the same order. */
+	Kvtier__V1__CommitRequest req = KVTIER__V1__COMMIT_REQUEST__INIT;
+	ProtobufCMessage *resp;
+	int rc;
+
+	if (!c->attached)
+		return fail(c, -ENOTCONN, "%s needs a session: call kvt_attach first",
+			    method_paths[m] + 18);
+	req.base.descriptor = req_desc;
+	req.session = session_bytes(c);
+	req.namespace_id = ns->id;
+	req.keys = key_list(c, keys, n);
+	req.n_keys = n;
+	if (!req.keys)
+		return -ENOMEM;
+	rc = call(c, m, &req, resp_desc, (void **)&resp);
+	free(req.keys);
+	if (rc == 0)
+		protobuf_c_message_free_unpacked(resp, NULL);
+	return rc;
+}
+
+int kvt_commit(kvt_client *c, const struct kvt_namespace *ns,
+	       const struct kvt_key *keys, size_t n)
+{
+	return owned_keys(c, M_COMMIT, &kvtier__v1__commit_request__descriptor,
+			  &kvtier__v1__commit_response__descriptor, ns, keys, n);
+}
+
+int kvt_abort(kvt_client *c, const struct kvt_namespace *ns,
+	      const struct kvt_key *keys, size_t n)
+{
+	return owned_keys(c, M_ABORT, &kvtier__v1__abort_request__descriptor,
+			  &kvtier__v1__abort_response__descriptor, ns, keys, n);
+}
+
+int kvt_acquire(kvt_client *c, const struct kvt_namespace *ns,
+		const struct kvt_key *keys, size_t n, struct kvt_lease *lease)
+{
+	Kvtier__V1__AcquireRequest req = KVTIER__V1__ACQUIRE_REQUEST__INIT;
+	Kvtier__V1__AcquireResponse *resp;
+	int rc;
+
+	memset(lease, 0, sizeof(*lease));
+	if (!c->attached)
+		return fail(c, -ENOTCONN, "Acquire needs a session: call kvt_attach first");
+	req.session = session_bytes(c);
+	req.namespace_id = ns->id;
+	req.keys = key_list(c, keys, n);
+	req.n_keys = n;
+	if (!req.keys)
+		return -ENOMEM;
+	rc = call(c, M_ACQUIRE, &req, &kvtier__v1__acquire_response__descriptor,
+		  (void **)&resp);
+	free(req.keys);
+	if (rc < 0)
+		return rc;
+	lease->id = resp->lease;
+	lease->count = resp->blocks;
+	if (resp->n_locations != resp->blocks) {
+		rc = fail(c, -EIO, "Acquire: reply has %zu locations for %u blocks",
+			  resp->n_locations, resp->blocks);
+		goto out_release;
+	}
+	lease->pages = calloc(resp->blocks + 1, sizeof(*lease->pages));
+	if (!lease->pages) {
+		rc = fail(c, -ENOMEM, "out of memory");
+		goto out_release;
+	}
+	for (size_t i = 0; i < resp->blocks; i++) {
+		lease->pages[i] = slot_ptr(c, resp->locations[i]->segment,
+					   resp->locations[i]->offset);
+		if (!lease->pages[i]) {
+			rc = -EIO;
+			goto out_release;
+		}
+	}
+	FREE_MSG(resp);
+	return 0;
+
+out_release:
+	FREE_MSG(resp);
+	{
+		char why[sizeof(c->errmsg)];
+
+		/* Keep the first error's message over the release's. */
+		memcpy(why, c->errmsg, sizeof(why));
+		kvt_release(c, lease);
+		memcpy(c->errmsg, why, sizeof(why));
+	}
+	return rc;
+}
+
+int kvt_release(kvt_client *c, struct kvt_lease *lease)
+{
+	Kvtier__V1__ReleaseRequest req = KVTIER__V1__RELEASE_REQUEST__INIT;
+	Kvtier__V1__ReleaseResponse *resp;
+	int rc = 0;
+
+	if (lease->id) {
+		req.session = session_bytes(c);
+		req.lease = lease->id;
+		rc = call(c, M_RELEASE, &req, &kvtier__v1__release_response__descriptor,
+			  (void **)&resp);
+		if (rc == 0)
+			FREE_MSG(resp);
+	}
+	free(lease->pages);
+	memset(lease, 0, sizeof(*lease));
+	return rc;
+}
+
+int kvt_put(kvt_client *c, const struct kvt_namespace *ns,
+	    const struct kvt_key *parent, const struct kvt_key *keys,
+	    const void *const *pages, size_t n, size_t *stored)
+{
+	Kvtier__V1__PutRequest req = KVTIER__V1__PUT_REQUEST__INIT;
+	Kvtier__V1__PutResponse *resp;
+	int rc;
+
+	req.namespace_id = ns->id;
+	req.parent = key_bytes(parent);
+	req.keys = key_list(c, keys, n);
+	req.n_keys = n;
+	req.pages = malloc(sizeof(*req.pages) * (n ? n : 1));
+	req.n_pages = n;
+	if (!req.keys || !req.pages) {
+		free(req.keys);
+		free(req.pages);
+		return fail(c, -ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < n; i++) {
+		req.pages[i].data = (uint8_t *)pages[i];
+		req.pages[i].len = ns->page_bytes;
+	}
+	rc = call(c, M_PUT, &req, &kvtier__v1__put_response__descriptor,
+		  (void **)&resp);
+	free(req.keys);
+	free(req.pages);
+	if (rc < 0)
+		return rc;
+	if (stored)
+		*stored = resp->stored;
+	FREE_MSG(resp);
+	return 0;
+}
+
+int kvt_get(kvt_client *c, const struct kvt_namespace *ns,
+	    const struct kvt_key *keys, size_t n, void *const *dst, size_t *got)
+{
+	Kvtier__V1__GetRequest req = KVTIER__V1__GET_REQUEST__INIT;
+	Kvtier__V1__GetResponse *resp;
+	size_t done = 0;
+	int rc = 0;
+
+	req.namespace_id = ns->id;
+	/* A reply holds what fits in one message: ask again for the rest. */
+	while (done < n) {
+		req.keys = key_list(c, keys + done, n - done);
+		req.n_keys = n - done;
+		if (!req.keys)
+			return -ENOMEM;
+		rc = call(c, M_GET, &req, &kvtier__v1__get_response__descriptor,
+			  (void **)&resp);
+		free(req.keys);
+		if (rc < 0)
+			break;
+		for (size_t i = 0; i < resp->n_pages && done + i < n; i++) {
+			if (resp->pages[i].len != ns->page_bytes) {
+				rc = fail(c, -EIO, "Get: page of %zu bytes, expected %llu",
+					  resp->pages[i].len,
+					  (unsigned long long)ns->page_bytes);
+				break;
+			}
+			memcpy(dst[done + i], resp->pages[i].data, ns->page_bytes);
+		}
+		done += rc < 0 ? 0 : resp->n_pages;
+		if (rc < 0 || resp->n_pages == 0 || resp->ready_blocks <= resp->n_pages) {
+			FREE_MSG(resp);
+			break;
+		}
+		FREE_MSG(resp);
+	}
+	*got = done;
+	return rc;
+}
+
+int kvt_drop(kvt_client *c, const struct kvt_namespace *ns,
+	     const struct kvt_key *keys, size_t n, size_t *dropped)
+{
+	Kvtier__V1__DropRequest req = KVTIER__V1__DROP_REQUEST__INIT;
+	Kvtier__V1__DropResponse *resp;
+	int rc;
+
+	req.namespace_id = ns->id;
+	req.all = n == 0;
+	if (n) {
+		req.keys = key_list(c, keys, n);
+		req.n_keys = n;
+		if (!req.keys)
+			return -ENOMEM;
+	}
+	rc = call(c, M_DROP, &req, &kvtier__v1__drop_response__descriptor,
+		  (void **)&resp);
+	free(req.keys);
+	if (rc < 0)
+		return rc;
+	if (dropped)
+		*dropped = resp->dropped;
+	FREE_MSG(resp);
+	return 0;
+}
+
+/* ---- stats: walk the reply by its descriptor, so new fields show up ---- */
+
+typedef void (*stat_fn)(void *arg, const char *name, const char *value);
+
+static void emit_message(const ProtobufCMessage *m, const char *prefix,
+			 unsigned first_field, stat_fn fn, void *arg);
+
+static void emit_scalar(const ProtobufCFieldDescriptor *f, const void *p,
+			const char *name, stat_fn fn, void *arg)
+{
+	char v[64];
+
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_ENUM:
+		snprintf(v, sizeof(v), "%u", *(const uint32_t *)p);
+		break;
+	case PROTOBUF_C_TYPE_UINT64:
+		snprintf(v, sizeof(v), "%llu",
+			 (unsigned long long)*(const uint64_t *)p);
+		break;
+	case PROTOBUF_C_TYPE_BOOL:
+		snprintf(v, sizeof(v), "%s", *(const protobuf_c_boolean *)p ? "true" : "false");
+		break;
+	case PROTOBUF_C_TYPE_STRING:
+		fn(arg, name, *(char *const *)p ? *(char *const *)p : "");
+		return;
+	case PROTOBUF_C_TYPE_MESSAGE:
+		emit_message(*(ProtobufCMessage *const *)p, name, 0, fn, arg);
+		return;
+	default:
+		return;
+	}
+	fn(arg, name, v);
+}
+
+/* An element of a repeated message is named by its first field, a string. */
+static bool labelled(const ProtobufCMessage *m)
+{
+	const ProtobufCFieldDescriptor *f = &m->descriptor->fields[0];
+
+	return f->type == PROTOBUF_C_TYPE_STRING && f->label != PROTOBUF_C_LABEL_REPEATED;
+}
+
+static void emit_message(const ProtobufCMessage *m, const char *prefix,
+			 unsigned first_field, stat_fn fn, void *arg)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	char name[256];
+
+	for (unsigned i = first_field; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		const char *p = (const char *)m + f->offset;
+
+		snprintf(name, sizeof(name), "%s%s%s", prefix, *prefix ? "." : "",
+			 f->name);
+		if (f->label != PROTOBUF_C_LABEL_REPEATED) {
+			emit_scalar(f, p, name, fn, arg);
+			continue;
+		}
+		size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
+		for (size_t k = 0; k < n; k++) {
+			char elem[300];
+
+			if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+				const ProtobufCMessage *e = (*(ProtobufCMessage *const *const *)p)[k];
+				const ProtobufCFieldDescriptor *f0 = &e->descriptor->fields[0];
+
+				/* map<string, uint64> entries: "name.KEY" = value */
+				if (e->descriptor->n_fields == 2 &&
+				    strcmp(f0->name, "key") == 0) {
+					snprintf(elem, sizeof(elem), "%s.%s", name,
+						 *(char *const *)((const char *)e + f0->offset));
+					emit_scalar(&e->descriptor->fields[1],
+						    (const char *)e + e->descriptor->fields[1].offset,
+						    elem, fn, arg);
+					continue;
+				}
+				if (labelled(e))
+					snprintf(elem, sizeof(elem), "%s.%s", name,
+						 *(char *const *)((const char *)e + f0->offset));
+				else
+					snprintf(elem, sizeof(elem), "%s.%zu", name, k);
+				emit_message(e, elem, labelled(e), fn, arg);
+			} else if (f->type == PROTOBUF_C_TYPE_STRING) {
+				snprintf(elem, sizeof(elem), "%s.%zu", name, k);
+				fn(arg, elem, (*(char *const *const *)p)[k]);
+			}
+		}
+	}
+}
+
+int kvt_stats(kvt_client *c, stat_fn fn, void *arg)
+{
+	Kvtier__V1__StatsRequest req = KVTIER__V1__STATS_REQUEST__INIT;
+	Kvtier__V1__StatsResponse *resp;
+	int rc;
+
+	rc = call(c, M_STATS, &req, &kvtier__v1__stats_response__descriptor,
+		  (void **)&resp);
+	if (rc < 0)
+		return rc;
+	emit_message(&resp->base, "", 0, fn, arg);
+	FREE_MSG(resp);
+	return 0;
+}

@@ -1,0 +1,149 @@
+/*
+ * libkvtier: the C client of kvtierd, the node-wide tiered KV-cache daemon.
+ *
+ * A worker connects, attaches (opens a session), opens the namespace of its
+ * KV layout, and then:
+ *   - offloads: kvt_reserve -> write each RESERVED page through its pointer
+ *     (the slot in the daemon's shared memory) -> kvt_commit;
+ *   - onloads: kvt_lookup to see how long a prefix is cached ->
+ *     kvt_acquire (pins it, gives page pointers) -> read -> kvt_release;
+ *   - or moves bytes inline with kvt_put / kvt_get (no shared memory).
+ * The session lives until kvt_close or the process's death; either way the
+ * daemon releases every pin and reservation the session held.
+ *
+ * Every action returns 0 or a negative errno, mapped from the daemon's gRPC
+ * status: -EINVAL (INVALID_ARGUMENT), -ENOENT (NOT_FOUND), -EPERM
+ * (FAILED_PRECONDITION), -ENOSPC (RESOURCE_EXHAUSTED), -ECONNREFUSED
+ * (UNAVAILABLE: no daemon), -ETIMEDOUT, -ENOTCONN (no session), -EIO (other).
+ * kvt_errmsg() then tells what the daemon said.
+ *
+ * Threads: a kvt_client may be shared by threads; its calls are serialized.
+ * Use one client per thread for parallel calls. Do not fork a process that
+ * has created a client (gRPC forbids it); fork first, then connect.
+ */
+#ifndef KVTIER_KVTIER_H
+#define KVTIER_KVTIER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <kvtier/key.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kvt_client kvt_client;
+
+/* The address used when kvt_connect gets NULL and $KVTIER_ADDR is unset. */
+#define KVT_DEFAULT_ADDR "unix:/run/kvtier/kvtierd.sock"
+
+/*
+ * Creates a client for the daemon at target ("unix:/path", "host:port"; NULL:
+ * $KVTIER_ADDR or KVT_DEFAULT_ADDR). Does not contact the daemon yet.
+ * 0, -ENOMEM.
+ */
+int kvt_connect(const char *target, kvt_client **out);
+
+/* Opens the session (the Attach stream); client_name shows in the daemon's log. */
+int kvt_attach(kvt_client *c, const char *client_name);
+
+/* Ends the session (releasing its pins and reservations), frees the client. */
+void kvt_close(kvt_client *c);
+
+/* What the daemon (or the library) said about the last failed call. */
+const char *kvt_errmsg(const kvt_client *c);
+
+/* Per-call deadline in milliseconds (default 10000). */
+void kvt_set_timeout_ms(kvt_client *c, int ms);
+
+/* 0 when the daemon answers its health check SERVING. */
+int kvt_health(kvt_client *c);
+
+struct kvt_namespace {
+	uint32_t id;
+	uint64_t page_bytes;
+	uint64_t slot_stride;
+	int created; /* 1 if this call created it */
+};
+
+/* Opens (or creates) a namespace: name like "llama-3-8b:bf16:tp0of1:bt16". */
+int kvt_open_namespace(kvt_client *c, const char *name, uint64_t page_bytes,
+		       uint32_t block_tokens, struct kvt_namespace *ns);
+
+/* *ready: how many leading keys are cached and ready. */
+int kvt_lookup(kvt_client *c, const struct kvt_namespace *ns,
+	       const struct kvt_key *keys, size_t n, size_t *ready);
+
+enum kvt_slot_state {
+	KVT_SLOT_RESERVED = 1, /* write page_bytes at .page, then commit */
+	KVT_SLOT_PRESENT = 2,  /* already cached */
+	KVT_SLOT_BUSY = 3,     /* another session is producing it */
+	KVT_SLOT_NO_SPACE = 4, /* no room: the host tier is pinned full */
+};
+
+struct kvt_slot {
+	enum kvt_slot_state state;
+	void *page; /* RESERVED only: the slot in shared memory */
+};
+
+/*
+ * Reserves slots for keys[0..n) (parent: the key before keys[0], or NULL).
+ * slots[n] receives the outcome per key. Needs kvt_attach.
+ */
+int kvt_reserve(kvt_client *c, const struct kvt_namespace *ns,
+		const struct kvt_key *parent, const struct kvt_key *keys,
+		size_t n, struct kvt_slot *slots);
+
+/* Publishes reserved, written blocks (all or nothing). */
+int kvt_commit(kvt_client *c, const struct kvt_namespace *ns,
+	       const struct kvt_key *keys, size_t n);
+
+/* Gives reservations up. */
+int kvt_abort(kvt_client *c, const struct kvt_namespace *ns,
+	      const struct kvt_key *keys, size_t n);
+
+struct kvt_lease {
+	uint64_t id;        /* 0: nothing pinned */
+	size_t count;       /* keys[0..count) are pinned */
+	const void **pages; /* count page pointers, valid until release */
+};
+
+/* Pins the ready prefix of keys; fills lease. Needs kvt_attach. */
+int kvt_acquire(kvt_client *c, const struct kvt_namespace *ns,
+		const struct kvt_key *keys, size_t n, struct kvt_lease *lease);
+
+/* Unpins a lease and frees lease->pages. A lease with id 0 is a no-op. */
+int kvt_release(kvt_client *c, struct kvt_lease *lease);
+
+/* Stores pages inline (each ns->page_bytes); *stored: how many were new. */
+int kvt_put(kvt_client *c, const struct kvt_namespace *ns,
+	    const struct kvt_key *parent, const struct kvt_key *keys,
+	    const void *const *pages, size_t n, size_t *stored);
+
+/*
+ * Copies the pages of the ready prefix into dst[i] (each ns->page_bytes);
+ * *got: how many were copied.
+ */
+int kvt_get(kvt_client *c, const struct kvt_namespace *ns,
+	    const struct kvt_key *keys, size_t n, void *const *dst,
+	    size_t *got);
+
+/* Drops keys (n > 0), or every block of the namespace (keys NULL, n 0). */
+int kvt_drop(kvt_client *c, const struct kvt_namespace *ns,
+	     const struct kvt_key *keys, size_t n, size_t *dropped);
+
+/*
+ * Calls fn once per statistic, with a dotted name ("host_used_bytes",
+ * "rpcs.Lookup.calls", "namespaces.<name>.lookup_hits",
+ * "rpc_errors.INVALID_ARGUMENT") and its value as text.
+ */
+int kvt_stats(kvt_client *c,
+	      void (*fn)(void *arg, const char *name, const char *value),
+	      void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
