@@ -278,7 +278,9 @@ static bool reclaim_segment(struct kvt_engine *e, uint32_t for_ns)
 		}
 		if (!evictable)
 			continue;
-		for (uint32_t s = 0; s < nslots; s++) {
+		/* The last eviction returns the segment to the pool: stop there. */
+		for (uint32_t s = 0; s < nslots &&
+		     kvt_slots_segment_owner(e->slots, g) == owner; s++) {
 			struct kvt_block *b = kvt_slots_user(e->slots, g, s);
 
 			if (b)

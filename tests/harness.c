@@ -1,0 +1,94 @@
+#include "harness.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+void test_daemon_start(struct test_daemon *d, const char *const *sets)
+{
+	const char *bin = getenv("KVTIERD");
+	char *argv[64], run_dir[200], line[512];
+	int out[2], argc = 0;
+	struct pollfd pfd;
+	size_t got = 0;
+
+	if (!bin) {
+		fprintf(stderr, "harness: set KVTIERD to the kvtierd binary\n");
+		exit(1);
+	}
+	snprintf(d->dir, sizeof(d->dir), "/tmp/kvtier-test-XXXXXX");
+	CHECK(mkdtemp(d->dir) != NULL);
+	snprintf(run_dir, sizeof(run_dir), "daemon.run_dir=%s/run", d->dir);
+	/* The socket lives in the run dir, which the daemon creates. */
+	snprintf(d->addr, sizeof(d->addr), "unix:%s/run/kvtierd.sock", d->dir);
+	argv[argc++] = (char *)bin;
+	argv[argc++] = "--set";
+	argv[argc++] = run_dir;
+	for (int i = 0; sets && sets[i] && argc < 60; i++) {
+		argv[argc++] = "--set";
+		argv[argc++] = (char *)sets[i];
+	}
+	argv[argc] = NULL;
+	CHECK(pipe(out) == 0);
+	d->pid = fork();
+	CHECK(d->pid >= 0);
+	if (d->pid == 0) {
+		dup2(out[1], STDOUT_FILENO);
+		close(out[0]);
+		close(out[1]);
+		execv(bin, argv);
+		_exit(127);
+	}
+	close(out[1]);
+	/* Ready when it prints where it listens. */
+	pfd.fd = out[0];
+	pfd.events = POLLIN;
+	while (got < sizeof(line) - 1 && poll(&pfd, 1, 10000) == 1) {
+		ssize_t n = read(out[0], line + got, sizeof(line) - 1 - got);
+
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		line[got] = '\0';
+		if (strchr(line, '\n'))
+			break;
+	}
+	close(out[0]);
+	line[got] = '\0';
+	if (!strstr(line, "listening on")) {
+		fprintf(stderr, "harness: kvtierd did not start (said: '%s')\n", line);
+		kill(d->pid, SIGKILL);
+		exit(1);
+	}
+}
+
+int test_daemon_stop(struct test_daemon *d)
+{
+	char cmd[200];
+	int status;
+
+	kill(d->pid, SIGTERM);
+	if (waitpid(d->pid, &status, 0) < 0)
+		return -1;
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", d->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "harness: cannot remove %s\n", d->dir);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void test_fill(void *page, size_t len, unsigned seed)
+{
+	uint8_t *p = page;
+	uint32_t x = seed * 2654435761u + 1;
+
+	for (size_t i = 0; i < len; i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		p[i] = (uint8_t)x;
+	}
+}

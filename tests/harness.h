@@ -1,0 +1,50 @@
+/*
+ * Test harness: starts the real kvtierd (path in $KVTIERD) on a fresh
+ * temporary run directory and stops it. Tests fork their worker processes
+ * before any of them creates a gRPC client (gRPC does not survive fork).
+ * Tests exit 0 pass, 1 fail, 77 skip.
+ */
+#ifndef KVT_TEST_HARNESS_H
+#define KVT_TEST_HARNESS_H
+
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/types.h>
+
+struct test_daemon {
+	pid_t pid;
+	char dir[128];
+	char addr[160]; /* "unix:<dir>/kvtierd.sock" */
+};
+
+/* sets: NULL-terminated "section.key=value" overrides. Exits on failure. */
+void test_daemon_start(struct test_daemon *d, const char *const *sets);
+/* SIGTERM, wait; returns the daemon's exit status (0 for a clean stop). */
+int test_daemon_stop(struct test_daemon *d);
+
+/* Fills a page with bytes derived from seed. */
+void test_fill(void *page, size_t len, unsigned seed);
+
+#define CHECK(cond)                                                          \
+	do {                                                                 \
+		if (!(cond)) {                                               \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, \
+				__LINE__, #cond);                            \
+			exit(1);                                             \
+		}                                                            \
+	} while (0)
+
+/* Checks an action's return code, printing the client's message if not. */
+#define CHECK_RC(c, expr, want)                                                \
+	do {                                                                   \
+		int rc_ = (expr);                                              \
+		if (rc_ != (want)) {                                           \
+			fprintf(stderr, "%s:%d: %s returned %d, want %d: %s\n", \
+				__FILE__, __LINE__, #expr, rc_, (want),        \
+				kvt_errmsg(c));                                \
+			exit(1);                                               \
+		}                                                              \
+	} while (0)
+
+#endif

@@ -1,0 +1,280 @@
+/*
+ * Every kind of bad input gets its named status and a message that names
+ * the problem, is counted in stats, and the daemon keeps serving: another
+ * client's blocks are intact afterwards.
+ */
+#include <errno.h>
+#include <sys/wait.h>
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <kvtier/kvtier.h>
+
+#include "harness.h"
+#include "kvtier.pb-c.h"
+
+#define PAGE 4096
+
+/* Sends raw bytes to a method; returns the status, details in buf. */
+static grpc_status_code raw_call(const char *addr, const char *method,
+				 const void *bytes, size_t len, char *buf,
+				 size_t buflen)
+{
+	grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+	grpc_channel *ch = grpc_channel_create(addr, creds, NULL);
+	grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+	grpc_slice m = grpc_slice_from_static_string(method);
+	grpc_call *call = grpc_channel_create_call(
+		ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m, NULL,
+		gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+			     gpr_time_from_seconds(10, GPR_TIMESPAN)),
+		NULL);
+	grpc_slice body = grpc_slice_from_copied_buffer(bytes, len);
+	grpc_byte_buffer *send = grpc_raw_byte_buffer_create(&body, 1), *recv = NULL;
+	grpc_metadata_array md, tr;
+	grpc_status_code status;
+	grpc_slice details;
+	grpc_op ops[6];
+
+	grpc_metadata_array_init(&md);
+	grpc_metadata_array_init(&tr);
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = send;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &md;
+	ops[4].op = GRPC_OP_RECV_MESSAGE;
+	ops[4].data.recv_message.recv_message = &recv;
+	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[5].data.recv_status_on_client.trailing_metadata = &tr;
+	ops[5].data.recv_status_on_client.status = &status;
+	ops[5].data.recv_status_on_client.status_details = &details;
+	CHECK(grpc_call_start_batch(call, ops, 6, ops, NULL) == GRPC_CALL_OK);
+	CHECK(grpc_completion_queue_pluck(cq, ops, gpr_inf_future(GPR_CLOCK_REALTIME),
+					  NULL).type == GRPC_OP_COMPLETE);
+	snprintf(buf, buflen, "%.*s", (int)GRPC_SLICE_LENGTH(details),
+		 (const char *)GRPC_SLICE_START_PTR(details));
+	grpc_slice_unref(details);
+	grpc_slice_unref(body);
+	if (recv)
+		grpc_byte_buffer_destroy(recv);
+	grpc_byte_buffer_destroy(send);
+	grpc_metadata_array_destroy(&md);
+	grpc_metadata_array_destroy(&tr);
+	grpc_call_unref(call);
+	grpc_channel_destroy(ch);
+	grpc_completion_queue_shutdown(cq);
+	while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME),
+					   NULL).type != GRPC_QUEUE_SHUTDOWN)
+		;
+	grpc_completion_queue_destroy(cq);
+	grpc_channel_credentials_release(creds);
+	return status;
+}
+
+static grpc_status_code raw_message(const char *addr, const char *method,
+				    const ProtobufCMessage *m, char *buf,
+				    size_t buflen)
+{
+	uint8_t packed[4096];
+	size_t len = protobuf_c_message_pack(m, packed);
+
+	return raw_call(addr, method, packed, len, buf, buflen);
+}
+
+#define EXPECT_MSG(c, expr, want, text)                                  \
+	do {                                                               \
+		CHECK_RC(c, expr, want);                                   \
+		if (!strstr(kvt_errmsg(c), text)) {                        \
+			fprintf(stderr, "%s:%d: message '%s' lacks '%s'\n", \
+				__FILE__, __LINE__, kvt_errmsg(c), text);  \
+			exit(1);                                           \
+		}                                                          \
+	} while (0)
+
+struct error_count {
+	long invalid, not_found, precondition, exhausted, unimplemented;
+};
+
+static void count_errors(void *arg, const char *name, const char *value)
+{
+	struct error_count *e = arg;
+
+	if (strcmp(name, "rpc_errors.INVALID_ARGUMENT") == 0)
+		e->invalid = atol(value);
+	else if (strcmp(name, "rpc_errors.NOT_FOUND") == 0)
+		e->not_found = atol(value);
+	else if (strcmp(name, "rpc_errors.FAILED_PRECONDITION") == 0)
+		e->precondition = atol(value);
+	else if (strcmp(name, "rpc_errors.RESOURCE_EXHAUSTED") == 0)
+		e->exhausted = atol(value);
+	else if (strcmp(name, "rpc_errors.UNIMPLEMENTED") == 0)
+		e->unimplemented = atol(value);
+}
+
+static void broken_config(void)
+{
+	char path[] = "/tmp/kvtier-bad-XXXXXX", cmd[512], out[1024] = "";
+	int fd = mkstemp(path), status;
+	FILE *p;
+	size_t n;
+
+	CHECK(fd >= 0);
+	CHECK(write(fd, "[daemon]\nthreads = 2\n[host]\nsize = 1G\nsegment_size = big\n", 57) == 57);
+	close(fd);
+	snprintf(cmd, sizeof(cmd), "%s -c %s 2>&1", getenv("KVTIERD"), path);
+	p = popen(cmd, "r");
+	CHECK(p);
+	n = fread(out, 1, sizeof(out) - 1, p);
+	out[n] = '\0';
+	status = pclose(p);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+	CHECK(strstr(out, path) && strstr(out, ":5:") && strstr(out, "segment_size"));
+	unlink(path);
+}
+
+int main(void)
+{
+	struct test_daemon d;
+	const char *sets[] = { "host.size=64K", "host.segment_size=16K",
+			       "limits.max_keys_per_request=8",
+			       "limits.max_message_size=64K", NULL };
+	struct kvt_key keys[9], held[4];
+	struct kvt_namespace ns, wrong;
+	struct kvt_slot slots[4];
+	struct kvt_lease lease = { .id = 4242 };
+	struct error_count errs = { 0 };
+	kvt_client *c, *other;
+	uint8_t page[PAGE], back[PAGE];
+	const void *pages[4];
+	void *dst[1] = { back };
+	char msg[512];
+	size_t ready, n;
+
+	broken_config();
+	test_daemon_start(&d, sets);
+	for (int i = 0; i < 9; i++)
+		test_fill(keys[i].bytes, 16, (unsigned)i);
+	for (int i = 0; i < 4; i++) {
+		test_fill(held[i].bytes, 16, 100u + (unsigned)i);
+		pages[i] = page;
+	}
+	test_fill(page, PAGE, 7);
+
+	/* Another client's data, checked at the end. */
+	CHECK(kvt_connect(d.addr, &other) == 0);
+	CHECK_RC(other, kvt_open_namespace(other, "ns", PAGE, 16, &ns), 0);
+	CHECK_RC(other, kvt_put(other, &ns, NULL, held, pages, 2, &n), 0);
+	CHECK(n == 2);
+
+	CHECK(kvt_connect(d.addr, &c) == 0);
+	CHECK_RC(c, kvt_attach(c, "bad-input"), 0);
+	EXPECT_MSG(c, kvt_lookup(c, &ns, keys, 0, &ready), -EINVAL, "keys is empty");
+	EXPECT_MSG(c, kvt_lookup(c, &ns, keys, 9, &ready), -EINVAL, "max_keys_per_request");
+	wrong = ns;
+	wrong.id = 99;
+	EXPECT_MSG(c, kvt_lookup(c, &wrong, keys, 1, &ready), -ENOENT, "namespace_id 99");
+	EXPECT_MSG(c, kvt_open_namespace(c, "ns", PAGE * 2, 16, &wrong), -EPERM, "page_bytes");
+	EXPECT_MSG(c, kvt_open_namespace(c, "no spaces", PAGE, 16, &wrong), -EINVAL, "namespace name");
+	EXPECT_MSG(c, kvt_commit(c, &ns, keys, 1), -EPERM, "not reserved by this session");
+	EXPECT_MSG(c, kvt_abort(c, &ns, keys, 1), -EPERM, "not reserved by this session");
+	EXPECT_MSG(c, kvt_release(c, &lease), -ENOENT, "lease 4242");
+	wrong = ns;
+	wrong.page_bytes = PAGE - 1;
+	EXPECT_MSG(c, kvt_put(c, &wrong, NULL, keys, pages, 1, &n), -EINVAL, "pages[0] is 4095 bytes");
+	EXPECT_MSG(c, kvt_put(c, &ns, NULL, keys, pages, 0, &n), -EINVAL, "keys is empty");
+
+	/* Fill the remaining slots with pins: Reserve has nowhere to go. */
+	{
+		struct kvt_lease pins;
+
+		CHECK_RC(c, kvt_put(c, &ns, NULL, &held[2], pages, 2, &n), 0);
+		CHECK_RC(c, kvt_acquire(c, &ns, held, 4, &pins), 0);
+		CHECK(pins.count == 4);
+		for (int i = 0; i < 3; i++) {
+			struct kvt_lease more;
+
+			CHECK_RC(c, kvt_put(c, &ns, NULL, &keys[i], pages, 1, &n), 0);
+			CHECK_RC(c, kvt_acquire(c, &ns, &keys[i], 1, &more), 0);
+		}
+		for (int i = 3; i < 9; i++) {
+			struct kvt_lease more;
+
+			CHECK_RC(c, kvt_put(c, &ns, NULL, &keys[i], pages, 1, &n), 0);
+			CHECK_RC(c, kvt_acquire(c, &ns, &keys[i], 1, &more), 0);
+		}
+		{
+			struct kvt_key extra[4];
+
+			for (int i = 0; i < 3; i++) { /* the last 3 slots */
+				struct kvt_lease more;
+
+				test_fill(extra[i].bytes, 16, 500u + (unsigned)i);
+				CHECK_RC(c, kvt_put(c, &ns, NULL, &extra[i], pages, 1, &n), 0);
+				CHECK_RC(c, kvt_acquire(c, &ns, &extra[i], 1, &more), 0);
+			}
+			test_fill(extra[0].bytes, 16, 999);
+			EXPECT_MSG(c, kvt_reserve(c, &ns, NULL, extra, 1, slots), -ENOSPC,
+				   "host tier full");
+			EXPECT_MSG(c, kvt_put(c, &ns, NULL, extra, pages, 1, &n), -ENOSPC,
+				   "host tier full");
+		}
+	}
+
+	/* What libkvtier cannot send: raw messages. */
+	{
+		Kvtier__V1__LookupRequest q = KVTIER__V1__LOOKUP_REQUEST__INIT;
+		Kvtier__V1__AcquireRequest a = KVTIER__V1__ACQUIRE_REQUEST__INIT;
+		ProtobufCBinaryData k = { 15, keys[0].bytes };
+		static uint8_t big[80 * 1024];
+
+		q.namespace_id = ns.id;
+		q.keys = &k;
+		q.n_keys = 1;
+		CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Lookup", &q.base, msg,
+				  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
+		CHECK(strstr(msg, "keys[0] is 15 bytes"));
+		k.len = 16;
+		a.namespace_id = ns.id;
+		a.keys = &k;
+		a.n_keys = 1;
+		a.session.data = keys[0].bytes;
+		a.session.len = 5;
+		CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Acquire", &a.base, msg,
+				  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
+		CHECK(strstr(msg, "session is 5 bytes"));
+		a.session.len = 16;
+		CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Acquire", &a.base, msg,
+				  sizeof(msg)) == GRPC_STATUS_NOT_FOUND);
+		CHECK(strstr(msg, "unknown session"));
+		CHECK(raw_call(d.addr, "/kvtier.v1.KvTier/Lookup", "\xff\xff\xff\x0f", 4,
+			       msg, sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
+		CHECK(strstr(msg, "malformed kvtier.v1.LookupRequest"));
+		CHECK(raw_call(d.addr, "/kvtier.v1.KvTier/Nope", "", 0, msg,
+			       sizeof(msg)) == GRPC_STATUS_UNIMPLEMENTED);
+		CHECK(strstr(msg, "unknown method /kvtier.v1.KvTier/Nope"));
+		memset(big, 0x0a, sizeof(big));
+		CHECK(raw_call(d.addr, "/kvtier.v1.KvTier/Put", big, sizeof(big), msg,
+			       sizeof(msg)) == GRPC_STATUS_RESOURCE_EXHAUSTED);
+	}
+
+	/* Still serving; the other client's blocks are intact; errors counted. */
+	CHECK_RC(c, kvt_health(c), 0);
+	CHECK_RC(other, kvt_get(other, &ns, held, 1, dst, &n), 0);
+	CHECK(n == 1 && memcmp(back, page, PAGE) == 0);
+	CHECK_RC(c, kvt_stats(c, count_errors, &errs), 0);
+	printf("errors counted: invalid %ld, not found %ld, precondition %ld, "
+	       "exhausted %ld, unimplemented %ld\n", errs.invalid, errs.not_found,
+	       errs.precondition, errs.exhausted, errs.unimplemented);
+	CHECK(errs.invalid >= 7 && errs.not_found >= 3 && errs.precondition >= 3);
+	CHECK(errs.exhausted >= 2 && errs.unimplemented == 1);
+	kvt_close(c);
+	kvt_close(other);
+	CHECK(test_daemon_stop(&d) == 0);
+	return 0;
+}

@@ -1,0 +1,52 @@
+/* Block index: find/insert/remove, namespaces kept apart, growth. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "index.h"
+
+static void make_key(uint8_t key[KVT_KEY_BYTES], uint32_t i)
+{
+	memset(key, 0, KVT_KEY_BYTES);
+	test_fill(key, KVT_KEY_BYTES, i + 1);
+}
+
+int main(void)
+{
+	enum { N = 200000 };
+	struct kvt_index *idx = kvt_index_create();
+	struct kvt_block *blocks = calloc(N, sizeof(*blocks));
+	struct kvt_block other = { 0 };
+
+	CHECK(idx && blocks);
+	for (uint32_t i = 0; i < N; i++) {
+		make_key(blocks[i].key, i);
+		blocks[i].ns = 0;
+		CHECK(kvt_index_insert(idx, &blocks[i]) == 0);
+	}
+	CHECK(kvt_index_count(idx) == N);
+	for (uint32_t i = 0; i < N; i++)
+		CHECK(kvt_index_find(idx, 0, blocks[i].key) == &blocks[i]);
+
+	/* The same key twice is refused; in another namespace it is another block. */
+	CHECK(kvt_index_insert(idx, &blocks[7]) == -EEXIST);
+	memcpy(other.key, blocks[7].key, KVT_KEY_BYTES);
+	other.ns = 1;
+	CHECK(kvt_index_find(idx, 1, other.key) == NULL);
+	CHECK(kvt_index_insert(idx, &other) == 0);
+	CHECK(kvt_index_find(idx, 1, other.key) == &other);
+	CHECK(kvt_index_find(idx, 0, other.key) == &blocks[7]);
+
+	/* Remove every other block; the rest stay findable. */
+	for (uint32_t i = 0; i < N; i += 2)
+		kvt_index_remove(idx, &blocks[i]);
+	CHECK(kvt_index_count(idx) == N / 2 + 1);
+	for (uint32_t i = 0; i < N; i++)
+		CHECK(kvt_index_find(idx, 0, blocks[i].key) ==
+		      (i % 2 ? &blocks[i] : NULL));
+
+	kvt_index_destroy(idx);
+	free(blocks);
+	return 0;
+}

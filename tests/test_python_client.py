@@ -1,0 +1,71 @@
+"""A second, independent client: Python grpcio with stubs generated from
+kvtier.proto. Starts the real kvtierd and calls Health, OpenNamespace, Put,
+Lookup, Get, Stats, and one bad request."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import grpc
+import health_pb2
+import health_pb2_grpc
+import kvtier_pb2 as pb
+import kvtier_pb2_grpc as rpc
+
+PAGE = 8192
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="kvtier-py-")
+    run_dir = os.path.join(tmp, "run")
+    daemon = subprocess.Popen(
+        [os.environ["KVTIERD"], "--set", "daemon.run_dir=" + run_dir,
+         "--set", "host.size=16M", "--set", "host.segment_size=1M"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        line = daemon.stdout.readline()
+        assert "listening on" in line, line
+        channel = grpc.insecure_channel("unix:" + run_dir + "/kvtierd.sock")
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = health.Check(health_pb2.HealthCheckRequest(service="kvtier.v1.KvTier"))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, reply
+        stub = rpc.KvTierStub(channel)
+
+        ns = stub.OpenNamespace(pb.OpenNamespaceRequest(
+            name="py:test", page_bytes=PAGE, block_tokens=16))
+        keys = [bytes([i]) * 16 for i in range(1, 6)]
+        pages = [bytes([i % 251]) * PAGE for i in range(1, 6)]
+        put = stub.Put(pb.PutRequest(namespace_id=ns.namespace_id,
+                                     keys=keys[:4], pages=pages[:4]))
+        assert put.stored == 4, put
+        look = stub.Lookup(pb.LookupRequest(namespace_id=ns.namespace_id, keys=keys))
+        assert look.ready_blocks == 4, look
+        assert list(look.tiers) == [pb.TIER_HOST] * 4
+        got = stub.Get(pb.GetRequest(namespace_id=ns.namespace_id, keys=keys))
+        assert list(got.pages) == pages[:4]
+        assert got.ready_blocks == 4
+
+        try:
+            stub.Lookup(pb.LookupRequest(namespace_id=ns.namespace_id, keys=[b"short"]))
+            raise AssertionError("a 5-byte key was accepted")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+            assert "keys[0] is 5 bytes" in e.details(), e.details()
+
+        st = stub.Stats(pb.StatsRequest())
+        assert st.ready_blocks == 4 and st.lookup_keys == 5 and st.lookup_hits == 4, st
+        assert st.rpc_errors["INVALID_ARGUMENT"] == 1, st.rpc_errors
+        assert st.allocator.startswith("jemalloc") or "without jemalloc" in st.allocator
+        ns_stats = [n for n in st.namespaces if n.name == "py:test"][0]
+        assert ns_stats.page_bytes == PAGE and ns_stats.ready_blocks == 4
+        print("python client: health, put, lookup, get, stats ok")
+        channel.close()
+    finally:
+        daemon.terminate()
+        assert daemon.wait(timeout=30) == 0
+        shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

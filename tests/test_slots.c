@@ -1,0 +1,48 @@
+/* Slot allocator: carving per namespace, offsets, exhaustion, segment reuse. */
+#include <errno.h>
+
+#include "harness.h"
+#include "slots.h"
+
+int main(void)
+{
+	/* 3 segments of 64 KiB; namespaces 0 (16 KiB stride) and 1 (8 KiB). */
+	struct kvt_slots *s = kvt_slots_create(3, 65536, 2);
+	uint32_t seg[16], slot[16], g, k;
+
+	CHECK(s);
+	for (int i = 0; i < 4; i++) {
+		CHECK(kvt_slots_alloc(s, 0, 16384, &seg[i], &slot[i]) == 0);
+		CHECK(seg[i] == 0);
+		CHECK(kvt_slots_offset(s, seg[i], slot[i]) == 16384ull * (uint64_t)i);
+	}
+	CHECK(kvt_slots_segment_owner(s, 0) == 0);
+	CHECK(kvt_slots_segment_used(s, 0) == 4);
+	/* Namespace 0's segment is full: the next slot carves segment 1. */
+	CHECK(kvt_slots_alloc(s, 0, 16384, &g, &k) == 0 && g == 1);
+	/* Namespace 1 gets its own segment, with its own stride. */
+	for (int i = 0; i < 8; i++) {
+		CHECK(kvt_slots_alloc(s, 1, 8192, &seg[i + 4], &slot[i + 4]) == 0);
+		CHECK(seg[i + 4] == 2);
+	}
+	CHECK(kvt_slots_segments_carved(s) == 3);
+	CHECK(kvt_slots_alloc(s, 1, 8192, &g, &k) == -ENOSPC);
+	CHECK(kvt_slots_alloc(s, 2, 8192, &g, &k) == -EINVAL);
+	CHECK(kvt_slots_alloc(s, 0, 65537, &g, &k) == -EINVAL);
+
+	/* Freeing segment 1's only slot gives it back to every namespace. */
+	kvt_slots_free(s, 1, 0);
+	CHECK(kvt_slots_segment_owner(s, 1) == KVT_SLOTS_FREE_SEGMENT);
+	CHECK(kvt_slots_alloc(s, 1, 8192, &g, &k) == 0 && g == 1);
+	CHECK(kvt_slots_segment_owner(s, 1) == 1);
+
+	/* A freed slot is handed out again, and user pointers are per slot. */
+	kvt_slots_set_user(s, seg[2], slot[2], &g);
+	CHECK(kvt_slots_user(s, seg[2], slot[2]) == &g);
+	kvt_slots_free(s, seg[2], slot[2]);
+	CHECK(kvt_slots_user(s, seg[2], slot[2]) == NULL);
+	CHECK(kvt_slots_alloc(s, 0, 16384, &g, &k) == 0);
+	CHECK(g == seg[2] && k == slot[2]);
+	kvt_slots_destroy(s);
+	return 0;
+}
