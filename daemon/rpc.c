@@ -194,7 +194,7 @@ static grpc_status_code open_namespace(void *ctx, const uint8_t *req,
 	Kvtier__V1__OpenNamespaceResponse p = KVTIER__V1__OPEN_NAMESPACE_RESPONSE__INIT;
 	struct kvt_err err;
 	grpc_status_code code;
-	bool created;
+	bool created = false;
 	int rc;
 
 	if (!q)

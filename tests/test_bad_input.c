@@ -149,6 +149,8 @@ int main(void)
 	struct kvt_slot slots[4];
 	struct kvt_lease lease = { .id = 4242 };
 	struct error_count errs = { 0 };
+	struct kvt_lease pins[16];
+	int npins = 0;
 	kvt_client *c, *other;
 	uint8_t page[PAGE], back[PAGE];
 	const void *pages[4];
@@ -191,32 +193,24 @@ int main(void)
 
 	/* Fill the remaining slots with pins: Reserve has nowhere to go. */
 	{
-		struct kvt_lease pins;
-
 		CHECK_RC(c, kvt_put(c, &ns, NULL, &held[2], pages, 2, &n), 0);
-		CHECK_RC(c, kvt_acquire(c, &ns, held, 4, &pins), 0);
-		CHECK(pins.count == 4);
+		CHECK_RC(c, kvt_acquire(c, &ns, held, 4, &pins[npins]), 0);
+		CHECK(pins[npins++].count == 4);
 		for (int i = 0; i < 3; i++) {
-			struct kvt_lease more;
-
 			CHECK_RC(c, kvt_put(c, &ns, NULL, &keys[i], pages, 1, &n), 0);
-			CHECK_RC(c, kvt_acquire(c, &ns, &keys[i], 1, &more), 0);
+			CHECK_RC(c, kvt_acquire(c, &ns, &keys[i], 1, &pins[npins++]), 0);
 		}
 		for (int i = 3; i < 9; i++) {
-			struct kvt_lease more;
-
 			CHECK_RC(c, kvt_put(c, &ns, NULL, &keys[i], pages, 1, &n), 0);
-			CHECK_RC(c, kvt_acquire(c, &ns, &keys[i], 1, &more), 0);
+			CHECK_RC(c, kvt_acquire(c, &ns, &keys[i], 1, &pins[npins++]), 0);
 		}
 		{
 			struct kvt_key extra[4];
 
 			for (int i = 0; i < 3; i++) { /* the last 3 slots */
-				struct kvt_lease more;
-
 				test_fill(extra[i].bytes, 16, 500u + (unsigned)i);
 				CHECK_RC(c, kvt_put(c, &ns, NULL, &extra[i], pages, 1, &n), 0);
-				CHECK_RC(c, kvt_acquire(c, &ns, &extra[i], 1, &more), 0);
+				CHECK_RC(c, kvt_acquire(c, &ns, &extra[i], 1, &pins[npins++]), 0);
 			}
 			test_fill(extra[0].bytes, 16, 999);
 			EXPECT_MSG(c, kvt_reserve(c, &ns, NULL, extra, 1, slots), -ENOSPC,
@@ -273,6 +267,8 @@ int main(void)
 	       errs.precondition, errs.exhausted, errs.unimplemented);
 	CHECK(errs.invalid >= 7 && errs.not_found >= 3 && errs.precondition >= 3);
 	CHECK(errs.exhausted >= 2 && errs.unimplemented == 1);
+	for (int i = 0; i < npins; i++)
+		CHECK_RC(c, kvt_release(c, &pins[i]), 0);
 	kvt_close(c);
 	kvt_close(other);
 	CHECK(test_daemon_stop(&d) == 0);
