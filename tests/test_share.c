@@ -47,7 +47,6 @@ static void producer(const char *addr)
 	struct kvt_slot slots[NBLOCKS];
 	struct kvt_namespace ns;
 	kvt_client *c = open_client(addr, "producer", &ns);
-	static uint8_t page[PAGE];
 	const void *pages[NBLOCKS];
 	size_t stored, ready;
 
@@ -78,7 +77,6 @@ static void producer(const char *addr)
 	CHECK(stored == NBLOCKS);
 	for (int i = 0; i < NBLOCKS; i++)
 		free((void *)pages[i]);
-	(void)page;
 	kvt_close(c);
 }
 
