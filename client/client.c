@@ -60,6 +60,7 @@ struct kvt_client {
 
 	/* host tier segments */
 	char shm_prefix[64];
+	char tenant[64];
 	uint32_t segments;
 	uint64_t segment_bytes;
 	uint8_t **maps;
@@ -80,6 +81,7 @@ static int status_errno(grpc_status_code code)
 	case GRPC_STATUS_NOT_FOUND: return -ENOENT;
 	case GRPC_STATUS_FAILED_PRECONDITION: return -EPERM;
 	case GRPC_STATUS_RESOURCE_EXHAUSTED: return -ENOSPC;
+	case GRPC_STATUS_PERMISSION_DENIED: return -EACCES;
 	case GRPC_STATUS_UNAVAILABLE: return -ECONNREFUSED;
 	case GRPC_STATUS_DEADLINE_EXCEEDED: return -ETIMEDOUT;
 	case GRPC_STATUS_UNIMPLEMENTED: return -ENOSYS;
@@ -218,10 +220,10 @@ static ProtobufCMessage *unpack_buffer(grpc_byte_buffer *bb,
  */
 static int call_locked(kvt_client *c, enum method m, const ProtobufCMessage *req,
 		       const ProtobufCMessageDescriptor *resp_desc,
-		       ProtobufCMessage **resp)
+		       ProtobufCMessage **resp, unsigned wait_ms)
 {
 	gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
-					     gpr_time_from_millis(c->timeout_ms,
+					     gpr_time_from_millis((int64_t)c->timeout_ms + wait_ms,
 								  GPR_TIMESPAN));
 	grpc_byte_buffer *send = pack_buffer(req), *recv = NULL;
 	grpc_metadata_array md, trailing;
@@ -283,15 +285,23 @@ out:
 	return rc;
 }
 
-static int call(kvt_client *c, enum method m, const void *req,
-		const ProtobufCMessageDescriptor *resp_desc, void **resp)
+/* A call whose reply may take wait_ms on top of the usual timeout. */
+static int call_waiting(kvt_client *c, enum method m, const void *req,
+			const ProtobufCMessageDescriptor *resp_desc, void **resp,
+			unsigned wait_ms)
 {
 	int rc;
 
 	pthread_mutex_lock(&c->lock);
-	rc = call_locked(c, m, req, resp_desc, (ProtobufCMessage **)resp);
+	rc = call_locked(c, m, req, resp_desc, (ProtobufCMessage **)resp, wait_ms);
 	pthread_mutex_unlock(&c->lock);
 	return rc;
+}
+
+static int call(kvt_client *c, enum method m, const void *req,
+		const ProtobufCMessageDescriptor *resp_desc, void **resp)
+{
+	return call_waiting(c, m, req, resp_desc, resp, 0);
 }
 
 #define FREE_MSG(p) protobuf_c_message_free_unpacked(&(p)->base, NULL)
@@ -376,6 +386,7 @@ int kvt_attach(kvt_client *c, const char *client_name)
 	}
 	memcpy(c->session, ev->session.data, sizeof(c->session));
 	strcpy(c->shm_prefix, ev->host_shm_prefix);
+	snprintf(c->tenant, sizeof(c->tenant), "%s", ev->tenant);
 	c->segments = ev->host_segments;
 	c->segment_bytes = ev->host_segment_bytes;
 	c->maps = calloc(c->segments ? c->segments : 1, sizeof(*c->maps));
@@ -422,6 +433,11 @@ static void *slot_ptr(kvt_client *c, uint32_t segment, uint64_t offset)
 	return c->maps[segment] + offset;
 }
 
+const char *kvt_tenant(const kvt_client *c)
+{
+	return c->tenant;
+}
+
 int kvt_health(kvt_client *c)
 {
 	Grpc__Health__V1__HealthCheckRequest req =
@@ -440,7 +456,8 @@ int kvt_health(kvt_client *c)
 }
 
 int kvt_open_namespace(kvt_client *c, const char *name, uint64_t page_bytes,
-		       uint32_t block_tokens, struct kvt_namespace *ns)
+		       uint32_t block_tokens, uint64_t idle_ttl_ms,
+		       struct kvt_namespace *ns)
 {
 	Kvtier__V1__OpenNamespaceRequest req = KVTIER__V1__OPEN_NAMESPACE_REQUEST__INIT;
 	Kvtier__V1__OpenNamespaceResponse *resp;
@@ -449,6 +466,7 @@ int kvt_open_namespace(kvt_client *c, const char *name, uint64_t page_bytes,
 	req.name = (char *)name;
 	req.page_bytes = page_bytes;
 	req.block_tokens = block_tokens;
+	req.idle_ttl_ms = idle_ttl_ms;
 	rc = call(c, M_OPEN_NAMESPACE, &req,
 		  &kvtier__v1__open_namespace_response__descriptor, (void **)&resp);
 	if (rc < 0)
@@ -457,6 +475,7 @@ int kvt_open_namespace(kvt_client *c, const char *name, uint64_t page_bytes,
 	ns->page_bytes = page_bytes;
 	ns->slot_stride = resp->slot_stride;
 	ns->created = resp->created;
+	ns->shared = resp->shared;
 	FREE_MSG(resp);
 	return 0;
 }
@@ -489,6 +508,18 @@ static ProtobufCBinaryData key_bytes(const struct kvt_key *key)
 	return b;
 }
 
+/* A Retention message in *buf for r, or NULL for the default. */
+static Kvtier__V1__Retention *retention_msg(const struct kvt_retention *r,
+					    Kvtier__V1__Retention *buf)
+{
+	if (!r)
+		return NULL;
+	kvtier__v1__retention__init(buf);
+	buf->priority = r->priority;
+	buf->duration_ms = r->duration_ms;
+	return buf;
+}
+
 static ProtobufCBinaryData session_bytes(kvt_client *c)
 {
 	ProtobufCBinaryData b = { sizeof(c->session), c->session };
@@ -497,7 +528,8 @@ static ProtobufCBinaryData session_bytes(kvt_client *c)
 }
 
 int kvt_lookup(kvt_client *c, const struct kvt_namespace *ns,
-	       const struct kvt_key *keys, size_t n, size_t *ready)
+	       const struct kvt_key *keys, size_t n, size_t *ready,
+	       size_t *pending)
 {
 	Kvtier__V1__LookupRequest req = KVTIER__V1__LOOKUP_REQUEST__INIT;
 	Kvtier__V1__LookupResponse *resp;
@@ -514,16 +546,20 @@ int kvt_lookup(kvt_client *c, const struct kvt_namespace *ns,
 	if (rc < 0)
 		return rc;
 	*ready = resp->ready_blocks;
+	if (pending)
+		*pending = resp->pending_blocks;
 	FREE_MSG(resp);
 	return 0;
 }
 
 int kvt_reserve(kvt_client *c, const struct kvt_namespace *ns,
 		const struct kvt_key *parent, const struct kvt_key *keys,
-		size_t n, struct kvt_slot *slots)
+		size_t n, const struct kvt_retention *retention,
+		struct kvt_slot *slots)
 {
 	Kvtier__V1__ReserveRequest req = KVTIER__V1__RESERVE_REQUEST__INIT;
 	Kvtier__V1__ReserveResponse *resp;
+	Kvtier__V1__Retention ret;
 	int rc;
 
 	if (!c->attached)
@@ -531,6 +567,7 @@ int kvt_reserve(kvt_client *c, const struct kvt_namespace *ns,
 	req.session = session_bytes(c);
 	req.namespace_id = ns->id;
 	req.parent = key_bytes(parent);
+	req.retention = retention_msg(retention, &ret);
 	req.keys = key_list(c, keys, n);
 	req.n_keys = n;
 	if (!req.keys)
@@ -606,7 +643,8 @@ int kvt_abort(kvt_client *c, const struct kvt_namespace *ns,
 }
 
 int kvt_acquire(kvt_client *c, const struct kvt_namespace *ns,
-		const struct kvt_key *keys, size_t n, struct kvt_lease *lease)
+		const struct kvt_key *keys, size_t n, unsigned wait_ms,
+		struct kvt_lease *lease)
 {
 	Kvtier__V1__AcquireRequest req = KVTIER__V1__ACQUIRE_REQUEST__INIT;
 	Kvtier__V1__AcquireResponse *resp;
@@ -619,10 +657,12 @@ int kvt_acquire(kvt_client *c, const struct kvt_namespace *ns,
 	req.namespace_id = ns->id;
 	req.keys = key_list(c, keys, n);
 	req.n_keys = n;
+	req.wait_ms = wait_ms;
 	if (!req.keys)
 		return -ENOMEM;
-	rc = call(c, M_ACQUIRE, &req, &kvtier__v1__acquire_response__descriptor,
-		  (void **)&resp);
+	rc = call_waiting(c, M_ACQUIRE, &req,
+			  &kvtier__v1__acquire_response__descriptor,
+			  (void **)&resp, wait_ms);
 	free(req.keys);
 	if (rc < 0)
 		return rc;
@@ -683,14 +723,17 @@ int kvt_release(kvt_client *c, struct kvt_lease *lease)
 
 int kvt_put(kvt_client *c, const struct kvt_namespace *ns,
 	    const struct kvt_key *parent, const struct kvt_key *keys,
-	    const void *const *pages, size_t n, size_t *stored)
+	    const void *const *pages, size_t n,
+	    const struct kvt_retention *retention, size_t *stored)
 {
 	Kvtier__V1__PutRequest req = KVTIER__V1__PUT_REQUEST__INIT;
 	Kvtier__V1__PutResponse *resp;
+	Kvtier__V1__Retention ret;
 	int rc;
 
 	req.namespace_id = ns->id;
 	req.parent = key_bytes(parent);
+	req.retention = retention_msg(retention, &ret);
 	req.keys = key_list(c, keys, n);
 	req.n_keys = n;
 	req.pages = malloc(sizeof(*req.pages) * (n ? n : 1));
@@ -756,30 +799,49 @@ int kvt_get(kvt_client *c, const struct kvt_namespace *ns,
 	return rc;
 }
 
-int kvt_drop(kvt_client *c, const struct kvt_namespace *ns,
-	     const struct kvt_key *keys, size_t n, size_t *dropped)
+/* Drop and its scopes share one reply. */
+static int drop_call(kvt_client *c, Kvtier__V1__DropRequest *req,
+		     size_t *dropped)
 {
-	Kvtier__V1__DropRequest req = KVTIER__V1__DROP_REQUEST__INIT;
 	Kvtier__V1__DropResponse *resp;
-	int rc;
+	int rc = call(c, M_DROP, req, &kvtier__v1__drop_response__descriptor,
+		      (void **)&resp);
 
-	req.namespace_id = ns->id;
-	req.all = n == 0;
-	if (n) {
-		req.keys = key_list(c, keys, n);
-		req.n_keys = n;
-		if (!req.keys)
-			return -ENOMEM;
-	}
-	rc = call(c, M_DROP, &req, &kvtier__v1__drop_response__descriptor,
-		  (void **)&resp);
-	free(req.keys);
 	if (rc < 0)
 		return rc;
 	if (dropped)
 		*dropped = resp->dropped;
 	FREE_MSG(resp);
 	return 0;
+}
+
+int kvt_drop(kvt_client *c, const struct kvt_namespace *ns,
+	     const struct kvt_key *keys, size_t n, size_t *dropped)
+{
+	Kvtier__V1__DropRequest req = KVTIER__V1__DROP_REQUEST__INIT;
+	int rc;
+
+	req.namespace_id = ns->id;
+	req.scope = n ? KVTIER__V1__DROP_SCOPE__DROP_SCOPE_KEYS :
+			KVTIER__V1__DROP_SCOPE__DROP_SCOPE_NAMESPACE;
+	if (n) {
+		req.keys = key_list(c, keys, n);
+		req.n_keys = n;
+		if (!req.keys)
+			return -ENOMEM;
+	}
+	rc = drop_call(c, &req, dropped);
+	free(req.keys);
+	return rc;
+}
+
+int kvt_drop_tenant(kvt_client *c, const char *tenant, size_t *dropped)
+{
+	Kvtier__V1__DropRequest req = KVTIER__V1__DROP_REQUEST__INIT;
+
+	req.scope = KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT;
+	req.tenant = (char *)(tenant ? tenant : "");
+	return drop_call(c, &req, dropped);
 }
 
 /* ---- stats: walk the reply by its descriptor, so new fields show up ---- */

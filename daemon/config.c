@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <ini.h>
+#include <pwd.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,7 @@
 
 #include "log.h"
 
-enum knob_type { KNOB_STRING, KNOB_U32, KNOB_SIZE, KNOB_MODE };
+enum knob_type { KNOB_STRING, KNOB_U32, KNOB_SIZE, KNOB_MODE, KNOB_DURATION };
 
 struct knob {
 	const char *section, *name;
@@ -50,6 +51,24 @@ static const struct knob knobs[] = {
 	  "size of one shm segment, a multiple of 4K; also the largest page" },
 	{ "host", "shm_mode", KNOB_MODE, FIELD(shm_mode), 0, 0777, "0660",
 	  "permission bits of the shm segments" },
+	{ "policy", "eviction", KNOB_STRING, FIELD(eviction), 0, 0, "leaf-first",
+	  "leaf-first (children before parents, then priority, then LRU) or lru" },
+	{ "policy", "default_priority", KNOB_U32, FIELD(default_priority), 0, 100,
+	  "35", "retention priority of blocks a request gives none (0..100)" },
+	{ "policy", "idle_ttl", KNOB_DURATION, FIELD(idle_ttl_ms), 0,
+	  UINT64_MAX / 1000000, "0",
+	  "unpinned blocks unused this long expire; a namespace may set its own (0: never)" },
+	{ "policy", "lease_ttl", KNOB_DURATION, FIELD(lease_ttl_ms), 0,
+	  UINT64_MAX / 1000000, "5m",
+	  "a pin is released after this long even if its worker forgot (0: never)" },
+	{ "policy", "max_wait", KNOB_DURATION, FIELD(max_wait_ms), 0,
+	  3600000, "30s", "longest wait an Acquire may ask for" },
+	{ "tenants", "shared_namespaces", KNOB_STRING, FIELD(shared_namespaces),
+	  0, 0, "", "comma-separated namespaces whose blocks all tenants share" },
+	{ "tenants", "host_quota", KNOB_STRING, FIELD(host_quota), 0, 0, "0",
+	  "host bytes (or % of the tier) each tenant keeps against others, and above which it evicts its own blocks first (0: none)" },
+	{ "tenants", "host_quotas", KNOB_STRING, FIELD(host_quotas), 0, 0, "",
+	  "per-tenant overrides: user:size,... (user: a name or uid; size: bytes or %)" },
 };
 
 #define NKNOBS (sizeof(knobs) / sizeof(knobs[0]))
@@ -83,6 +102,49 @@ int kvt_parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+int kvt_parse_duration(const char *s, uint64_t *ms)
+{
+	static const struct {
+		const char *unit;
+		uint64_t ms;
+	} units[] = { { "ms", 1 }, { "s", 1000 }, { "m", 60000 },
+		      { "h", 3600000 }, { "d", 86400000 }, { "", 1000 } };
+	unsigned long long v;
+	char *end;
+
+	errno = 0;
+	if (*s < '0' || *s > '9')
+		return -1;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -1;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(end, units[i].unit) != 0)
+			continue;
+		if (v > UINT64_MAX / units[i].ms)
+			return -1;
+		*ms = v * units[i].ms;
+		return 0;
+	}
+	return -1;
+}
+
+bool kvt_config_listed(const char *list, const char *name)
+{
+	size_t len = strlen(name);
+
+	while (*list) {
+		size_t n;
+
+		list += strspn(list, " ,");
+		n = strcspn(list, " ,");
+		if (n == len && n && strncmp(list, name, n) == 0)
+			return true;
+		list += n;
+	}
+	return false;
+}
+
 static const struct knob *knob_find(const char *section, const char *name)
 {
 	for (size_t i = 0; i < NKNOBS; i++)
@@ -114,6 +176,11 @@ static int knob_apply(struct kvt_config *c, const struct knob *k,
 				 value);
 			return -1;
 		}
+		if (field == c->eviction && strcmp(value, "leaf-first") != 0 &&
+		    strcmp(value, "lru") != 0) {
+			snprintf(err, len, "'%s' is not leaf-first or lru", value);
+			return -1;
+		}
 		return 0;
 	case KNOB_SIZE:
 		if (kvt_parse_size(value, &size) < 0) {
@@ -123,6 +190,20 @@ static int knob_apply(struct kvt_config *c, const struct knob *k,
 		}
 		if (size < k->min || size > k->max) {
 			snprintf(err, len, "%s is outside %llu..%llu bytes", value,
+				 (unsigned long long)k->min,
+				 (unsigned long long)k->max);
+			return -1;
+		}
+		*(uint64_t *)field = size;
+		return 0;
+	case KNOB_DURATION:
+		if (kvt_parse_duration(value, &size) < 0) {
+			snprintf(err, len, "'%s' is not a duration (write e.g. 250ms, 30s, 5m, 2h)",
+				 value);
+			return -1;
+		}
+		if (size < k->min || size > k->max) {
+			snprintf(err, len, "%s is outside %llu..%llu ms", value,
 				 (unsigned long long)k->min,
 				 (unsigned long long)k->max);
 			return -1;
@@ -257,6 +338,87 @@ int kvt_config_set(struct kvt_config *c, const char *assignment, char *err,
 	return 0;
 }
 
+/* "25%" of the host tier, or a size. 0, or -1. */
+static int parse_quota(const struct kvt_config *c, const char *s,
+		       uint64_t *bytes)
+{
+	size_t n = strlen(s);
+	unsigned long pct;
+	char *end;
+
+	if (n > 1 && s[n - 1] == '%') {
+		errno = 0;
+		pct = strtoul(s, &end, 10);
+		if (errno || end != s + n - 1 || pct > 100 || *s == '-')
+			return -1;
+		*bytes = c->host_size / 100 * pct;
+		return 0;
+	}
+	return kvt_parse_size(s, bytes);
+}
+
+/* A user name or decimal uid. 0, or -1. */
+static int parse_user(const char *s, uint32_t *uid)
+{
+	struct passwd pw, *res = NULL;
+	char buf[1024], *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (*s && *end == '\0' && !errno && v < UINT32_MAX) {
+		*uid = (uint32_t)v;
+		return 0;
+	}
+	if (getpwnam_r(s, &pw, buf, sizeof(buf), &res) != 0 || !res)
+		return -1;
+	*uid = res->pw_uid;
+	return 0;
+}
+
+static int finish_quotas(struct kvt_config *c, char *err, size_t len)
+{
+	const char *p = c->host_quotas;
+
+	if (parse_quota(c, c->host_quota, &c->default_host_quota) < 0) {
+		snprintf(err, len, "[tenants] host_quota: '%s' is not a size or a percentage",
+			 c->host_quota);
+		return -1;
+	}
+	c->nquotas = 0;
+	while (*(p += strspn(p, " ,"))) {
+		char item[128], *colon;
+		size_t n = strcspn(p, " ,");
+
+		if (n >= sizeof(item) || c->nquotas == KVT_CONFIG_QUOTAS_MAX) {
+			snprintf(err, len, "[tenants] host_quotas: entry too long, or more than %d entries",
+				 KVT_CONFIG_QUOTAS_MAX);
+			return -1;
+		}
+		memcpy(item, p, n);
+		item[n] = '\0';
+		p += n;
+		colon = strchr(item, ':');
+		if (!colon) {
+			snprintf(err, len, "[tenants] host_quotas: '%s' is not user:size",
+				 item);
+			return -1;
+		}
+		*colon = '\0';
+		if (parse_user(item, &c->quotas[c->nquotas].uid) < 0) {
+			snprintf(err, len, "[tenants] host_quotas: no user '%s'", item);
+			return -1;
+		}
+		if (parse_quota(c, colon + 1, &c->quotas[c->nquotas].bytes) < 0) {
+			snprintf(err, len, "[tenants] host_quotas: '%s' is not a size or a percentage",
+				 colon + 1);
+			return -1;
+		}
+		c->nquotas++;
+	}
+	return 0;
+}
+
 int kvt_config_finish(struct kvt_config *c, char *err, size_t len)
 {
 	if (c->run_dir[0] != '/') {
@@ -287,7 +449,7 @@ int kvt_config_finish(struct kvt_config *c, char *err, size_t len)
 			 (unsigned long long)c->host_segment_size);
 		return -1;
 	}
-	return 0;
+	return finish_quotas(c, err, len);
 }
 
 void kvt_config_print(const struct kvt_config *c, FILE *out)
@@ -311,6 +473,10 @@ void kvt_config_print(const struct kvt_config *c, FILE *out)
 			break;
 		case KNOB_U32: fprintf(out, "%u\n", *(const uint32_t *)field); break;
 		case KNOB_MODE: fprintf(out, "0%o\n", *(const uint32_t *)field); break;
+		case KNOB_DURATION:
+			fprintf(out, "%llums\n",
+				(unsigned long long)*(const uint64_t *)field);
+			break;
 		}
 	}
 }

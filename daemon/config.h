@@ -9,9 +9,12 @@
 #define KVT_CONFIG_H
 
 #include <limits.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#define KVT_CONFIG_QUOTAS_MAX 64
 
 struct kvt_config {
 	/* [daemon] */
@@ -30,6 +33,22 @@ struct kvt_config {
 	uint64_t host_size;
 	uint64_t host_segment_size;
 	uint32_t shm_mode;
+	/* [policy] */
+	char eviction[16];
+	uint32_t default_priority;
+	uint64_t idle_ttl_ms, lease_ttl_ms, max_wait_ms;
+	/* [tenants] */
+	char shared_namespaces[1024];
+	char host_quota[32];
+	char host_quotas[1024];
+
+	/* Derived by kvt_config_finish. */
+	uint64_t default_host_quota; /* bytes; 0: none */
+	struct kvt_config_quota {
+		uint32_t uid;
+		uint64_t bytes;
+	} quotas[KVT_CONFIG_QUOTAS_MAX];
+	uint32_t nquotas;
 };
 
 /* Fills in every default. The run directory depends on who runs the daemon. */
@@ -51,5 +70,12 @@ void kvt_config_print(const struct kvt_config *c, FILE *out);
 
 /* Parses "512M", "64G", "4096": bytes. 0, or -1. */
 int kvt_parse_size(const char *s, uint64_t *out);
+
+/* Parses "250ms", "30s", "5m", "2h", "1d", "0" (a bare number: seconds)
+ * into milliseconds. 0, or -1. */
+int kvt_parse_duration(const char *s, uint64_t *ms);
+
+/* Whether name is listed in the comma-separated list. */
+bool kvt_config_listed(const char *list, const char *name);
 
 #endif

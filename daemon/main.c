@@ -190,6 +190,7 @@ int main(int argc, char **argv)
 	struct kvt_daemon d = { 0 };
 	struct kvt_engine_config ecfg;
 	struct kvt_server_config scfg;
+	struct kvt_quota quotas[KVT_CONFIG_QUOTAS_MAX];
 	struct kvt_err err;
 	char lock_path[PATH_MAX + 8], prefix[32], msg[512];
 	sigset_t set;
@@ -215,6 +216,8 @@ int main(int argc, char **argv)
 		return 1;
 
 	shm_prefix(cfg.socket, prefix, sizeof(prefix));
+	for (uint32_t i = 0; i < cfg.nquotas; i++)
+		quotas[i] = (struct kvt_quota){ cfg.quotas[i].uid, cfg.quotas[i].bytes };
 	ecfg = (struct kvt_engine_config){
 		.host_bytes = cfg.host_size,
 		.segment_bytes = cfg.host_segment_size,
@@ -222,12 +225,23 @@ int main(int argc, char **argv)
 		.shm_mode = cfg.shm_mode,
 		.shm_gid = gid,
 		.max_namespaces = cfg.max_namespaces,
+		.eviction = strcmp(cfg.eviction, "lru") == 0 ? KVT_EVICT_LRU :
+							       KVT_EVICT_LEAF_FIRST,
+		.default_priority = (uint8_t)cfg.default_priority,
+		.idle_ttl = cfg.idle_ttl_ms * KVT_MS,
+		.lease_ttl = cfg.lease_ttl_ms * KVT_MS,
+		.max_wait = cfg.max_wait_ms * KVT_MS,
+		.default_host_quota = cfg.default_host_quota,
+		.quotas = quotas,
+		.nquotas = cfg.nquotas,
+		.timer_thread = true,
 	};
 	if (kvt_engine_create(&ecfg, &d.engine, &err) < 0) {
 		kvt_log(KVT_LOG_ERROR, "host tier: %s", err.msg);
 		goto out_lock;
 	}
 	d.max_keys = cfg.max_keys_per_request;
+	d.shared_namespaces = cfg.shared_namespaces;
 	d.max_message_size = cfg.max_message_size;
 	d.started = time(NULL);
 	kvt_allocator_describe(d.allocator, sizeof(d.allocator));
@@ -246,6 +260,7 @@ int main(int argc, char **argv)
 		.nmethods = kvt_rpc_nmethods,
 		.stream = &kvt_rpc_attach,
 		.ctx = &d,
+		.draining = kvt_rpc_draining,
 	};
 	if (kvt_server_start(&scfg, &d.server, msg, sizeof(msg)) < 0) {
 		kvt_log(KVT_LOG_ERROR, "%s", msg);

@@ -1,18 +1,22 @@
 #include "rpc.h"
 
 #include <errno.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "engine.h"
 #include "health.pb-c.h"
 #include "kvtier.pb-c.h"
 #include "log.h"
 
 #define CLIENT_NAME_MAX 64
+/* Callers over TCP have no credentials: they are one tenant. */
+#define TCP_UID (UINT32_MAX - 1)
 
 /* -errno from the engine -> gRPC status: the only place this mapping lives. */
 static const struct {
@@ -24,6 +28,7 @@ static const struct {
 	{ EPERM, GRPC_STATUS_FAILED_PRECONDITION },
 	{ ENOSPC, GRPC_STATUS_RESOURCE_EXHAUSTED },
 	{ ENOMEM, GRPC_STATUS_RESOURCE_EXHAUSTED },
+	{ EACCES, GRPC_STATUS_PERMISSION_DENIED },
 };
 
 static grpc_status_code engine_status(int rc, const struct kvt_err *err,
@@ -126,9 +131,69 @@ static grpc_status_code check_parent(const ProtobufCBinaryData *parent,
 	return GRPC_STATUS_OK;
 }
 
+static grpc_status_code check_retention(const Kvtier__V1__Retention *m,
+				       struct kvt_retention *out,
+				       const struct kvt_retention **ret,
+				       struct kvt_reply *r)
+{
+	*ret = NULL;
+	if (!m)
+		return GRPC_STATUS_OK;
+	if (m->priority > KVT_PRIORITY_MAX)
+		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+			      "retention.priority %u is outside 0..%d",
+			      m->priority, KVT_PRIORITY_MAX);
+	if (m->duration_ms > UINT64_MAX / KVT_MS)
+		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+			      "retention.duration_ms %llu is too long",
+			      (unsigned long long)m->duration_ms);
+	out->priority = (uint8_t)m->priority;
+	out->duration = m->duration_ms * KVT_MS;
+	*ret = out;
+	return GRPC_STATUS_OK;
+}
+
+/* The name a tenant goes by: its user name, else "uid:N". */
+static void tenant_name(uint32_t uid, char *buf, size_t len)
+{
+	struct passwd pw, *res = NULL;
+	char tmp[1024];
+
+	if (uid == TCP_UID)
+		snprintf(buf, len, "tcp");
+	else if (getpwuid_r(uid, &pw, tmp, sizeof(tmp), &res) == 0 && res)
+		snprintf(buf, len, "%s", res->pw_name);
+	else
+		snprintf(buf, len, "uid:%u", uid);
+}
+
+/* The engine tenant of the caller: its uid on the unix socket, else tcp. */
+static grpc_status_code caller(struct kvt_daemon *d, struct kvt_call *call,
+			       uint32_t *tenant, struct kvt_reply *r)
+{
+	const struct kvt_peer *peer = kvt_call_peer(call);
+	uint32_t uid = peer->unix_socket ? (uint32_t)peer->uid : TCP_UID;
+	char name[KVT_TENANT_NAME_MAX];
+
+	tenant_name(uid, name, sizeof(name));
+	if (kvt_engine_tenant(d->engine, uid, name, tenant) < 0)
+		return reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+			      "the daemon already serves %d tenants", KVT_TENANTS_MAX);
+	return GRPC_STATUS_OK;
+}
+
+/* Root and the daemon's own user may act on every tenant's blocks. */
+static bool is_admin(struct kvt_call *call)
+{
+	const struct kvt_peer *peer = kvt_call_peer(call);
+
+	return peer->unix_socket && (peer->uid == 0 || peer->uid == geteuid());
+}
+
 /* ---- Attach ---- */
 
-static grpc_status_code attach_open(void *ctx, const uint8_t *req, size_t len,
+static grpc_status_code attach_open(void *ctx, struct kvt_call *call,
+				    const uint8_t *req, size_t len,
 				    struct kvt_reply *r, void **state)
 {
 	struct kvt_daemon *d = ctx;
@@ -136,8 +201,10 @@ static grpc_status_code attach_open(void *ctx, const uint8_t *req, size_t len,
 		unpack(&kvtier__v1__attach_request__descriptor, req, len, r);
 	Kvtier__V1__AttachEvent ev = KVTIER__V1__ATTACH_EVENT__INIT;
 	uint8_t token[KVT_SESSION_TOKEN_BYTES];
+	char name[KVT_TENANT_NAME_MAX];
 	struct kvt_session *s;
 	grpc_status_code code;
+	uint32_t tenant;
 	int rc;
 
 	if (!q)
@@ -147,7 +214,9 @@ static grpc_status_code attach_open(void *ctx, const uint8_t *req, size_t len,
 			      "client_name is longer than %d bytes", CLIENT_NAME_MAX);
 		goto out;
 	}
-	rc = kvt_engine_session_open(d->engine, token, &s);
+	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK)
+		goto out;
+	rc = kvt_engine_session_open(d->engine, tenant, token, &s);
 	if (rc < 0) {
 		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
 			      "cannot open a session: %s", strerror(-rc));
@@ -159,13 +228,18 @@ static grpc_status_code attach_open(void *ctx, const uint8_t *req, size_t len,
 	ev.host_segments = kvt_engine_host_segments(d->engine);
 	ev.host_segment_bytes = kvt_engine_segment_bytes(d->engine);
 	ev.daemon_version = KVT_VERSION;
+	tenant_name(kvt_call_peer(call)->unix_socket ?
+			    (uint32_t)kvt_call_peer(call)->uid : TCP_UID,
+		    name, sizeof(name));
+	ev.tenant = name;
 	code = pack(&ev, r);
 	if (code != GRPC_STATUS_OK) {
 		kvt_engine_session_close(d->engine, s);
 		goto out;
 	}
 	*state = s;
-	kvt_log(KVT_LOG_INFO, "session opened (client \"%s\")", q->client_name);
+	kvt_log(KVT_LOG_INFO, "session opened (client \"%s\", tenant %s, pid %d)",
+		q->client_name, name, (int)kvt_call_peer(call)->pid);
 out:
 	protobuf_c_message_free_unpacked(&q->base, NULL);
 	return code;
@@ -185,8 +259,9 @@ const struct kvt_stream_method kvt_rpc_attach = {
 
 /* ---- unary methods ---- */
 
-static grpc_status_code open_namespace(void *ctx, const uint8_t *req,
-				       size_t len, struct kvt_reply *r)
+static grpc_status_code open_namespace(void *ctx, struct kvt_call *call,
+				       const uint8_t *req, size_t len,
+				       struct kvt_reply *r)
 {
 	struct kvt_daemon *d = ctx;
 	Kvtier__V1__OpenNamespaceRequest *q =
@@ -199,23 +274,43 @@ static grpc_status_code open_namespace(void *ctx, const uint8_t *req,
 
 	if (!q)
 		return GRPC_STATUS_INVALID_ARGUMENT;
+	(void)call;
+	p.shared = kvt_config_listed(d->shared_namespaces, q->name);
+	if (q->idle_ttl_ms > UINT64_MAX / KVT_MS) {
+		code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+			      "idle_ttl_ms %llu is too long",
+			      (unsigned long long)q->idle_ttl_ms);
+		goto out;
+	}
 	rc = kvt_engine_open_namespace(d->engine, q->name, q->page_bytes,
-				       q->block_tokens, &p.namespace_id, &created,
-				       &p.slot_stride, &err);
+				       q->block_tokens, p.shared,
+				       q->idle_ttl_ms * KVT_MS, &p.namespace_id,
+				       &created, &p.slot_stride, &err);
 	p.created = created;
 	code = engine_status(rc, &err, r);
 	if (code == GRPC_STATUS_OK) {
 		if (created)
-			kvt_log(KVT_LOG_INFO, "namespace %s: page %llu bytes, %u tokens per block",
+			kvt_log(KVT_LOG_INFO, "namespace %s: page %llu bytes, %u tokens per block%s",
 				q->name, (unsigned long long)q->page_bytes,
-				q->block_tokens);
+				q->block_tokens, p.shared ? ", shared" : "");
 		code = pack(&p, r);
 	}
+out:
 	protobuf_c_message_free_unpacked(&q->base, NULL);
 	return code;
 }
 
-static grpc_status_code lookup(void *ctx, const uint8_t *req, size_t len,
+/* Fills the request head shared by keyed calls. */
+static struct kvt_req req_head(uint32_t tenant, const ProtobufCBinaryData *session,
+			       uint32_t ns, const uint8_t **keys, size_t n)
+{
+	return (struct kvt_req){ .tenant = tenant,
+				 .session = session ? session->data : NULL,
+				 .ns = ns, .keys = keys, .n = (uint32_t)n };
+}
+
+static grpc_status_code lookup(void *ctx, struct kvt_call *call,
+			       const uint8_t *req, size_t len,
 			       struct kvt_reply *r)
 {
 	struct kvt_daemon *d = ctx;
@@ -224,16 +319,20 @@ static grpc_status_code lookup(void *ctx, const uint8_t *req, size_t len,
 	Kvtier__V1__LookupResponse p = KVTIER__V1__LOOKUP_RESPONSE__INIT;
 	const uint8_t **keys = NULL;
 	struct kvt_err err;
+	struct kvt_req h;
 	grpc_status_code code;
+	uint32_t tenant;
 
 	if (!q)
 		return GRPC_STATUS_INVALID_ARGUMENT;
-	code = check_keys(d, q->n_keys, q->keys, &keys, r);
-	if (code == GRPC_STATUS_OK)
-		code = engine_status(kvt_engine_lookup(d->engine, q->namespace_id,
-						       keys, (uint32_t)q->n_keys,
-						       &p.ready_blocks, &err),
+	if ((code = caller(d, call, &tenant, r)) == GRPC_STATUS_OK &&
+	    (code = check_keys(d, q->n_keys, q->keys, &keys, r)) == GRPC_STATUS_OK) {
+		h = req_head(tenant, NULL, q->namespace_id, keys, q->n_keys);
+		code = engine_status(kvt_engine_lookup(d->engine, &h,
+						       &p.ready_blocks,
+						       &p.pending_blocks, &err),
 				     &err, r);
+	}
 	if (code == GRPC_STATUS_OK) {
 		Kvtier__V1__Tier *tiers = malloc(sizeof(*tiers) * (p.ready_blocks + 1));
 
@@ -282,7 +381,8 @@ static void locations_free(struct locations *l)
 	free(l->ptrs);
 }
 
-static grpc_status_code reserve(void *ctx, const uint8_t *req, size_t len,
+static grpc_status_code reserve(void *ctx, struct kvt_call *call,
+				const uint8_t *req, size_t len,
 				struct kvt_reply *r)
 {
 	struct kvt_daemon *d = ctx;
@@ -293,25 +393,30 @@ static grpc_status_code reserve(void *ctx, const uint8_t *req, size_t len,
 	struct kvt_location *locs = NULL;
 	struct locations l = { 0 };
 	const uint8_t **keys = NULL, *parent;
+	struct kvt_retention rbuf;
+	const struct kvt_retention *ret;
 	struct kvt_err err;
+	struct kvt_req h;
 	grpc_status_code code;
+	uint32_t tenant;
 
 	if (!q)
 		return GRPC_STATUS_INVALID_ARGUMENT;
-	if ((code = check_session(&q->session, r)) != GRPC_STATUS_OK ||
+	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK ||
+	    (code = check_session(&q->session, r)) != GRPC_STATUS_OK ||
 	    (code = check_parent(&q->parent, &parent, r)) != GRPC_STATUS_OK ||
+	    (code = check_retention(q->retention, &rbuf, &ret, r)) != GRPC_STATUS_OK ||
 	    (code = check_keys(d, q->n_keys, q->keys, &keys, r)) != GRPC_STATUS_OK)
 		goto out;
+	h = req_head(tenant, &q->session, q->namespace_id, keys, q->n_keys);
 	states = malloc(sizeof(*states) * q->n_keys);
 	locs = malloc(sizeof(*locs) * q->n_keys);
 	if (!states || !locs) {
 		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		goto out;
 	}
-	code = engine_status(kvt_engine_reserve(d->engine, q->session.data,
-						q->namespace_id, parent, keys,
-						(uint32_t)q->n_keys, states, locs,
-						&err),
+	code = engine_status(kvt_engine_reserve(d->engine, &h, parent, ret,
+						states, locs, &err),
 			     &err, r);
 	if (code != GRPC_STATUS_OK)
 		goto out;
@@ -334,12 +439,11 @@ out:
 	return code;
 }
 
-typedef int (*owned_fn)(struct kvt_engine *e, const uint8_t *token, uint32_t ns,
-			const uint8_t *const *keys, uint32_t n,
+typedef int (*owned_fn)(struct kvt_engine *e, const struct kvt_req *q,
 			struct kvt_err *err);
 
 /* Commit and Abort share their request shape and their checks. */
-static grpc_status_code owned_keys(struct kvt_daemon *d,
+static grpc_status_code owned_keys(struct kvt_daemon *d, struct kvt_call *call,
 				   const ProtobufCBinaryData *session,
 				   uint32_t ns, size_t n,
 				   const ProtobufCBinaryData *key_list,
@@ -348,19 +452,22 @@ static grpc_status_code owned_keys(struct kvt_daemon *d,
 {
 	const uint8_t **keys = NULL;
 	struct kvt_err err;
+	struct kvt_req h;
 	grpc_status_code code;
+	uint32_t tenant;
 
-	if ((code = check_session(session, r)) != GRPC_STATUS_OK ||
+	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK ||
+	    (code = check_session(session, r)) != GRPC_STATUS_OK ||
 	    (code = check_keys(d, n, key_list, &keys, r)) != GRPC_STATUS_OK)
 		return code;
-	code = engine_status(fn(d->engine, session->data, ns, keys, (uint32_t)n,
-				&err),
-			     &err, r);
+	h = req_head(tenant, session, ns, keys, n);
+	code = engine_status(fn(d->engine, &h, &err), &err, r);
 	free(keys);
 	return code == GRPC_STATUS_OK ? pack(empty_reply, r) : code;
 }
 
-static grpc_status_code commit(void *ctx, const uint8_t *req, size_t len,
+static grpc_status_code commit(void *ctx, struct kvt_call *call,
+			       const uint8_t *req, size_t len,
 			       struct kvt_reply *r)
 {
 	Kvtier__V1__CommitRequest *q =
@@ -370,13 +477,14 @@ static grpc_status_code commit(void *ctx, const uint8_t *req, size_t len,
 
 	if (!q)
 		return GRPC_STATUS_INVALID_ARGUMENT;
-	code = owned_keys(ctx, &q->session, q->namespace_id, q->n_keys, q->keys,
-			  kvt_engine_commit, &p, r);
+	code = owned_keys(ctx, call, &q->session, q->namespace_id, q->n_keys,
+			  q->keys, kvt_engine_commit, &p, r);
 	protobuf_c_message_free_unpacked(&q->base, NULL);
 	return code;
 }
 
-static grpc_status_code abort_(void *ctx, const uint8_t *req, size_t len,
+static grpc_status_code abort_(void *ctx, struct kvt_call *call,
+			       const uint8_t *req, size_t len,
 			       struct kvt_reply *r)
 {
 	Kvtier__V1__AbortRequest *q =
@@ -386,61 +494,101 @@ static grpc_status_code abort_(void *ctx, const uint8_t *req, size_t len,
 
 	if (!q)
 		return GRPC_STATUS_INVALID_ARGUMENT;
-	code = owned_keys(ctx, &q->session, q->namespace_id, q->n_keys, q->keys,
-			  kvt_engine_abort, &p, r);
+	code = owned_keys(ctx, call, &q->session, q->namespace_id, q->n_keys,
+			  q->keys, kvt_engine_abort, &p, r);
 	protobuf_c_message_free_unpacked(&q->base, NULL);
 	return code;
 }
 
-static grpc_status_code acquire(void *ctx, const uint8_t *req, size_t len,
+/* An Acquire in flight: answered by acquire_done, maybe after a wait. */
+struct acquire_call {
+	struct kvt_daemon *d;
+	struct kvt_call *call;
+	uint32_t tenant;
+	uint8_t session[KVT_SESSION_TOKEN_BYTES];
+};
+
+static void acquire_done(void *arg, int rc, const struct kvt_acquired *got)
+{
+	struct acquire_call *a = arg;
+	Kvtier__V1__AcquireResponse p = KVTIER__V1__ACQUIRE_RESPONSE__INIT;
+	struct locations l = { 0 };
+	struct kvt_reply r = { 0 };
+	grpc_status_code code;
+
+	if (rc < 0) {
+		code = reject(&r, GRPC_STATUS_NOT_FOUND,
+			      "the session ended while this Acquire waited");
+	} else if (locations_fill(&l, got->locs, got->count) < 0) {
+		struct kvt_err ignored;
+
+		if (got->lease)
+			kvt_engine_release(a->d->engine, a->tenant, a->session,
+					   got->lease, &ignored);
+		code = reject(&r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	} else {
+		p.blocks = got->count;
+		p.lease = got->lease;
+		p.locations = l.ptrs;
+		p.n_locations = got->count;
+		code = pack(&p, &r);
+	}
+	locations_free(&l);
+	kvt_call_reply(a->call, code, &r);
+	free(a);
+}
+
+static grpc_status_code acquire(void *ctx, struct kvt_call *call,
+				const uint8_t *req, size_t len,
 				struct kvt_reply *r)
 {
 	struct kvt_daemon *d = ctx;
 	Kvtier__V1__AcquireRequest *q =
 		unpack(&kvtier__v1__acquire_request__descriptor, req, len, r);
-	Kvtier__V1__AcquireResponse p = KVTIER__V1__ACQUIRE_RESPONSE__INIT;
-	struct kvt_location *locs = NULL;
-	struct locations l = { 0 };
+	struct acquire_call *a = NULL;
 	const uint8_t **keys = NULL;
 	struct kvt_err err;
+	struct kvt_req h;
 	grpc_status_code code;
+	uint32_t tenant;
 
 	if (!q)
 		return GRPC_STATUS_INVALID_ARGUMENT;
-	if ((code = check_session(&q->session, r)) != GRPC_STATUS_OK ||
+	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK ||
+	    (code = check_session(&q->session, r)) != GRPC_STATUS_OK ||
 	    (code = check_keys(d, q->n_keys, q->keys, &keys, r)) != GRPC_STATUS_OK)
 		goto out;
-	locs = malloc(sizeof(*locs) * q->n_keys);
-	if (!locs) {
+	a = calloc(1, sizeof(*a));
+	if (!a) {
 		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		goto out;
 	}
-	code = engine_status(kvt_engine_acquire(d->engine, q->session.data,
-						q->namespace_id, keys,
-						(uint32_t)q->n_keys, &p.lease, locs,
-						&p.blocks, &err),
+	*a = (struct acquire_call){ .d = d, .call = call, .tenant = tenant };
+	memcpy(a->session, q->session.data, sizeof(a->session));
+	h = req_head(tenant, &q->session, q->namespace_id, keys, q->n_keys);
+	code = engine_status(kvt_engine_acquire(d->engine, &h,
+						(uint64_t)q->wait_ms * KVT_MS,
+						acquire_done, a, &err),
 			     &err, r);
-	if (code != GRPC_STATUS_OK)
-		goto out;
-	if (locations_fill(&l, locs, p.blocks) < 0) {
-		struct kvt_err ignored;
-
-		kvt_engine_release(d->engine, q->session.data, p.lease, &ignored);
-		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-		goto out;
-	}
-	p.locations = l.ptrs;
-	p.n_locations = p.blocks;
-	code = pack(&p, r);
+	if (code == GRPC_STATUS_OK)
+		code = KVT_STATUS_DEFERRED; /* acquire_done answers, maybe already */
+	else
+		free(a);
 out:
-	locations_free(&l);
-	free(locs);
 	free(keys);
 	protobuf_c_message_free_unpacked(&q->base, NULL);
 	return code;
 }
 
-static grpc_status_code release(void *ctx, const uint8_t *req, size_t len,
+void kvt_rpc_draining(void *ctx)
+{
+	struct kvt_daemon *d = ctx;
+
+	kvt_engine_stop_waiting(d->engine);
+}
+
+static grpc_status_code release(void *ctx, struct kvt_call *call,
+				const uint8_t *req, size_t len,
 				struct kvt_reply *r)
 {
 	struct kvt_daemon *d = ctx;
@@ -449,12 +597,14 @@ static grpc_status_code release(void *ctx, const uint8_t *req, size_t len,
 	Kvtier__V1__ReleaseResponse p = KVTIER__V1__RELEASE_RESPONSE__INIT;
 	struct kvt_err err;
 	grpc_status_code code;
+	uint32_t tenant;
 
 	if (!q)
 		return GRPC_STATUS_INVALID_ARGUMENT;
-	code = check_session(&q->session, r);
-	if (code == GRPC_STATUS_OK)
-		code = engine_status(kvt_engine_release(d->engine, q->session.data,
+	if ((code = caller(d, call, &tenant, r)) == GRPC_STATUS_OK &&
+	    (code = check_session(&q->session, r)) == GRPC_STATUS_OK)
+		code = engine_status(kvt_engine_release(d->engine, tenant,
+							q->session.data,
 							q->lease, &err),
 				     &err, r);
 	if (code == GRPC_STATUS_OK)
@@ -463,7 +613,8 @@ static grpc_status_code release(void *ctx, const uint8_t *req, size_t len,
 	return code;
 }
 
-static grpc_status_code put(void *ctx, const uint8_t *req, size_t len,
+static grpc_status_code put(void *ctx, struct kvt_call *call,
+			    const uint8_t *req, size_t len,
 			    struct kvt_reply *r)
 {
 	struct kvt_daemon *d = ctx;
@@ -472,13 +623,19 @@ static grpc_status_code put(void *ctx, const uint8_t *req, size_t len,
 	Kvtier__V1__PutResponse p = KVTIER__V1__PUT_RESPONSE__INIT;
 	const uint8_t **keys = NULL, *parent;
 	const void **pages = NULL;
+	struct kvt_retention rbuf;
+	const struct kvt_retention *ret;
 	uint64_t page_bytes;
 	struct kvt_err err;
+	struct kvt_req h;
 	grpc_status_code code;
+	uint32_t tenant;
 
 	if (!q)
 		return GRPC_STATUS_INVALID_ARGUMENT;
-	if ((code = check_parent(&q->parent, &parent, r)) != GRPC_STATUS_OK ||
+	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK ||
+	    (code = check_parent(&q->parent, &parent, r)) != GRPC_STATUS_OK ||
+	    (code = check_retention(q->retention, &rbuf, &ret, r)) != GRPC_STATUS_OK ||
 	    (code = check_keys(d, q->n_keys, q->keys, &keys, r)) != GRPC_STATUS_OK)
 		goto out;
 	if (q->n_pages != q->n_keys) {
@@ -507,8 +664,8 @@ static grpc_status_code put(void *ctx, const uint8_t *req, size_t len,
 		}
 		pages[i] = q->pages[i].data;
 	}
-	code = engine_status(kvt_engine_put(d->engine, q->namespace_id, parent,
-					    keys, pages, (uint32_t)q->n_keys,
+	h = req_head(tenant, NULL, q->namespace_id, keys, q->n_keys);
+	code = engine_status(kvt_engine_put(d->engine, &h, parent, ret, pages,
 					    &p.stored, &err),
 			     &err, r);
 	if (code == GRPC_STATUS_OK)
@@ -520,7 +677,8 @@ out:
 	return code;
 }
 
-static grpc_status_code get(void *ctx, const uint8_t *req, size_t len,
+static grpc_status_code get(void *ctx, struct kvt_call *call,
+			    const uint8_t *req, size_t len,
 			    struct kvt_reply *r)
 {
 	struct kvt_daemon *d = ctx;
@@ -531,13 +689,15 @@ static grpc_status_code get(void *ctx, const uint8_t *req, size_t len,
 	ProtobufCBinaryData *pages = NULL;
 	const uint8_t **keys = NULL;
 	uint64_t page_bytes, fit;
-	uint32_t count = 0;
+	uint32_t count = 0, tenant;
 	struct kvt_err err;
+	struct kvt_req h;
 	grpc_status_code code;
 
 	if (!q)
 		return GRPC_STATUS_INVALID_ARGUMENT;
-	if ((code = check_keys(d, q->n_keys, q->keys, &keys, r)) != GRPC_STATUS_OK ||
+	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK ||
+	    (code = check_keys(d, q->n_keys, q->keys, &keys, r)) != GRPC_STATUS_OK ||
 	    (code = engine_status(kvt_engine_page_bytes(d->engine, q->namespace_id,
 							&page_bytes, &err),
 				  &err, r)) != GRPC_STATUS_OK)
@@ -550,8 +710,8 @@ static grpc_status_code get(void *ctx, const uint8_t *req, size_t len,
 		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		goto out;
 	}
-	code = engine_status(kvt_engine_pin(d->engine, q->namespace_id, keys,
-					    (uint32_t)q->n_keys,
+	h = req_head(tenant, NULL, q->namespace_id, keys, q->n_keys);
+	code = engine_status(kvt_engine_pin(d->engine, &h,
 					    fit > UINT32_MAX ? UINT32_MAX : (uint32_t)fit,
 					    pinned, &count, &p.ready_blocks, &err),
 			     &err, r);
@@ -574,7 +734,33 @@ out:
 	return code;
 }
 
-static grpc_status_code drop(void *ctx, const uint8_t *req, size_t len,
+/* A drop's target tenant: a user name or uid, or "" for the caller. */
+static grpc_status_code drop_target(const char *tenant, struct kvt_call *call,
+				    uint32_t *uid, struct kvt_reply *r)
+{
+	struct passwd pw, *res = NULL;
+	char buf[1024], *end;
+	unsigned long v;
+
+	*uid = kvt_call_peer(call)->unix_socket ? (uint32_t)kvt_call_peer(call)->uid :
+						  TCP_UID;
+	if (!tenant[0])
+		return GRPC_STATUS_OK;
+	errno = 0;
+	v = strtoul(tenant, &end, 10);
+	if (*end == '\0' && !errno && v < UINT32_MAX) {
+		*uid = (uint32_t)v;
+		return GRPC_STATUS_OK;
+	}
+	if (getpwnam_r(tenant, &pw, buf, sizeof(buf), &res) != 0 || !res)
+		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+			      "tenant '%s' is neither a user name nor a uid", tenant);
+	*uid = res->pw_uid;
+	return GRPC_STATUS_OK;
+}
+
+static grpc_status_code drop(void *ctx, struct kvt_call *call,
+			     const uint8_t *req, size_t len,
 			     struct kvt_reply *r)
 {
 	struct kvt_daemon *d = ctx;
@@ -583,24 +769,41 @@ static grpc_status_code drop(void *ctx, const uint8_t *req, size_t len,
 	Kvtier__V1__DropResponse p = KVTIER__V1__DROP_RESPONSE__INIT;
 	const uint8_t **keys = NULL;
 	struct kvt_err err;
+	struct kvt_req h;
 	grpc_status_code code;
+	uint32_t tenant, uid = 0;
 
 	if (!q)
 		return GRPC_STATUS_INVALID_ARGUMENT;
-	if (q->all && q->n_keys)
-		code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
-			      "give keys or all, not both");
-	else if (!q->all)
+	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK)
+		goto out;
+	switch (q->scope) {
+	case KVTIER__V1__DROP_SCOPE__DROP_SCOPE_KEYS:
 		code = check_keys(d, q->n_keys, q->keys, &keys, r);
-	else
-		code = GRPC_STATUS_OK;
-	if (code == GRPC_STATUS_OK)
-		code = engine_status(kvt_engine_drop(d->engine, q->namespace_id,
-						     keys, (uint32_t)q->n_keys,
-						     q->all, &p.dropped, &err),
-				     &err, r);
+		break;
+	case KVTIER__V1__DROP_SCOPE__DROP_SCOPE_NAMESPACE:
+	case KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT:
+		if (q->n_keys)
+			code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+				      "keys are only for DROP_SCOPE_KEYS");
+		else if (q->scope == KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT)
+			code = drop_target(q->tenant, call, &uid, r);
+		break;
+	default:
+		code = reject(r, GRPC_STATUS_INVALID_ARGUMENT, "unknown scope %d",
+			      (int)q->scope);
+	}
+	if (code != GRPC_STATUS_OK)
+		goto out;
+	h = req_head(tenant, NULL, q->namespace_id, keys, q->n_keys);
+	code = engine_status(kvt_engine_drop(d->engine, &h,
+					     (enum kvt_drop_scope)q->scope,
+					     is_admin(call), uid, &p.dropped,
+					     &err),
+			     &err, r);
 	if (code == GRPC_STATUS_OK)
 		code = pack(&p, r);
+out:
 	free(keys);
 	protobuf_c_message_free_unpacked(&q->base, NULL);
 	return code;
@@ -622,6 +825,8 @@ struct stats_buf {
 	Kvtier__V1__StatsResponse__RpcErrorsEntry *err_ptrs[KVT_STATUS_CODES];
 	struct kvt_namespace_stats *ns;
 	Kvtier__V1__NamespaceStats *ns_msgs, **ns_ptrs;
+	struct kvt_tenant_stats *t;
+	Kvtier__V1__TenantStats *t_msgs, **t_ptrs;
 	char *listen[4];
 };
 
@@ -644,6 +849,16 @@ static void stats_fill_engine(struct kvt_daemon *d, Kvtier__V1__StatsResponse *p
 	p->evictions_total = st.evictions_total;
 	p->dropped_blocks_total = st.dropped_total;
 	p->reserve_no_space_total = st.reserve_no_space_total;
+	p->lookup_pending = st.lookup_pending;
+	p->expired_total = st.expired_total;
+	p->priority_fallbacks_total = st.priority_fallbacks_total;
+	p->leases_expired_total = st.leases_expired_total;
+	p->forced_unpins_total = st.forced_unpins_total;
+	p->waits_total = st.waits_total;
+	p->waits_active = st.waits_active;
+	p->waits_completed_total = st.waits_completed_total;
+	p->waits_missed_total = st.waits_missed_total;
+	p->waits_timed_out_total = st.waits_timed_out_total;
 	p->host_capacity_bytes = st.host_capacity_bytes;
 	p->host_used_bytes = st.host_used_bytes;
 	p->host_segments = st.host_segments;
@@ -713,6 +928,9 @@ static int stats_fill_namespaces(struct kvt_daemon *d, struct stats_buf *b,
 		m->lookup_keys = b->ns[i].lookup_keys;
 		m->lookup_hits = b->ns[i].lookup_hits;
 		m->evictions = b->ns[i].evictions;
+		m->shared = b->ns[i].shared;
+		m->idle_ttl_ms = b->ns[i].idle_ttl / KVT_MS;
+		m->expired = b->ns[i].expired;
 		b->ns_ptrs[i] = m;
 	}
 	p->namespaces = b->ns_ptrs;
@@ -720,7 +938,41 @@ static int stats_fill_namespaces(struct kvt_daemon *d, struct stats_buf *b,
 	return 0;
 }
 
-static grpc_status_code stats(void *ctx, const uint8_t *req, size_t len,
+static int stats_fill_tenants(struct kvt_daemon *d, struct stats_buf *b,
+			      Kvtier__V1__StatsResponse *p)
+{
+	uint32_t n = 0;
+	struct kvt_tenant_stats tmp;
+
+	while (kvt_engine_tenant_stats(d->engine, n, &tmp) == 0)
+		n++;
+	/* Tenants are never removed either. */
+	b->t = calloc(n + 1, sizeof(*b->t));
+	b->t_msgs = calloc(n + 1, sizeof(*b->t_msgs));
+	b->t_ptrs = calloc(n + 1, sizeof(*b->t_ptrs));
+	if (!b->t || !b->t_msgs || !b->t_ptrs)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n; i++) {
+		Kvtier__V1__TenantStats *m = &b->t_msgs[i];
+
+		kvt_engine_tenant_stats(d->engine, i, &b->t[i]);
+		kvtier__v1__tenant_stats__init(m);
+		m->name = b->t[i].name;
+		m->uid = b->t[i].uid;
+		m->host_used_bytes = b->t[i].host_used_bytes;
+		m->host_quota_bytes = b->t[i].host_quota_bytes;
+		m->lookup_keys = b->t[i].lookup_keys;
+		m->lookup_hits = b->t[i].lookup_hits;
+		m->evictions = b->t[i].evictions;
+		b->t_ptrs[i] = m;
+	}
+	p->tenants = b->t_ptrs;
+	p->n_tenants = n;
+	return 0;
+}
+
+static grpc_status_code stats(void *ctx, struct kvt_call *call,
+			      const uint8_t *req, size_t len,
 			      struct kvt_reply *r)
 {
 	struct kvt_daemon *d = ctx;
@@ -730,6 +982,7 @@ static grpc_status_code stats(void *ctx, const uint8_t *req, size_t len,
 	struct stats_buf *b = calloc(1, sizeof(*b));
 	grpc_status_code code;
 
+	(void)call;
 	if (!q) {
 		free(b);
 		return GRPC_STATUS_INVALID_ARGUMENT;
@@ -744,20 +997,24 @@ static grpc_status_code stats(void *ctx, const uint8_t *req, size_t len,
 	p.cuda = d->cuda;
 	stats_fill_engine(d, &p);
 	stats_fill_rpcs(d, b, &p);
-	if (stats_fill_namespaces(d, b, &p) < 0)
+	if (stats_fill_namespaces(d, b, &p) < 0 || stats_fill_tenants(d, b, &p) < 0)
 		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 	else
 		code = pack(&p, r);
 	free(b->ns);
 	free(b->ns_msgs);
 	free(b->ns_ptrs);
+	free(b->t);
+	free(b->t_msgs);
+	free(b->t_ptrs);
 	free(b);
 	return code;
 }
 
 /* ---- grpc.health.v1.Health ---- */
 
-static grpc_status_code health_check(void *ctx, const uint8_t *req, size_t len,
+static grpc_status_code health_check(void *ctx, struct kvt_call *call,
+				     const uint8_t *req, size_t len,
 				     struct kvt_reply *r)
 {
 	Grpc__Health__V1__HealthCheckRequest *q =
@@ -767,6 +1024,7 @@ static grpc_status_code health_check(void *ctx, const uint8_t *req, size_t len,
 	grpc_status_code code;
 
 	(void)ctx;
+	(void)call;
 	if (!q)
 		return GRPC_STATUS_INVALID_ARGUMENT;
 	if (q->service[0] && strcmp(q->service, "kvtier.v1.KvTier") != 0) {

@@ -17,6 +17,7 @@ struct kvt_daemon {
 	struct kvt_engine *engine;
 	struct kvt_server *server; /* set once the server runs */
 	uint32_t max_keys;
+	const char *shared_namespaces; /* comma-separated */
 	uint64_t max_message_size;
 	time_t started;
 	char allocator[96];
@@ -26,6 +27,9 @@ struct kvt_daemon {
 extern const struct kvt_method kvt_rpc_methods[];
 extern const size_t kvt_rpc_nmethods;
 extern const struct kvt_stream_method kvt_rpc_attach;
+
+/* The server's draining hook: answers the Acquires still waiting. */
+void kvt_rpc_draining(void *ctx);
 
 #define KVT_VERSION "0.1.0"
 

@@ -7,11 +7,18 @@
  * second completes when the client goes away, and runs close(). Both may
  * complete on different threads, so the call is reference counted. Streams
  * are listed (under streams_lock) so that shutdown can end them; any
- * start_batch on a listed call happens under that lock.
+ * start_batch on a listed call happens under that lock. A deferred call sits
+ * in READING until its handler's kvt_call_reply.
+ *
+ * The unix socket: a thread accepts, records the peer's SO_PEERCRED under
+ * the connection's fd and hands the fd to gRPC, whose calls then name their
+ * peer "fd:N". An fd number is reused only after gRPC closed it, which it
+ * does only after the connection's last call is gone.
  */
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc_security.h>
@@ -23,7 +30,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grpc/grpc_posix.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,14 +63,22 @@ struct kvt_server {
 	struct counters *counters; /* nmethods + stream + unknown */
 	atomic_uint_fast64_t by_code[KVT_STATUS_CODES];
 
+	/* The unix listener. */
+	int listen_fd, wake_fd[2];
+	pthread_t acceptor;
+	bool acceptor_running;
+	grpc_server_credentials *creds;
+	struct kvt_peer *peers; /* by connection fd */
+	size_t npeers;
+
 	struct tag shutdown_tag;
-	pthread_mutex_t lock; /* guards shutdown_done, accepting, streams */
+	pthread_mutex_t lock; /* guards shutdown_done, accepting, streams, peers */
 	pthread_cond_t cond;
 	bool shutdown_done, accepting;
-	struct call *streams;
+	struct kvt_call *streams;
 };
 
-struct call {
+struct kvt_call {
 	struct tag tag;              /* the call's current batch */
 	struct tag close_tag;        /* streams: RECV_CLOSE_ON_SERVER */
 	struct tag end_tag;          /* streams: SEND_STATUS at shutdown */
@@ -70,16 +89,17 @@ struct call {
 	grpc_byte_buffer *recv, *send;
 	int cancelled;
 	size_t method; /* index into counters */
+	struct kvt_peer peer;
 	enum { ACCEPTING, READING, REPLYING, STREAMING } phase;
 	atomic_int refs;
 	void *state;                 /* streams: from open() */
-	struct call *prev, *next;    /* streams list */
+	struct kvt_call *prev, *next;    /* streams list */
 };
 
 static void accept_one(struct kvt_server *s);
 static void call_done(struct tag *t, bool ok);
 
-static void call_free(struct call *c)
+static void call_free(struct kvt_call *c)
 {
 	if (c->call)
 		grpc_call_unref(c->call);
@@ -92,7 +112,7 @@ static void call_free(struct call *c)
 	free(c);
 }
 
-static void call_put(struct call *c)
+static void call_put(struct kvt_call *c)
 {
 	if (atomic_fetch_sub(&c->refs, 1) == 1)
 		call_free(c);
@@ -109,7 +129,7 @@ static void count_status(struct kvt_server *s, size_t method,
 	}
 }
 
-static void start_batch(struct call *c, const grpc_op *ops, size_t n,
+static void start_batch(struct kvt_call *c, const grpc_op *ops, size_t n,
 			struct tag *tag)
 {
 	grpc_call_error e = grpc_call_start_batch(c->call, ops, n, tag, NULL);
@@ -125,7 +145,7 @@ static void start_batch(struct call *c, const grpc_op *ops, size_t n,
  * Sends the reply (message if OK) and the status, ending a unary call;
  * with_metadata when the initial metadata has not gone out yet.
  */
-static void send_reply(struct call *c, grpc_status_code code,
+static void send_reply(struct kvt_call *c, grpc_status_code code,
 		       struct kvt_reply *r, bool with_metadata)
 {
 	grpc_slice details = grpc_slice_from_copied_string(
@@ -175,7 +195,7 @@ static bool method_is(const grpc_slice m, const char *path)
 
 static void stream_send_done(struct tag *t, bool ok)
 {
-	struct call *c = (struct call *)((char *)t - offsetof(struct call, tag));
+	struct kvt_call *c = (struct kvt_call *)((char *)t - offsetof(struct kvt_call, tag));
 
 	(void)ok; /* a failed send means the client left: close_tag follows */
 	call_put(c);
@@ -184,12 +204,12 @@ static void stream_send_done(struct tag *t, bool ok)
 static void stream_end_done(struct tag *t, bool ok)
 {
 	(void)ok;
-	call_put((struct call *)((char *)t - offsetof(struct call, end_tag)));
+	call_put((struct kvt_call *)((char *)t - offsetof(struct kvt_call, end_tag)));
 }
 
 static void stream_close_done(struct tag *t, bool ok)
 {
-	struct call *c = (struct call *)((char *)t - offsetof(struct call, close_tag));
+	struct kvt_call *c = (struct kvt_call *)((char *)t - offsetof(struct kvt_call, close_tag));
 	struct kvt_server *s = c->srv;
 
 	(void)ok;
@@ -205,7 +225,7 @@ static void stream_close_done(struct tag *t, bool ok)
 	call_put(c);
 }
 
-static void stream_start(struct call *c, struct kvt_reply *r)
+static void stream_start(struct kvt_call *c, struct kvt_reply *r)
 {
 	struct kvt_server *s = c->srv;
 	grpc_slice body = grpc_slice_new(r->buf, r->len, free);
@@ -238,7 +258,7 @@ static void stream_start(struct call *c, struct kvt_reply *r)
 }
 
 /* The request message has arrived (or not): run the handler. */
-static void handle_request(struct call *c)
+static void handle_request(struct kvt_call *c)
 {
 	struct kvt_server *s = c->srv;
 	struct kvt_reply r = { 0 };
@@ -259,11 +279,17 @@ static void handle_request(struct call *c)
 	c->recv = NULL;
 
 	if (c->method < s->cfg.nmethods) {
-		code = s->cfg.methods[c->method].fn(s->cfg.ctx,
+		code = s->cfg.methods[c->method].fn(s->cfg.ctx, c,
 						     GRPC_SLICE_START_PTR(req),
 						     GRPC_SLICE_LENGTH(req), &r);
+		if (code == KVT_STATUS_DEFERRED) {
+			/* c may be gone already: kvt_call_reply owns it now. */
+			grpc_slice_unref(req);
+			return;
+		}
 	} else {
-		code = s->cfg.stream->open(s->cfg.ctx, GRPC_SLICE_START_PTR(req),
+		code = s->cfg.stream->open(s->cfg.ctx, c,
+					   GRPC_SLICE_START_PTR(req),
 					   GRPC_SLICE_LENGTH(req), &r, &c->state);
 		if (code == GRPC_STATUS_OK) {
 			grpc_slice_unref(req);
@@ -275,13 +301,43 @@ static void handle_request(struct call *c)
 	send_reply(c, code, &r, false);
 }
 
-static void call_accepted(struct call *c)
+const struct kvt_peer *kvt_call_peer(const struct kvt_call *c)
+{
+	return &c->peer;
+}
+
+void kvt_call_reply(struct kvt_call *c, grpc_status_code code,
+		    struct kvt_reply *r)
+{
+	send_reply(c, code, r, false);
+}
+
+/* Fills c->peer from the credentials recorded when its connection came. */
+static void resolve_peer(struct kvt_call *c)
+{
+	struct kvt_server *s = c->srv;
+	char *peer = grpc_call_get_peer(c->call);
+	char *end;
+	long fd;
+
+	if (peer && strncmp(peer, "fd:", 3) == 0) {
+		fd = strtol(peer + 3, &end, 10);
+		pthread_mutex_lock(&s->lock);
+		if (*end == '\0' && fd >= 0 && (size_t)fd < s->npeers)
+			c->peer = s->peers[fd];
+		pthread_mutex_unlock(&s->lock);
+	}
+	gpr_free(peer);
+}
+
+static void call_accepted(struct kvt_call *c)
 {
 	struct kvt_server *s = c->srv;
 	grpc_op ops[2];
 	size_t i;
 
 	accept_one(s);
+	resolve_peer(c);
 	for (i = 0; i < s->cfg.nmethods; i++)
 		if (method_is(c->details.method, s->cfg.methods[i].path))
 			break;
@@ -309,7 +365,7 @@ static void call_accepted(struct call *c)
 
 static void call_done(struct tag *t, bool ok)
 {
-	struct call *c = (struct call *)t;
+	struct kvt_call *c = (struct kvt_call *)t;
 
 	switch (c->phase) {
 	case ACCEPTING:
@@ -337,7 +393,7 @@ static void call_done(struct tag *t, bool ok)
 
 static void accept_one(struct kvt_server *s)
 {
-	struct call *c;
+	struct kvt_call *c;
 	grpc_call_error e;
 
 	pthread_mutex_lock(&s->lock);
@@ -405,12 +461,117 @@ static int add_port(struct kvt_server *s, const char *addr, char *err,
 			 addr);
 		return -1;
 	}
-	if (strncmp(addr, "unix:", 5) == 0 || !strstr(addr, ":0"))
+	if (!strstr(addr, ":0"))
 		snprintf(s->listen[s->nlisten++], sizeof(s->listen[0]), "%s", addr);
 	else /* port 0: say which port the kernel picked */
 		snprintf(s->listen[s->nlisten++], sizeof(s->listen[0]), "%.*s:%d",
 			 (int)(strrchr(addr, ':') - addr), addr, port);
 	return 0;
+}
+
+/* ---- the unix listener ---- */
+
+static int record_peer(struct kvt_server *s, int fd)
+{
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+		return -1;
+	pthread_mutex_lock(&s->lock);
+	if ((size_t)fd >= s->npeers) {
+		size_t n = (size_t)fd * 2 + 64;
+		struct kvt_peer *p = realloc(s->peers, n * sizeof(*p));
+
+		if (!p) {
+			pthread_mutex_unlock(&s->lock);
+			return -1;
+		}
+		memset(p + s->npeers, 0, (n - s->npeers) * sizeof(*p));
+		s->peers = p;
+		s->npeers = n;
+	}
+	s->peers[fd] = (struct kvt_peer){ .unix_socket = true, .uid = cr.uid,
+					  .gid = cr.gid, .pid = cr.pid };
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+static void *acceptor_main(void *arg)
+{
+	struct kvt_server *s = arg;
+	struct pollfd pfd[2] = { { .fd = s->listen_fd, .events = POLLIN },
+				 { .fd = s->wake_fd[0], .events = POLLIN } };
+	time_t last_complaint = 0;
+
+	for (;;) {
+		int fd;
+
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (pfd[1].revents)
+			break;
+		if (!(pfd[0].revents & POLLIN))
+			continue;
+		fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) {
+				/* Out of fds: say so now and then, and let
+				 * connections close before trying again. */
+				if (time(NULL) - last_complaint >= 10) {
+					kvt_log(KVT_LOG_WARN, "accept: %s", strerror(errno));
+					last_complaint = time(NULL);
+				}
+				poll(NULL, 0, 100);
+			}
+			continue;
+		}
+		if (record_peer(s, fd) < 0) {
+			kvt_log(KVT_LOG_WARN, "cannot read the peer credentials of a connection: %s",
+				strerror(errno));
+			close(fd);
+			continue;
+		}
+		grpc_server_add_channel_from_fd(s->server, fd, s->creds);
+	}
+	return NULL;
+}
+
+static int listen_unix(struct kvt_server *s, const char *path, char *err,
+		       size_t len)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, len, "socket path %s is longer than %zu bytes", path,
+			 sizeof(sa.sun_path) - 1);
+		return -1;
+	}
+	strcpy(sa.sun_path, path);
+	s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s->listen_fd < 0 || (unlink(path) < 0 && errno != ENOENT) ||
+	    bind(s->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    chmod(path, s->cfg.socket_mode) < 0 ||
+	    (s->cfg.gid != (gid_t)-1 && chown(path, (uid_t)-1, s->cfg.gid) < 0) ||
+	    listen(s->listen_fd, SOMAXCONN) < 0) {
+		snprintf(err, len, "cannot listen on %s: %s", path, strerror(errno));
+		return -1;
+	}
+	snprintf(s->listen[s->nlisten++], sizeof(s->listen[0]), "unix:%s", path);
+	return 0;
+}
+
+static void stop_acceptor(struct kvt_server *s)
+{
+	if (s->acceptor_running) {
+		if (write(s->wake_fd[1], "x", 1) < 0)
+			kvt_log(KVT_LOG_WARN, "cannot wake the acceptor: %s", strerror(errno));
+		pthread_join(s->acceptor, NULL);
+		s->acceptor_running = false;
+	}
+	if (s->listen_fd >= 0)
+		close(s->listen_fd);
+	s->listen_fd = -1;
 }
 
 int kvt_server_start(const struct kvt_server_config *cfg,
@@ -421,13 +582,12 @@ int kvt_server_start(const struct kvt_server_config *cfg,
 							(int)cfg->max_message_size;
 	grpc_arg args[2];
 	grpc_channel_args chargs = { 2, args };
-	char addr[160];
-
 	if (!s) {
 		snprintf(err, len, "out of memory");
 		return -1;
 	}
 	s->cfg = *cfg;
+	s->listen_fd = s->wake_fd[0] = s->wake_fd[1] = -1;
 	s->counters = calloc(cfg->nmethods + 2, sizeof(*s->counters));
 	s->threads = calloc(cfg->threads, sizeof(*s->threads));
 	pthread_mutex_init(&s->lock, NULL);
@@ -442,19 +602,21 @@ int kvt_server_start(const struct kvt_server_config *cfg,
 	s->server = grpc_server_create(&chargs, NULL);
 	s->cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(s->server, s->cq, NULL);
-	snprintf(addr, sizeof(addr), "unix:%s", cfg->unix_path);
-	if (add_port(s, addr, err, len) < 0)
-		goto fail;
-	/* gRPC creates the socket with the umask's mode: set what was asked. */
-	if (chmod(cfg->unix_path, cfg->socket_mode) < 0 ||
-	    (cfg->gid != (gid_t)-1 && chown(cfg->unix_path, (uid_t)-1, cfg->gid) < 0)) {
-		snprintf(err, len, "cannot set mode/group of %s: %s",
-			 cfg->unix_path, strerror(errno));
+	s->creds = grpc_insecure_server_credentials_create();
+	if (pipe2(s->wake_fd, O_CLOEXEC) < 0) {
+		snprintf(err, len, "pipe: %s", strerror(errno));
 		goto fail;
 	}
+	if (listen_unix(s, cfg->unix_path, err, len) < 0)
+		goto fail;
 	if (cfg->tcp && cfg->tcp[0] && add_port(s, cfg->tcp, err, len) < 0)
 		goto fail;
 	grpc_server_start(s->server);
+	if (pthread_create(&s->acceptor, NULL, acceptor_main, s)) {
+		snprintf(err, len, "cannot start the acceptor thread");
+		goto fail;
+	}
+	s->acceptor_running = true;
 	s->accepting = true;
 	for (unsigned i = 0; i < ACCEPTS_IN_FLIGHT; i++)
 		accept_one(s);
@@ -469,6 +631,7 @@ int kvt_server_start(const struct kvt_server_config *cfg,
 	return 0;
 
 fail:
+	stop_acceptor(s);
 	/* Never started: shut down to let the cq drain, with no threads. */
 	grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
 	grpc_server_cancel_all_calls(s->server);
@@ -491,7 +654,7 @@ static void end_streams(struct kvt_server *s)
 	op.data.send_status_from_server.status = GRPC_STATUS_UNAVAILABLE;
 	op.data.send_status_from_server.status_details = &details;
 	pthread_mutex_lock(&s->lock);
-	for (struct call *c = s->streams; c; c = c->next) {
+	for (struct kvt_call *c = s->streams; c; c = c->next) {
 		atomic_fetch_add(&c->refs, 1);
 		if (grpc_call_start_batch(c->call, &op, 1, &c->end_tag, NULL) !=
 		    GRPC_CALL_OK)
@@ -504,10 +667,13 @@ void kvt_server_shutdown(struct kvt_server *s, int grace_ms)
 {
 	struct timespec until;
 
+	stop_acceptor(s);
 	pthread_mutex_lock(&s->lock);
 	s->accepting = false;
 	pthread_mutex_unlock(&s->lock);
 	grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
+	if (s->cfg.draining)
+		s->cfg.draining(s->cfg.ctx);
 	end_streams(s);
 
 	clock_gettime(CLOCK_REALTIME, &until);
@@ -545,6 +711,12 @@ void kvt_server_destroy(struct kvt_server *s)
 		grpc_server_destroy(s->server);
 	if (s->cq)
 		grpc_completion_queue_destroy(s->cq);
+	if (s->creds)
+		grpc_server_credentials_release(s->creds);
+	for (int i = 0; i < 2; i++)
+		if (s->wake_fd[i] >= 0)
+			close(s->wake_fd[i]);
+	free(s->peers);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
 	free(s->counters);

@@ -5,14 +5,20 @@
  * handlers it is given with the request bytes and sends what they return.
  *
  * Handlers run on completion-queue threads and must not block. Unary
- * handlers may run concurrently. The one streaming method (Attach) has open
- * and close callbacks: close runs exactly once per successful open, when the
- * client goes away or the server shuts down.
+ * handlers may run concurrently; one that cannot answer at once returns
+ * KVT_STATUS_DEFERRED and later calls kvt_call_reply, from any thread. The
+ * one streaming method (Attach) has open and close callbacks: close runs
+ * exactly once per successful open, when the client goes away or the server
+ * shuts down.
+ *
+ * The unix socket is accepted here, not by gRPC, so that every call knows
+ * its peer's credentials (SO_PEERCRED), which gRPC core does not expose.
  */
 #ifndef KVT_SERVER_H
 #define KVT_SERVER_H
 
 #include <grpc/grpc.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -28,8 +34,28 @@ struct kvt_reply {
 	char msg[320];
 };
 
-typedef grpc_status_code (*kvt_unary_fn)(void *ctx, const uint8_t *req,
-					 size_t len, struct kvt_reply *r);
+/* A handler's answer meaning "kvt_call_reply will follow". */
+#define KVT_STATUS_DEFERRED ((grpc_status_code)-1)
+
+/* Who is calling. Unix-socket peers carry their credentials. */
+struct kvt_peer {
+	bool unix_socket;
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+};
+
+struct kvt_call;
+
+typedef grpc_status_code (*kvt_unary_fn)(void *ctx, struct kvt_call *call,
+					 const uint8_t *req, size_t len,
+					 struct kvt_reply *r);
+
+const struct kvt_peer *kvt_call_peer(const struct kvt_call *call);
+
+/* Ends a deferred call with code and r (as a handler's return would). */
+void kvt_call_reply(struct kvt_call *call, grpc_status_code code,
+		    struct kvt_reply *r);
 
 struct kvt_method {
 	const char *path; /* "/kvtier.v1.KvTier/Lookup" */
@@ -39,7 +65,8 @@ struct kvt_method {
 struct kvt_stream_method {
 	const char *path;
 	/* First message in r; per-stream state in *state. */
-	grpc_status_code (*open)(void *ctx, const uint8_t *req, size_t len,
+	grpc_status_code (*open)(void *ctx, struct kvt_call *call,
+				 const uint8_t *req, size_t len,
 				 struct kvt_reply *r, void **state);
 	void (*close)(void *ctx, void *state);
 };
@@ -55,11 +82,15 @@ struct kvt_server_config {
 	size_t nmethods;
 	const struct kvt_stream_method *stream;
 	void *ctx; /* passed to every handler */
+	/* Called once shutdown has begun, before in-flight calls are awaited:
+	 * answer the deferred ones. */
+	void (*draining)(void *ctx);
 };
 
 struct kvt_server;
 
-/* Binds, starts the threads. 0, or -1 with the reason in err. */
+/* Binds (replacing a stale socket file: the caller holds the lock), starts
+ * the threads. 0, or -1 with the reason in err. */
 int kvt_server_start(const struct kvt_server_config *cfg,
 		     struct kvt_server **out, char *err, size_t len);
 

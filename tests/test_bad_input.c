@@ -170,52 +170,52 @@ int main(void)
 
 	/* Another client's data, checked at the end. */
 	CHECK(kvt_connect(d.addr, &other) == 0);
-	CHECK_RC(other, kvt_open_namespace(other, "ns", PAGE, 16, &ns), 0);
-	CHECK_RC(other, kvt_put(other, &ns, NULL, held, pages, 2, &n), 0);
+	CHECK_RC(other, kvt_open_namespace(other, "ns", PAGE, 16, 0, &ns), 0);
+	CHECK_RC(other, kvt_put(other, &ns, NULL, held, pages, 2, NULL, &n), 0);
 	CHECK(n == 2);
 
 	CHECK(kvt_connect(d.addr, &c) == 0);
 	CHECK_RC(c, kvt_attach(c, "bad-input"), 0);
-	EXPECT_MSG(c, kvt_lookup(c, &ns, keys, 0, &ready), -EINVAL, "keys is empty");
-	EXPECT_MSG(c, kvt_lookup(c, &ns, keys, 9, &ready), -EINVAL, "max_keys_per_request");
+	EXPECT_MSG(c, kvt_lookup(c, &ns, keys, 0, &ready, NULL), -EINVAL, "keys is empty");
+	EXPECT_MSG(c, kvt_lookup(c, &ns, keys, 9, &ready, NULL), -EINVAL, "max_keys_per_request");
 	wrong = ns;
 	wrong.id = 99;
-	EXPECT_MSG(c, kvt_lookup(c, &wrong, keys, 1, &ready), -ENOENT, "namespace_id 99");
-	EXPECT_MSG(c, kvt_open_namespace(c, "ns", PAGE * 2, 16, &wrong), -EPERM, "page_bytes");
-	EXPECT_MSG(c, kvt_open_namespace(c, "no spaces", PAGE, 16, &wrong), -EINVAL, "namespace name");
+	EXPECT_MSG(c, kvt_lookup(c, &wrong, keys, 1, &ready, NULL), -ENOENT, "namespace_id 99");
+	EXPECT_MSG(c, kvt_open_namespace(c, "ns", PAGE * 2, 16, 0, &wrong), -EPERM, "page_bytes");
+	EXPECT_MSG(c, kvt_open_namespace(c, "no spaces", PAGE, 16, 0, &wrong), -EINVAL, "namespace name");
 	EXPECT_MSG(c, kvt_commit(c, &ns, keys, 1), -EPERM, "not reserved by this session");
 	EXPECT_MSG(c, kvt_abort(c, &ns, keys, 1), -EPERM, "not reserved by this session");
 	EXPECT_MSG(c, kvt_release(c, &lease), -ENOENT, "lease 4242");
 	wrong = ns;
 	wrong.page_bytes = PAGE - 1;
-	EXPECT_MSG(c, kvt_put(c, &wrong, NULL, keys, pages, 1, &n), -EINVAL, "pages[0] is 4095 bytes");
-	EXPECT_MSG(c, kvt_put(c, &ns, NULL, keys, pages, 0, &n), -EINVAL, "keys is empty");
+	EXPECT_MSG(c, kvt_put(c, &wrong, NULL, keys, pages, 1, NULL, &n), -EINVAL, "pages[0] is 4095 bytes");
+	EXPECT_MSG(c, kvt_put(c, &ns, NULL, keys, pages, 0, NULL, &n), -EINVAL, "keys is empty");
 
 	/* Fill the remaining slots with pins: Reserve has nowhere to go. */
 	{
-		CHECK_RC(c, kvt_put(c, &ns, NULL, &held[2], pages, 2, &n), 0);
-		CHECK_RC(c, kvt_acquire(c, &ns, held, 4, &pins[npins]), 0);
+		CHECK_RC(c, kvt_put(c, &ns, NULL, &held[2], pages, 2, NULL, &n), 0);
+		CHECK_RC(c, kvt_acquire(c, &ns, held, 4, 0, &pins[npins]), 0);
 		CHECK(pins[npins++].count == 4);
 		for (int i = 0; i < 3; i++) {
-			CHECK_RC(c, kvt_put(c, &ns, NULL, &keys[i], pages, 1, &n), 0);
-			CHECK_RC(c, kvt_acquire(c, &ns, &keys[i], 1, &pins[npins++]), 0);
+			CHECK_RC(c, kvt_put(c, &ns, NULL, &keys[i], pages, 1, NULL, &n), 0);
+			CHECK_RC(c, kvt_acquire(c, &ns, &keys[i], 1, 0, &pins[npins++]), 0);
 		}
 		for (int i = 3; i < 9; i++) {
-			CHECK_RC(c, kvt_put(c, &ns, NULL, &keys[i], pages, 1, &n), 0);
-			CHECK_RC(c, kvt_acquire(c, &ns, &keys[i], 1, &pins[npins++]), 0);
+			CHECK_RC(c, kvt_put(c, &ns, NULL, &keys[i], pages, 1, NULL, &n), 0);
+			CHECK_RC(c, kvt_acquire(c, &ns, &keys[i], 1, 0, &pins[npins++]), 0);
 		}
 		{
 			struct kvt_key extra[4];
 
 			for (int i = 0; i < 3; i++) { /* the last 3 slots */
 				test_fill(extra[i].bytes, 16, 500u + (unsigned)i);
-				CHECK_RC(c, kvt_put(c, &ns, NULL, &extra[i], pages, 1, &n), 0);
-				CHECK_RC(c, kvt_acquire(c, &ns, &extra[i], 1, &pins[npins++]), 0);
+				CHECK_RC(c, kvt_put(c, &ns, NULL, &extra[i], pages, 1, NULL, &n), 0);
+				CHECK_RC(c, kvt_acquire(c, &ns, &extra[i], 1, 0, &pins[npins++]), 0);
 			}
 			test_fill(extra[0].bytes, 16, 999);
-			EXPECT_MSG(c, kvt_reserve(c, &ns, NULL, extra, 1, slots), -ENOSPC,
+			EXPECT_MSG(c, kvt_reserve(c, &ns, NULL, extra, 1, NULL, slots), -ENOSPC,
 				   "host tier full");
-			EXPECT_MSG(c, kvt_put(c, &ns, NULL, extra, pages, 1, &n), -ENOSPC,
+			EXPECT_MSG(c, kvt_put(c, &ns, NULL, extra, pages, 1, NULL, &n), -ENOSPC,
 				   "host tier full");
 		}
 	}

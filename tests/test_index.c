@@ -1,4 +1,4 @@
-/* Block index: find/insert/remove, namespaces kept apart, growth. */
+/* Block index: find/insert/remove, namespaces and tenants kept apart, growth. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,9 +17,11 @@ int main(void)
 	enum { N = 200000 };
 	struct kvt_index *idx = kvt_index_create();
 	struct kvt_block *blocks = calloc(N, sizeof(*blocks));
-	struct kvt_block other = { 0 };
+	struct kvt_block other = { 0 }, tenant_b = { 0 };
 
 	CHECK(idx && blocks);
+	/* The per-block budget of BENCHMARKS.md: keep the struct this small. */
+	CHECK(sizeof(struct kvt_block) <= 96);
 	for (uint32_t i = 0; i < N; i++) {
 		make_key(blocks[i].key, i);
 		blocks[i].ns = 0;
@@ -27,23 +29,32 @@ int main(void)
 	}
 	CHECK(kvt_index_count(idx) == N);
 	for (uint32_t i = 0; i < N; i++)
-		CHECK(kvt_index_find(idx, 0, blocks[i].key) == &blocks[i]);
+		CHECK(kvt_index_find(idx, 0, 0, blocks[i].key) == &blocks[i]);
 
 	/* The same key twice is refused; in another namespace it is another block. */
 	CHECK(kvt_index_insert(idx, &blocks[7]) == -EEXIST);
 	memcpy(other.key, blocks[7].key, KVT_KEY_BYTES);
 	other.ns = 1;
-	CHECK(kvt_index_find(idx, 1, other.key) == NULL);
+	CHECK(kvt_index_find(idx, 1, 0, other.key) == NULL);
 	CHECK(kvt_index_insert(idx, &other) == 0);
-	CHECK(kvt_index_find(idx, 1, other.key) == &other);
-	CHECK(kvt_index_find(idx, 0, other.key) == &blocks[7]);
+	CHECK(kvt_index_find(idx, 1, 0, other.key) == &other);
+	CHECK(kvt_index_find(idx, 0, 0, other.key) == &blocks[7]);
+
+	/* Same key and namespace, another tenant: another block. */
+	memcpy(tenant_b.key, blocks[7].key, KVT_KEY_BYTES);
+	tenant_b.tenant = 3;
+	CHECK(kvt_index_find(idx, 0, 3, tenant_b.key) == NULL);
+	CHECK(kvt_index_insert(idx, &tenant_b) == 0);
+	CHECK(kvt_index_find(idx, 0, 3, tenant_b.key) == &tenant_b);
+	CHECK(kvt_index_find(idx, 0, 0, tenant_b.key) == &blocks[7]);
+	kvt_index_remove(idx, &tenant_b);
 
 	/* Remove every other block; the rest stay findable. */
 	for (uint32_t i = 0; i < N; i += 2)
 		kvt_index_remove(idx, &blocks[i]);
 	CHECK(kvt_index_count(idx) == N / 2 + 1);
 	for (uint32_t i = 0; i < N; i++)
-		CHECK(kvt_index_find(idx, 0, blocks[i].key) ==
+		CHECK(kvt_index_find(idx, 0, 0, blocks[i].key) ==
 		      (i % 2 ? &blocks[i] : NULL));
 
 	kvt_index_destroy(idx);

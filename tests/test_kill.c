@@ -53,12 +53,12 @@ static void victim(const char *addr, int ready_fd)
 	make_keys(keys, SLOTS, 0);
 	CHECK(kvt_connect(addr, &c) == 0);
 	CHECK_RC(c, kvt_attach(c, "victim"), 0);
-	CHECK_RC(c, kvt_open_namespace(c, "kill-test", PAGE, 16, &ns), 0);
-	CHECK_RC(c, kvt_reserve(c, &ns, NULL, keys, SLOTS, slots), 0);
+	CHECK_RC(c, kvt_open_namespace(c, "kill-test", PAGE, 16, 0, &ns), 0);
+	CHECK_RC(c, kvt_reserve(c, &ns, NULL, keys, SLOTS, NULL, slots), 0);
 	for (int i = 0; i < SLOTS; i++)
 		CHECK(slots[i].state == KVT_SLOT_RESERVED);
 	CHECK_RC(c, kvt_commit(c, &ns, keys, SLOTS / 2), 0);
-	CHECK_RC(c, kvt_acquire(c, &ns, keys, SLOTS / 2, &lease), 0);
+	CHECK_RC(c, kvt_acquire(c, &ns, keys, SLOTS / 2, 0, &lease), 0);
 	CHECK(lease.count == SLOTS / 2);
 	CHECK(write(ready_fd, "x", 1) == 1);
 	pause();
@@ -96,12 +96,12 @@ int main(void)
 
 	CHECK(kvt_connect(d.addr, &c) == 0);
 	CHECK_RC(c, kvt_attach(c, "observer"), 0);
-	CHECK_RC(c, kvt_open_namespace(c, "kill-test", PAGE, 16, &ns), 0);
+	CHECK_RC(c, kvt_open_namespace(c, "kill-test", PAGE, 16, 0, &ns), 0);
 	CHECK_RC(c, kvt_stats(c, collect, &cnt), 0);
 	CHECK(cnt.pinned == SLOTS / 2 && cnt.pending == SLOTS / 2 && cnt.sessions == 2);
 	/* Everything is pinned or pending: no room for anyone. */
 	make_keys(keys, SLOTS, 1000);
-	CHECK_RC(c, kvt_reserve(c, &ns, NULL, keys, 1, slots), -ENOSPC);
+	CHECK_RC(c, kvt_reserve(c, &ns, NULL, keys, 1, NULL, slots), -ENOSPC);
 
 	CHECK(kill(pid, SIGKILL) == 0);
 	killed = now();
@@ -118,7 +118,7 @@ int main(void)
 	CHECK(waited < 1.0);
 
 	/* Every slot is usable again: the whole tier can be reserved. */
-	CHECK_RC(c, kvt_reserve(c, &ns, NULL, keys, SLOTS, slots), 0);
+	CHECK_RC(c, kvt_reserve(c, &ns, NULL, keys, SLOTS, NULL, slots), 0);
 	for (int i = 0; i < SLOTS; i++)
 		CHECK(slots[i].state == KVT_SLOT_RESERVED);
 	kvt_close(c);

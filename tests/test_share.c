@@ -37,7 +37,7 @@ static kvt_client *open_client(const char *addr, const char *name,
 	CHECK(kvt_connect(addr, &c) == 0);
 	CHECK_RC(c, kvt_attach(c, name), 0);
 	CHECK_RC(c, kvt_open_namespace(c, "test-model:bf16:tp0of1:bt16", PAGE,
-				       BLOCK_TOKENS, ns), 0);
+				       BLOCK_TOKENS, 0, ns), 0);
 	return c;
 }
 
@@ -51,17 +51,17 @@ static void producer(const char *addr)
 	size_t stored, ready;
 
 	prompt_keys(keys, 0);
-	CHECK_RC(c, kvt_reserve(c, &ns, NULL, keys, NBLOCKS, slots), 0);
+	CHECK_RC(c, kvt_reserve(c, &ns, NULL, keys, NBLOCKS, NULL, slots), 0);
 	for (int i = 0; i < NBLOCKS; i++) {
 		CHECK(slots[i].state == KVT_SLOT_RESERVED && slots[i].page);
 		test_fill(slots[i].page, PAGE, (unsigned)i);
 	}
 	/* Reserved but uncommitted blocks are not readable. */
-	CHECK_RC(c, kvt_lookup(c, &ns, keys, NBLOCKS, &ready), 0);
+	CHECK_RC(c, kvt_lookup(c, &ns, keys, NBLOCKS, &ready, NULL), 0);
 	CHECK(ready == 0);
 	CHECK_RC(c, kvt_commit(c, &ns, keys, NBLOCKS), 0);
 	/* A second reservation of the same prompt finds it present. */
-	CHECK_RC(c, kvt_reserve(c, &ns, NULL, keys, NBLOCKS, slots), 0);
+	CHECK_RC(c, kvt_reserve(c, &ns, NULL, keys, NBLOCKS, NULL, slots), 0);
 	CHECK(slots[0].state == KVT_SLOT_PRESENT && slots[NBLOCKS - 1].state == KVT_SLOT_PRESENT);
 
 	/* The inline path, for another prompt. */
@@ -73,7 +73,7 @@ static void producer(const char *addr)
 		test_fill(p, PAGE, 100u + (unsigned)i);
 		pages[i] = p;
 	}
-	CHECK_RC(c, kvt_put(c, &ns, NULL, keys, pages, NBLOCKS, &stored), 0);
+	CHECK_RC(c, kvt_put(c, &ns, NULL, keys, pages, NBLOCKS, NULL, &stored), 0);
 	CHECK(stored == NBLOCKS);
 	for (int i = 0; i < NBLOCKS; i++)
 		free((void *)pages[i]);
@@ -93,9 +93,9 @@ static void consumer(const char *addr)
 	prompt_keys(keys, 0);
 	/* One key past the cached prompt: the prefix stops before it. */
 	memset(&keys[NBLOCKS], 0xab, sizeof(keys[0]));
-	CHECK_RC(c, kvt_lookup(c, &ns, keys, NBLOCKS + 1, &ready), 0);
+	CHECK_RC(c, kvt_lookup(c, &ns, keys, NBLOCKS + 1, &ready, NULL), 0);
 	CHECK(ready == NBLOCKS);
-	CHECK_RC(c, kvt_acquire(c, &ns, keys, NBLOCKS + 1, &lease), 0);
+	CHECK_RC(c, kvt_acquire(c, &ns, keys, NBLOCKS + 1, 0, &lease), 0);
 	CHECK(lease.id != 0 && lease.count == NBLOCKS);
 	for (int i = 0; i < NBLOCKS; i++) {
 		test_fill(want, PAGE, (unsigned)i);
@@ -109,7 +109,7 @@ static void consumer(const char *addr)
 		CHECK((got[i] = malloc(PAGE)) != NULL);
 	CHECK_RC(c, kvt_get(c, &ns, keys, NBLOCKS, (void *const *)got, &n), 0);
 	CHECK(n == NBLOCKS);
-	CHECK_RC(c, kvt_acquire(c, &ns, keys, NBLOCKS, &lease), 0);
+	CHECK_RC(c, kvt_acquire(c, &ns, keys, NBLOCKS, 0, &lease), 0);
 	for (int i = 0; i < NBLOCKS; i++) {
 		test_fill(want, PAGE, 100u + (unsigned)i);
 		CHECK(memcmp(got[i], want, PAGE) == 0);

@@ -1,12 +1,18 @@
 /*
- * Engine state lives under one mutex (e->lock). Blocks are linked three
- * ways: the index finds them by key; READY unpinned blocks sit on their
- * namespace's LRU list (head = most recent), so the tail is always an
- * eviction candidate; PENDING blocks sit on their producer's pending list
- * instead (the same link fields, since a block is never on both).
+ * Engine state lives under one mutex (e->lock). Blocks are linked several
+ * ways: the index finds them by (namespace, tenant, key); READY candidates
+ * sit on the policy's lists; PENDING blocks sit on their producer's pending
+ * list instead (the same link fields, since a block is never on both); a
+ * block points at its resident parent, which counts its children.
  *
- * A block's memory and slot are freed when it is neither in the index nor
- * pinned; a block dropped while pinned waits for its last unpin.
+ * A block leaves in steps. Unindexed (evicted, expired, dropped, aborted),
+ * it can no longer be found; unpinned as well, its slot is freed; without
+ * children as well, its memory is freed and its parent loses a child. So a
+ * parent dropped while its chain lives on stays as a slotless husk until
+ * its last child goes, and no child ever points at freed memory.
+ *
+ * Waits complete under the lock into a local list; their callbacks run after
+ * the lock is dropped (run_done), so a callback may call back in.
  */
 #include "engine.h"
 
@@ -17,9 +23,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "host.h"
 #include "slots.h"
+
+#define TIMER_PERIOD (1000 * KVT_MS) /* idle and lease TTL sweeps */
+#define SHARED_UID UINT32_MAX
 
 struct block_list {
 	struct kvt_block *head, *tail;
@@ -27,37 +37,75 @@ struct block_list {
 
 struct namespace {
 	char name[KVT_NAMESPACE_NAME_MAX + 1];
-	uint64_t page_bytes, stride;
+	uint64_t page_bytes, stride, idle_ttl;
 	uint32_t block_tokens;
-	struct block_list lru;
-	uint64_t ready, pending, lookup_keys, lookup_hits, evictions;
+	bool shared;
+	uint64_t ready, pending, lookup_keys, lookup_hits, evictions, expired;
+};
+
+struct tenant {
+	uint32_t uid;
+	char name[KVT_TENANT_NAME_MAX];
+	uint64_t used, quota;
+	uint64_t lookup_keys, lookup_hits, evictions;
 };
 
 struct lease {
-	struct lease *next;
-	uint64_t id;
+	struct lease *next;               /* the session's leases */
+	struct lease *older, *newer;      /* all leases, by age */
+	struct kvt_session *session;
+	uint64_t id, born;
 	uint32_t n;
 	struct kvt_block *blocks[];
+};
+
+struct kvt_waiter {
+	struct kvt_waiter *next_on_block; /* the PENDING block's waiters */
+	struct kvt_waiter *prev, *next;   /* e->waiters by deadline; done list */
+	struct kvt_session *session;
+	struct kvt_block *on;             /* waited-for block, NULL when not */
+	uint64_t deadline;
+	uint32_t ns, tenant, n, got;
+	bool waited, queued;
+	int rc;
+	kvt_acquire_done done;
+	void *arg;
+	struct kvt_acquired result;
+	struct kvt_block **pinned;
+	struct kvt_location *locs;
+	uint8_t (*keys)[KVT_KEY_BYTES];
 };
 
 struct kvt_session {
 	struct kvt_session *prev, *next;
 	uint8_t token[KVT_SESSION_TOKEN_BYTES];
+	uint32_t tenant;
 	struct block_list pending;
 	struct lease *leases;
 };
 
 struct kvt_engine {
 	pthread_mutex_t lock;
+	struct kvt_engine_config cfg;
+	struct kvt_quota *quotas;
 	struct kvt_index *index;
 	struct kvt_slots *slots;
 	struct kvt_host *host;
-	uint64_t segment_bytes;
+	struct kvt_policy *policy;
 	struct namespace *ns;
-	uint32_t nns, max_ns;
+	uint32_t nns;
+	struct tenant *tenants;
+	uint32_t ntenants;
 	struct kvt_session *sessions;
-	uint64_t next_lease;
+	struct lease *oldest_lease, *newest_lease;
+	struct kvt_waiter *waiters; /* waiting ones, earliest deadline first */
+	bool stop_waiting;
+	uint64_t next_lease, last_now;
 	struct kvt_engine_stats st; /* counters; gauges are filled in on read */
+
+	pthread_t timer;
+	pthread_cond_t timer_cond;
+	bool timer_running, timer_stop, timer_kick;
 };
 
 static int fail(struct kvt_err *err, int rc, const char *fmt, ...)
@@ -79,14 +127,43 @@ static const char *key_hex(const uint8_t *key, char buf[17])
 	return buf;
 }
 
-/* ---- lists ---- */
+static uint64_t monotonic_ns(void *arg)
+{
+	struct timespec ts;
+
+	(void)arg;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Strictly increasing, so that last-use times order every use. Locked. */
+static uint64_t now_locked(struct kvt_engine *e)
+{
+	uint64_t t = e->cfg.clock(e->cfg.clock_arg);
+
+	if (t <= e->last_now)
+		t = e->last_now + 1;
+	return e->last_now = t;
+}
+
+uint64_t kvt_engine_now(struct kvt_engine *e)
+{
+	uint64_t t;
+
+	pthread_mutex_lock(&e->lock);
+	t = now_locked(e);
+	pthread_mutex_unlock(&e->lock);
+	return t;
+}
+
+/* ---- pending lists ---- */
 
 static void list_push_head(struct block_list *l, struct kvt_block *b)
 {
-	b->lru_prev = NULL;
-	b->lru_next = l->head;
+	b->prev = NULL;
+	b->next = l->head;
 	if (l->head)
-		l->head->lru_prev = b;
+		l->head->prev = b;
 	else
 		l->tail = b;
 	l->head = b;
@@ -94,23 +171,26 @@ static void list_push_head(struct block_list *l, struct kvt_block *b)
 
 static void list_unlink(struct block_list *l, struct kvt_block *b)
 {
-	if (b->lru_prev)
-		b->lru_prev->lru_next = b->lru_next;
+	if (b->prev)
+		b->prev->next = b->next;
 	else
-		l->head = b->lru_next;
-	if (b->lru_next)
-		b->lru_next->lru_prev = b->lru_prev;
+		l->head = b->next;
+	if (b->next)
+		b->next->prev = b->prev;
 	else
-		l->tail = b->lru_prev;
-	b->lru_prev = b->lru_next = NULL;
+		l->tail = b->prev;
+	b->prev = b->next = NULL;
 }
 
 /* ---- create / destroy ---- */
+
+static void *timer_main(void *arg);
 
 int kvt_engine_create(const struct kvt_engine_config *cfg,
 		      struct kvt_engine **out, struct kvt_err *err)
 {
 	struct kvt_engine *e;
+	pthread_condattr_t ca;
 	uint32_t segments;
 	int rc;
 
@@ -127,24 +207,43 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 			    (unsigned long long)cfg->segment_bytes);
 	if (cfg->host_bytes / cfg->segment_bytes > UINT32_MAX / 2)
 		return fail(err, -EINVAL, "too many host segments");
+	if (cfg->max_namespaces == 0 || cfg->max_namespaces > UINT16_MAX)
+		return fail(err, -EINVAL, "max_namespaces %u is outside 1..%u",
+			    cfg->max_namespaces, UINT16_MAX);
 	segments = (uint32_t)(cfg->host_bytes / cfg->segment_bytes);
 
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return fail(err, -ENOMEM, "out of memory");
 	pthread_mutex_init(&e->lock, NULL);
-	e->segment_bytes = cfg->segment_bytes;
-	e->max_ns = cfg->max_namespaces;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&e->timer_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	e->cfg = *cfg;
+	if (!e->cfg.clock)
+		e->cfg.clock = monotonic_ns;
+	if (e->cfg.default_priority > KVT_PRIORITY_MAX)
+		e->cfg.default_priority = KVT_PRIORITY_MAX;
 	e->next_lease = 1;
 	e->index = kvt_index_create();
 	e->slots = kvt_slots_create(segments, cfg->segment_bytes,
 				    cfg->max_namespaces);
-	e->ns = calloc(cfg->max_namespaces ? cfg->max_namespaces : 1,
-		       sizeof(*e->ns));
-	if (!e->index || !e->slots || !e->ns) {
+	e->policy = kvt_policy_create(cfg->eviction, cfg->max_namespaces);
+	e->ns = calloc(cfg->max_namespaces, sizeof(*e->ns));
+	e->tenants = calloc(KVT_TENANTS_MAX, sizeof(*e->tenants));
+	e->quotas = calloc(cfg->nquotas ? cfg->nquotas : 1, sizeof(*e->quotas));
+	if (!e->index || !e->slots || !e->policy || !e->ns || !e->tenants ||
+	    !e->quotas) {
 		kvt_engine_destroy(e);
 		return fail(err, -ENOMEM, "out of memory");
 	}
+	if (cfg->nquotas)
+		memcpy(e->quotas, cfg->quotas, sizeof(*e->quotas) * cfg->nquotas);
+	e->cfg.quotas = e->quotas;
+	e->tenants[KVT_TENANT_SHARED].uid = SHARED_UID;
+	strcpy(e->tenants[KVT_TENANT_SHARED].name, "shared");
+	e->ntenants = 1;
 	rc = kvt_host_create(cfg->shm_prefix, segments, cfg->segment_bytes,
 			     cfg->shm_mode, cfg->shm_gid, &e->host);
 	if (rc < 0) {
@@ -153,8 +252,30 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 			    cfg->shm_prefix, strerror(-rc));
 	}
 	e->st.host_capacity_bytes = (uint64_t)segments * cfg->segment_bytes;
+	if (cfg->timer_thread) {
+		if (pthread_create(&e->timer, NULL, timer_main, e)) {
+			kvt_engine_destroy(e);
+			return fail(err, -EAGAIN, "cannot start the timer thread");
+		}
+		e->timer_running = true;
+	}
 	*out = e;
 	return 0;
+}
+
+/* Husks are reachable only through their children: free them first. */
+static void free_husks_cb(struct kvt_block *b, void *arg)
+{
+	struct kvt_block *p = b->parent;
+
+	(void)arg;
+	b->parent = NULL;
+	while (p && !p->indexed && --p->children == 0) {
+		struct kvt_block *up = p->parent;
+
+		free(p);
+		p = up;
+	}
 }
 
 static void free_block_cb(struct kvt_block *b, void *arg)
@@ -167,15 +288,28 @@ void kvt_engine_destroy(struct kvt_engine *e)
 {
 	if (!e)
 		return;
+	if (e->timer_running) {
+		pthread_mutex_lock(&e->lock);
+		e->timer_stop = true;
+		pthread_cond_signal(&e->timer_cond);
+		pthread_mutex_unlock(&e->lock);
+		pthread_join(e->timer, NULL);
+	}
+	kvt_engine_stop_waiting(e);
 	while (e->sessions)
 		kvt_engine_session_close(e, e->sessions);
 	if (e->index) {
+		kvt_index_foreach(e->index, free_husks_cb, NULL);
 		kvt_index_foreach(e->index, free_block_cb, NULL);
 		kvt_index_destroy(e->index);
 	}
+	kvt_policy_destroy(e->policy);
 	kvt_slots_destroy(e->slots);
 	kvt_host_destroy(e->host);
 	free(e->ns);
+	free(e->tenants);
+	free(e->quotas);
+	pthread_cond_destroy(&e->timer_cond);
 	pthread_mutex_destroy(&e->lock);
 	free(e);
 }
@@ -192,36 +326,113 @@ uint32_t kvt_engine_host_segments(const struct kvt_engine *e)
 
 uint64_t kvt_engine_segment_bytes(const struct kvt_engine *e)
 {
-	return e->segment_bytes;
+	return e->cfg.segment_bytes;
+}
+
+/* ---- tenants ---- */
+
+static uint64_t quota_of(const struct kvt_engine *e, uint32_t uid)
+{
+	for (uint32_t i = 0; i < e->cfg.nquotas; i++)
+		if (e->quotas[i].uid == uid)
+			return e->quotas[i].host_bytes;
+	return e->cfg.default_host_quota;
+}
+
+int kvt_engine_tenant(struct kvt_engine *e, uint32_t uid, const char *name,
+		      uint32_t *tenant)
+{
+	int rc = 0;
+	uint32_t i;
+
+	pthread_mutex_lock(&e->lock);
+	for (i = 1; i < e->ntenants; i++)
+		if (e->tenants[i].uid == uid)
+			goto out;
+	if (e->ntenants == KVT_TENANTS_MAX) {
+		rc = -ENOSPC;
+		goto out;
+	}
+	i = e->ntenants++;
+	e->tenants[i].uid = uid;
+	snprintf(e->tenants[i].name, sizeof(e->tenants[i].name), "%s", name);
+	e->tenants[i].quota = quota_of(e, uid);
+out:
+	*tenant = i;
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+/* The tenant that keys of ns are scoped by, for a caller of tenant t. */
+static uint32_t scope(const struct kvt_engine *e, uint32_t ns, uint32_t t)
+{
+	return e->ns[ns].shared ? KVT_TENANT_SHARED : t;
+}
+
+static bool over_quota(const struct tenant *t, uint64_t extra)
+{
+	return t->quota && t->used + extra > t->quota;
 }
 
 /* ---- blocks ---- */
 
-/* Frees a block that is out of the index and unpinned, and its slot. */
-static void block_free(struct kvt_engine *e, struct kvt_block *b)
+static void charge(struct kvt_engine *e, struct kvt_block *b, bool add)
 {
-	kvt_slots_free(e->slots, b->segment, b->slot);
-	e->st.host_used_bytes -= e->ns[b->ns].stride;
-	free(b);
+	uint64_t stride = e->ns[b->ns].stride;
+
+	if (add) {
+		e->st.host_used_bytes += stride;
+		e->tenants[b->tenant].used += stride;
+	} else {
+		e->st.host_used_bytes -= stride;
+		e->tenants[b->tenant].used -= stride;
+	}
 }
 
-/* Takes a READY block out of the index, freeing it unless pinned. */
+/*
+ * Frees what b no longer needs: its slot once unindexed and unpinned, its
+ * memory once childless as well, and then the same for its parent. Also
+ * keeps b's place among eviction candidates up to date.
+ */
+static void block_settle(struct kvt_engine *e, struct kvt_block *b)
+{
+	for (;;) {
+		struct kvt_block *parent;
+
+		kvt_policy_update(e->policy, b);
+		if (b->indexed || b->pins)
+			return;
+		if (b->has_slot) {
+			kvt_slots_set_user(e->slots, b->segment, b->slot, NULL);
+			kvt_slots_free(e->slots, b->segment, b->slot);
+			charge(e, b, false);
+			b->has_slot = 0;
+		}
+		if (b->children)
+			return;
+		parent = b->parent;
+		free(b);
+		if (!parent)
+			return;
+		parent->children--;
+		b = parent;
+	}
+}
+
+/* Takes a READY block out of the index; see block_settle. */
 static void block_unindex(struct kvt_engine *e, struct kvt_block *b)
 {
-	struct namespace *n = &e->ns[b->ns];
-
 	kvt_index_remove(e->index, b);
 	b->indexed = 0;
-	n->ready--;
-	if (b->pins == 0) {
-		list_unlink(&n->lru, b);
-		block_free(e, b);
-	}
+	e->ns[b->ns].ready--;
+	kvt_policy_forget(e->policy, b);
+	block_settle(e, b);
 }
 
 static void block_evict(struct kvt_engine *e, struct kvt_block *b)
 {
 	e->ns[b->ns].evictions++;
+	e->tenants[b->tenant].evictions++;
 	e->st.evictions_total++;
 	block_unindex(e, b);
 }
@@ -229,39 +440,66 @@ static void block_evict(struct kvt_engine *e, struct kvt_block *b)
 static void block_pin(struct kvt_engine *e, struct kvt_block *b)
 {
 	if (b->pins++ == 0) {
-		list_unlink(&e->ns[b->ns].lru, b);
 		e->st.pinned_blocks++;
+		kvt_policy_update(e->policy, b);
 	}
 }
 
+/* Unpinning is a use: the block was read just now. */
 static void block_unpin(struct kvt_engine *e, struct kvt_block *b)
 {
 	if (--b->pins > 0)
 		return;
 	e->st.pinned_blocks--;
-	if (b->indexed)
-		list_push_head(&e->ns[b->ns].lru, b);
-	else
-		block_free(e, b);
+	kvt_policy_touch(e->policy, b, now_locked(e));
+	block_settle(e, b);
 }
 
-static void block_touch(struct kvt_engine *e, struct kvt_block *b)
+/* Sets b's retention; ret NULL: the default priority. */
+static void block_retain(struct kvt_engine *e, struct kvt_block *b,
+			 const struct kvt_retention *ret, uint64_t now)
 {
-	struct namespace *n = &e->ns[b->ns];
+	/* Without a heap entry the priority is only kept for good: fine. */
+	if (ret)
+		(void)kvt_policy_set_priority(e->policy, b, ret->priority,
+					      ret->duration ? now + ret->duration : 0);
+	else
+		(void)kvt_policy_set_priority(e->policy, b,
+					      e->cfg.default_priority, 0);
+}
 
-	if (b->pins == 0 && n->lru.head != b) {
-		list_unlink(&n->lru, b);
-		list_push_head(&n->lru, b);
-	}
+/* ---- slots and eviction ---- */
+
+struct eligible_arg {
+	struct kvt_engine *e;
+	uint32_t tenant;
+};
+
+static bool only_tenant(void *arg, uint32_t t)
+{
+	return t == ((struct eligible_arg *)arg)->tenant;
+}
+
+/* Whose blocks may a tenant's write evict: its own, and those of tenants
+ * without a quota or above it. */
+static bool evictable_by(void *arg, uint32_t t)
+{
+	struct eligible_arg *a = arg;
+	const struct tenant *owner = &a->e->tenants[t];
+
+	return t == a->tenant || owner->quota == 0 || owner->used > owner->quota;
 }
 
 /*
- * Evicts every block of a segment carved for another namespace, if none of
- * them is pinned or pending, so that the segment can be carved anew. This is
- * how a new namespace gets room once older ones have filled the tier.
+ * Evicts every block of a segment carved for another namespace, if all of
+ * them are unpinned READY blocks that tenant may evict, so that the segment
+ * can be carved anew. This is how a new namespace gets room once older
+ * ones have filled the tier.
  */
-static bool reclaim_segment(struct kvt_engine *e, uint32_t for_ns)
+static bool reclaim_segment(struct kvt_engine *e, uint32_t for_ns,
+			    uint32_t tenant)
 {
+	struct eligible_arg ea = { e, tenant };
 	uint32_t nseg = kvt_slots_segments(e->slots);
 
 	for (uint32_t g = 0; g < nseg; g++) {
@@ -273,7 +511,7 @@ static bool reclaim_segment(struct kvt_engine *e, uint32_t for_ns)
 			struct kvt_block *b = kvt_slots_user(e->slots, g, s);
 
 			if (b && (b->state != KVT_BLOCK_READY || b->pins ||
-				  !b->indexed))
+				  !b->indexed || !evictable_by(&ea, b->tenant)))
 				evictable = false;
 		}
 		if (!evictable)
@@ -291,20 +529,30 @@ static bool reclaim_segment(struct kvt_engine *e, uint32_t for_ns)
 	return false;
 }
 
-/* Finds a slot for ns: free, else by evicting its LRU block, else by reclaim. */
-static int slot_alloc(struct kvt_engine *e, uint32_t ns, uint32_t *seg,
-		      uint32_t *slot)
+/*
+ * Finds a slot for a block of tenant in ns: a free one; else by evicting the
+ * policy's victim (the tenant's own first when it is over its quota); else
+ * by reclaiming another namespace's segment.
+ */
+static int slot_alloc(struct kvt_engine *e, uint32_t ns, uint32_t tenant,
+		      uint32_t *seg, uint32_t *slot)
 {
-	struct namespace *n = &e->ns[ns];
+	struct eligible_arg ea = { e, tenant };
+	uint64_t stride = e->ns[ns].stride;
 
 	for (;;) {
-		int rc = kvt_slots_alloc(e->slots, ns, n->stride, seg, slot);
+		int rc = kvt_slots_alloc(e->slots, ns, stride, seg, slot);
+		struct kvt_block *victim = NULL;
 
 		if (rc != -ENOSPC)
 			return rc;
-		if (n->lru.tail)
-			block_evict(e, n->lru.tail);
-		else if (!reclaim_segment(e, ns))
+		if (over_quota(&e->tenants[tenant], stride))
+			victim = kvt_policy_victim(e->policy, ns, only_tenant, &ea);
+		if (!victim)
+			victim = kvt_policy_victim(e->policy, ns, evictable_by, &ea);
+		if (victim)
+			block_evict(e, victim);
+		else if (!reclaim_segment(e, ns, tenant))
 			return -ENOSPC;
 	}
 }
@@ -312,15 +560,17 @@ static int slot_alloc(struct kvt_engine *e, uint32_t ns, uint32_t *seg,
 /* ---- sessions ---- */
 
 static struct kvt_session *session_find(struct kvt_engine *e,
-					const uint8_t *token)
+					const uint8_t *token, uint32_t tenant)
 {
+	if (!token)
+		return NULL;
 	for (struct kvt_session *s = e->sessions; s; s = s->next)
 		if (memcmp(s->token, token, KVT_SESSION_TOKEN_BYTES) == 0)
-			return s;
+			return s->tenant == tenant ? s : NULL;
 	return NULL;
 }
 
-int kvt_engine_session_open(struct kvt_engine *e,
+int kvt_engine_session_open(struct kvt_engine *e, uint32_t tenant,
 			    uint8_t token[KVT_SESSION_TOKEN_BYTES],
 			    struct kvt_session **out)
 {
@@ -332,6 +582,7 @@ int kvt_engine_session_open(struct kvt_engine *e,
 		free(s);
 		return -EIO;
 	}
+	s->tenant = tenant;
 	memcpy(token, s->token, sizeof(s->token));
 	pthread_mutex_lock(&e->lock);
 	s->next = e->sessions;
@@ -345,28 +596,253 @@ int kvt_engine_session_open(struct kvt_engine *e,
 	return 0;
 }
 
-/* Removes a PENDING block of session s (or of an inline Put). */
-static void pending_abort(struct kvt_engine *e, struct block_list *pending,
-			  struct kvt_block *b)
+/* ---- leases ---- */
+
+static void lease_unlink_age(struct kvt_engine *e, struct lease *l)
 {
-	list_unlink(pending, b);
-	kvt_index_remove(e->index, b);
-	e->ns[b->ns].pending--;
-	e->st.aborted_total++;
-	block_free(e, b);
+	if (l->older)
+		l->older->newer = l->newer;
+	else
+		e->oldest_lease = l->newer;
+	if (l->newer)
+		l->newer->older = l->older;
+	else
+		e->newest_lease = l->older;
 }
 
+/* A lease over blocks (already pinned) for session s, or NULL. */
+static struct lease *lease_new(struct kvt_engine *e, struct kvt_session *s,
+			       struct kvt_block *const *blocks, uint32_t n)
+{
+	struct lease *l = malloc(sizeof(*l) + sizeof(l->blocks[0]) * n);
+
+	if (!l)
+		return NULL;
+	memcpy(l->blocks, blocks, sizeof(l->blocks[0]) * n);
+	l->n = n;
+	l->id = e->next_lease++;
+	l->born = now_locked(e);
+	l->session = s;
+	l->next = s->leases;
+	s->leases = l;
+	l->newer = NULL;
+	l->older = e->newest_lease;
+	if (l->older)
+		l->older->newer = l;
+	else
+		e->oldest_lease = l;
+	e->newest_lease = l;
+	e->st.leases_active++;
+	return l;
+}
+
+/* Unpins and frees l, which the caller took off its session's list. */
 static void lease_free(struct kvt_engine *e, struct lease *l)
 {
+	lease_unlink_age(e, l);
 	for (uint32_t i = 0; i < l->n; i++)
 		block_unpin(e, l->blocks[i]);
 	e->st.leases_active--;
 	free(l);
 }
 
+static bool lease_remove(struct kvt_engine *e, struct kvt_session *s,
+			 uint64_t id)
+{
+	for (struct lease **p = &s->leases; *p; p = &(*p)->next) {
+		if ((*p)->id == id) {
+			struct lease *l = *p;
+
+			*p = l->next;
+			lease_free(e, l);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* ---- waits (early reuse) ---- */
+
+struct done_list {
+	struct kvt_waiter *head;
+};
+
+static void waiter_detach(struct kvt_engine *e, struct kvt_waiter *w)
+{
+	if (w->on) {
+		struct kvt_waiter **p = &w->on->u.pending.waiters;
+
+		while (*p != w)
+			p = &(*p)->next_on_block;
+		*p = w->next_on_block;
+		w->on = NULL;
+	}
+	if (w->queued) {
+		if (w->prev)
+			w->prev->next = w->next;
+		else
+			e->waiters = w->next;
+		if (w->next)
+			w->next->prev = w->prev;
+		w->queued = false;
+		e->st.waits_active--;
+	}
+}
+
+/* Ends w with rc and what it pinned; its callback runs from run_done. */
+static void waiter_finish(struct kvt_engine *e, struct kvt_waiter *w, int rc,
+			  struct done_list *done)
+{
+	waiter_detach(e, w);
+	w->rc = rc;
+	if (rc == 0 && w->got) {
+		struct lease *l = lease_new(e, w->session, w->pinned, w->got);
+
+		if (l) {
+			w->result.lease = l->id;
+			w->result.count = w->got;
+			for (uint32_t i = 0; i < w->got; i++) {
+				w->locs[i].segment = w->pinned[i]->segment;
+				w->locs[i].offset = kvt_slots_offset(
+					e->slots, w->pinned[i]->segment,
+					w->pinned[i]->slot);
+			}
+		} else {
+			w->rc = -ENOMEM;
+		}
+	}
+	if (w->rc < 0)
+		for (uint32_t i = 0; i < w->got; i++)
+			block_unpin(e, w->pinned[i]);
+	if (w->waited) {
+		if (w->rc < 0)
+			;
+		else if (w->got == w->n)
+			e->st.waits_completed_total++;
+		else if (w->deadline <= e->last_now || e->stop_waiting)
+			e->st.waits_timed_out_total++;
+		else
+			e->st.waits_missed_total++;
+	}
+	w->next = done->head;
+	done->head = w;
+}
+
+static void run_done(struct done_list *done)
+{
+	while (done->head) {
+		struct kvt_waiter *w = done->head;
+
+		done->head = w->next;
+		w->done(w->arg, w->rc, &w->result);
+		free(w);
+	}
+}
+
+static void waiter_queue(struct kvt_engine *e, struct kvt_waiter *w,
+			 struct kvt_block *b)
+{
+	struct kvt_waiter *after = NULL;
+
+	w->on = b;
+	w->next_on_block = b->u.pending.waiters;
+	b->u.pending.waiters = w;
+	if (w->queued)
+		return;
+	/* Deadlines mostly come in order: search from the latest. */
+	for (after = e->waiters; after && after->next; after = after->next)
+		;
+	while (after && after->deadline > w->deadline)
+		after = after->prev;
+	w->prev = after;
+	w->next = after ? after->next : e->waiters;
+	if (w->next)
+		w->next->prev = w;
+	if (after)
+		after->next = w;
+	else
+		e->waiters = w;
+	w->queued = true;
+	if (!w->waited) {
+		w->waited = true;
+		e->st.waits_total++;
+	}
+	e->st.waits_active++;
+	if (e->waiters == w && e->timer_running) {
+		e->timer_kick = true;
+		pthread_cond_signal(&e->timer_cond);
+	}
+}
+
+/*
+ * Pins w's keys from where it stopped: READY ones are pinned, a PENDING one
+ * is waited for (until the deadline), an absent one ends the prefix.
+ */
+static void waiter_advance(struct kvt_engine *e, struct kvt_waiter *w,
+			   struct done_list *done)
+{
+	uint64_t now = now_locked(e);
+
+	w->on = NULL;
+	while (w->got < w->n) {
+		struct kvt_block *b = kvt_index_find(e->index, w->ns, w->tenant,
+						     w->keys[w->got]);
+
+		if (!b)
+			break;
+		if (b->state == KVT_BLOCK_READY) {
+			block_pin(e, b);
+			w->pinned[w->got++] = b;
+			continue;
+		}
+		if (e->stop_waiting || now >= w->deadline)
+			break;
+		waiter_queue(e, w, b);
+		return;
+	}
+	waiter_finish(e, w, 0, done);
+}
+
+/* Wakes the waiters of b, which was just committed or taken away. */
+static void wake_waiters(struct kvt_engine *e, struct kvt_waiter *list,
+			 struct done_list *done)
+{
+	while (list) {
+		struct kvt_waiter *w = list;
+
+		list = w->next_on_block;
+		w->on = NULL;
+		waiter_advance(e, w, done);
+	}
+}
+
+/* Removes a PENDING block of a session (or of an inline Put). */
+static void pending_abort(struct kvt_engine *e, struct block_list *pending,
+			  struct kvt_block *b, struct done_list *done)
+{
+	struct kvt_waiter *waiters = b->u.pending.waiters;
+
+	list_unlink(pending, b);
+	kvt_index_remove(e->index, b);
+	b->indexed = 0;
+	e->ns[b->ns].pending--;
+	e->st.aborted_total++;
+	kvt_policy_forget(e->policy, b);
+	b->u.pending.waiters = NULL;
+	block_settle(e, b);
+	wake_waiters(e, waiters, done);
+}
+
 void kvt_engine_session_close(struct kvt_engine *e, struct kvt_session *s)
 {
+	struct done_list done = { 0 };
+
 	pthread_mutex_lock(&e->lock);
+	for (struct kvt_waiter *w = e->waiters, *next; w; w = next) {
+		next = w->next;
+		if (w->session == s)
+			waiter_finish(e, w, -ENOENT, &done);
+	}
 	while (s->leases) {
 		struct lease *l = s->leases;
 
@@ -374,7 +850,7 @@ void kvt_engine_session_close(struct kvt_engine *e, struct kvt_session *s)
 		lease_free(e, l);
 	}
 	while (s->pending.head)
-		pending_abort(e, &s->pending, s->pending.head);
+		pending_abort(e, &s->pending, s->pending.head, &done);
 	if (s->prev)
 		s->prev->next = s->next;
 	else
@@ -383,6 +859,7 @@ void kvt_engine_session_close(struct kvt_engine *e, struct kvt_session *s)
 		s->next->prev = s->prev;
 	e->st.sessions_active--;
 	pthread_mutex_unlock(&e->lock);
+	run_done(&done);
 	free(s);
 }
 
@@ -407,7 +884,8 @@ static bool name_valid(const char *name)
 
 int kvt_engine_open_namespace(struct kvt_engine *e, const char *name,
 			      uint64_t page_bytes, uint32_t block_tokens,
-			      uint32_t *ns, bool *created, uint64_t *stride,
+			      bool shared, uint64_t idle_ttl, uint32_t *ns,
+			      bool *created, uint64_t *stride,
 			      struct kvt_err *err)
 {
 	struct namespace *n;
@@ -417,11 +895,11 @@ int kvt_engine_open_namespace(struct kvt_engine *e, const char *name,
 		return fail(err, -EINVAL,
 			    "namespace name must be 1..%d characters of [A-Za-z0-9._:-]",
 			    KVT_NAMESPACE_NAME_MAX);
-	if (page_bytes == 0 || page_bytes > e->segment_bytes)
+	if (page_bytes == 0 || page_bytes > e->cfg.segment_bytes)
 		return fail(err, -EINVAL,
 			    "page_bytes %llu is outside 1..%llu (the host segment size)",
 			    (unsigned long long)page_bytes,
-			    (unsigned long long)e->segment_bytes);
+			    (unsigned long long)e->cfg.segment_bytes);
 	if (block_tokens == 0 || block_tokens > KVT_BLOCK_TOKENS_MAX)
 		return fail(err, -EINVAL, "block_tokens %u is outside 1..%d",
 			    block_tokens, KVT_BLOCK_TOKENS_MAX);
@@ -437,20 +915,24 @@ int kvt_engine_open_namespace(struct kvt_engine *e, const char *name,
 				  name, (unsigned long long)n->page_bytes,
 				  n->block_tokens,
 				  (unsigned long long)page_bytes, block_tokens);
+		else if (idle_ttl)
+			n->idle_ttl = idle_ttl;
 		*ns = i;
 		*created = false;
 		*stride = n->stride;
 		goto out;
 	}
-	if (e->nns == e->max_ns) {
+	if (e->nns == e->cfg.max_namespaces) {
 		rc = fail(err, -ENOSPC, "the daemon already holds %u namespaces (max_namespaces)",
-			  e->max_ns);
+			  e->cfg.max_namespaces);
 		goto out;
 	}
 	n = &e->ns[e->nns];
 	strcpy(n->name, name);
 	n->page_bytes = page_bytes;
 	n->block_tokens = block_tokens;
+	n->shared = shared;
+	n->idle_ttl = idle_ttl ? idle_ttl : e->cfg.idle_ttl;
 	n->stride = (page_bytes + KVT_SLOT_ALIGN - 1) / KVT_SLOT_ALIGN *
 		    KVT_SLOT_ALIGN;
 	*ns = e->nns++;
@@ -482,14 +964,20 @@ int kvt_engine_page_bytes(struct kvt_engine *e, uint32_t ns,
 	return rc;
 }
 
-/* Length of the READY prefix of keys. Caller holds the lock. */
-static uint32_t ready_prefix(struct kvt_engine *e, uint32_t ns,
-			     const uint8_t *const *keys, uint32_t n)
+static struct kvt_block *find(struct kvt_engine *e, const struct kvt_req *q,
+			      uint32_t i)
+{
+	return kvt_index_find(e->index, q->ns, scope(e, q->ns, q->tenant),
+			      q->keys[i]);
+}
+
+/* Length of the READY prefix of q's keys. Caller holds the lock. */
+static uint32_t ready_prefix(struct kvt_engine *e, const struct kvt_req *q)
 {
 	uint32_t i;
 
-	for (i = 0; i < n; i++) {
-		struct kvt_block *b = kvt_index_find(e->index, ns, keys[i]);
+	for (i = 0; i < q->n; i++) {
+		struct kvt_block *b = find(e, q, i);
 
 		if (!b || b->state != KVT_BLOCK_READY)
 			break;
@@ -497,23 +985,30 @@ static uint32_t ready_prefix(struct kvt_engine *e, uint32_t ns,
 	return i;
 }
 
-int kvt_engine_lookup(struct kvt_engine *e, uint32_t ns,
-		      const uint8_t *const *keys, uint32_t n, uint32_t *ready,
-		      struct kvt_err *err)
+int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
+		      uint32_t *ready, uint32_t *pending, struct kvt_err *err)
 {
 	int rc;
 
 	pthread_mutex_lock(&e->lock);
-	rc = ns_check(e, ns, err);
+	rc = ns_check(e, q->ns, err);
 	if (rc == 0) {
-		*ready = ready_prefix(e, ns, keys, n);
-		/* Touch leaf first so the chain's root ends up most recent. */
-		for (uint32_t i = *ready; i-- > 0;)
-			block_touch(e, kvt_index_find(e->index, ns, keys[i]));
-		e->ns[ns].lookup_keys += n;
-		e->ns[ns].lookup_hits += *ready;
-		e->st.lookup_keys += n;
-		e->st.lookup_hits += *ready;
+		uint32_t r = ready_prefix(e, q), p = r;
+
+		while (p < q->n && find(e, q, p))
+			p++;
+		/* Touch leaf first so that the chain's root is the most recent. */
+		for (uint32_t i = r; i-- > 0;)
+			kvt_policy_touch(e->policy, find(e, q, i), now_locked(e));
+		*ready = r;
+		*pending = p - r;
+		e->ns[q->ns].lookup_keys += q->n;
+		e->ns[q->ns].lookup_hits += r;
+		e->tenants[q->tenant].lookup_keys += q->n;
+		e->tenants[q->tenant].lookup_hits += r;
+		e->st.lookup_keys += q->n;
+		e->st.lookup_hits += r;
+		e->st.lookup_pending += p - r;
 	}
 	pthread_mutex_unlock(&e->lock);
 	return rc;
@@ -521,11 +1016,13 @@ int kvt_engine_lookup(struct kvt_engine *e, uint32_t ns,
 
 /* ---- reserve / commit / abort ---- */
 
-/* A new PENDING block for owner in a free slot, or NULL (-ENOSPC/-ENOMEM in *rc). */
+/* A new PENDING block for owner in a free slot, or NULL (rc in *rc). */
 static struct kvt_block *block_reserve(struct kvt_engine *e,
 				       struct block_list *pending, void *owner,
-				       uint32_t ns, const uint8_t *key,
-				       const uint8_t *parent, int *rc)
+				       uint32_t ns, uint32_t tenant,
+				       const uint8_t *key, const uint8_t *parent,
+				       const struct kvt_retention *ret,
+				       uint64_t now, int *rc)
 {
 	struct kvt_block *b = calloc(1, sizeof(*b));
 
@@ -533,56 +1030,70 @@ static struct kvt_block *block_reserve(struct kvt_engine *e,
 		*rc = -ENOMEM;
 		return NULL;
 	}
-	*rc = slot_alloc(e, ns, &b->segment, &b->slot);
-	if (*rc < 0) {
+	if ((*rc = kvt_policy_prepare(e->policy, ns, tenant)) < 0 ||
+	    (*rc = slot_alloc(e, ns, tenant, &b->segment, &b->slot)) < 0) {
 		free(b);
 		return NULL;
 	}
 	memcpy(b->key, key, KVT_KEY_BYTES);
-	if (parent)
-		memcpy(b->parent, parent, KVT_KEY_BYTES);
-	b->ns = ns;
+	b->ns = (uint16_t)ns;
+	b->tenant = (uint16_t)tenant;
 	b->state = KVT_BLOCK_PENDING;
-	b->owner = owner;
+	b->u.pending.owner = owner;
 	b->indexed = 1;
+	b->has_slot = 1;
 	kvt_index_insert(e->index, b);
 	kvt_slots_set_user(e->slots, b->segment, b->slot, b);
 	list_push_head(pending, b);
-	e->st.host_used_bytes += e->ns[ns].stride;
+	charge(e, b, true);
+	if (parent) {
+		b->parent = kvt_index_find(e->index, ns, tenant, parent);
+		if (b->parent) {
+			b->parent->children++;
+			kvt_policy_update(e->policy, b->parent);
+		}
+	}
+	block_retain(e, b, ret, now);
 	e->ns[ns].pending++;
 	e->st.reserved_total++;
 	return b;
 }
 
 /*
- * Reserves keys for owner, whose PENDING blocks go on `pending` (a session's
- * list, or a Put call's own). Stops taking slots at the first key that finds
- * none. Caller holds the lock.
+ * Reserves q's keys for owner, whose PENDING blocks go on `pending` (a
+ * session's list, or a Put call's own). Stops taking slots at the first key
+ * that finds none. Caller holds the lock.
  */
 static int reserve_locked(struct kvt_engine *e, struct block_list *pending,
-			  void *owner, uint32_t ns, const uint8_t *parent,
-			  const uint8_t *const *keys, uint32_t n,
+			  void *owner, const struct kvt_req *q,
+			  const uint8_t *parent,
+			  const struct kvt_retention *ret,
 			  enum kvt_reserve_state *states,
 			  struct kvt_location *locs, struct kvt_err *err)
 {
+	uint32_t tenant = scope(e, q->ns, q->tenant);
 	uint32_t reserved = 0, no_space = 0;
+	uint64_t now = now_locked(e);
 	int rc = 0;
 
-	for (uint32_t i = 0; i < n; i++) {
-		struct kvt_block *b = kvt_index_find(e->index, ns, keys[i]);
+	for (uint32_t i = 0; i < q->n; i++) {
+		struct kvt_block *b = find(e, q, i);
 
 		memset(&locs[i], 0, sizeof(locs[i]));
 		if (b && b->state == KVT_BLOCK_READY) {
 			states[i] = KVT_RESERVE_PRESENT;
+			if (ret)
+				block_retain(e, b, ret, now);
 			continue;
 		}
-		if (b && b->owner != owner) {
+		if (b && b->u.pending.owner != owner) {
 			states[i] = KVT_RESERVE_BUSY;
 			continue;
 		}
 		if (!b && no_space == 0) {
-			b = block_reserve(e, pending, owner, ns, keys[i],
-					  i ? keys[i - 1] : parent, &rc);
+			b = block_reserve(e, pending, owner, q->ns, tenant,
+					  q->keys[i], i ? q->keys[i - 1] : parent,
+					  ret, now, &rc);
 			if (!b && rc != -ENOSPC)
 				return fail(err, rc, "slot allocation: %s",
 					    strerror(-rc));
@@ -602,46 +1113,46 @@ static int reserve_locked(struct kvt_engine *e, struct block_list *pending,
 		e->st.reserve_no_space_total += no_space;
 		if (reserved == 0)
 			return fail(err, -ENOSPC,
-				    "host tier full: no unpinned ready block to evict for %u of %u keys",
-				    no_space, n);
+				    "host tier full: nothing this tenant may evict for %u of %u keys",
+				    no_space, q->n);
 	}
 	return 0;
 }
 
-int kvt_engine_reserve(struct kvt_engine *e,
-		       const uint8_t token[KVT_SESSION_TOKEN_BYTES], uint32_t ns,
-		       const uint8_t *parent, const uint8_t *const *keys,
-		       uint32_t n, enum kvt_reserve_state *states,
+int kvt_engine_reserve(struct kvt_engine *e, const struct kvt_req *q,
+		       const uint8_t *parent,
+		       const struct kvt_retention *retention,
+		       enum kvt_reserve_state *states,
 		       struct kvt_location *locs, struct kvt_err *err)
 {
 	struct kvt_session *s;
 	int rc;
 
 	pthread_mutex_lock(&e->lock);
-	s = session_find(e, token);
+	s = session_find(e, q->session, q->tenant);
 	if (!s)
 		rc = fail(err, -ENOENT, "unknown session");
-	else if ((rc = ns_check(e, ns, err)) == 0)
-		rc = reserve_locked(e, &s->pending, s, ns, parent, keys, n,
+	else if ((rc = ns_check(e, q->ns, err)) == 0)
+		rc = reserve_locked(e, &s->pending, s, q, parent, retention,
 				    states, locs, err);
 	pthread_mutex_unlock(&e->lock);
 	return rc;
 }
 
 /* Checks that every key is PENDING and owned by owner. Caller holds the lock. */
-static int check_owned(struct kvt_engine *e, void *owner, uint32_t ns,
-		       const uint8_t *const *keys, uint32_t n,
-		       struct kvt_err *err)
+static int check_owned(struct kvt_engine *e, void *owner,
+		       const struct kvt_req *q, struct kvt_err *err)
 {
 	char hex[17];
 
-	for (uint32_t i = 0; i < n; i++) {
-		struct kvt_block *b = kvt_index_find(e->index, ns, keys[i]);
+	for (uint32_t i = 0; i < q->n; i++) {
+		struct kvt_block *b = find(e, q, i);
 
-		if (!b || b->state != KVT_BLOCK_PENDING || b->owner != owner)
+		if (!b || b->state != KVT_BLOCK_PENDING ||
+		    b->u.pending.owner != owner)
 			return fail(err, -EPERM,
 				    "keys[%u] (%s...) is not reserved by this session (%s)",
-				    i, key_hex(keys[i], hex),
+				    i, key_hex(q->keys[i], hex),
 				    !b ? "absent" :
 				    b->state == KVT_BLOCK_READY ? "already committed" :
 								  "reserved by another session");
@@ -649,144 +1160,126 @@ static int check_owned(struct kvt_engine *e, void *owner, uint32_t ns,
 	return 0;
 }
 
-/* Caller holds the lock and has run check_owned. */
+/* Publishes PENDING blocks and wakes their readers. Caller holds the lock. */
 static void commit_locked(struct kvt_engine *e, struct block_list *pending,
-			  uint32_t ns, const uint8_t *const *keys, uint32_t n)
+			  const struct kvt_req *q, struct done_list *done)
 {
-	struct namespace *nsp = &e->ns[ns];
+	struct namespace *nsp = &e->ns[q->ns];
 
-	for (uint32_t i = 0; i < n; i++) {
-		struct kvt_block *b = kvt_index_find(e->index, ns, keys[i]);
+	for (uint32_t i = 0; i < q->n; i++) {
+		struct kvt_block *b = find(e, q, i);
+		struct kvt_waiter *waiters;
 
 		if (b->state == KVT_BLOCK_READY)
 			continue; /* listed twice */
+		waiters = b->u.pending.waiters;
 		list_unlink(pending, b);
 		b->state = KVT_BLOCK_READY;
-		b->owner = NULL;
-		list_push_head(&nsp->lru, b);
+		b->u.atime = now_locked(e);
+		kvt_policy_update(e->policy, b);
 		nsp->pending--;
 		nsp->ready++;
 		e->st.committed_total++;
+		wake_waiters(e, waiters, done);
 	}
 }
 
-typedef void (*owned_op)(struct kvt_engine *e, struct kvt_session *s,
-			 uint32_t ns, const uint8_t *const *keys, uint32_t n);
-
-static void commit_op(struct kvt_engine *e, struct kvt_session *s, uint32_t ns,
-		      const uint8_t *const *keys, uint32_t n)
+static void abort_locked(struct kvt_engine *e, struct block_list *pending,
+			 const struct kvt_req *q, struct done_list *done)
 {
-	commit_locked(e, &s->pending, ns, keys, n);
-}
-
-static void abort_op(struct kvt_engine *e, struct kvt_session *s, uint32_t ns,
-		     const uint8_t *const *keys, uint32_t n)
-{
-	for (uint32_t i = 0; i < n; i++) {
-		struct kvt_block *b = kvt_index_find(e->index, ns, keys[i]);
+	for (uint32_t i = 0; i < q->n; i++) {
+		struct kvt_block *b = find(e, q, i);
 
 		if (b) /* NULL when listed twice */
-			pending_abort(e, &s->pending, b);
+			pending_abort(e, pending, b, done);
 	}
 }
 
+typedef void (*owned_op)(struct kvt_engine *e, struct block_list *pending,
+			 const struct kvt_req *q, struct done_list *done);
+
 /* Commit and Abort: all keys must be this session's reservations. */
-static int owned_call(struct kvt_engine *e, const uint8_t *token, uint32_t ns,
-		      const uint8_t *const *keys, uint32_t n, owned_op op,
-		      struct kvt_err *err)
+static int owned_call(struct kvt_engine *e, const struct kvt_req *q,
+		      owned_op op, struct kvt_err *err)
 {
+	struct done_list done = { 0 };
 	struct kvt_session *s;
 	int rc;
 
 	pthread_mutex_lock(&e->lock);
-	s = session_find(e, token);
+	s = session_find(e, q->session, q->tenant);
 	if (!s)
 		rc = fail(err, -ENOENT, "unknown session");
-	else if ((rc = ns_check(e, ns, err)) == 0 &&
-		 (rc = check_owned(e, s, ns, keys, n, err)) == 0)
-		op(e, s, ns, keys, n);
+	else if ((rc = ns_check(e, q->ns, err)) == 0 &&
+		 (rc = check_owned(e, s, q, err)) == 0)
+		op(e, &s->pending, q, &done);
 	pthread_mutex_unlock(&e->lock);
+	run_done(&done);
 	return rc;
 }
 
-int kvt_engine_commit(struct kvt_engine *e,
-		      const uint8_t token[KVT_SESSION_TOKEN_BYTES], uint32_t ns,
-		      const uint8_t *const *keys, uint32_t n, struct kvt_err *err)
+int kvt_engine_commit(struct kvt_engine *e, const struct kvt_req *q,
+		      struct kvt_err *err)
 {
-	return owned_call(e, token, ns, keys, n, commit_op, err);
+	return owned_call(e, q, commit_locked, err);
 }
 
-int kvt_engine_abort(struct kvt_engine *e,
-		     const uint8_t token[KVT_SESSION_TOKEN_BYTES], uint32_t ns,
-		     const uint8_t *const *keys, uint32_t n, struct kvt_err *err)
+int kvt_engine_abort(struct kvt_engine *e, const struct kvt_req *q,
+		     struct kvt_err *err)
 {
-	return owned_call(e, token, ns, keys, n, abort_op, err);
+	return owned_call(e, q, abort_locked, err);
 }
 
 /* ---- acquire / release / pin ---- */
 
-/* Pins up to max blocks of the ready prefix. Caller holds the lock. */
-static uint32_t pin_prefix(struct kvt_engine *e, uint32_t ns,
-			   const uint8_t *const *keys, uint32_t n, uint32_t max,
-			   struct kvt_block **out)
-{
-	uint32_t i;
-
-	for (i = 0; i < n && i < max; i++) {
-		struct kvt_block *b = kvt_index_find(e->index, ns, keys[i]);
-
-		if (!b || b->state != KVT_BLOCK_READY)
-			break;
-		block_pin(e, b);
-		out[i] = b;
-	}
-	return i;
-}
-
-int kvt_engine_acquire(struct kvt_engine *e,
-		       const uint8_t token[KVT_SESSION_TOKEN_BYTES], uint32_t ns,
-		       const uint8_t *const *keys, uint32_t n, uint64_t *lease,
-		       struct kvt_location *locs, uint32_t *count,
+int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
+		       uint64_t wait, kvt_acquire_done done_fn, void *arg,
 		       struct kvt_err *err)
 {
-	struct lease *l = malloc(sizeof(*l) + sizeof(l->blocks[0]) * n);
+	struct done_list done = { 0 };
+	struct kvt_waiter *w;
 	struct kvt_session *s;
-	int rc;
+	size_t per_key = sizeof(*w->pinned) + sizeof(*w->locs) + KVT_KEY_BYTES;
+	int rc = 0;
 
-	if (!l)
+	if (wait > e->cfg.max_wait)
+		return fail(err, -EINVAL, "wait_ms %llu exceeds max_wait (%llu ms)",
+			    (unsigned long long)(wait / KVT_MS),
+			    (unsigned long long)(e->cfg.max_wait / KVT_MS));
+	w = calloc(1, sizeof(*w) + per_key * q->n);
+	if (!w)
 		return fail(err, -ENOMEM, "out of memory");
-	*lease = 0;
-	*count = 0;
+	w->pinned = (struct kvt_block **)(w + 1);
+	w->locs = (struct kvt_location *)(w->pinned + q->n);
+	w->keys = (uint8_t(*)[KVT_KEY_BYTES])(w->locs + q->n);
+	w->result.locs = w->locs;
+	w->n = q->n;
+	w->ns = q->ns;
+	w->done = done_fn;
+	w->arg = arg;
+	for (uint32_t i = 0; i < q->n; i++)
+		memcpy(w->keys[i], q->keys[i], KVT_KEY_BYTES);
+
 	pthread_mutex_lock(&e->lock);
-	s = session_find(e, token);
-	if (!s) {
+	s = session_find(e, q->session, q->tenant);
+	if (!s)
 		rc = fail(err, -ENOENT, "unknown session");
-		goto out;
+	else
+		rc = ns_check(e, q->ns, err);
+	if (rc == 0) {
+		w->session = s;
+		w->tenant = scope(e, q->ns, q->tenant);
+		w->deadline = now_locked(e) + wait;
+		waiter_advance(e, w, &done);
 	}
-	if ((rc = ns_check(e, ns, err)) < 0)
-		goto out;
-	l->n = pin_prefix(e, ns, keys, n, n, l->blocks);
-	for (uint32_t i = 0; i < l->n; i++) {
-		locs[i].segment = l->blocks[i]->segment;
-		locs[i].offset = kvt_slots_offset(e->slots, l->blocks[i]->segment,
-						  l->blocks[i]->slot);
-	}
-	*count = l->n;
-	if (l->n) {
-		l->id = e->next_lease++;
-		l->next = s->leases;
-		s->leases = l;
-		e->st.leases_active++;
-		*lease = l->id;
-		l = NULL;
-	}
-out:
 	pthread_mutex_unlock(&e->lock);
-	free(l);
+	if (rc < 0)
+		free(w);
+	run_done(&done);
 	return rc;
 }
 
-int kvt_engine_release(struct kvt_engine *e,
+int kvt_engine_release(struct kvt_engine *e, uint32_t tenant,
 		       const uint8_t token[KVT_SESSION_TOKEN_BYTES],
 		       uint64_t lease, struct kvt_err *err)
 {
@@ -794,39 +1287,31 @@ int kvt_engine_release(struct kvt_engine *e,
 	int rc = 0;
 
 	pthread_mutex_lock(&e->lock);
-	s = session_find(e, token);
-	if (!s) {
+	s = session_find(e, token, tenant);
+	if (!s)
 		rc = fail(err, -ENOENT, "unknown session");
-		goto out;
-	}
-	for (struct lease **p = &s->leases; *p; p = &(*p)->next) {
-		if ((*p)->id == lease) {
-			struct lease *l = *p;
-
-			*p = l->next;
-			lease_free(e, l);
-			goto out;
-		}
-	}
-	rc = fail(err, -ENOENT, "lease %llu is not held by this session",
-		  (unsigned long long)lease);
-out:
+	else if (!lease_remove(e, s, lease))
+		rc = fail(err, -ENOENT,
+			  "lease %llu is not held by this session (released, or expired after lease_ttl)",
+			  (unsigned long long)lease);
 	pthread_mutex_unlock(&e->lock);
 	return rc;
 }
 
-int kvt_engine_pin(struct kvt_engine *e, uint32_t ns,
-		   const uint8_t *const *keys, uint32_t n, uint32_t max_pins,
-		   struct kvt_block **pinned, uint32_t *count, uint32_t *ready,
-		   struct kvt_err *err)
+int kvt_engine_pin(struct kvt_engine *e, const struct kvt_req *q,
+		   uint32_t max_pins, struct kvt_block **pinned,
+		   uint32_t *count, uint32_t *ready, struct kvt_err *err)
 {
 	int rc;
 
 	pthread_mutex_lock(&e->lock);
-	rc = ns_check(e, ns, err);
+	rc = ns_check(e, q->ns, err);
 	if (rc == 0) {
-		*ready = ready_prefix(e, ns, keys, n);
-		*count = pin_prefix(e, ns, keys, *ready, max_pins, pinned);
+		*ready = ready_prefix(e, q);
+		for (*count = 0; *count < *ready && *count < max_pins; (*count)++) {
+			pinned[*count] = find(e, q, *count);
+			block_pin(e, pinned[*count]);
+		}
 	}
 	pthread_mutex_unlock(&e->lock);
 	return rc;
@@ -850,14 +1335,16 @@ const void *kvt_engine_page(const struct kvt_engine *e,
 
 /* ---- put ---- */
 
-int kvt_engine_put(struct kvt_engine *e, uint32_t ns, const uint8_t *parent,
-		   const uint8_t *const *keys, const void *const *pages,
-		   uint32_t n, uint32_t *stored, struct kvt_err *err)
+int kvt_engine_put(struct kvt_engine *e, const struct kvt_req *q,
+		   const uint8_t *parent, const struct kvt_retention *retention,
+		   const void *const *pages, uint32_t *stored,
+		   struct kvt_err *err)
 {
-	enum kvt_reserve_state *states = malloc(sizeof(*states) * n);
-	struct kvt_location *locs = malloc(sizeof(*locs) * n);
+	enum kvt_reserve_state *states = malloc(sizeof(*states) * q->n);
+	struct kvt_location *locs = malloc(sizeof(*locs) * q->n);
 	/* The reservations of this call, owned by nobody else. */
 	struct block_list mine = { 0 };
+	struct done_list done = { 0 };
 	uint64_t page_bytes = 0;
 	int rc;
 
@@ -867,40 +1354,42 @@ int kvt_engine_put(struct kvt_engine *e, uint32_t ns, const uint8_t *parent,
 		goto out;
 	}
 	pthread_mutex_lock(&e->lock);
-	rc = ns_check(e, ns, err);
+	rc = ns_check(e, q->ns, err);
 	if (rc == 0) {
-		page_bytes = e->ns[ns].page_bytes;
-		rc = reserve_locked(e, &mine, &mine, ns, parent, keys, n, states,
-				    locs, err);
+		page_bytes = e->ns[q->ns].page_bytes;
+		rc = reserve_locked(e, &mine, &mine, q, parent, retention,
+				    states, locs, err);
+	}
+	if (rc < 0) {
+		while (mine.head)
+			pending_abort(e, &mine, mine.head, &done);
+		pthread_mutex_unlock(&e->lock);
+		goto out;
 	}
 	pthread_mutex_unlock(&e->lock);
-	if (rc < 0)
-		goto out_abort;
 
 	/* The slots are PENDING and ours: copy without the lock. */
-	for (uint32_t i = 0; i < n; i++)
+	for (uint32_t i = 0; i < q->n; i++)
 		if (states[i] == KVT_RESERVE_RESERVED)
 			memcpy(kvt_host_ptr(e->host, locs[i].segment,
 					    locs[i].offset),
 			       pages[i], page_bytes);
 
 	pthread_mutex_lock(&e->lock);
-	for (struct kvt_block *b = mine.head; b; b = b->lru_next)
-		(*stored)++;
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < q->n; i++) {
+		struct kvt_req one = *q;
+
 		if (states[i] != KVT_RESERVE_RESERVED)
 			continue;
-		commit_locked(e, &mine, ns, &keys[i], 1);
+		one.keys = &q->keys[i];
+		one.n = 1;
+		if (find(e, &one, 0)->state == KVT_BLOCK_PENDING) /* once per key */
+			(*stored)++;
+		commit_locked(e, &mine, &one, &done);
 	}
 	pthread_mutex_unlock(&e->lock);
-	goto out;
-
-out_abort:
-	pthread_mutex_lock(&e->lock);
-	while (mine.head)
-		pending_abort(e, &mine, mine.head);
-	pthread_mutex_unlock(&e->lock);
 out:
+	run_done(&done);
 	free(states);
 	free(locs);
 	return rc;
@@ -910,47 +1399,176 @@ out:
 
 struct drop_all {
 	struct kvt_engine *e;
-	uint32_t ns, dropped;
+	uint32_t ns, tenant, dropped;
+	bool any_ns, any_tenant;
 };
 
 static void drop_all_cb(struct kvt_block *b, void *arg)
 {
 	struct drop_all *d = arg;
 
-	if (b->ns == d->ns && b->state == KVT_BLOCK_READY) {
+	if (b->state == KVT_BLOCK_READY && (d->any_ns || b->ns == d->ns) &&
+	    (d->any_tenant || b->tenant == d->tenant)) {
 		block_unindex(d->e, b);
 		d->dropped++;
 	}
 }
 
-int kvt_engine_drop(struct kvt_engine *e, uint32_t ns,
-		    const uint8_t *const *keys, uint32_t n, bool all,
-		    uint32_t *dropped, struct kvt_err *err)
+static int drop_tenant(struct kvt_engine *e, const struct kvt_req *q,
+		       bool admin, uint32_t uid, struct drop_all *d,
+		       struct kvt_err *err)
 {
-	struct drop_all d = { .e = e, .ns = ns };
-	int rc;
+	uint32_t t;
+
+	if (!admin && uid != e->tenants[q->tenant].uid)
+		return fail(err, -EACCES,
+			    "only an admin may drop another tenant's blocks (uid %u)",
+			    uid);
+	for (t = 1; t < e->ntenants && e->tenants[t].uid != uid; t++)
+		;
+	if (t == e->ntenants)
+		return 0; /* a tenant never seen has no blocks */
+	d->any_ns = true;
+	d->tenant = t;
+	kvt_index_foreach(e->index, drop_all_cb, d);
+	return 0;
+}
+
+int kvt_engine_drop(struct kvt_engine *e, const struct kvt_req *q,
+		    enum kvt_drop_scope scope_kind, bool admin,
+		    uint32_t target_uid, uint32_t *dropped, struct kvt_err *err)
+{
+	struct drop_all d = { .e = e, .ns = q->ns };
+	int rc = 0;
 
 	pthread_mutex_lock(&e->lock);
-	rc = ns_check(e, ns, err);
-	if (rc < 0)
+	if (scope_kind == KVT_DROP_TENANT) {
+		rc = drop_tenant(e, q, admin, target_uid, &d, err);
 		goto out;
-	if (all) {
+	}
+	if ((rc = ns_check(e, q->ns, err)) < 0)
+		goto out;
+	if (scope_kind == KVT_DROP_NAMESPACE) {
+		if (e->ns[q->ns].shared && !admin) {
+			rc = fail(err, -EACCES,
+				  "namespace %s is shared: only an admin may drop all of it",
+				  e->ns[q->ns].name);
+			goto out;
+		}
+		d.tenant = scope(e, q->ns, q->tenant);
+		d.any_tenant = admin;
 		kvt_index_foreach(e->index, drop_all_cb, &d);
-	} else {
-		for (uint32_t i = 0; i < n; i++) {
-			struct kvt_block *b = kvt_index_find(e->index, ns, keys[i]);
+		goto out;
+	}
+	for (uint32_t i = 0; i < q->n; i++) {
+		struct kvt_block *b = find(e, q, i);
 
-			if (b && b->state == KVT_BLOCK_READY) {
-				block_unindex(e, b);
-				d.dropped++;
-			}
+		if (b && b->state == KVT_BLOCK_READY) {
+			block_unindex(e, b);
+			d.dropped++;
 		}
 	}
+out:
 	e->st.dropped_total += d.dropped;
 	*dropped = d.dropped;
-out:
 	pthread_mutex_unlock(&e->lock);
 	return rc;
+}
+
+/* ---- deadlines ---- */
+
+static void expire_leases(struct kvt_engine *e, uint64_t now)
+{
+	while (e->cfg.lease_ttl && e->oldest_lease &&
+	       e->oldest_lease->born + e->cfg.lease_ttl <= now) {
+		struct lease *l = e->oldest_lease;
+
+		e->st.leases_expired_total++;
+		e->st.forced_unpins_total += l->n;
+		lease_remove(e, l->session, l->id);
+	}
+}
+
+static void expire_idle(struct kvt_engine *e, uint64_t now)
+{
+	for (uint32_t i = 0; i < e->nns; i++) {
+		struct namespace *n = &e->ns[i];
+		struct kvt_block *b;
+
+		if (!n->idle_ttl || now < n->idle_ttl)
+			continue;
+		while ((b = kvt_policy_idle(e->policy, i, now - n->idle_ttl))) {
+			n->expired++;
+			e->st.expired_total++;
+			block_unindex(e, b);
+		}
+	}
+}
+
+uint64_t kvt_engine_tick(struct kvt_engine *e)
+{
+	struct done_list done = { 0 };
+	struct kvt_block *b;
+	uint64_t now, next;
+
+	pthread_mutex_lock(&e->lock);
+	now = now_locked(e);
+	while (e->waiters && e->waiters->deadline <= now)
+		waiter_finish(e, e->waiters, 0, &done);
+	while ((b = kvt_policy_expired_priority(e->policy, now))) {
+		e->st.priority_fallbacks_total++;
+		(void)kvt_policy_set_priority(e->policy, b,
+					      e->cfg.default_priority, 0);
+	}
+	expire_idle(e, now);
+	expire_leases(e, now);
+	next = now + TIMER_PERIOD;
+	if (e->waiters && e->waiters->deadline < next)
+		next = e->waiters->deadline;
+	if (kvt_policy_next_deadline(e->policy) < next)
+		next = kvt_policy_next_deadline(e->policy);
+	pthread_mutex_unlock(&e->lock);
+	run_done(&done);
+	return next;
+}
+
+void kvt_engine_stop_waiting(struct kvt_engine *e)
+{
+	struct done_list done = { 0 };
+
+	pthread_mutex_lock(&e->lock);
+	e->stop_waiting = true;
+	while (e->waiters)
+		waiter_finish(e, e->waiters, 0, &done);
+	pthread_mutex_unlock(&e->lock);
+	run_done(&done);
+}
+
+static void *timer_main(void *arg)
+{
+	struct kvt_engine *e = arg;
+
+	pthread_mutex_lock(&e->lock);
+	while (!e->timer_stop) {
+		uint64_t next, now;
+		struct timespec ts;
+
+		pthread_mutex_unlock(&e->lock);
+		next = kvt_engine_tick(e);
+		pthread_mutex_lock(&e->lock);
+		now = e->cfg.clock(e->cfg.clock_arg);
+		if (e->waiters && e->waiters->deadline < next)
+			next = e->waiters->deadline;
+		if (next > now && !e->timer_kick && !e->timer_stop) {
+			/* The engine clock is CLOCK_MONOTONIC, as is the cond's. */
+			ts.tv_sec = (time_t)(next / 1000000000ull);
+			ts.tv_nsec = (long)(next % 1000000000ull);
+			pthread_cond_timedwait(&e->timer_cond, &e->lock, &ts);
+		}
+		e->timer_kick = false;
+	}
+	pthread_mutex_unlock(&e->lock);
+	return NULL;
 }
 
 /* ---- stats ---- */
@@ -965,6 +1583,7 @@ void kvt_engine_stats(struct kvt_engine *e, struct kvt_engine_stats *st)
 		st->pending_blocks += e->ns[i].pending;
 	}
 	st->namespaces = e->nns;
+	st->tenants = e->ntenants;
 	st->host_segments = kvt_slots_segments(e->slots);
 	st->host_segments_used = kvt_slots_segments_carved(e->slots);
 	pthread_mutex_unlock(&e->lock);
@@ -985,11 +1604,38 @@ int kvt_engine_namespace_stats(struct kvt_engine *e, uint32_t ns,
 	memcpy(st->name, n->name, sizeof(st->name));
 	st->page_bytes = n->page_bytes;
 	st->block_tokens = n->block_tokens;
+	st->shared = n->shared;
+	st->idle_ttl = n->idle_ttl;
 	st->ready_blocks = n->ready;
 	st->pending_blocks = n->pending;
 	st->lookup_keys = n->lookup_keys;
 	st->lookup_hits = n->lookup_hits;
 	st->evictions = n->evictions;
+	st->expired = n->expired;
+out:
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+int kvt_engine_tenant_stats(struct kvt_engine *e, uint32_t tenant,
+			    struct kvt_tenant_stats *st)
+{
+	struct tenant *t;
+	int rc = 0;
+
+	pthread_mutex_lock(&e->lock);
+	if (tenant >= e->ntenants) {
+		rc = -ENOENT;
+		goto out;
+	}
+	t = &e->tenants[tenant];
+	st->uid = t->uid;
+	memcpy(st->name, t->name, sizeof(st->name));
+	st->host_used_bytes = t->used;
+	st->host_quota_bytes = t->quota;
+	st->lookup_keys = t->lookup_keys;
+	st->lookup_hits = t->lookup_hits;
+	st->evictions = t->evictions;
 out:
 	pthread_mutex_unlock(&e->lock);
 	return rc;

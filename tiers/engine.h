@@ -1,18 +1,24 @@
 /*
- * The cache engine: namespaces, blocks and their life cycle
- * (absent -> PENDING -> READY -> evicted/dropped), sessions with their
- * reservations and leases, LRU eviction, and the host tier's slots.
+ * The cache engine: namespaces, tenants, blocks and their life cycle
+ * (absent -> PENDING -> READY -> evicted/expired/dropped), sessions with
+ * their reservations and leases, early reuse (readers waiting for PENDING
+ * blocks), eviction through the policy, quotas, TTLs, and the host tier's
+ * slots.
  *
  * Thread-safe: every call takes the engine's one mutex, so callers (the
  * daemon's completion-queue threads) need no locking of their own. Page bytes
  * are copied outside the lock: a slot is either PENDING (only its producer
- * writes it) or pinned (nobody frees it) while it is copied.
+ * writes it) or pinned (nobody frees it) while it is copied. Nothing here
+ * blocks on anything but that mutex: a waiting Acquire is a record that a
+ * Commit, an Abort, a session's end or the timer completes.
  *
- * Keys are passed as arrays of pointers to 16-byte keys; the caller has
- * checked their length. Errors are -errno with a message in *err:
+ * Every call acts for a tenant (from kvt_engine_tenant); keys are scoped by
+ * tenant unless the namespace is shared. Keys are passed as arrays of
+ * pointers to 16-byte keys; the caller has checked their length. Errors are
+ * -errno with a message in *err:
  *   -EINVAL  a bad argument              -ENOENT  unknown namespace/session/lease
  *   -EPERM   not allowed in this state   -ENOSPC  no slot or no room
- *   -ENOMEM  out of memory
+ *   -ENOMEM  out of memory               -EACCES  not this tenant's to do
  */
 #ifndef KVT_ENGINE_H
 #define KVT_ENGINE_H
@@ -22,11 +28,22 @@
 #include <sys/types.h>
 
 #include "index.h"
+#include "policy.h"
 
 #define KVT_NAMESPACE_NAME_MAX 128
 #define KVT_BLOCK_TOKENS_MAX 4096
 #define KVT_SESSION_TOKEN_BYTES 16
 #define KVT_SLOT_ALIGN 4096
+#define KVT_TENANTS_MAX 1024
+#define KVT_TENANT_NAME_MAX 32
+/* Tenant 0 owns the blocks of shared namespaces. */
+#define KVT_TENANT_SHARED 0
+#define KVT_MS 1000000ull /* engine clock units (ns) per millisecond */
+
+struct kvt_quota {
+	uint32_t uid;
+	uint64_t host_bytes;
+};
 
 struct kvt_engine_config {
 	uint64_t host_bytes;    /* capacity of the host tier */
@@ -35,6 +52,24 @@ struct kvt_engine_config {
 	mode_t shm_mode;
 	gid_t shm_gid; /* (gid_t)-1: leave the group alone */
 	uint32_t max_namespaces;
+
+	enum kvt_eviction eviction;
+	uint8_t default_priority;  /* retention priority of a block given none */
+	uint64_t idle_ttl;         /* namespace default; 0: blocks never expire */
+	uint64_t lease_ttl;        /* a pin's longest life; 0: forever */
+	uint64_t max_wait;         /* longest Acquire wait */
+	/* Host bytes a tenant keeps against other tenants' pressure, and above
+	 * which it evicts its own blocks first. 0: no quota. */
+	uint64_t default_host_quota;
+	const struct kvt_quota *quotas; /* per uid, overriding the default */
+	uint32_t nquotas;
+
+	/* Clock in ns; NULL: CLOCK_MONOTONIC. Tests pass a fake one. */
+	uint64_t (*clock)(void *arg);
+	void *clock_arg;
+	/* Run a thread that fires deadlines (waits, TTLs); without it the
+	 * caller calls kvt_engine_tick. */
+	bool timer_thread;
 };
 
 struct kvt_err {
@@ -54,29 +89,77 @@ enum kvt_reserve_state {
 	KVT_RESERVE_NO_SPACE = 4,
 };
 
+/* Retention of the blocks a Reserve or Put creates or finds. */
+struct kvt_retention {
+	uint8_t priority;  /* 0..100 */
+	uint64_t duration; /* then back to the default; 0: for good */
+};
+
+/* Values match kvtier.v1.DropScope. */
+enum kvt_drop_scope {
+	KVT_DROP_KEYS = 0,
+	KVT_DROP_NAMESPACE = 1,
+	KVT_DROP_TENANT = 2,
+};
+
+/* What every keyed call names: who asks, where, which keys. */
+struct kvt_req {
+	uint32_t tenant;
+	const uint8_t *session; /* KVT_SESSION_TOKEN_BYTES, or NULL */
+	uint32_t ns;
+	const uint8_t *const *keys;
+	uint32_t n;
+};
+
 struct kvt_engine_stats {
 	uint64_t sessions_active, sessions_total, leases_active, pinned_blocks;
 	uint64_t ready_blocks, pending_blocks, lookup_keys, lookup_hits;
+	uint64_t lookup_pending;
 	uint64_t reserved_total, committed_total, aborted_total;
 	uint64_t evictions_total, dropped_total, reserve_no_space_total;
+	uint64_t expired_total, priority_fallbacks_total;
+	uint64_t leases_expired_total, forced_unpins_total;
+	uint64_t waits_total, waits_active, waits_completed_total;
+	uint64_t waits_missed_total, waits_timed_out_total;
 	uint64_t host_capacity_bytes, host_used_bytes;
-	uint32_t host_segments, host_segments_used, namespaces;
+	uint32_t host_segments, host_segments_used, namespaces, tenants;
 };
 
 struct kvt_namespace_stats {
 	char name[KVT_NAMESPACE_NAME_MAX + 1];
 	uint64_t page_bytes;
 	uint32_t block_tokens;
+	bool shared;
+	uint64_t idle_ttl;
 	uint64_t ready_blocks, pending_blocks, lookup_keys, lookup_hits;
-	uint64_t evictions;
+	uint64_t evictions, expired;
 };
+
+struct kvt_tenant_stats {
+	uint32_t uid;
+	char name[KVT_TENANT_NAME_MAX];
+	uint64_t host_used_bytes, host_quota_bytes;
+	uint64_t lookup_keys, lookup_hits, evictions;
+};
+
+/* What an Acquire got: keys[0..count) pinned under lease (0: none). */
+struct kvt_acquired {
+	uint64_t lease;
+	uint32_t count;
+	const struct kvt_location *locs; /* count entries */
+};
+
+/* rc 0 with the result, or -ENOENT when the session ended first. */
+typedef void (*kvt_acquire_done)(void *arg, int rc,
+				 const struct kvt_acquired *got);
 
 struct kvt_engine;
 struct kvt_session;
 
 int kvt_engine_create(const struct kvt_engine_config *cfg,
 		      struct kvt_engine **out, struct kvt_err *err);
-/* Frees everything and unlinks the shm segments. No call may be running. */
+/* Stops the timer, frees everything, unlinks the shm segments. No call may be
+ * running; waiters must have been flushed. */
 void kvt_engine_destroy(struct kvt_engine *e);
 
 /* Host tier layout, as workers need it to map the segments. */
@@ -84,79 +167,112 @@ const char *kvt_engine_shm_prefix(const struct kvt_engine *e);
 uint32_t kvt_engine_host_segments(const struct kvt_engine *e);
 uint64_t kvt_engine_segment_bytes(const struct kvt_engine *e);
 
-/* Opens a session; its token (random) is written to token. */
-int kvt_engine_session_open(struct kvt_engine *e,
+/* The tenant of uid (registered on first sight under name). -ENOSPC past
+ * KVT_TENANTS_MAX tenants. */
+int kvt_engine_tenant(struct kvt_engine *e, uint32_t uid, const char *name,
+		      uint32_t *tenant);
+
+/* Opens a session of tenant; its token (random) is written to token. */
+int kvt_engine_session_open(struct kvt_engine *e, uint32_t tenant,
 			    uint8_t token[KVT_SESSION_TOKEN_BYTES],
 			    struct kvt_session **out);
-/* Ends a session: releases its leases, aborts its reservations. */
+/* Ends a session: releases its leases, aborts its reservations, wakes the
+ * readers waiting for them, ends its own waits with -ENOENT. */
 void kvt_engine_session_close(struct kvt_engine *e, struct kvt_session *s);
 
+/* shared: keys are not scoped by tenant. idle_ttl 0: the daemon default.
+ * Reopening with another idle_ttl changes it. */
 int kvt_engine_open_namespace(struct kvt_engine *e, const char *name,
 			      uint64_t page_bytes, uint32_t block_tokens,
-			      uint32_t *ns, bool *created, uint64_t *stride,
+			      bool shared, uint64_t idle_ttl, uint32_t *ns,
+			      bool *created, uint64_t *stride,
 			      struct kvt_err *err);
 /* -ENOENT for an unknown ns. */
 int kvt_engine_page_bytes(struct kvt_engine *e, uint32_t ns,
 			  uint64_t *page_bytes, struct kvt_err *err);
 
-int kvt_engine_lookup(struct kvt_engine *e, uint32_t ns,
-		      const uint8_t *const *keys, uint32_t n, uint32_t *ready,
-		      struct kvt_err *err);
+/* keys[0..*ready) are READY; keys[*ready..*ready + *pending) exist and
+ * keys[*ready] is PENDING. Counts as a use of the ready ones. */
+int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
+		      uint32_t *ready, uint32_t *pending, struct kvt_err *err);
 
 /*
- * parent may be NULL. states[n] and locs[n] receive the outcome per key.
- * -ENOSPC when some key needed a slot and none was reserved.
+ * parent may be NULL; retention NULL: the default. states[n] and locs[n]
+ * receive the outcome per key. -ENOSPC when some key needed a slot and none
+ * was reserved.
  */
-int kvt_engine_reserve(struct kvt_engine *e,
-		       const uint8_t token[KVT_SESSION_TOKEN_BYTES], uint32_t ns,
-		       const uint8_t *parent, const uint8_t *const *keys,
-		       uint32_t n, enum kvt_reserve_state *states,
+int kvt_engine_reserve(struct kvt_engine *e, const struct kvt_req *q,
+		       const uint8_t *parent,
+		       const struct kvt_retention *retention,
+		       enum kvt_reserve_state *states,
 		       struct kvt_location *locs, struct kvt_err *err);
-int kvt_engine_commit(struct kvt_engine *e,
-		      const uint8_t token[KVT_SESSION_TOKEN_BYTES], uint32_t ns,
-		      const uint8_t *const *keys, uint32_t n,
+int kvt_engine_commit(struct kvt_engine *e, const struct kvt_req *q,
 		      struct kvt_err *err);
-int kvt_engine_abort(struct kvt_engine *e,
-		     const uint8_t token[KVT_SESSION_TOKEN_BYTES], uint32_t ns,
-		     const uint8_t *const *keys, uint32_t n, struct kvt_err *err);
+int kvt_engine_abort(struct kvt_engine *e, const struct kvt_req *q,
+		     struct kvt_err *err);
 
-/* Pins the ready prefix under a new lease (0 when nothing is ready). */
-int kvt_engine_acquire(struct kvt_engine *e,
-		       const uint8_t token[KVT_SESSION_TOKEN_BYTES], uint32_t ns,
-		       const uint8_t *const *keys, uint32_t n, uint64_t *lease,
-		       struct kvt_location *locs, uint32_t *count,
+/*
+ * Pins the ready prefix of keys under a new lease. With wait > 0, a PENDING
+ * key in the prefix is waited for (at most wait, at most max_wait) instead
+ * of ending the prefix: the call completes when every key is ready, at the
+ * first absent key (a producer that aborts or dies makes its keys absent),
+ * or at the deadline with what is ready.
+ * 0: done() is called exactly once, possibly before this returns, on this
+ * or another thread, without the engine lock. <0: error, done() is not
+ * called.
+ */
+int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
+		       uint64_t wait, kvt_acquire_done done, void *arg,
 		       struct kvt_err *err);
-int kvt_engine_release(struct kvt_engine *e,
+int kvt_engine_release(struct kvt_engine *e, uint32_t tenant,
 		       const uint8_t token[KVT_SESSION_TOKEN_BYTES],
 		       uint64_t lease, struct kvt_err *err);
 
 /* Copies pages (each page_bytes long) in as ready blocks; see Put. */
-int kvt_engine_put(struct kvt_engine *e, uint32_t ns, const uint8_t *parent,
-		   const uint8_t *const *keys, const void *const *pages,
-		   uint32_t n, uint32_t *stored, struct kvt_err *err);
+int kvt_engine_put(struct kvt_engine *e, const struct kvt_req *q,
+		   const uint8_t *parent, const struct kvt_retention *retention,
+		   const void *const *pages, uint32_t *stored,
+		   struct kvt_err *err);
 
 /*
  * Pins at most max_pins blocks of the ready prefix without a session, for a
  * caller that copies them out at once and then calls kvt_engine_unpin.
  * *ready is the whole ready prefix length.
  */
-int kvt_engine_pin(struct kvt_engine *e, uint32_t ns,
-		   const uint8_t *const *keys, uint32_t n, uint32_t max_pins,
-		   struct kvt_block **pinned, uint32_t *count, uint32_t *ready,
-		   struct kvt_err *err);
+int kvt_engine_pin(struct kvt_engine *e, const struct kvt_req *q,
+		   uint32_t max_pins, struct kvt_block **pinned,
+		   uint32_t *count, uint32_t *ready, struct kvt_err *err);
 void kvt_engine_unpin(struct kvt_engine *e, struct kvt_block **blocks,
 		      uint32_t n);
 const void *kvt_engine_page(const struct kvt_engine *e,
 			    const struct kvt_block *b);
 
-/* keys (n of them) or, with all, every ready block of ns. */
-int kvt_engine_drop(struct kvt_engine *e, uint32_t ns,
-		    const uint8_t *const *keys, uint32_t n, bool all,
+/*
+ * Drops READY blocks (pinned ones leave the index now and free their slot at
+ * the last unpin): KEYS, the listed keys of ns; NAMESPACE, every block of ns
+ * that the tenant sees (every tenant's, for an admin); TENANT, every block of
+ * the tenant whose uid is target_uid in every namespace (another tenant's
+ * only for an admin).
+ */
+int kvt_engine_drop(struct kvt_engine *e, const struct kvt_req *q,
+		    enum kvt_drop_scope scope, bool admin, uint32_t target_uid,
 		    uint32_t *dropped, struct kvt_err *err);
 
+/* Fires what is due: waits, priority fallbacks, idle TTLs, lease TTLs.
+ * Returns the engine clock time of the next deadline. */
+uint64_t kvt_engine_tick(struct kvt_engine *e);
+
+/* Completes every wait now with what is ready; later acquires do not wait.
+ * For shutdown. */
+void kvt_engine_stop_waiting(struct kvt_engine *e);
+
+uint64_t kvt_engine_now(struct kvt_engine *e);
+
 void kvt_engine_stats(struct kvt_engine *e, struct kvt_engine_stats *st);
-/* -ENOENT past the last namespace. */
+/* -ENOENT past the last namespace / tenant. */
 int kvt_engine_namespace_stats(struct kvt_engine *e, uint32_t ns,
 			       struct kvt_namespace_stats *st);
+int kvt_engine_tenant_stats(struct kvt_engine *e, uint32_t tenant,
+			    struct kvt_tenant_stats *st);
 
 #endif

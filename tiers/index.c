@@ -15,12 +15,13 @@ struct kvt_index {
 	size_t count;
 };
 
-static uint64_t key_hash(uint32_t ns, const uint8_t key[KVT_KEY_BYTES])
+static uint64_t key_hash(uint32_t ns, uint32_t tenant,
+			 const uint8_t key[KVT_KEY_BYTES])
 {
 	uint64_t h;
 
 	memcpy(&h, key, sizeof(h));
-	return h ^ ((uint64_t)ns * 0x9e3779b97f4a7c15ull);
+	return h ^ (((uint64_t)ns << 16 | tenant) * 0x9e3779b97f4a7c15ull);
 }
 
 struct kvt_index *kvt_index_create(void)
@@ -47,12 +48,14 @@ void kvt_index_destroy(struct kvt_index *idx)
 }
 
 struct kvt_block *kvt_index_find(const struct kvt_index *idx, uint32_t ns,
+				 uint32_t tenant,
 				 const uint8_t key[KVT_KEY_BYTES])
 {
-	struct kvt_block *b = idx->buckets[key_hash(ns, key) & idx->mask];
+	struct kvt_block *b = idx->buckets[key_hash(ns, tenant, key) & idx->mask];
 
 	for (; b; b = b->hash_next)
-		if (b->ns == ns && memcmp(b->key, key, KVT_KEY_BYTES) == 0)
+		if (b->ns == ns && b->tenant == tenant &&
+		    memcmp(b->key, key, KVT_KEY_BYTES) == 0)
 			return b;
 	return NULL;
 }
@@ -68,7 +71,7 @@ static int grow(struct kvt_index *idx)
 		struct kvt_block *b = idx->buckets[i], *next;
 
 		for (; b; b = next) {
-			size_t j = key_hash(b->ns, b->key) & new_mask;
+			size_t j = key_hash(b->ns, b->tenant, b->key) & new_mask;
 
 			next = b->hash_next;
 			b->hash_next = nb[j];
@@ -85,12 +88,12 @@ int kvt_index_insert(struct kvt_index *idx, struct kvt_block *b)
 {
 	size_t i;
 
-	if (kvt_index_find(idx, b->ns, b->key))
+	if (kvt_index_find(idx, b->ns, b->tenant, b->key))
 		return -EEXIST;
 	/* A failed grow only costs longer chains; the insert still succeeds. */
 	if (idx->count > idx->mask)
 		(void)grow(idx);
-	i = key_hash(b->ns, b->key) & idx->mask;
+	i = key_hash(b->ns, b->tenant, b->key) & idx->mask;
 	b->hash_next = idx->buckets[i];
 	idx->buckets[i] = b;
 	idx->count++;
@@ -99,7 +102,7 @@ int kvt_index_insert(struct kvt_index *idx, struct kvt_block *b)
 
 void kvt_index_remove(struct kvt_index *idx, struct kvt_block *b)
 {
-	struct kvt_block **p = &idx->buckets[key_hash(b->ns, b->key) & idx->mask];
+	struct kvt_block **p = &idx->buckets[key_hash(b->ns, b->tenant, b->key) & idx->mask];
 
 	for (; *p; p = &(*p)->hash_next) {
 		if (*p == b) {

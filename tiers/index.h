@@ -1,5 +1,6 @@
 /*
- * Block index: a hash table of cache blocks keyed by (namespace, 16-byte key).
+ * Block index: a hash table of cache blocks keyed by (namespace, tenant,
+ * 16-byte key).
  *
  * The index only finds blocks; it owns neither their memory nor their slots
  * (the engine does). Keys are outputs of a keyed cryptographic hash, so their
@@ -19,17 +20,39 @@ enum kvt_block_state {
 	KVT_BLOCK_READY = 2,   /* committed, readable */
 };
 
+struct kvt_waiter;
+
+/*
+ * One cached block: 96 bytes, the bulk of the daemon's metadata (BENCHMARKS.md
+ * measures it). The engine and the policy own the fields; the index reads
+ * key, ns, tenant and hash_next.
+ */
 struct kvt_block {
 	uint8_t key[KVT_KEY_BYTES];
-	uint8_t parent[KVT_KEY_BYTES]; /* all zero: first block of a chain */
 	struct kvt_block *hash_next;
-	struct kvt_block *lru_prev, *lru_next; /* ready and unpinned blocks only */
-	void *owner;                           /* producing session while pending */
-	uint32_t ns;
+	/* PENDING: the producer's list. READY: the policy's class list, while
+	 * the block is an eviction candidate (on_list). */
+	struct kvt_block *prev, *next;
+	/* The resident block this one chains from; it counts us in children
+	 * and outlives us (a dropped parent stays as a husk until then). */
+	struct kvt_block *parent;
+	union {
+		struct {
+			void *owner;               /* producing session */
+			struct kvt_waiter *waiters; /* readers waiting for it */
+		} pending;
+		uint64_t atime; /* READY: last use, engine clock */
+	} u;
+	uint16_t ns, tenant;
 	uint32_t segment, slot;
 	uint32_t pins;
+	uint32_t children; /* resident blocks whose parent this is */
+	uint32_t heap_pos; /* 1-based slot in the retention heap; 0: none */
+	uint8_t priority;  /* retention priority, 0..100 */
 	uint8_t state;
-	uint8_t indexed; /* 0 once dropped while pinned: freed at the last unpin */
+	uint8_t indexed : 1; /* findable; 0 once dropped or evicted */
+	uint8_t has_slot : 1;
+	uint8_t on_list : 1;
 };
 
 struct kvt_index;
@@ -37,11 +60,12 @@ struct kvt_index;
 struct kvt_index *kvt_index_create(void);
 void kvt_index_destroy(struct kvt_index *idx);
 
-/* The block of (ns, key), or NULL. */
+/* The block of (ns, tenant, key), or NULL. */
 struct kvt_block *kvt_index_find(const struct kvt_index *idx, uint32_t ns,
+				 uint32_t tenant,
 				 const uint8_t key[KVT_KEY_BYTES]);
 
-/* Adds b (its key and ns set). 0, -EEXIST if the key is there, -ENOMEM. */
+/* Adds b (its key, ns and tenant set). 0, -EEXIST if the key is there, -ENOMEM. */
 int kvt_index_insert(struct kvt_index *idx, struct kvt_block *b);
 
 /* Removes b, which must be in the index. */

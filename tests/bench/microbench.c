@@ -54,13 +54,13 @@ static void lookup_client(const char *addr, int iters, double *out)
 
 	make_keys(keys, KEYS, 1);
 	CHECK(kvt_connect(addr, &c) == 0);
-	CHECK_RC(c, kvt_open_namespace(c, "bench-lookup", 4096, 16, &ns), 0);
+	CHECK_RC(c, kvt_open_namespace(c, "bench-lookup", 4096, 16, 0, &ns), 0);
 	for (int i = 0; i < 1000; i++)
-		CHECK_RC(c, kvt_lookup(c, &ns, keys, KEYS, &ready), 0);
+		CHECK_RC(c, kvt_lookup(c, &ns, keys, KEYS, &ready, NULL), 0);
 	for (int i = 0; i < iters; i++) {
 		double t = now();
 
-		CHECK_RC(c, kvt_lookup(c, &ns, keys, KEYS, &ready), 0);
+		CHECK_RC(c, kvt_lookup(c, &ns, keys, KEYS, &ready, NULL), 0);
 		out[i] = now() - t;
 	}
 	CHECK(ready == KEYS);
@@ -119,8 +119,8 @@ static void seed_lookup(const char *addr)
 	for (int i = 0; i < KEYS; i++)
 		pages[i] = page;
 	CHECK(kvt_connect(addr, &c) == 0);
-	CHECK_RC(c, kvt_open_namespace(c, "bench-lookup", 4096, 16, &ns), 0);
-	CHECK_RC(c, kvt_put(c, &ns, NULL, keys, pages, KEYS, &n), 0);
+	CHECK_RC(c, kvt_open_namespace(c, "bench-lookup", 4096, 16, 0, &ns), 0);
+	CHECK_RC(c, kvt_put(c, &ns, NULL, keys, pages, KEYS, NULL, &n), 0);
 	kvt_close(c);
 	_exit(0);
 }
@@ -142,8 +142,8 @@ static void bench_read(const char *addr)
 	make_keys(keys, READ_PAGES, 5000);
 	CHECK(kvt_connect(addr, &c) == 0);
 	CHECK_RC(c, kvt_attach(c, "bench-read"), 0);
-	CHECK_RC(c, kvt_open_namespace(c, "bench-read", BIG_PAGE, 16, &ns), 0);
-	CHECK_RC(c, kvt_reserve(c, &ns, NULL, keys, READ_PAGES, slots), 0);
+	CHECK_RC(c, kvt_open_namespace(c, "bench-read", BIG_PAGE, 16, 0, &ns), 0);
+	CHECK_RC(c, kvt_reserve(c, &ns, NULL, keys, READ_PAGES, NULL, slots), 0);
 	for (int i = 0; i < READ_PAGES; i++) {
 		CHECK(slots[i].state == KVT_SLOT_RESERVED);
 		test_fill(slots[i].page, BIG_PAGE, (unsigned)i);
@@ -162,7 +162,7 @@ static void bench_read(const char *addr)
 
 		/* Onload: Acquire (RPC), copy out of shm, Release (RPC). */
 		t = now();
-		CHECK_RC(c, kvt_acquire(c, &ns, keys, READ_PAGES, &lease), 0);
+		CHECK_RC(c, kvt_acquire(c, &ns, keys, READ_PAGES, 0, &lease), 0);
 		CHECK(lease.count == READ_PAGES);
 		{
 			double tc = now();

@@ -11,9 +11,18 @@
  * The session lives until kvt_close or the process's death; either way the
  * daemon releases every pin and reservation the session held.
  *
+ * Early reuse: a block another worker is still producing shows up as
+ * pending in kvt_lookup; kvt_acquire with wait_ms > 0 waits for it and
+ * returns as soon as it is committed.
+ *
+ * The daemon knows the calling process's user (the unix socket's peer
+ * credentials): that is its tenant. Tenants never see each other's blocks
+ * unless the daemon's config shares the namespace.
+ *
  * Every action returns 0 or a negative errno, mapped from the daemon's gRPC
  * status: -EINVAL (INVALID_ARGUMENT), -ENOENT (NOT_FOUND), -EPERM
- * (FAILED_PRECONDITION), -ENOSPC (RESOURCE_EXHAUSTED), -ECONNREFUSED
+ * (FAILED_PRECONDITION), -ENOSPC (RESOURCE_EXHAUSTED), -EACCES
+ * (PERMISSION_DENIED), -ECONNREFUSED
  * (UNAVAILABLE: no daemon), -ETIMEDOUT, -ENOTCONN (no session), -EIO (other).
  * kvt_errmsg() then tells what the daemon said.
  *
@@ -48,6 +57,9 @@ int kvt_connect(const char *target, kvt_client **out);
 /* Opens the session (the Attach stream); client_name shows in the daemon's log. */
 int kvt_attach(kvt_client *c, const char *client_name);
 
+/* The tenant the daemon sees this client as (after kvt_attach), e.g. "alice". */
+const char *kvt_tenant(const kvt_client *c);
+
 /* Ends the session (releasing its pins and reservations), frees the client. */
 void kvt_close(kvt_client *c);
 
@@ -65,15 +77,35 @@ struct kvt_namespace {
 	uint64_t page_bytes;
 	uint64_t slot_stride;
 	int created; /* 1 if this call created it */
+	int shared;  /* 1 if its blocks are shared by all tenants */
 };
 
-/* Opens (or creates) a namespace: name like "llama-3-8b:bf16:tp0of1:bt16". */
+/*
+ * Opens (or creates) a namespace: name like "llama-3-8b:bf16:tp0of1:bt16".
+ * idle_ttl_ms: unpinned blocks unused this long expire (0: the daemon's
+ * default; another nonzero value on reopen replaces it).
+ */
 int kvt_open_namespace(kvt_client *c, const char *name, uint64_t page_bytes,
-		       uint32_t block_tokens, struct kvt_namespace *ns);
+		       uint32_t block_tokens, uint64_t idle_ttl_ms,
+		       struct kvt_namespace *ns);
 
-/* *ready: how many leading keys are cached and ready. */
+/*
+ * *ready: how many leading keys are cached and ready; *pending (may be
+ * NULL): how many after those are being produced by some worker.
+ */
 int kvt_lookup(kvt_client *c, const struct kvt_namespace *ns,
-	       const struct kvt_key *keys, size_t n, size_t *ready);
+	       const struct kvt_key *keys, size_t n, size_t *ready,
+	       size_t *pending);
+
+/*
+ * How long blocks should stay: priority 0 (evicted first) .. 100 (last),
+ * for duration_ms (0: for good), then the daemon's default priority.
+ * Functions taking one accept NULL for the default.
+ */
+struct kvt_retention {
+	unsigned priority;
+	uint64_t duration_ms;
+};
 
 enum kvt_slot_state {
 	KVT_SLOT_RESERVED = 1, /* write page_bytes at .page, then commit */
@@ -93,7 +125,8 @@ struct kvt_slot {
  */
 int kvt_reserve(kvt_client *c, const struct kvt_namespace *ns,
 		const struct kvt_key *parent, const struct kvt_key *keys,
-		size_t n, struct kvt_slot *slots);
+		size_t n, const struct kvt_retention *retention,
+		struct kvt_slot *slots);
 
 /* Publishes reserved, written blocks (all or nothing). */
 int kvt_commit(kvt_client *c, const struct kvt_namespace *ns,
@@ -109,9 +142,14 @@ struct kvt_lease {
 	const void **pages; /* count page pointers, valid until release */
 };
 
-/* Pins the ready prefix of keys; fills lease. Needs kvt_attach. */
+/*
+ * Pins the ready prefix of keys; fills lease. With wait_ms > 0, waits (at
+ * most that long) for blocks being produced instead of stopping at them.
+ * Needs kvt_attach.
+ */
 int kvt_acquire(kvt_client *c, const struct kvt_namespace *ns,
-		const struct kvt_key *keys, size_t n, struct kvt_lease *lease);
+		const struct kvt_key *keys, size_t n, unsigned wait_ms,
+		struct kvt_lease *lease);
 
 /* Unpins a lease and frees lease->pages. A lease with id 0 is a no-op. */
 int kvt_release(kvt_client *c, struct kvt_lease *lease);
@@ -119,7 +157,8 @@ int kvt_release(kvt_client *c, struct kvt_lease *lease);
 /* Stores pages inline (each ns->page_bytes); *stored: how many were new. */
 int kvt_put(kvt_client *c, const struct kvt_namespace *ns,
 	    const struct kvt_key *parent, const struct kvt_key *keys,
-	    const void *const *pages, size_t n, size_t *stored);
+	    const void *const *pages, size_t n,
+	    const struct kvt_retention *retention, size_t *stored);
 
 /*
  * Copies the pages of the ready prefix into dst[i] (each ns->page_bytes);
@@ -129,9 +168,16 @@ int kvt_get(kvt_client *c, const struct kvt_namespace *ns,
 	    const struct kvt_key *keys, size_t n, void *const *dst,
 	    size_t *got);
 
-/* Drops keys (n > 0), or every block of the namespace (keys NULL, n 0). */
+/*
+ * Drops keys (n > 0), or every block of the namespace (keys NULL, n 0): the
+ * caller's own, or every tenant's when the caller is root or the daemon's user.
+ */
 int kvt_drop(kvt_client *c, const struct kvt_namespace *ns,
 	     const struct kvt_key *keys, size_t n, size_t *dropped);
+
+/* Drops every block of a tenant (a user name or uid; NULL: the caller's own)
+ * in every namespace. Another tenant's only for root or the daemon's user. */
+int kvt_drop_tenant(kvt_client *c, const char *tenant, size_t *dropped);
 
 /*
  * Calls fn once per statistic, with a dotted name ("host_used_bytes",
