@@ -8,6 +8,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+static pid_t running_daemon, daemon_owner;
+
+/* A test that fails (exit from CHECK) must not leave its daemon behind. */
+static void kill_daemon_at_exit(void)
+{
+	if (running_daemon > 0 && getpid() == daemon_owner)
+		kill(running_daemon, SIGKILL);
+}
+
 void test_daemon_start(struct test_daemon *d, const char *const *sets)
 {
 	const char *bin = getenv("KVTIERD");
@@ -44,6 +53,10 @@ void test_daemon_start(struct test_daemon *d, const char *const *sets)
 		_exit(127);
 	}
 	close(out[1]);
+	if (!daemon_owner)
+		atexit(kill_daemon_at_exit);
+	running_daemon = d->pid;
+	daemon_owner = getpid();
 	/* Ready when it prints where it listens. */
 	pfd.fd = out[0];
 	pfd.events = POLLIN;
@@ -74,6 +87,8 @@ int test_daemon_stop(struct test_daemon *d)
 	kill(d->pid, SIGTERM);
 	if (waitpid(d->pid, &status, 0) < 0)
 		return -1;
+	if (running_daemon == d->pid)
+		running_daemon = 0;
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", d->dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "harness: cannot remove %s\n", d->dir);

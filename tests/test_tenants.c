@@ -1,0 +1,212 @@
+/*
+ * Tenants from peer credentials. Two worker processes run under two uids
+ * (set with setresuid; the uids need no passwd entry, the kernel reports
+ * them through SO_PEERCRED all the same), in the socket's group:
+ *   - B misses on A's prefix while A hits it again;
+ *   - a namespace listed as shared is shared;
+ *   - A floods the tier (twice its size); B keeps every block of its quota;
+ *   - B may not drop A's blocks; root (an admin) may.
+ * Needs root to switch uids: skipped otherwise.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <kvtier/kvtier.h>
+
+#include "harness.h"
+
+#define PAGE 4096
+#define CAPACITY 256          /* blocks: host.size / PAGE */
+#define QUOTA 64              /* blocks: tenants.host_quota */
+#define UID_A 61001
+#define UID_B 61002
+#define GID 65534             /* nogroup: the socket's and segments' group */
+#define PREFIX 8
+#define SEGMENT 16            /* blocks: host.segment_size / PAGE */
+
+struct shared {
+	atomic_int step; /* the script's position, moved by whoever finishes */
+};
+
+static struct shared *sh;
+
+static void wait_step(int step)
+{
+	while (atomic_load(&sh->step) < step)
+		usleep(500);
+}
+
+static void make_keys(struct kvt_key *keys, int n, unsigned base)
+{
+	for (int i = 0; i < n; i++)
+		test_fill(keys[i].bytes, sizeof(keys[i].bytes), base + (unsigned)i);
+}
+
+static kvt_client *become(uid_t uid, const char *addr, const char *ns_name,
+			  struct kvt_namespace *ns)
+{
+	gid_t gid = GID;
+	kvt_client *c;
+
+	CHECK(setgroups(1, &gid) == 0 && setresgid(GID, GID, GID) == 0 &&
+	      setresuid(uid, uid, uid) == 0);
+	CHECK(kvt_connect(addr, &c) == 0);
+	CHECK_RC(c, kvt_attach(c, "tenant-test"), 0);
+	CHECK_RC(c, kvt_open_namespace(c, ns_name, PAGE, 16, 0, ns), 0);
+	return c;
+}
+
+static void put_chain(kvt_client *c, const struct kvt_namespace *ns,
+		      const struct kvt_key *keys, int n)
+{
+	static uint8_t page[PAGE];
+	const void *pages[CAPACITY];
+	size_t stored;
+
+	for (int i = 0; i < n; i++)
+		pages[i] = page;
+	CHECK_RC(c, kvt_put(c, ns, NULL, keys, pages, (size_t)n, NULL, &stored), 0);
+}
+
+static size_t hits(kvt_client *c, const struct kvt_namespace *ns,
+		   const struct kvt_key *keys, int n)
+{
+	size_t ready;
+
+	CHECK_RC(c, kvt_lookup(c, ns, keys, (size_t)n, &ready, NULL), 0);
+	return ready;
+}
+
+static void tenant_a(const char *addr)
+{
+	struct kvt_key prefix[PREFIX], flood[64], shared[4];
+	struct kvt_namespace ns, sns;
+	kvt_client *c = become(UID_A, addr, "model", &ns);
+
+	CHECK(strcmp(kvt_tenant(c), "uid:61001") == 0);
+	make_keys(prefix, PREFIX, 100);
+	put_chain(c, &ns, prefix, PREFIX);
+	CHECK(hits(c, &ns, prefix, PREFIX) == PREFIX);
+	CHECK_RC(c, kvt_open_namespace(c, "common", PAGE, 16, 0, &sns), 0);
+	CHECK(sns.shared);
+	make_keys(shared, 4, 900);
+	put_chain(c, &sns, shared, 4);
+	atomic_store(&sh->step, 1);
+
+	wait_step(2); /* B looked and filled its quota */
+	CHECK(hits(c, &ns, prefix, PREFIX) == PREFIX);
+	/* Flood: twice the tier, in chains of 64. */
+	for (unsigned i = 0; i < 2 * CAPACITY / 64; i++) {
+		make_keys(flood, 64, 10000 + 64 * i);
+		put_chain(c, &ns, flood, 64);
+	}
+	atomic_store(&sh->step, 3);
+	kvt_close(c);
+}
+
+static void tenant_b(const char *addr)
+{
+	struct kvt_key prefix[PREFIX], mine[QUOTA], shared[4];
+	struct kvt_namespace ns, sns;
+	size_t dropped;
+	kvt_client *c = become(UID_B, addr, "model", &ns);
+
+	make_keys(prefix, PREFIX, 100);
+	make_keys(mine, QUOTA, 5000);
+	make_keys(shared, 4, 900);
+	wait_step(1);
+	CHECK(hits(c, &ns, prefix, PREFIX) == 0);
+	CHECK_RC(c, kvt_open_namespace(c, "common", PAGE, 16, 0, &sns), 0);
+	CHECK(hits(c, &sns, shared, 4) == 4);
+	put_chain(c, &ns, mine, QUOTA);
+	atomic_store(&sh->step, 2);
+
+	wait_step(3); /* A flooded */
+	CHECK(hits(c, &ns, mine, QUOTA) == QUOTA);
+	CHECK(hits(c, &ns, prefix, PREFIX) == 0);
+	CHECK_RC(c, kvt_drop_tenant(c, "61001", &dropped), -EACCES);
+	CHECK(strstr(kvt_errmsg(c), "admin"));
+	atomic_store(&sh->step, 4);
+	kvt_close(c);
+}
+
+struct usage {
+	long a_used, b_used, b_evictions;
+};
+
+static void collect(void *arg, const char *name, const char *value)
+{
+	struct usage *u = arg;
+
+	if (strcmp(name, "tenants.uid:61001.host_used_bytes") == 0)
+		u->a_used = atol(value);
+	else if (strcmp(name, "tenants.uid:61002.host_used_bytes") == 0)
+		u->b_used = atol(value);
+	else if (strcmp(name, "tenants.uid:61002.evictions") == 0)
+		u->b_evictions = atol(value);
+}
+
+int main(void)
+{
+	static const char *const sets[] = {
+		"host.size=1M", "host.segment_size=64K", "daemon.group=nogroup",
+		"daemon.socket_mode=0660", "tenants.host_quota=256K",
+		"tenants.shared_namespaces=common", NULL,
+	};
+	struct test_daemon d;
+	struct usage u = { 0 };
+	pid_t a, b;
+	int status;
+	size_t dropped;
+	kvt_client *c;
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "needs root to run workers under other uids\n");
+		return 77;
+	}
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	CHECK(sh != MAP_FAILED);
+	atomic_init(&sh->step, 0);
+	test_daemon_start(&d, sets);
+	/* The run directory is the daemon's (0750, group nogroup); the test's
+	 * temp dir above it must let the workers through. */
+	CHECK(chmod(d.dir, 0755) == 0);
+
+	a = fork();
+	CHECK(a >= 0);
+	if (a == 0) {
+		tenant_a(d.addr);
+		_exit(0);
+	}
+	b = fork();
+	CHECK(b >= 0);
+	if (b == 0) {
+		tenant_b(d.addr);
+		_exit(0);
+	}
+	CHECK(waitpid(a, &status, 0) == a && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK(waitpid(b, &status, 0) == b && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	CHECK(kvt_connect(d.addr, &c) == 0);
+	CHECK_RC(c, kvt_stats(c, collect, &u), 0);
+	printf("after A's flood: A uses %ld KiB, B %ld KiB (quota 256 KiB), B lost %ld blocks\n",
+	       u.a_used >> 10, u.b_used >> 10, u.b_evictions);
+	CHECK(u.b_used == QUOTA * PAGE && u.b_evictions == 0);
+	/* A has the rest, but for the segment the shared namespace holds. */
+	CHECK(u.a_used == (CAPACITY - QUOTA - SEGMENT) * PAGE);
+	/* Root is an admin: it may drop A's blocks. */
+	CHECK_RC(c, kvt_drop_tenant(c, "61001", &dropped), 0);
+	CHECK(dropped == CAPACITY - QUOTA - SEGMENT);
+	CHECK_RC(c, kvt_stats(c, collect, &u), 0);
+	CHECK(u.a_used == 0 && u.b_used == QUOTA * PAGE);
+	kvt_close(c);
+	CHECK(test_daemon_stop(&d) == 0);
+	return 0;
+}
