@@ -190,6 +190,17 @@ int main(void)
 	wrong.page_bytes = PAGE - 1;
 	EXPECT_MSG(c, kvt_put(c, &wrong, NULL, keys, pages, 1, NULL, &n), -EINVAL, "pages[0] is 4095 bytes");
 	EXPECT_MSG(c, kvt_put(c, &ns, NULL, keys, pages, 0, NULL, &n), -EINVAL, "keys is empty");
+	{
+		struct kvt_retention too_high = { 101, 0 };
+		struct kvt_lease none;
+
+		EXPECT_MSG(c, kvt_put(c, &ns, NULL, keys, pages, 1, &too_high, &n), -EINVAL,
+			   "retention.priority 101 is outside 0..100");
+		EXPECT_MSG(c, kvt_acquire(c, &ns, keys, 1, 3600 * 1000, &none), -EINVAL,
+			   "exceeds max_wait");
+		EXPECT_MSG(c, kvt_drop_tenant(c, "no-such-user-kvtier", &n), -EINVAL,
+			   "neither a user name nor a uid");
+	}
 
 	/* Fill the remaining slots with pins: Reserve has nowhere to go. */
 	{
@@ -265,7 +276,7 @@ int main(void)
 	printf("errors counted: invalid %ld, not found %ld, precondition %ld, "
 	       "exhausted %ld, unimplemented %ld\n", errs.invalid, errs.not_found,
 	       errs.precondition, errs.exhausted, errs.unimplemented);
-	CHECK(errs.invalid >= 7 && errs.not_found >= 3 && errs.precondition >= 3);
+	CHECK(errs.invalid >= 10 && errs.not_found >= 3 && errs.precondition >= 3);
 	CHECK(errs.exhausted >= 2 && errs.unimplemented == 1);
 	for (int i = 0; i < npins; i++)
 		CHECK_RC(c, kvt_release(c, &pins[i]), 0);

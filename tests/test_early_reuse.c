@@ -31,6 +31,7 @@
 #define WAIT_MS 60000 /* far beyond the test's own timeout */
 
 struct shared {
+	atomic_int reserved;       /* the producer holds the BLOCKS */
 	atomic_int committed;      /* blocks the producer has committed */
 	atomic_int got[BLOCKS];    /* readers that have block i */
 	atomic_int tail_reserved;  /* the producer holds the TAIL blocks */
@@ -41,10 +42,14 @@ struct shared {
 static struct shared *sh;
 static struct kvt_key keys[BLOCKS + TAIL];
 
+/* Waits for *v to reach want; gives up when some process failed. */
 static void wait_until(atomic_int *v, int want)
 {
-	while (atomic_load(v) < want)
+	while (atomic_load(v) < want) {
+		if (atomic_load(&sh->failures))
+			exit(1);
 		usleep(200);
+	}
 }
 
 static kvt_client *open_client(const char *addr, const char *name,
@@ -69,6 +74,7 @@ static void producer(const char *addr)
 		CHECK(slots[i].state == KVT_SLOT_RESERVED);
 		test_fill(slots[i].page, PAGE, (unsigned)i);
 	}
+	atomic_store(&sh->reserved, 1);
 	for (int i = 0; i < BLOCKS; i++) {
 		if (i > 0)
 			wait_until(&sh->got[i - 1], READERS);
@@ -93,6 +99,7 @@ static void reader(const char *addr, int id)
 
 	snprintf(name, sizeof(name), "reader-%d", id);
 	c = open_client(addr, name, &ns);
+	wait_until(&sh->reserved, 1);
 	for (int i = 0; i < BLOCKS; i++) {
 		/* Ask for the whole prefix up to block i; wait for block i. */
 		CHECK_RC(c, kvt_acquire(c, &ns, keys, (size_t)i + 1, WAIT_MS, &lease), 0);
@@ -100,6 +107,7 @@ static void reader(const char *addr, int id)
 			fprintf(stderr, "reader %d: block %d: got %zu blocks, %d committed\n",
 				id, i, lease.count, atomic_load(&sh->committed));
 			atomic_fetch_add(&sh->failures, 1);
+			exit(1);
 		}
 		test_fill(want, PAGE, (unsigned)i);
 		CHECK(memcmp(lease.pages[i], want, PAGE) == 0);
@@ -175,6 +183,7 @@ int main(void)
 	wait_until(&sh->waiting, READERS);
 	do {
 		usleep(1000);
+		CHECK(atomic_load(&sh->failures) == 0);
 		CHECK_RC(c, kvt_stats(c, collect, &k), 0);
 	} while (k.active < READERS);
 	kill(prod, SIGKILL);

@@ -974,8 +974,11 @@ static struct kvt_block *find(struct kvt_engine *e, const struct kvt_req *q,
 /* Length of the READY prefix of q's keys. Caller holds the lock. */
 static uint32_t ready_prefix(struct kvt_engine *e, const struct kvt_req *q)
 {
-	uint32_t i;
+	uint32_t i, tenant = scope(e, q->ns, q->tenant);
 
+	/* In a large index every probe misses the cache: overlap them. */
+	for (i = 0; i < q->n; i++)
+		kvt_index_prefetch(e->index, q->ns, tenant, q->keys[i]);
 	for (i = 0; i < q->n; i++) {
 		struct kvt_block *b = find(e, q, i);
 

@@ -60,6 +60,12 @@ struct kvt_block *kvt_index_find(const struct kvt_index *idx, uint32_t ns,
 	return NULL;
 }
 
+void kvt_index_prefetch(const struct kvt_index *idx, uint32_t ns,
+			uint32_t tenant, const uint8_t key[KVT_KEY_BYTES])
+{
+	__builtin_prefetch(&idx->buckets[key_hash(ns, tenant, key) & idx->mask]);
+}
+
 static int grow(struct kvt_index *idx)
 {
 	size_t new_mask = idx->mask * 2 + 1;

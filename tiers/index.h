@@ -65,6 +65,14 @@ struct kvt_block *kvt_index_find(const struct kvt_index *idx, uint32_t ns,
 				 uint32_t tenant,
 				 const uint8_t key[KVT_KEY_BYTES]);
 
+/*
+ * Starts loading the bucket a find of (ns, tenant, key) will read: calling
+ * it for a batch of keys first lets their cache misses overlap. (Prefetching
+ * the blocks as well, in a second pass, gained 1% at 10M blocks: not kept.)
+ */
+void kvt_index_prefetch(const struct kvt_index *idx, uint32_t ns,
+			uint32_t tenant, const uint8_t key[KVT_KEY_BYTES]);
+
 /* Adds b (its key, ns and tenant set). 0, -EEXIST if the key is there, -ENOMEM. */
 int kvt_index_insert(struct kvt_index *idx, struct kvt_block *b);
 
