@@ -175,6 +175,9 @@ static grpc_status_code caller(struct kvt_daemon *d, struct kvt_call *call,
 	uint32_t uid = peer->unix_socket ? (uint32_t)peer->uid : TCP_UID;
 	char name[KVT_TENANT_NAME_MAX];
 
+	/* The user database is read once per tenant, not per call. */
+	if (kvt_engine_tenant(d->engine, uid, NULL, tenant) == 0)
+		return GRPC_STATUS_OK;
 	tenant_name(uid, name, sizeof(name));
 	if (kvt_engine_tenant(d->engine, uid, name, tenant) < 0)
 		return reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED,

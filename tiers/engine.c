@@ -349,6 +349,10 @@ int kvt_engine_tenant(struct kvt_engine *e, uint32_t uid, const char *name,
 	for (i = 1; i < e->ntenants; i++)
 		if (e->tenants[i].uid == uid)
 			goto out;
+	if (!name) {
+		rc = -ENOENT;
+		goto out;
+	}
 	if (e->ntenants == KVT_TENANTS_MAX) {
 		rc = -ENOSPC;
 		goto out;
@@ -742,26 +746,23 @@ static void run_done(struct done_list *done)
 static void waiter_queue(struct kvt_engine *e, struct kvt_waiter *w,
 			 struct kvt_block *b)
 {
-	struct kvt_waiter *after = NULL;
+	struct kvt_waiter **p = &e->waiters, *prev = NULL;
 
 	w->on = b;
 	w->next_on_block = b->u.pending.waiters;
 	b->u.pending.waiters = w;
 	if (w->queued)
 		return;
-	/* Deadlines mostly come in order: search from the latest. */
-	for (after = e->waiters; after && after->next; after = after->next)
-		;
-	while (after && after->deadline > w->deadline)
-		after = after->prev;
-	w->prev = after;
-	w->next = after ? after->next : e->waiters;
+	/* Linear, but the waits in flight are a few per worker. */
+	while (*p && (*p)->deadline <= w->deadline) {
+		prev = *p;
+		p = &prev->next;
+	}
+	w->prev = prev;
+	w->next = *p;
 	if (w->next)
 		w->next->prev = w;
-	if (after)
-		after->next = w;
-	else
-		e->waiters = w;
+	*p = w;
 	w->queued = true;
 	if (!w->waited) {
 		w->waited = true;

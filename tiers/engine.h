@@ -167,8 +167,8 @@ const char *kvt_engine_shm_prefix(const struct kvt_engine *e);
 uint32_t kvt_engine_host_segments(const struct kvt_engine *e);
 uint64_t kvt_engine_segment_bytes(const struct kvt_engine *e);
 
-/* The tenant of uid (registered on first sight under name). -ENOSPC past
- * KVT_TENANTS_MAX tenants. */
+/* The tenant of uid, registered on first sight under name. With name NULL,
+ * -ENOENT for a uid not seen yet. -ENOSPC past KVT_TENANTS_MAX tenants. */
 int kvt_engine_tenant(struct kvt_engine *e, uint32_t uid, const char *name,
 		      uint32_t *tenant);
 
