@@ -2,6 +2,7 @@
 kvtier.proto. Starts the real kvtierd and calls Health, OpenNamespace, Put,
 Lookup, Get, Stats, and one bad request."""
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,8 @@ def main():
     run_dir = os.path.join(tmp, "run")
     daemon = subprocess.Popen(
         [os.environ["KVTIERD"], "--set", "daemon.run_dir=" + run_dir,
-         "--set", "host.size=16M", "--set", "host.segment_size=1M"],
+         "--set", "host.size=16M", "--set", "host.segment_size=1M",
+         "--set", "daemon.tcp=127.0.0.1:0"],
         stdout=subprocess.PIPE, text=True)
     try:
         line = daemon.stdout.readline()
@@ -59,7 +61,24 @@ def main():
         assert st.allocator.startswith("jemalloc") or "without jemalloc" in st.allocator
         ns_stats = [n for n in st.namespaces if n.name == "py:test"][0]
         assert ns_stats.page_bytes == PAGE and ns_stats.ready_blocks == 4
-        print("python client: health, put, lookup, get, stats ok")
+
+        # Over TCP there are no peer credentials: one tenant, "tcp", which
+        # does not see the unix-socket tenant's blocks.
+        tcp_addr = line.split(" listening on ")[1].split()[1]
+        assert tcp_addr.startswith("127.0.0.1:"), line
+        tcp = grpc.insecure_channel(tcp_addr)
+        tstub = rpc.KvTierStub(tcp)
+        events = tstub.Attach(pb.AttachRequest(client_name="py-tcp"))
+        first = next(events)
+        assert first.tenant == "tcp", first
+        look = tstub.Lookup(pb.LookupRequest(namespace_id=ns.namespace_id, keys=keys))
+        assert look.ready_blocks == 0, look
+        events.cancel()
+        tcp.close()
+        st = stub.Stats(pb.StatsRequest())
+        assert sorted(t.name for t in st.tenants if t.name != "shared") == sorted(
+            ["tcp", pwd.getpwuid(os.getuid()).pw_name]), st.tenants
+        print("python client: health, put, lookup, get, stats, tcp tenant ok")
         channel.close()
     finally:
         daemon.terminate()
