@@ -183,33 +183,26 @@ static int knob_apply(struct kvt_config *c, const struct knob *k,
 		}
 		return 0;
 	case KNOB_SIZE:
-		if (kvt_parse_size(value, &size) < 0) {
-			snprintf(err, len, "'%s' is not a size (write e.g. 4096, 512M, 64G)",
+	case KNOB_DURATION: {
+		bool is_size = k->type == KNOB_SIZE;
+
+		if ((is_size ? kvt_parse_size(value, &size) :
+			       kvt_parse_duration(value, &size)) < 0) {
+			snprintf(err, len, is_size ?
+				 "'%s' is not a size (write e.g. 4096, 512M, 64G)" :
+				 "'%s' is not a duration (write e.g. 250ms, 30s, 5m, 2h)",
 				 value);
 			return -1;
 		}
 		if (size < k->min || size > k->max) {
-			snprintf(err, len, "%s is outside %llu..%llu bytes", value,
+			snprintf(err, len, "%s is outside %llu..%llu %s", value,
 				 (unsigned long long)k->min,
-				 (unsigned long long)k->max);
+				 (unsigned long long)k->max, is_size ? "bytes" : "ms");
 			return -1;
 		}
 		*(uint64_t *)field = size;
 		return 0;
-	case KNOB_DURATION:
-		if (kvt_parse_duration(value, &size) < 0) {
-			snprintf(err, len, "'%s' is not a duration (write e.g. 250ms, 30s, 5m, 2h)",
-				 value);
-			return -1;
-		}
-		if (size < k->min || size > k->max) {
-			snprintf(err, len, "%s is outside %llu..%llu ms", value,
-				 (unsigned long long)k->min,
-				 (unsigned long long)k->max);
-			return -1;
-		}
-		*(uint64_t *)field = size;
-		return 0;
+	}
 	case KNOB_U32:
 	case KNOB_MODE:
 		errno = 0;
@@ -357,8 +350,7 @@ static int parse_quota(const struct kvt_config *c, const char *s,
 	return kvt_parse_size(s, bytes);
 }
 
-/* A user name or decimal uid. 0, or -1. */
-static int parse_user(const char *s, uint32_t *uid)
+int kvt_parse_user(const char *s, uint32_t *uid)
 {
 	struct passwd pw, *res = NULL;
 	char buf[1024], *end;
@@ -405,7 +397,7 @@ static int finish_quotas(struct kvt_config *c, char *err, size_t len)
 			return -1;
 		}
 		*colon = '\0';
-		if (parse_user(item, &c->quotas[c->nquotas].uid) < 0) {
+		if (kvt_parse_user(item, &c->quotas[c->nquotas].uid) < 0) {
 			snprintf(err, len, "[tenants] host_quotas: no user '%s'", item);
 			return -1;
 		}

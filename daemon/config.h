@@ -75,6 +75,9 @@ int kvt_parse_size(const char *s, uint64_t *out);
  * into milliseconds. 0, or -1. */
 int kvt_parse_duration(const char *s, uint64_t *ms);
 
+/* A user name or decimal uid. 0, or -1. */
+int kvt_parse_user(const char *s, uint32_t *uid);
+
 /* Whether name is listed in the comma-separated list. */
 bool kvt_config_listed(const char *list, const char *name);
 

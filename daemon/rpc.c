@@ -167,12 +167,19 @@ static void tenant_name(uint32_t uid, char *buf, size_t len)
 		snprintf(buf, len, "uid:%u", uid);
 }
 
-/* The engine tenant of the caller: its uid on the unix socket, else tcp. */
+/* The caller's uid on the unix socket; TCP_UID over TCP. */
+static uint32_t caller_uid(struct kvt_call *call)
+{
+	const struct kvt_peer *peer = kvt_call_peer(call);
+
+	return peer->unix_socket ? (uint32_t)peer->uid : TCP_UID;
+}
+
+/* The engine tenant of the caller. */
 static grpc_status_code caller(struct kvt_daemon *d, struct kvt_call *call,
 			       uint32_t *tenant, struct kvt_reply *r)
 {
-	const struct kvt_peer *peer = kvt_call_peer(call);
-	uint32_t uid = peer->unix_socket ? (uint32_t)peer->uid : TCP_UID;
+	uint32_t uid = caller_uid(call);
 	char name[KVT_TENANT_NAME_MAX];
 
 	/* The user database is read once per tenant, not per call. */
@@ -231,9 +238,7 @@ static grpc_status_code attach_open(void *ctx, struct kvt_call *call,
 	ev.host_segments = kvt_engine_host_segments(d->engine);
 	ev.host_segment_bytes = kvt_engine_segment_bytes(d->engine);
 	ev.daemon_version = KVT_VERSION;
-	tenant_name(kvt_call_peer(call)->unix_socket ?
-			    (uint32_t)kvt_call_peer(call)->uid : TCP_UID,
-		    name, sizeof(name));
+	tenant_name(caller_uid(call), name, sizeof(name));
 	ev.tenant = name;
 	code = pack(&ev, r);
 	if (code != GRPC_STATUS_OK) {
@@ -519,9 +524,12 @@ static void acquire_done(void *arg, int rc, const struct kvt_acquired *got)
 	struct kvt_reply r = { 0 };
 	grpc_status_code code;
 
-	if (rc < 0) {
+	if (rc == -ENOENT) {
 		code = reject(&r, GRPC_STATUS_NOT_FOUND,
 			      "the session ended while this Acquire waited");
+	} else if (rc < 0) {
+		code = reject(&r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+			      "out of memory recording the lease");
 	} else if (locations_fill(&l, got->locs, got->count) < 0) {
 		struct kvt_err ignored;
 
@@ -741,24 +749,10 @@ out:
 static grpc_status_code drop_target(const char *tenant, struct kvt_call *call,
 				    uint32_t *uid, struct kvt_reply *r)
 {
-	struct passwd pw, *res = NULL;
-	char buf[1024], *end;
-	unsigned long v;
-
-	*uid = kvt_call_peer(call)->unix_socket ? (uint32_t)kvt_call_peer(call)->uid :
-						  TCP_UID;
-	if (!tenant[0])
-		return GRPC_STATUS_OK;
-	errno = 0;
-	v = strtoul(tenant, &end, 10);
-	if (*end == '\0' && !errno && v < UINT32_MAX) {
-		*uid = (uint32_t)v;
-		return GRPC_STATUS_OK;
-	}
-	if (getpwnam_r(tenant, &pw, buf, sizeof(buf), &res) != 0 || !res)
+	*uid = caller_uid(call);
+	if (tenant[0] && kvt_parse_user(tenant, uid) < 0)
 		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
 			      "tenant '%s' is neither a user name nor a uid", tenant);
-	*uid = res->pw_uid;
 	return GRPC_STATUS_OK;
 }
 

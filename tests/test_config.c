@@ -29,6 +29,11 @@ int main(void)
 	CHECK(kvt_parse_size("2GiB", &v) == 0 && v == 2ull << 30);
 	CHECK(kvt_parse_size("12Q", &v) < 0 && kvt_parse_size("", &v) < 0);
 	CHECK(kvt_parse_size("-1", &v) < 0 && kvt_parse_size("99999999999T", &v) < 0);
+	CHECK(kvt_parse_duration("250ms", &v) == 0 && v == 250);
+	CHECK(kvt_parse_duration("5m", &v) == 0 && v == 300000);
+	CHECK(kvt_parse_duration("30", &v) == 0 && v == 30000);
+	CHECK(kvt_parse_duration("2w", &v) < 0 && kvt_parse_duration("s", &v) < 0);
+	CHECK(kvt_config_listed("a, b:c,d", "b:c") && !kvt_config_listed("ab", "a"));
 
 	kvt_config_defaults(&c);
 	CHECK(c.host_size == 1ull << 30 && c.threads == 2 && c.socket_mode == 0660);
@@ -66,6 +71,23 @@ int main(void)
 	kvt_config_defaults(&c);
 	CHECK(kvt_config_set(&c, "host.segment_size=5000", err, sizeof(err)) == 0);
 	CHECK(kvt_config_finish(&c, err, sizeof(err)) < 0 && strstr(err, "multiple of 4096"));
+
+	/* Durations and quotas. */
+	kvt_config_defaults(&c);
+	CHECK(c.lease_ttl_ms == 300000 && c.max_wait_ms == 30000);
+	CHECK(kvt_config_set(&c, "policy.max_wait=2h", err, sizeof(err)) < 0 &&
+	      strstr(err, "outside 0..3600000 ms"));
+	CHECK(kvt_config_set(&c, "policy.idle_ttl=soon", err, sizeof(err)) < 0 &&
+	      strstr(err, "not a duration"));
+	CHECK(kvt_config_set(&c, "policy.eviction=fifo", err, sizeof(err)) < 0);
+	CHECK(kvt_config_set(&c, "tenants.host_quota=25%", err, sizeof(err)) == 0);
+	CHECK(kvt_config_set(&c, "tenants.host_quotas=root:1G, 1234:10%", err, sizeof(err)) == 0);
+	CHECK(kvt_config_finish(&c, err, sizeof(err)) == 0);
+	CHECK(c.default_host_quota == (1ull << 30) / 100 * 25 && c.nquotas == 2);
+	CHECK(c.quotas[0].uid == 0 && c.quotas[0].bytes == 1ull << 30);
+	CHECK(c.quotas[1].uid == 1234 && c.quotas[1].bytes == (1ull << 30) / 100 * 10);
+	CHECK(kvt_config_set(&c, "tenants.host_quotas=no-such-user-kvtier:1G", err, sizeof(err)) == 0);
+	CHECK(kvt_config_finish(&c, err, sizeof(err)) < 0 && strstr(err, "no user"));
 	unlink(path);
 	return 0;
 }

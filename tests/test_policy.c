@@ -152,6 +152,27 @@ static void test_leaf_first(void)
 	kvt_engine_destroy(e);
 }
 
+/* Extending a chain never evicts the block it extends: a full tier holding
+ * one chain refuses its next block rather than orphan it. */
+static void test_extend_keeps_parent(void)
+{
+	static uint8_t page[PAGE];
+	const void *pages[1] = { page };
+	struct chain c;
+	uint32_t ns, t, stored;
+	struct kvt_err err;
+	struct kvt_req q;
+	struct kvt_engine *e = engine(16, KVT_EVICT_LEAF_FIRST, 0, &ns);
+
+	CHECK(kvt_engine_tenant(e, 1, "t", &t) == 0);
+	chain_init(&c, 50, 17);
+	put_chain(e, t, ns, c.keys, 16, NULL);
+	q = (struct kvt_req){ .tenant = t, .ns = ns, .keys = &c.keys[16], .n = 1 };
+	CHECK(kvt_engine_put(e, &q, c.keys[15], NULL, pages, &stored, &err) == -ENOSPC);
+	CHECK(ready_len(e, t, ns, c.keys, 16) == 16);
+	kvt_engine_destroy(e);
+}
+
 /* High priority outlives low priority; the priority falls back in time. */
 static void test_priority(void)
 {
@@ -191,7 +212,6 @@ static void test_priority(void)
 /* Unused blocks expire after the namespace's idle TTL; used ones stay. */
 static void test_idle_ttl(void)
 {
-	struct kvt_engine_config dummy;
 	struct chain used, idle;
 	uint32_t ns, t;
 	struct kvt_engine_stats st;
@@ -200,7 +220,6 @@ static void test_idle_ttl(void)
 	bool created;
 	struct kvt_engine *e = engine(32, KVT_EVICT_LEAF_FIRST, 0, &ns);
 
-	(void)dummy;
 	CHECK(kvt_engine_tenant(e, 1, "t", &t) == 0);
 	CHECK(kvt_engine_open_namespace(e, "m", PAGE, BLOCK_TOKENS, false,
 					500 * KVT_MS, &ns, &created, &stride,
@@ -413,6 +432,7 @@ static void test_trace(void)
 int main(void)
 {
 	test_leaf_first();
+	test_extend_keeps_parent();
 	test_priority();
 	test_idle_ttl();
 	test_quota();

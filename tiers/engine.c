@@ -25,15 +25,12 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "block_list.h"
 #include "host.h"
 #include "slots.h"
 
 #define TIMER_PERIOD (1000 * KVT_MS) /* idle and lease TTL sweeps */
 #define SHARED_UID UINT32_MAX
-
-struct block_list {
-	struct kvt_block *head, *tail;
-};
 
 struct namespace {
 	char name[KVT_NAMESPACE_NAME_MAX + 1];
@@ -80,7 +77,7 @@ struct kvt_session {
 	struct kvt_session *prev, *next;
 	uint8_t token[KVT_SESSION_TOKEN_BYTES];
 	uint32_t tenant;
-	struct block_list pending;
+	struct kvt_block_list pending;
 	struct lease *leases;
 };
 
@@ -99,6 +96,8 @@ struct kvt_engine {
 	struct kvt_session *sessions;
 	struct lease *oldest_lease, *newest_lease;
 	struct kvt_waiter *waiters; /* waiting ones, earliest deadline first */
+	struct kvt_block **found;    /* the last ready prefix walked */
+	uint32_t found_cap;
 	bool stop_waiting;
 	uint64_t next_lease, last_now;
 	struct kvt_engine_stats st; /* counters; gauges are filled in on read */
@@ -156,32 +155,6 @@ uint64_t kvt_engine_now(struct kvt_engine *e)
 	return t;
 }
 
-/* ---- pending lists ---- */
-
-static void list_push_head(struct block_list *l, struct kvt_block *b)
-{
-	b->prev = NULL;
-	b->next = l->head;
-	if (l->head)
-		l->head->prev = b;
-	else
-		l->tail = b;
-	l->head = b;
-}
-
-static void list_unlink(struct block_list *l, struct kvt_block *b)
-{
-	if (b->prev)
-		b->prev->next = b->next;
-	else
-		l->head = b->next;
-	if (b->next)
-		b->next->prev = b->prev;
-	else
-		l->tail = b->prev;
-	b->prev = b->next = NULL;
-}
-
 /* ---- create / destroy ---- */
 
 static void *timer_main(void *arg);
@@ -207,6 +180,8 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 			    (unsigned long long)cfg->segment_bytes);
 	if (cfg->host_bytes / cfg->segment_bytes > UINT32_MAX / 2)
 		return fail(err, -EINVAL, "too many host segments");
+	if (cfg->timer_thread && cfg->clock)
+		return fail(err, -EINVAL, "the timer thread needs the default clock");
 	if (cfg->max_namespaces == 0 || cfg->max_namespaces > UINT16_MAX)
 		return fail(err, -EINVAL, "max_namespaces %u is outside 1..%u",
 			    cfg->max_namespaces, UINT16_MAX);
@@ -309,6 +284,7 @@ void kvt_engine_destroy(struct kvt_engine *e)
 	free(e->ns);
 	free(e->tenants);
 	free(e->quotas);
+	free(e->found);
 	pthread_cond_destroy(&e->timer_cond);
 	pthread_mutex_destroy(&e->lock);
 	free(e);
@@ -718,10 +694,8 @@ static void waiter_finish(struct kvt_engine *e, struct kvt_waiter *w, int rc,
 	if (w->rc < 0)
 		for (uint32_t i = 0; i < w->got; i++)
 			block_unpin(e, w->pinned[i]);
-	if (w->waited) {
-		if (w->rc < 0)
-			;
-		else if (w->got == w->n)
+	if (w->waited && w->rc == 0) {
+		if (w->got == w->n)
 			e->st.waits_completed_total++;
 		else if (w->deadline <= e->last_now || e->stop_waiting)
 			e->st.waits_timed_out_total++;
@@ -818,12 +792,12 @@ static void wake_waiters(struct kvt_engine *e, struct kvt_waiter *list,
 }
 
 /* Removes a PENDING block of a session (or of an inline Put). */
-static void pending_abort(struct kvt_engine *e, struct block_list *pending,
+static void pending_abort(struct kvt_engine *e, struct kvt_block_list *pending,
 			  struct kvt_block *b, struct done_list *done)
 {
 	struct kvt_waiter *waiters = b->u.pending.waiters;
 
-	list_unlink(pending, b);
+	kvt_block_list_unlink(pending, b);
 	kvt_index_remove(e->index, b);
 	b->indexed = 0;
 	e->ns[b->ns].pending--;
@@ -972,11 +946,23 @@ static struct kvt_block *find(struct kvt_engine *e, const struct kvt_req *q,
 			      q->keys[i]);
 }
 
-/* Length of the READY prefix of q's keys. Caller holds the lock. */
-static uint32_t ready_prefix(struct kvt_engine *e, const struct kvt_req *q)
+/*
+ * Walks the READY prefix of q's keys into e->found[0..*len), so that
+ * callers need not look its blocks up again. Caller holds the lock.
+ */
+static int ready_prefix(struct kvt_engine *e, const struct kvt_req *q,
+			uint32_t *len, struct kvt_err *err)
 {
 	uint32_t i, tenant = scope(e, q->ns, q->tenant);
 
+	if (q->n > e->found_cap) {
+		struct kvt_block **f = realloc(e->found, sizeof(*f) * q->n);
+
+		if (!f)
+			return fail(err, -ENOMEM, "out of memory");
+		e->found = f;
+		e->found_cap = q->n;
+	}
 	/* In a large index every probe misses the cache: overlap them. */
 	for (i = 0; i < q->n; i++)
 		kvt_index_prefetch(e->index, q->ns, tenant, q->keys[i]);
@@ -985,44 +971,50 @@ static uint32_t ready_prefix(struct kvt_engine *e, const struct kvt_req *q)
 
 		if (!b || b->state != KVT_BLOCK_READY)
 			break;
+		e->found[i] = b;
 	}
-	return i;
+	*len = i;
+	return 0;
 }
 
 int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
 		      uint32_t *ready, uint32_t *pending, struct kvt_err *err)
 {
+	uint32_t r, p;
 	int rc;
 
 	pthread_mutex_lock(&e->lock);
-	rc = ns_check(e, q->ns, err);
-	if (rc == 0) {
-		uint32_t r = ready_prefix(e, q), p = r;
-
-		while (p < q->n && find(e, q, p))
-			p++;
-		/* Touch leaf first so that the chain's root is the most recent. */
-		for (uint32_t i = r; i-- > 0;)
-			kvt_policy_touch(e->policy, find(e, q, i), now_locked(e));
-		*ready = r;
-		*pending = p - r;
-		e->ns[q->ns].lookup_keys += q->n;
-		e->ns[q->ns].lookup_hits += r;
-		e->tenants[q->tenant].lookup_keys += q->n;
-		e->tenants[q->tenant].lookup_hits += r;
-		e->st.lookup_keys += q->n;
-		e->st.lookup_hits += r;
-		e->st.lookup_pending += p - r;
-	}
+	if ((rc = ns_check(e, q->ns, err)) < 0 ||
+	    (rc = ready_prefix(e, q, &r, err)) < 0)
+		goto out;
+	for (p = r; p < q->n && find(e, q, p); p++)
+		;
+	/* Touch leaf first so that the chain's root is the most recent. */
+	for (uint32_t i = r; i-- > 0;)
+		kvt_policy_touch(e->policy, e->found[i], now_locked(e));
+	*ready = r;
+	*pending = p - r;
+	e->ns[q->ns].lookup_keys += q->n;
+	e->ns[q->ns].lookup_hits += r;
+	e->tenants[q->tenant].lookup_keys += q->n;
+	e->tenants[q->tenant].lookup_hits += r;
+	e->st.lookup_keys += q->n;
+	e->st.lookup_hits += r;
+	e->st.lookup_pending += p - r;
+out:
 	pthread_mutex_unlock(&e->lock);
 	return rc;
 }
 
 /* ---- reserve / commit / abort ---- */
 
-/* A new PENDING block for owner in a free slot, or NULL (rc in *rc). */
+/*
+ * A new PENDING block for owner in a free slot, or NULL (rc in *rc). Its
+ * parent counts it as a child before the slot is sought, so that making
+ * room never evicts the block the chain is being extended from.
+ */
 static struct kvt_block *block_reserve(struct kvt_engine *e,
-				       struct block_list *pending, void *owner,
+				       struct kvt_block_list *pending, void *owner,
 				       uint32_t ns, uint32_t tenant,
 				       const uint8_t *key, const uint8_t *parent,
 				       const struct kvt_retention *ret,
@@ -1034,8 +1026,20 @@ static struct kvt_block *block_reserve(struct kvt_engine *e,
 		*rc = -ENOMEM;
 		return NULL;
 	}
-	if ((*rc = kvt_policy_prepare(e->policy, ns, tenant)) < 0 ||
-	    (*rc = slot_alloc(e, ns, tenant, &b->segment, &b->slot)) < 0) {
+	if ((*rc = kvt_policy_prepare(e->policy, ns, tenant)) < 0) {
+		free(b);
+		return NULL;
+	}
+	b->parent = parent ? kvt_index_find(e->index, ns, tenant, parent) : NULL;
+	if (b->parent) {
+		b->parent->children++;
+		kvt_policy_update(e->policy, b->parent);
+	}
+	if ((*rc = slot_alloc(e, ns, tenant, &b->segment, &b->slot)) < 0) {
+		if (b->parent) {
+			b->parent->children--;
+			block_settle(e, b->parent);
+		}
 		free(b);
 		return NULL;
 	}
@@ -1048,15 +1052,8 @@ static struct kvt_block *block_reserve(struct kvt_engine *e,
 	b->has_slot = 1;
 	kvt_index_insert(e->index, b);
 	kvt_slots_set_user(e->slots, b->segment, b->slot, b);
-	list_push_head(pending, b);
+	kvt_block_list_insert(pending, NULL, b);
 	charge(e, b, true);
-	if (parent) {
-		b->parent = kvt_index_find(e->index, ns, tenant, parent);
-		if (b->parent) {
-			b->parent->children++;
-			kvt_policy_update(e->policy, b->parent);
-		}
-	}
 	block_retain(e, b, ret, now);
 	e->ns[ns].pending++;
 	e->st.reserved_total++;
@@ -1068,7 +1065,7 @@ static struct kvt_block *block_reserve(struct kvt_engine *e,
  * session's list, or a Put call's own). Stops taking slots at the first key
  * that finds none. Caller holds the lock.
  */
-static int reserve_locked(struct kvt_engine *e, struct block_list *pending,
+static int reserve_locked(struct kvt_engine *e, struct kvt_block_list *pending,
 			  void *owner, const struct kvt_req *q,
 			  const uint8_t *parent,
 			  const struct kvt_retention *ret,
@@ -1165,7 +1162,7 @@ static int check_owned(struct kvt_engine *e, void *owner,
 }
 
 /* Publishes PENDING blocks and wakes their readers. Caller holds the lock. */
-static void commit_locked(struct kvt_engine *e, struct block_list *pending,
+static void commit_locked(struct kvt_engine *e, struct kvt_block_list *pending,
 			  const struct kvt_req *q, struct done_list *done)
 {
 	struct namespace *nsp = &e->ns[q->ns];
@@ -1177,7 +1174,7 @@ static void commit_locked(struct kvt_engine *e, struct block_list *pending,
 		if (b->state == KVT_BLOCK_READY)
 			continue; /* listed twice */
 		waiters = b->u.pending.waiters;
-		list_unlink(pending, b);
+		kvt_block_list_unlink(pending, b);
 		b->state = KVT_BLOCK_READY;
 		b->u.atime = now_locked(e);
 		kvt_policy_update(e->policy, b);
@@ -1188,7 +1185,7 @@ static void commit_locked(struct kvt_engine *e, struct block_list *pending,
 	}
 }
 
-static void abort_locked(struct kvt_engine *e, struct block_list *pending,
+static void abort_locked(struct kvt_engine *e, struct kvt_block_list *pending,
 			 const struct kvt_req *q, struct done_list *done)
 {
 	for (uint32_t i = 0; i < q->n; i++) {
@@ -1199,7 +1196,7 @@ static void abort_locked(struct kvt_engine *e, struct block_list *pending,
 	}
 }
 
-typedef void (*owned_op)(struct kvt_engine *e, struct block_list *pending,
+typedef void (*owned_op)(struct kvt_engine *e, struct kvt_block_list *pending,
 			 const struct kvt_req *q, struct done_list *done);
 
 /* Commit and Abort: all keys must be this session's reservations. */
@@ -1308,12 +1305,12 @@ int kvt_engine_pin(struct kvt_engine *e, const struct kvt_req *q,
 {
 	int rc;
 
+	*count = 0;
 	pthread_mutex_lock(&e->lock);
-	rc = ns_check(e, q->ns, err);
-	if (rc == 0) {
-		*ready = ready_prefix(e, q);
-		for (*count = 0; *count < *ready && *count < max_pins; (*count)++) {
-			pinned[*count] = find(e, q, *count);
+	if ((rc = ns_check(e, q->ns, err)) == 0 &&
+	    (rc = ready_prefix(e, q, ready, err)) == 0) {
+		for (; *count < *ready && *count < max_pins; (*count)++) {
+			pinned[*count] = e->found[*count];
 			block_pin(e, pinned[*count]);
 		}
 	}
@@ -1347,7 +1344,7 @@ int kvt_engine_put(struct kvt_engine *e, const struct kvt_req *q,
 	enum kvt_reserve_state *states = malloc(sizeof(*states) * q->n);
 	struct kvt_location *locs = malloc(sizeof(*locs) * q->n);
 	/* The reservations of this call, owned by nobody else. */
-	struct block_list mine = { 0 };
+	struct kvt_block_list mine = { 0 };
 	struct done_list done = { 0 };
 	uint64_t page_bytes = 0;
 	int rc;
@@ -1561,8 +1558,7 @@ static void *timer_main(void *arg)
 		next = kvt_engine_tick(e);
 		pthread_mutex_lock(&e->lock);
 		now = e->cfg.clock(e->cfg.clock_arg);
-		if (e->waiters && e->waiters->deadline < next)
-			next = e->waiters->deadline;
+		/* A wait queued since the tick set timer_kick. */
 		if (next > now && !e->timer_kick && !e->timer_stop) {
 			/* The engine clock is CLOCK_MONOTONIC, as is the cond's. */
 			ts.tv_sec = (time_t)(next / 1000000000ull);

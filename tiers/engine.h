@@ -68,7 +68,7 @@ struct kvt_engine_config {
 	uint64_t (*clock)(void *arg);
 	void *clock_arg;
 	/* Run a thread that fires deadlines (waits, TTLs); without it the
-	 * caller calls kvt_engine_tick. */
+	 * caller calls kvt_engine_tick. Needs the default clock. */
 	bool timer_thread;
 };
 
@@ -149,7 +149,8 @@ struct kvt_acquired {
 	const struct kvt_location *locs; /* count entries */
 };
 
-/* rc 0 with the result, or -ENOENT when the session ended first. */
+/* rc 0 with the result; -ENOENT when the session ended first, -ENOMEM
+ * when the lease could not be recorded (nothing is pinned then). */
 typedef void (*kvt_acquire_done)(void *arg, int rc,
 				 const struct kvt_acquired *got);
 

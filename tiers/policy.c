@@ -12,18 +12,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block_list.h"
+
 #define CLASSES (KVT_PRIORITY_MAX + 1)
 #define INSERT_WALK_MAX 64
-
-struct class_list {
-	struct kvt_block *head, *tail;
-};
 
 struct pool {
 	struct pool *next;
 	uint32_t tenant;
 	uint64_t nonempty[2]; /* bit c: cls[c] has blocks */
-	struct class_list cls[CLASSES];
+	struct kvt_block_list cls[CLASSES];
 };
 
 struct heap_entry {
@@ -112,43 +110,19 @@ static void unlink_block(struct kvt_policy *p, struct kvt_block *b)
 {
 	struct pool *pl = pool_find(p, b->ns, b->tenant);
 	unsigned c = class_of(p, b);
-	struct class_list *l = &pl->cls[c];
+	struct kvt_block_list *l = &pl->cls[c];
 
-	if (b->prev)
-		b->prev->next = b->next;
-	else
-		l->head = b->next;
-	if (b->next)
-		b->next->prev = b->prev;
-	else
-		l->tail = b->prev;
-	b->prev = b->next = NULL;
+	kvt_block_list_unlink(l, b);
 	b->on_list = 0;
 	if (!l->head)
 		pl->nonempty[c / 64] &= ~(1ull << (c % 64));
-}
-
-/* Inserts b after `after` (NULL: at the head). */
-static void insert_after(struct class_list *l, struct kvt_block *after,
-			 struct kvt_block *b)
-{
-	b->prev = after;
-	b->next = after ? after->next : l->head;
-	if (b->next)
-		b->next->prev = b;
-	else
-		l->tail = b;
-	if (after)
-		after->next = b;
-	else
-		l->head = b;
 }
 
 static void link_block(struct kvt_policy *p, struct kvt_block *b)
 {
 	struct pool *pl = pool_find(p, b->ns, b->tenant);
 	unsigned c = class_of(p, b);
-	struct class_list *l = &pl->cls[c];
+	struct kvt_block_list *l = &pl->cls[c];
 	struct kvt_block *after = l->tail;
 
 	if (!l->head || b->u.atime >= l->head->u.atime) {
@@ -159,7 +133,7 @@ static void link_block(struct kvt_policy *p, struct kvt_block *b)
 				i < INSERT_WALK_MAX; i++)
 			after = after->prev;
 	}
-	insert_after(l, after, b);
+	kvt_block_list_insert(l, after, b);
 	b->on_list = 1;
 	pl->nonempty[c / 64] |= 1ull << (c % 64);
 }
