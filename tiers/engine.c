@@ -27,10 +27,14 @@
 
 #include "block_list.h"
 #include "host.h"
+#include "nvme.h"
 #include "slots.h"
 
 #define TIMER_PERIOD (1000 * KVT_MS) /* idle and lease TTL sweeps */
 #define SHARED_UID UINT32_MAX
+/* How long an Acquire waits for promotions past its own wait: a disk that
+ * does not answer in this time is treated as a miss. */
+#define PROMOTE_TIMEOUT (10000 * KVT_MS)
 
 struct namespace {
 	char name[KVT_NAMESPACE_NAME_MAX + 1];
@@ -38,6 +42,7 @@ struct namespace {
 	uint32_t block_tokens;
 	bool shared;
 	uint64_t ready, pending, lookup_keys, lookup_hits, evictions, expired;
+	uint64_t lookup_hits_nvme, nvme_blocks;
 };
 
 struct tenant {
@@ -60,10 +65,12 @@ struct kvt_waiter {
 	struct kvt_waiter *next_on_block; /* the PENDING block's waiters */
 	struct kvt_waiter *prev, *next;   /* e->waiters by deadline; done list */
 	struct kvt_session *session;
-	struct kvt_block *on;             /* waited-for block, NULL when not */
-	uint64_t deadline;
+	/* The waiters of what it waits for (a PENDING block or a promotion). */
+	struct kvt_waiter **list;
+	uint64_t wait_deadline; /* for PENDING blocks: the caller's wait */
+	uint64_t deadline;      /* in e->waiters: promotions may extend it */
 	uint32_t ns, tenant, n, got;
-	bool waited, queued;
+	bool waited, queued, counted;
 	int rc;
 	kvt_acquire_done done;
 	void *arg;
@@ -71,6 +78,17 @@ struct kvt_waiter {
 	struct kvt_block **pinned;
 	struct kvt_location *locs;
 	uint8_t (*keys)[KVT_KEY_BYTES];
+};
+
+/* A block being read back from nvme, and the Acquires waiting for it. */
+struct promotion {
+	struct promotion *prev, *next;
+	struct kvt_block *b;
+	struct kvt_waiter *waiters;
+};
+
+struct done_list {
+	struct kvt_waiter *head;
 };
 
 struct kvt_session {
@@ -101,6 +119,13 @@ struct kvt_engine {
 	bool stop_waiting;
 	uint64_t next_lease, last_now;
 	struct kvt_engine_stats st; /* counters; gauges are filled in on read */
+
+	struct kvt_nvme *nvme;     /* NULL: no nvme tier */
+	void **segments;           /* the host segments' base addresses */
+	struct promotion *promotions;
+	struct done_list io_done;  /* waits the mover completed */
+	struct recovered *recovered; /* chains to link after recovery */
+	size_t nrecovered, recovered_cap;
 
 	pthread_t timer;
 	pthread_cond_t timer_cond;
@@ -158,6 +183,9 @@ uint64_t kvt_engine_now(struct kvt_engine *e)
 /* ---- create / destroy ---- */
 
 static void *timer_main(void *arg);
+static int nvme_start(struct kvt_engine *e, struct kvt_err *err);
+static void nvme_log(void *arg, bool error, const char *msg);
+static void run_done(struct done_list *done);
 
 int kvt_engine_create(const struct kvt_engine_config *cfg,
 		      struct kvt_engine **out, struct kvt_err *err)
@@ -227,6 +255,17 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 			    cfg->shm_prefix, strerror(-rc));
 	}
 	e->st.host_capacity_bytes = (uint64_t)segments * cfg->segment_bytes;
+	e->st.nvme_paths = cfg->nvme.npaths;
+	if (cfg->nvme.npaths && nvme_start(e, err) < 0) {
+		char msg[sizeof(err->msg) + 64];
+
+		/* The host tier serves on; stats show the tier as failed. */
+		snprintf(msg, sizeof(msg), "nvme tier unavailable: %s; serving from the host tier only",
+			 err->msg);
+		nvme_log(e, true, msg);
+		kvt_nvme_close(e->nvme);
+		e->nvme = NULL;
+	}
 	if (cfg->timer_thread) {
 		if (pthread_create(&e->timer, NULL, timer_main, e)) {
 			kvt_engine_destroy(e);
@@ -271,6 +310,10 @@ void kvt_engine_destroy(struct kvt_engine *e)
 		pthread_join(e->timer, NULL);
 	}
 	kvt_engine_stop_waiting(e);
+	/* Writes out what is queued, so that a clean stop keeps it. */
+	kvt_nvme_close(e->nvme);
+	e->nvme = NULL;
+	run_done(&e->io_done);
 	while (e->sessions)
 		kvt_engine_session_close(e, e->sessions);
 	if (e->index) {
@@ -285,6 +328,8 @@ void kvt_engine_destroy(struct kvt_engine *e)
 	free(e->tenants);
 	free(e->quotas);
 	free(e->found);
+	free(e->segments);
+	free(e->recovered);
 	pthread_cond_destroy(&e->timer_cond);
 	pthread_mutex_destroy(&e->lock);
 	free(e);
@@ -315,30 +360,35 @@ static uint64_t quota_of(const struct kvt_engine *e, uint32_t uid)
 	return e->cfg.default_host_quota;
 }
 
-int kvt_engine_tenant(struct kvt_engine *e, uint32_t uid, const char *name,
-		      uint32_t *tenant)
+static int tenant_locked(struct kvt_engine *e, uint32_t uid, const char *name,
+			 uint32_t *tenant)
 {
-	int rc = 0;
 	uint32_t i;
 
-	pthread_mutex_lock(&e->lock);
 	for (i = 1; i < e->ntenants; i++)
-		if (e->tenants[i].uid == uid)
-			goto out;
-	if (!name) {
-		rc = -ENOENT;
-		goto out;
-	}
-	if (e->ntenants == KVT_TENANTS_MAX) {
-		rc = -ENOSPC;
-		goto out;
-	}
+		if (e->tenants[i].uid == uid) {
+			*tenant = i;
+			return 0;
+		}
+	if (!name)
+		return -ENOENT;
+	if (e->ntenants == KVT_TENANTS_MAX)
+		return -ENOSPC;
 	i = e->ntenants++;
 	e->tenants[i].uid = uid;
 	snprintf(e->tenants[i].name, sizeof(e->tenants[i].name), "%s", name);
 	e->tenants[i].quota = quota_of(e, uid);
-out:
 	*tenant = i;
+	return 0;
+}
+
+int kvt_engine_tenant(struct kvt_engine *e, uint32_t uid, const char *name,
+		      uint32_t *tenant)
+{
+	int rc;
+
+	pthread_mutex_lock(&e->lock);
+	rc = tenant_locked(e, uid, name, tenant);
 	pthread_mutex_unlock(&e->lock);
 	return rc;
 }
@@ -369,6 +419,72 @@ static void charge(struct kvt_engine *e, struct kvt_block *b, bool add)
 	}
 }
 
+static uint64_t slot_offset(const struct kvt_engine *e,
+			    const struct kvt_block *b)
+{
+	return kvt_slots_offset(e->slots, b->segment, b->slot);
+}
+
+/* b takes host slot (seg, slot), which its parent already counts (see
+ * block_reserve and promote). */
+static void host_attach(struct kvt_engine *e, struct kvt_block *b,
+			uint32_t seg, uint32_t slot)
+{
+	b->segment = seg;
+	b->slot = slot;
+	b->has_slot = 1;
+	kvt_slots_set_user(e->slots, seg, slot, b);
+	charge(e, b, true);
+}
+
+/* Counts (or uncounts) a host slot being taken for a child of parent. */
+static void host_child(struct kvt_engine *e, struct kvt_block *parent, bool add)
+{
+	if (!parent)
+		return;
+	if (add)
+		parent->host_children++;
+	else
+		parent->host_children--;
+	kvt_policy_update(e->policy, parent);
+}
+
+static void host_detach(struct kvt_engine *e, struct kvt_block *b)
+{
+	kvt_slots_set_user(e->slots, b->segment, b->slot, NULL);
+	kvt_slots_free(e->slots, b->segment, b->slot);
+	charge(e, b, false);
+	b->has_slot = 0;
+	host_child(e, b->parent, false);
+}
+
+static struct kvt_nvme_loc disk_loc(const struct kvt_block *b)
+{
+	return (struct kvt_nvme_loc){ b->u.disk_region, b->u.disk_slot };
+}
+
+static void disk_set(struct kvt_engine *e, struct kvt_block *b,
+		     struct kvt_nvme_loc loc)
+{
+	b->u.disk_region = loc.region;
+	b->u.disk_slot = loc.slot;
+	b->has_disk = 1;
+	e->ns[b->ns].nvme_blocks++;
+	e->st.nvme_blocks++;
+}
+
+/* b no longer has its nvme copy; forget: drop the record too. */
+static void disk_clear(struct kvt_engine *e, struct kvt_block *b, bool forget)
+{
+	if (!b->has_disk)
+		return;
+	if (forget)
+		kvt_nvme_forget(e->nvme, disk_loc(b));
+	b->has_disk = 0;
+	e->ns[b->ns].nvme_blocks--;
+	e->st.nvme_blocks--;
+}
+
 /*
  * Frees what b no longer needs: its slot once unindexed and unpinned, its
  * memory once childless as well, and then the same for its parent. Also
@@ -382,12 +498,8 @@ static void block_settle(struct kvt_engine *e, struct kvt_block *b)
 		kvt_policy_update(e->policy, b);
 		if (b->indexed || b->pins)
 			return;
-		if (b->has_slot) {
-			kvt_slots_set_user(e->slots, b->segment, b->slot, NULL);
-			kvt_slots_free(e->slots, b->segment, b->slot);
-			charge(e, b, false);
-			b->has_slot = 0;
-		}
+		if (b->has_slot)
+			host_detach(e, b);
 		if (b->children)
 			return;
 		parent = b->parent;
@@ -399,22 +511,75 @@ static void block_settle(struct kvt_engine *e, struct kvt_block *b)
 	}
 }
 
-/* Takes a READY block out of the index; see block_settle. */
+/* Takes a READY block out of the index, and off nvme; see block_settle. */
 static void block_unindex(struct kvt_engine *e, struct kvt_block *b)
 {
 	kvt_index_remove(e->index, b);
 	b->indexed = 0;
 	e->ns[b->ns].ready--;
+	disk_clear(e, b, true);
 	kvt_policy_forget(e->policy, b);
 	block_settle(e, b);
 }
 
+/* Makes room in the host tier: a block with a copy on nvme stays cached
+ * there; any other leaves the cache. */
 static void block_evict(struct kvt_engine *e, struct kvt_block *b)
 {
 	e->ns[b->ns].evictions++;
 	e->tenants[b->tenant].evictions++;
 	e->st.evictions_total++;
+	if (b->has_disk) {
+		e->st.evictions_to_nvme_total++;
+		host_detach(e, b);
+		kvt_policy_update(e->policy, b);
+		return;
+	}
 	block_unindex(e, b);
+}
+
+/* I/O holds a block in place as a lease does, but its end is no use. */
+static void io_pin(struct kvt_engine *e, struct kvt_block *b)
+{
+	if (b->pins++ == 0) {
+		e->st.pinned_blocks++;
+		kvt_policy_update(e->policy, b);
+	}
+}
+
+static void io_unpin(struct kvt_engine *e, struct kvt_block *b)
+{
+	if (--b->pins > 0)
+		return;
+	e->st.pinned_blocks--;
+	block_settle(e, b);
+}
+
+/*
+ * Queues a READY host block for writing to nvme, pinned until written, so
+ * that by the time the host tier evicts it its copy is (usually) there.
+ */
+static void demote(struct kvt_engine *e, struct kvt_block *b)
+{
+	const struct tenant *t = &e->tenants[b->tenant];
+	struct kvt_nvme_block blk = { .uid = t->uid };
+
+	if (!e->nvme || b->has_disk || b->demoting || !b->has_slot ||
+	    b->promoting || !b->indexed)
+		return;
+	memcpy(blk.key, b->key, KVT_KEY_BYTES);
+	if (b->parent) {
+		memcpy(blk.parent, b->parent->key, KVT_KEY_BYTES);
+		blk.has_parent = true;
+	}
+	snprintf(blk.tenant, sizeof(blk.tenant), "%s", t->name);
+	if (kvt_nvme_write(e->nvme, b, b->ns, &blk, b->segment,
+			   slot_offset(e, b)) < 0) {
+		e->st.demotions_skipped_total++;
+		return;
+	}
+	b->demoting = 1;
+	io_pin(e, b);
 }
 
 static void block_pin(struct kvt_engine *e, struct kvt_block *b)
@@ -643,19 +808,15 @@ static bool lease_remove(struct kvt_engine *e, struct kvt_session *s,
 
 /* ---- waits (early reuse) ---- */
 
-struct done_list {
-	struct kvt_waiter *head;
-};
-
 static void waiter_detach(struct kvt_engine *e, struct kvt_waiter *w)
 {
-	if (w->on) {
-		struct kvt_waiter **p = &w->on->u.pending.waiters;
+	if (w->list) {
+		struct kvt_waiter **p = w->list;
 
 		while (*p != w)
 			p = &(*p)->next_on_block;
 		*p = w->next_on_block;
-		w->on = NULL;
+		w->list = NULL;
 	}
 	if (w->queued) {
 		if (w->prev)
@@ -665,6 +826,9 @@ static void waiter_detach(struct kvt_engine *e, struct kvt_waiter *w)
 		if (w->next)
 			w->next->prev = w->prev;
 		w->queued = false;
+	}
+	if (w->counted) {
+		w->counted = false;
 		e->st.waits_active--;
 	}
 }
@@ -697,7 +861,7 @@ static void waiter_finish(struct kvt_engine *e, struct kvt_waiter *w, int rc,
 	if (w->waited && w->rc == 0) {
 		if (w->got == w->n)
 			e->st.waits_completed_total++;
-		else if (w->deadline <= e->last_now || e->stop_waiting)
+		else if (w->wait_deadline <= e->last_now || e->stop_waiting)
 			e->st.waits_timed_out_total++;
 		else
 			e->st.waits_missed_total++;
@@ -717,16 +881,26 @@ static void run_done(struct done_list *done)
 	}
 }
 
+/*
+ * Puts w on list (the waiters of a PENDING block, or of a promotion) and in
+ * e->waiters by deadline. Only waits for a PENDING block count as waits.
+ */
 static void waiter_queue(struct kvt_engine *e, struct kvt_waiter *w,
-			 struct kvt_block *b)
+			 struct kvt_waiter **list, bool pending)
 {
 	struct kvt_waiter **p = &e->waiters, *prev = NULL;
 
-	w->on = b;
-	w->next_on_block = b->u.pending.waiters;
-	b->u.pending.waiters = w;
-	if (w->queued)
-		return;
+	w->list = list;
+	w->next_on_block = *list;
+	*list = w;
+	if (w->queued) { /* its deadline may have moved: queue it anew */
+		if (w->prev)
+			w->prev->next = w->next;
+		else
+			e->waiters = w->next;
+		if (w->next)
+			w->next->prev = w->prev;
+	}
 	/* Linear, but the waits in flight are a few per worker. */
 	while (*p && (*p)->deadline <= w->deadline) {
 		prev = *p;
@@ -738,41 +912,118 @@ static void waiter_queue(struct kvt_engine *e, struct kvt_waiter *w,
 		w->next->prev = w;
 	*p = w;
 	w->queued = true;
-	if (!w->waited) {
-		w->waited = true;
-		e->st.waits_total++;
+	if (pending && !w->counted) {
+		w->counted = true;
+		e->st.waits_active++;
+		if (!w->waited) {
+			w->waited = true;
+			e->st.waits_total++;
+		}
 	}
-	e->st.waits_active++;
 	if (e->waiters == w && e->timer_running) {
 		e->timer_kick = true;
 		pthread_cond_signal(&e->timer_cond);
 	}
 }
 
+static struct promotion *promotion_of(struct kvt_engine *e,
+				      const struct kvt_block *b)
+{
+	for (struct promotion *p = e->promotions; p; p = p->next)
+		if (p->b == b)
+			return p;
+	return NULL;
+}
+
 /*
- * Pins w's keys from where it stopped: READY ones are pinned, a PENDING one
- * is waited for (until the deadline), an absent one ends the prefix.
+ * Reads b back from nvme into a new host slot. Its parent counts the slot
+ * first, as in block_reserve. false when no slot or no I/O could be had.
+ */
+static bool promote(struct kvt_engine *e, struct kvt_block *b)
+{
+	struct promotion *p = calloc(1, sizeof(*p));
+	uint32_t seg, slot;
+
+	if (!p)
+		return false;
+	host_child(e, b->parent, true);
+	io_pin(e, b); /* not a victim of its own slot_alloc */
+	if (slot_alloc(e, b->ns, b->tenant, &seg, &slot) < 0)
+		goto fail;
+	if (kvt_nvme_read(e->nvme, p, disk_loc(b), seg,
+			  kvt_slots_offset(e->slots, seg, slot)) < 0) {
+		kvt_slots_free(e->slots, seg, slot);
+		goto fail;
+	}
+	host_attach(e, b, seg, slot);
+	b->promoting = 1;
+	p->b = b;
+	p->next = e->promotions;
+	if (p->next)
+		p->next->prev = p;
+	e->promotions = p;
+	return true;
+fail:
+	host_child(e, b->parent, false);
+	io_unpin(e, b);
+	free(p);
+	return false;
+}
+
+/* Starts promoting the blocks of w's ready prefix from w->got on. */
+static void promote_prefix(struct kvt_engine *e, struct kvt_waiter *w)
+{
+	for (uint32_t i = w->got; i < w->n; i++) {
+		struct kvt_block *b = kvt_index_find(e->index, w->ns, w->tenant,
+						     w->keys[i]);
+
+		if (!b || b->state != KVT_BLOCK_READY)
+			return;
+		if (!b->has_slot && !promote(e, b))
+			return;
+	}
+}
+
+/*
+ * Pins w's keys from where it stopped: READY host blocks are pinned, blocks
+ * on nvme are promoted and waited for, a PENDING one is waited for (until
+ * the deadline), an absent one ends the prefix.
  */
 static void waiter_advance(struct kvt_engine *e, struct kvt_waiter *w,
 			   struct done_list *done)
 {
 	uint64_t now = now_locked(e);
 
-	w->on = NULL;
+	w->list = NULL;
 	while (w->got < w->n) {
 		struct kvt_block *b = kvt_index_find(e->index, w->ns, w->tenant,
 						     w->keys[w->got]);
+		struct promotion *p;
 
 		if (!b)
 			break;
-		if (b->state == KVT_BLOCK_READY) {
+		if (b->state == KVT_BLOCK_READY && b->has_slot && !b->promoting) {
 			block_pin(e, b);
 			w->pinned[w->got++] = b;
 			continue;
 		}
-		if (e->stop_waiting || now >= w->deadline)
+		if (b->state == KVT_BLOCK_READY) {
+			if (e->stop_waiting)
+				break;
+			if (!b->has_slot)
+				promote_prefix(e, w);
+			if (!(p = promotion_of(e, b)))
+				break; /* no room to promote into: a miss */
+			w->deadline = w->wait_deadline;
+			if (w->deadline < now + PROMOTE_TIMEOUT)
+				w->deadline = now + PROMOTE_TIMEOUT;
+			waiter_queue(e, w, &p->waiters, false);
+			return;
+		}
+		if (e->stop_waiting || now >= w->wait_deadline)
 			break;
-		waiter_queue(e, w, b);
+		w->deadline = w->wait_deadline;
+		waiter_queue(e, w, &b->u.pending.waiters, true);
 		return;
 	}
 	waiter_finish(e, w, 0, done);
@@ -786,7 +1037,7 @@ static void wake_waiters(struct kvt_engine *e, struct kvt_waiter *list,
 		struct kvt_waiter *w = list;
 
 		list = w->next_on_block;
-		w->on = NULL;
+		w->list = NULL;
 		waiter_advance(e, w, done);
 	}
 }
@@ -857,14 +1108,61 @@ static bool name_valid(const char *name)
 	return true;
 }
 
+static int ns_open_locked(struct kvt_engine *e, const char *name,
+			  uint64_t page_bytes, uint32_t block_tokens,
+			  bool shared, uint64_t idle_ttl, uint32_t *ns,
+			  bool *created, struct kvt_err *err)
+{
+	struct namespace *n;
+
+	for (uint32_t i = 0; i < e->nns; i++) {
+		n = &e->ns[i];
+		if (strcmp(n->name, name) != 0)
+			continue;
+		if (n->page_bytes != page_bytes || n->block_tokens != block_tokens)
+			return fail(err, -EPERM,
+				    "namespace %s is open with page_bytes %llu and block_tokens %u, not %llu and %u",
+				    name, (unsigned long long)n->page_bytes,
+				    n->block_tokens,
+				    (unsigned long long)page_bytes, block_tokens);
+		if (idle_ttl)
+			n->idle_ttl = idle_ttl;
+		*ns = i;
+		*created = false;
+		return 0;
+	}
+	if (e->nns == e->cfg.max_namespaces)
+		return fail(err, -ENOSPC, "the daemon already holds %u namespaces (max_namespaces)",
+			    e->cfg.max_namespaces);
+	n = &e->ns[e->nns];
+	strcpy(n->name, name);
+	n->page_bytes = page_bytes;
+	n->block_tokens = block_tokens;
+	n->shared = shared;
+	n->idle_ttl = idle_ttl ? idle_ttl : e->cfg.idle_ttl;
+	n->stride = (page_bytes + KVT_SLOT_ALIGN - 1) / KVT_SLOT_ALIGN *
+		    KVT_SLOT_ALIGN;
+	if (e->nvme) {
+		struct kvt_nvme_ns d = { .page_bytes = page_bytes,
+					 .stride = n->stride,
+					 .block_tokens = block_tokens,
+					 .shared = shared };
+
+		snprintf(d.name, sizeof(d.name), "%s", name);
+		kvt_nvme_namespace(e->nvme, e->nns, &d);
+	}
+	*ns = e->nns++;
+	*created = true;
+	return 0;
+}
+
 int kvt_engine_open_namespace(struct kvt_engine *e, const char *name,
 			      uint64_t page_bytes, uint32_t block_tokens,
 			      bool shared, uint64_t idle_ttl, uint32_t *ns,
 			      bool *created, uint64_t *stride,
 			      struct kvt_err *err)
 {
-	struct namespace *n;
-	int rc = 0;
+	int rc;
 
 	if (!name_valid(name))
 		return fail(err, -EINVAL,
@@ -880,40 +1178,10 @@ int kvt_engine_open_namespace(struct kvt_engine *e, const char *name,
 			    block_tokens, KVT_BLOCK_TOKENS_MAX);
 
 	pthread_mutex_lock(&e->lock);
-	for (uint32_t i = 0; i < e->nns; i++) {
-		n = &e->ns[i];
-		if (strcmp(n->name, name) != 0)
-			continue;
-		if (n->page_bytes != page_bytes || n->block_tokens != block_tokens)
-			rc = fail(err, -EPERM,
-				  "namespace %s is open with page_bytes %llu and block_tokens %u, not %llu and %u",
-				  name, (unsigned long long)n->page_bytes,
-				  n->block_tokens,
-				  (unsigned long long)page_bytes, block_tokens);
-		else if (idle_ttl)
-			n->idle_ttl = idle_ttl;
-		*ns = i;
-		*created = false;
-		*stride = n->stride;
-		goto out;
-	}
-	if (e->nns == e->cfg.max_namespaces) {
-		rc = fail(err, -ENOSPC, "the daemon already holds %u namespaces (max_namespaces)",
-			  e->cfg.max_namespaces);
-		goto out;
-	}
-	n = &e->ns[e->nns];
-	strcpy(n->name, name);
-	n->page_bytes = page_bytes;
-	n->block_tokens = block_tokens;
-	n->shared = shared;
-	n->idle_ttl = idle_ttl ? idle_ttl : e->cfg.idle_ttl;
-	n->stride = (page_bytes + KVT_SLOT_ALIGN - 1) / KVT_SLOT_ALIGN *
-		    KVT_SLOT_ALIGN;
-	*ns = e->nns++;
-	*created = true;
-	*stride = n->stride;
-out:
+	rc = ns_open_locked(e, name, page_bytes, block_tokens, shared, idle_ttl,
+			    ns, created, err);
+	if (rc == 0)
+		*stride = e->ns[*ns].stride;
 	pthread_mutex_unlock(&e->lock);
 	return rc;
 }
@@ -980,7 +1248,7 @@ static int ready_prefix(struct kvt_engine *e, const struct kvt_req *q,
 int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
 		      uint32_t *ready, uint32_t *pending, struct kvt_err *err)
 {
-	uint32_t r, p;
+	uint32_t r, p, on_nvme = 0;
 	int rc;
 
 	pthread_mutex_lock(&e->lock);
@@ -990,8 +1258,12 @@ int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
 	for (p = r; p < q->n && find(e, q, p); p++)
 		;
 	/* Touch leaf first so that the chain's root is the most recent. */
-	for (uint32_t i = r; i-- > 0;)
+	for (uint32_t i = r; i-- > 0;) {
 		kvt_policy_touch(e->policy, e->found[i], now_locked(e));
+		on_nvme += !e->found[i]->has_slot;
+	}
+	e->ns[q->ns].lookup_hits_nvme += on_nvme;
+	e->st.lookup_hits_nvme += on_nvme;
 	*ready = r;
 	*pending = p - r;
 	e->ns[q->ns].lookup_keys += q->n;
@@ -1021,6 +1293,7 @@ static struct kvt_block *block_reserve(struct kvt_engine *e,
 				       uint64_t now, int *rc)
 {
 	struct kvt_block *b = calloc(1, sizeof(*b));
+	uint32_t seg, slot;
 
 	if (!b) {
 		*rc = -ENOMEM;
@@ -1031,13 +1304,13 @@ static struct kvt_block *block_reserve(struct kvt_engine *e,
 		return NULL;
 	}
 	b->parent = parent ? kvt_index_find(e->index, ns, tenant, parent) : NULL;
-	if (b->parent) {
+	if (b->parent)
 		b->parent->children++;
-		kvt_policy_update(e->policy, b->parent);
-	}
-	if ((*rc = slot_alloc(e, ns, tenant, &b->segment, &b->slot)) < 0) {
+	host_child(e, b->parent, true);
+	if ((*rc = slot_alloc(e, ns, tenant, &seg, &slot)) < 0) {
 		if (b->parent) {
 			b->parent->children--;
+			host_child(e, b->parent, false);
 			block_settle(e, b->parent);
 		}
 		free(b);
@@ -1049,11 +1322,9 @@ static struct kvt_block *block_reserve(struct kvt_engine *e,
 	b->state = KVT_BLOCK_PENDING;
 	b->u.pending.owner = owner;
 	b->indexed = 1;
-	b->has_slot = 1;
 	kvt_index_insert(e->index, b);
-	kvt_slots_set_user(e->slots, b->segment, b->slot, b);
+	host_attach(e, b, seg, slot);
 	kvt_block_list_insert(pending, NULL, b);
-	charge(e, b, true);
 	block_retain(e, b, ret, now);
 	e->ns[ns].pending++;
 	e->st.reserved_total++;
@@ -1182,6 +1453,7 @@ static void commit_locked(struct kvt_engine *e, struct kvt_block_list *pending,
 		nsp->ready++;
 		e->st.committed_total++;
 		wake_waiters(e, waiters, done);
+		demote(e, b);
 	}
 }
 
@@ -1270,7 +1542,7 @@ int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
 	if (rc == 0) {
 		w->session = s;
 		w->tenant = scope(e, q->ns, q->tenant);
-		w->deadline = now_locked(e) + wait;
+		w->wait_deadline = now_locked(e) + wait;
 		waiter_advance(e, w, &done);
 	}
 	pthread_mutex_unlock(&e->lock);
@@ -1310,8 +1582,21 @@ int kvt_engine_pin(struct kvt_engine *e, const struct kvt_req *q,
 	if ((rc = ns_check(e, q->ns, err)) == 0 &&
 	    (rc = ready_prefix(e, q, ready, err)) == 0) {
 		for (; *count < *ready && *count < max_pins; (*count)++) {
-			pinned[*count] = e->found[*count];
-			block_pin(e, pinned[*count]);
+			struct kvt_block *b = e->found[*count];
+
+			if (!b->has_slot || b->promoting)
+				break;
+			pinned[*count] = b;
+			block_pin(e, b);
+		}
+		/* Blocks on nvme are read back for the next call. Found anew:
+		 * making room for one may evict the next. */
+		for (uint32_t i = *count; i < *ready && e->nvme; i++) {
+			struct kvt_block *b = find(e, q, i);
+
+			if (!b || b->state != KVT_BLOCK_READY ||
+			    (!b->has_slot && !promote(e, b)))
+				break;
 		}
 	}
 	pthread_mutex_unlock(&e->lock);
@@ -1394,6 +1679,206 @@ out:
 	free(states);
 	free(locs);
 	return rc;
+}
+
+/* ---- nvme tier: the mover's reports, recovery ---- */
+
+static void nvme_written(void *arg, void *user, int rc, struct kvt_nvme_loc loc)
+{
+	struct kvt_engine *e = arg;
+	struct kvt_block *b = user;
+
+	b->demoting = 0;
+	if (rc == 0 && b->indexed) {
+		disk_set(e, b, loc);
+		e->st.demotions_total++;
+	} else if (rc == 0) {
+		kvt_nvme_forget(e->nvme, loc); /* dropped while being written */
+	}
+	io_unpin(e, b);
+}
+
+static void nvme_read(void *arg, void *user, int rc)
+{
+	struct kvt_engine *e = arg;
+	struct promotion *p = user;
+	struct kvt_block *b = p->b;
+
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		e->promotions = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+	b->promoting = 0;
+	if (rc == 0) {
+		e->st.promotions_total++;
+	} else {
+		/* A corrupt or unreadable page is a miss, never served. */
+		e->st.promotion_failures_total++;
+		if (b->indexed)
+			block_unindex(e, b);
+	}
+	wake_waiters(e, p->waiters, &e->io_done);
+	free(p);
+	io_unpin(e, b);
+}
+
+/* A region is reused: b's record goes. Kept in host, it is written anew. */
+static void nvme_reclaimed(void *arg, void *user)
+{
+	struct kvt_engine *e = arg;
+	struct kvt_block *b = user;
+
+	disk_clear(e, b, false);
+	if (b->has_slot) {
+		demote(e, b);
+		return;
+	}
+	e->st.nvme_evictions_total++;
+	e->ns[b->ns].evictions++;
+	block_unindex(e, b);
+}
+
+static void nvme_unlocked(void *arg)
+{
+	struct kvt_engine *e = arg;
+	struct done_list done;
+
+	pthread_mutex_lock(&e->lock);
+	done = e->io_done;
+	e->io_done.head = NULL;
+	pthread_mutex_unlock(&e->lock);
+	run_done(&done);
+}
+
+static void nvme_log(void *arg, bool error, const char *msg)
+{
+	struct kvt_engine *e = arg;
+
+	if (e->cfg.log)
+		e->cfg.log(error, msg);
+}
+
+/* A recovered block whose parent is linked once every record is in. */
+struct recovered {
+	struct kvt_block *b;
+	uint8_t parent[KVT_KEY_BYTES];
+};
+
+static int recover_ns(void *arg, const struct kvt_nvme_ns *d)
+{
+	struct kvt_engine *e = arg;
+	struct kvt_err err;
+	uint32_t ns;
+	bool created;
+
+	if (!name_valid(d->name) || d->page_bytes > e->cfg.segment_bytes ||
+	    d->block_tokens == 0 || d->block_tokens > KVT_BLOCK_TOKENS_MAX ||
+	    ns_open_locked(e, d->name, d->page_bytes, d->block_tokens, d->shared,
+			   0, &ns, &created, &err) < 0 ||
+	    e->ns[ns].stride != d->stride)
+		return -1;
+	return (int)ns;
+}
+
+static void *recover_record(void *arg, const struct kvt_nvme_record *r)
+{
+	struct kvt_engine *e = arg;
+	uint32_t tenant = KVT_TENANT_SHARED;
+	struct kvt_block *b;
+
+	if (!e->ns[r->ns].shared &&
+	    tenant_locked(e, r->block.uid, r->block.tenant, &tenant) < 0)
+		return NULL;
+	if (kvt_policy_prepare(e->policy, r->ns, tenant) < 0)
+		return NULL;
+	b = kvt_index_find(e->index, r->ns, tenant, r->block.key);
+	if (b) { /* an older record of the same key: this one is newer */
+		disk_clear(e, b, true);
+		disk_set(e, b, r->loc);
+		return b;
+	}
+	if (e->nrecovered == e->recovered_cap) {
+		size_t cap = e->recovered_cap ? 2 * e->recovered_cap : 1024;
+		struct recovered *v = realloc(e->recovered, cap * sizeof(*v));
+
+		if (!v)
+			return NULL;
+		e->recovered = v;
+		e->recovered_cap = cap;
+	}
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return NULL;
+	memcpy(b->key, r->block.key, KVT_KEY_BYTES);
+	b->ns = (uint16_t)r->ns;
+	b->tenant = (uint16_t)tenant;
+	b->state = KVT_BLOCK_READY;
+	b->indexed = 1;
+	b->u.atime = now_locked(e);
+	if (kvt_index_insert(e->index, b) < 0) {
+		free(b);
+		return NULL;
+	}
+	disk_set(e, b, r->loc);
+	block_retain(e, b, NULL, 0);
+	e->ns[r->ns].ready++;
+	/* Its own key for a parent means none. */
+	e->recovered[e->nrecovered].b = b;
+	memcpy(e->recovered[e->nrecovered].parent,
+	       r->block.has_parent ? r->block.parent : b->key, KVT_KEY_BYTES);
+	e->nrecovered++;
+	return b;
+}
+
+/* Opens the nvme tier, takes in what it holds, starts its mover. */
+static int nvme_start(struct kvt_engine *e, struct kvt_err *err)
+{
+	const struct kvt_engine_nvme *c = &e->cfg.nvme;
+	uint32_t nseg = kvt_slots_segments(e->slots);
+	struct kvt_nvme_config nc = {
+		.paths = c->paths, .npaths = c->npaths,
+		.path_bytes = c->path_bytes, .region_bytes = c->region_bytes,
+		.queue_depth = c->queue_depth, .retry_ns = c->retry,
+		.max_namespaces = e->cfg.max_namespaces,
+		.nsegments = nseg, .segment_bytes = e->cfg.segment_bytes,
+		.lock = &e->lock, .arg = e,
+		.ops = { nvme_written, nvme_read, nvme_reclaimed, nvme_unlocked,
+			 nvme_log },
+	};
+	int rc;
+
+	e->segments = calloc(nseg, sizeof(*e->segments));
+	if (!e->segments)
+		return fail(err, -ENOMEM, "out of memory");
+	for (uint32_t i = 0; i < nseg; i++)
+		e->segments[i] = kvt_host_ptr(e->host, i, 0);
+	nc.segments = e->segments;
+	rc = kvt_nvme_open(&nc, &e->nvme, err->msg, sizeof(err->msg));
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&e->lock);
+	rc = kvt_nvme_recover(e->nvme, recover_ns, recover_record, e);
+	for (size_t i = 0; i < e->nrecovered; i++) {
+		struct kvt_block *b = e->recovered[i].b;
+		struct kvt_block *p = kvt_index_find(e->index, b->ns, b->tenant,
+						     e->recovered[i].parent);
+
+		if (p && p != b) {
+			b->parent = p;
+			p->children++;
+		}
+	}
+	free(e->recovered);
+	e->recovered = NULL;
+	e->st.nvme_recovered_blocks = e->nrecovered;
+	pthread_mutex_unlock(&e->lock);
+	if (rc < 0)
+		return fail(err, rc, "nvme recovery: %s", strerror(-rc));
+	if ((rc = kvt_nvme_start(e->nvme)) < 0)
+		return fail(err, rc, "cannot start the nvme mover thread");
+	return 0;
 }
 
 /* ---- drop ---- */
@@ -1586,6 +2071,26 @@ void kvt_engine_stats(struct kvt_engine *e, struct kvt_engine_stats *st)
 	st->tenants = e->ntenants;
 	st->host_segments = kvt_slots_segments(e->slots);
 	st->host_segments_used = kvt_slots_segments_carved(e->slots);
+	if (e->nvme) {
+		struct kvt_nvme_stats n;
+
+		kvt_nvme_stats(e->nvme, &n);
+		st->nvme_enabled = true;
+		st->nvme_fixed_buffers = n.fixed_buffers;
+		st->nvme_paths_failed = n.paths_failed;
+		st->nvme_capacity_bytes = n.capacity_bytes;
+		st->nvme_used_bytes = n.used_bytes;
+		st->nvme_write_bytes_total = n.write_bytes_total;
+		st->nvme_read_bytes_total = n.read_bytes_total;
+		st->nvme_write_errors_total = n.write_errors_total;
+		st->nvme_read_errors_total = n.read_errors_total;
+		st->nvme_bad_checksum_total = n.bad_checksum_total;
+		st->nvme_queued = n.queued;
+		st->nvme_inflight = n.inflight;
+		st->nvme_recovery_ms = n.recovery_ms;
+	} else {
+		st->nvme_paths_failed = st->nvme_paths;
+	}
 	pthread_mutex_unlock(&e->lock);
 }
 
@@ -1612,6 +2117,8 @@ int kvt_engine_namespace_stats(struct kvt_engine *e, uint32_t ns,
 	st->lookup_hits = n->lookup_hits;
 	st->evictions = n->evictions;
 	st->expired = n->expired;
+	st->lookup_hits_nvme = n->lookup_hits_nvme;
+	st->nvme_blocks = n->nvme_blocks;
 out:
 	pthread_mutex_unlock(&e->lock);
 	return rc;

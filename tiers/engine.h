@@ -40,6 +40,15 @@
 #define KVT_TENANT_SHARED 0
 #define KVT_MS 1000000ull /* engine clock units (ns) per millisecond */
 
+/* The nvme tier; npaths 0: none. */
+struct kvt_engine_nvme {
+	const char *const *paths;
+	uint32_t npaths;
+	uint64_t path_bytes, region_bytes;
+	uint32_t queue_depth;
+	uint64_t retry; /* a failed path takes no writes this long */
+};
+
 struct kvt_quota {
 	uint32_t uid;
 	uint64_t host_bytes;
@@ -63,6 +72,10 @@ struct kvt_engine_config {
 	uint64_t default_host_quota;
 	const struct kvt_quota *quotas; /* per uid, overriding the default */
 	uint32_t nquotas;
+
+	struct kvt_engine_nvme nvme;
+	/* Where the nvme tier reports faults (error) and progress; NULL: nowhere. */
+	void (*log)(bool error, const char *msg);
 
 	/* Clock in ns; NULL: CLOCK_MONOTONIC. Tests pass a fake one. */
 	uint64_t (*clock)(void *arg);
@@ -123,6 +136,21 @@ struct kvt_engine_stats {
 	uint64_t waits_missed_total, waits_timed_out_total;
 	uint64_t host_capacity_bytes, host_used_bytes;
 	uint32_t host_segments, host_segments_used, namespaces, tenants;
+	/* nvme: hits served from it, blocks written to it (demotions), host
+	 * evictions that kept the block there, blocks it lost to region reuse,
+	 * promotions and failed ones (bad checksum, I/O error), committed blocks
+	 * never written (backlog full, tier failing). */
+	uint64_t lookup_hits_nvme, nvme_blocks;
+	uint64_t demotions_total, evictions_to_nvme_total, nvme_evictions_total;
+	uint64_t promotions_total, promotion_failures_total;
+	uint64_t demotions_skipped_total;
+	bool nvme_enabled, nvme_fixed_buffers;
+	uint32_t nvme_paths, nvme_paths_failed;
+	uint64_t nvme_capacity_bytes, nvme_used_bytes;
+	uint64_t nvme_write_bytes_total, nvme_read_bytes_total;
+	uint64_t nvme_write_errors_total, nvme_read_errors_total;
+	uint64_t nvme_bad_checksum_total, nvme_queued, nvme_inflight;
+	uint64_t nvme_recovered_blocks, nvme_recovery_ms;
 };
 
 struct kvt_namespace_stats {
@@ -133,6 +161,7 @@ struct kvt_namespace_stats {
 	uint64_t idle_ttl;
 	uint64_t ready_blocks, pending_blocks, lookup_keys, lookup_hits;
 	uint64_t evictions, expired;
+	uint64_t lookup_hits_nvme, nvme_blocks;
 };
 
 struct kvt_tenant_stats {
@@ -192,8 +221,9 @@ int kvt_engine_open_namespace(struct kvt_engine *e, const char *name,
 int kvt_engine_page_bytes(struct kvt_engine *e, uint32_t ns,
 			  uint64_t *page_bytes, struct kvt_err *err);
 
-/* keys[0..*ready) are READY; keys[*ready..*ready + *pending) exist and
- * keys[*ready] is PENDING. Counts as a use of the ready ones. */
+/* keys[0..*ready) are READY (in the host tier or on nvme);
+ * keys[*ready..*ready + *pending) exist and keys[*ready] is PENDING. Counts
+ * as a use of the ready ones. */
 int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
 		      uint32_t *ready, uint32_t *pending, struct kvt_err *err);
 
@@ -213,7 +243,9 @@ int kvt_engine_abort(struct kvt_engine *e, const struct kvt_req *q,
 		     struct kvt_err *err);
 
 /*
- * Pins the ready prefix of keys under a new lease. With wait > 0, a PENDING
+ * Pins the ready prefix of keys under a new lease. Blocks on nvme are
+ * promoted (read back into host slots, checksums verified) first: the call
+ * completes when their reads have. With wait > 0, a PENDING
  * key in the prefix is waited for (at most wait, at most max_wait) instead
  * of ending the prefix: the call completes when every key is ready, at the
  * first absent key (a producer that aborts or dies makes its keys absent),
@@ -238,7 +270,8 @@ int kvt_engine_put(struct kvt_engine *e, const struct kvt_req *q,
 /*
  * Pins at most max_pins blocks of the ready prefix without a session, for a
  * caller that copies them out at once and then calls kvt_engine_unpin.
- * *ready is the whole ready prefix length.
+ * *ready is the whole ready prefix length. Pinning stops at the first block
+ * on nvme only; its promotion is started, for a later call to find.
  */
 int kvt_engine_pin(struct kvt_engine *e, const struct kvt_req *q,
 		   uint32_t max_pins, struct kvt_block **pinned,

@@ -41,7 +41,11 @@ struct kvt_block {
 			void *owner;               /* producing session */
 			struct kvt_waiter *waiters; /* readers waiting for it */
 		} pending;
-		uint64_t atime; /* READY: last use, engine clock */
+		struct {
+			uint64_t atime; /* READY: last use, engine clock */
+			/* has_disk: its nvme record (a kvt_nvme_loc) */
+			uint32_t disk_region, disk_slot;
+		};
 	} u;
 	uint16_t ns, tenant;
 	uint32_t segment, slot;
@@ -51,8 +55,14 @@ struct kvt_block {
 	uint8_t priority;  /* retention priority, 0..100 */
 	uint8_t state;
 	uint8_t indexed : 1; /* findable; 0 once dropped or evicted */
-	uint8_t has_slot : 1;
+	uint8_t has_slot : 1;  /* holds a host slot */
 	uint8_t on_list : 1;
+	uint8_t has_disk : 1;  /* READY: a copy on nvme (u.disk_*) */
+	uint8_t demoting : 1;  /* being written to nvme */
+	uint8_t promoting : 1; /* host slot being read back from nvme */
+	/* Children that hold a host slot: leaf-first eviction in the host
+	 * tier looks at these, not at children kept on nvme only. */
+	uint32_t host_children;
 };
 
 struct kvt_index;

@@ -97,8 +97,8 @@ int kvt_policy_prepare(struct kvt_policy *p, uint32_t ns, uint32_t tenant)
 
 static bool is_candidate(const struct kvt_policy *p, const struct kvt_block *b)
 {
-	return b->state == KVT_BLOCK_READY && b->indexed && b->pins == 0 &&
-	       (p->mode == KVT_EVICT_LRU || b->children == 0);
+	return b->state == KVT_BLOCK_READY && b->indexed && b->has_slot &&
+	       b->pins == 0 && (p->mode == KVT_EVICT_LRU || b->host_children == 0);
 }
 
 static unsigned class_of(const struct kvt_policy *p, const struct kvt_block *b)
