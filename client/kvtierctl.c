@@ -117,6 +117,17 @@ static void print_status(const struct stat_list *l)
 	printf("host tier    %.1f / %.1f MiB used (%.1f%%), %s of %s segments carved\n",
 	       used / 1048576.0, cap / 1048576.0, cap ? 100.0 * used / cap : 0.0,
 	       find(l, "host_segments_used"), find(l, "host_segments"));
+	if (strcmp(find(l, "nvme_enabled"), "true") == 0) {
+		cap = strtoull(find(l, "nvme_capacity_bytes"), NULL, 10);
+		used = strtoull(find(l, "nvme_used_bytes"), NULL, 10);
+		printf("nvme tier    %.1f / %.1f MiB used, %s blocks, %s of %s paths failing, %s bad checksums\n",
+		       used / 1048576.0, cap / 1048576.0, find(l, "nvme_blocks"),
+		       find(l, "nvme_paths_failed"), find(l, "nvme_paths"),
+		       find(l, "nvme_bad_checksum_total"));
+	} else if (strcmp(find(l, "nvme_paths"), "0") != 0) {
+		printf("nvme tier    UNAVAILABLE (%s paths configured; see the log)\n",
+		       find(l, "nvme_paths"));
+	}
 }
 
 static void usage(FILE *out)

@@ -69,6 +69,18 @@ static const struct knob knobs[] = {
 	  "host bytes (or % of the tier) each tenant keeps against others, and above which it evicts its own blocks first (0: none)" },
 	{ "tenants", "host_quotas", KNOB_STRING, FIELD(host_quotas), 0, 0, "",
 	  "per-tenant overrides: user:size,... (user: a name or uid; size: bytes or %)" },
+	{ "nvme", "paths", KNOB_STRING, FIELD(nvme_paths), 0, 0, "",
+	  "comma-separated files or block devices of the nvme tier, written O_DIRECT (empty: no nvme tier)" },
+	{ "nvme", "size", KNOB_SIZE, FIELD(nvme_size), 1ull << 20, 1ull << 60,
+	  "16G", "bytes used on each path (a block device: at most its size)" },
+	{ "nvme", "region_size", KNOB_SIZE, FIELD(nvme_region_size), 1ull << 16,
+	  1ull << 40, "256M",
+	  "unit of nvme space reuse, oldest first; holds records of one namespace; at least segment_size + 8K" },
+	{ "nvme", "queue_depth", KNOB_U32, FIELD(nvme_queue_depth), 1, 1024, "32",
+	  "nvme reads and writes in flight" },
+	{ "nvme", "retry_interval", KNOB_DURATION, FIELD(nvme_retry_ms), 1,
+	  86400000, "30s",
+	  "after a write error (disk full, EIO) a path takes no writes this long" },
 };
 
 #define NKNOBS (sizeof(knobs) / sizeof(knobs[0]))
@@ -411,6 +423,45 @@ static int finish_quotas(struct kvt_config *c, char *err, size_t len)
 	return 0;
 }
 
+/* Splits [nvme] paths and checks the sizes against the host segment. */
+static int finish_nvme(struct kvt_config *c, char *err, size_t len)
+{
+	const char *s = c->nvme_paths;
+
+	c->nvme_npaths = 0;
+	while (*s) {
+		size_t n;
+
+		s += strspn(s, " ,");
+		n = strcspn(s, " ,");
+		if (n == 0)
+			break;
+		if (c->nvme_npaths == KVT_CONFIG_NVME_PATHS_MAX || s[0] != '/' ||
+		    n >= sizeof(c->nvme_path[0])) {
+			snprintf(err, len, "[nvme] paths: at most %d absolute paths under %zu bytes",
+				 KVT_CONFIG_NVME_PATHS_MAX, sizeof(c->nvme_path[0]));
+			return -1;
+		}
+		memcpy(c->nvme_path[c->nvme_npaths], s, n);
+		c->nvme_path[c->nvme_npaths++][n] = '\0';
+		s += n;
+	}
+	if (c->nvme_region_size % 4096 ||
+	    c->nvme_region_size < c->host_segment_size + 3 * 4096) {
+		snprintf(err, len, "[nvme] region_size: %llu must be a multiple of 4096 and at least segment_size + 12K (%llu)",
+			 (unsigned long long)c->nvme_region_size,
+			 (unsigned long long)(c->host_segment_size + 3 * 4096));
+		return -1;
+	}
+	if (c->nvme_npaths && c->nvme_size < c->nvme_region_size + 4096) {
+		snprintf(err, len, "[nvme] size: %llu holds no region of %llu bytes",
+			 (unsigned long long)c->nvme_size,
+			 (unsigned long long)c->nvme_region_size);
+		return -1;
+	}
+	return 0;
+}
+
 int kvt_config_finish(struct kvt_config *c, char *err, size_t len)
 {
 	if (c->run_dir[0] != '/') {
@@ -441,6 +492,8 @@ int kvt_config_finish(struct kvt_config *c, char *err, size_t len)
 			 (unsigned long long)c->host_segment_size);
 		return -1;
 	}
+	if (finish_nvme(c, err, len) < 0)
+		return -1;
 	return finish_quotas(c, err, len);
 }
 

@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #define KVT_CONFIG_QUOTAS_MAX 64
+#define KVT_CONFIG_NVME_PATHS_MAX 16 /* KVT_NVME_PATHS_MAX */
 
 struct kvt_config {
 	/* [daemon] */
@@ -41,6 +42,10 @@ struct kvt_config {
 	char shared_namespaces[1024];
 	char host_quota[32];
 	char host_quotas[1024];
+	/* [nvme] */
+	char nvme_paths[4096];
+	uint64_t nvme_size, nvme_region_size, nvme_retry_ms;
+	uint32_t nvme_queue_depth;
 
 	/* Derived by kvt_config_finish. */
 	uint64_t default_host_quota; /* bytes; 0: none */
@@ -49,6 +54,8 @@ struct kvt_config {
 		uint64_t bytes;
 	} quotas[KVT_CONFIG_QUOTAS_MAX];
 	uint32_t nquotas;
+	char nvme_path[KVT_CONFIG_NVME_PATHS_MAX][256];
+	uint32_t nvme_npaths;
 };
 
 /* Fills in every default. The run directory depends on who runs the daemon. */

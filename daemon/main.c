@@ -184,6 +184,11 @@ static void wait_for_stop(void)
 	}
 }
 
+static void engine_log(bool error, const char *msg)
+{
+	kvt_log(error ? KVT_LOG_ERROR : KVT_LOG_INFO, "%s", msg);
+}
+
 int main(int argc, char **argv)
 {
 	struct kvt_config cfg;
@@ -191,6 +196,8 @@ int main(int argc, char **argv)
 	struct kvt_engine_config ecfg;
 	struct kvt_server_config scfg;
 	struct kvt_quota quotas[KVT_CONFIG_QUOTAS_MAX];
+	const char *nvme_paths[KVT_CONFIG_NVME_PATHS_MAX];
+	struct kvt_engine_stats st;
 	struct kvt_err err;
 	char lock_path[PATH_MAX + 8], prefix[32], msg[512];
 	sigset_t set;
@@ -218,6 +225,8 @@ int main(int argc, char **argv)
 	shm_prefix(cfg.socket, prefix, sizeof(prefix));
 	for (uint32_t i = 0; i < cfg.nquotas; i++)
 		quotas[i] = (struct kvt_quota){ cfg.quotas[i].uid, cfg.quotas[i].bytes };
+	for (uint32_t i = 0; i < cfg.nvme_npaths; i++)
+		nvme_paths[i] = cfg.nvme_path[i];
 	ecfg = (struct kvt_engine_config){
 		.host_bytes = cfg.host_size,
 		.segment_bytes = cfg.host_segment_size,
@@ -234,6 +243,12 @@ int main(int argc, char **argv)
 		.default_host_quota = cfg.default_host_quota,
 		.quotas = quotas,
 		.nquotas = cfg.nquotas,
+		.nvme = { .paths = nvme_paths, .npaths = cfg.nvme_npaths,
+			  .path_bytes = cfg.nvme_size,
+			  .region_bytes = cfg.nvme_region_size,
+			  .queue_depth = cfg.nvme_queue_depth,
+			  .retry = cfg.nvme_retry_ms * KVT_MS },
+		.log = engine_log,
 		.timer_thread = true,
 	};
 	if (kvt_engine_create(&ecfg, &d.engine, &err) < 0) {
@@ -269,9 +284,17 @@ int main(int argc, char **argv)
 	printf("kvtierd %s listening on", KVT_VERSION);
 	for (size_t i = 0; i < kvt_server_listen_count(d.server); i++)
 		printf(" %s", kvt_server_listen_address(d.server, i));
-	printf(" (host tier %llu MiB in %u shm segments %s*; %s; %s)\n",
+	kvt_engine_stats(d.engine, &st);
+	printf(" (host tier %llu MiB in %u shm segments %s*; ",
 	       (unsigned long long)(cfg.host_size >> 20),
-	       kvt_engine_host_segments(d.engine), prefix, d.allocator, d.cuda);
+	       kvt_engine_host_segments(d.engine), prefix);
+	if (st.nvme_enabled)
+		printf("nvme tier %llu MiB on %u paths, %llu blocks recovered in %llu ms; ",
+		       (unsigned long long)(st.nvme_capacity_bytes >> 20),
+		       st.nvme_paths - st.nvme_paths_failed,
+		       (unsigned long long)st.nvme_recovered_blocks,
+		       (unsigned long long)st.nvme_recovery_ms);
+	printf("%s; %s)\n", d.allocator, d.cuda);
 	fflush(stdout);
 
 	wait_for_stop();

@@ -860,6 +860,29 @@ static void stats_fill_engine(struct kvt_daemon *d, Kvtier__V1__StatsResponse *p
 	p->host_used_bytes = st.host_used_bytes;
 	p->host_segments = st.host_segments;
 	p->host_segments_used = st.host_segments_used;
+	p->nvme_enabled = st.nvme_enabled;
+	p->nvme_paths = st.nvme_paths;
+	p->nvme_paths_failed = st.nvme_paths_failed;
+	p->nvme_fixed_buffers = st.nvme_fixed_buffers;
+	p->nvme_capacity_bytes = st.nvme_capacity_bytes;
+	p->nvme_used_bytes = st.nvme_used_bytes;
+	p->nvme_blocks = st.nvme_blocks;
+	p->lookup_hits_nvme = st.lookup_hits_nvme;
+	p->demotions_total = st.demotions_total;
+	p->demotions_skipped_total = st.demotions_skipped_total;
+	p->evictions_to_nvme_total = st.evictions_to_nvme_total;
+	p->nvme_evictions_total = st.nvme_evictions_total;
+	p->promotions_total = st.promotions_total;
+	p->promotion_failures_total = st.promotion_failures_total;
+	p->nvme_bad_checksum_total = st.nvme_bad_checksum_total;
+	p->nvme_write_errors_total = st.nvme_write_errors_total;
+	p->nvme_read_errors_total = st.nvme_read_errors_total;
+	p->nvme_write_bytes_total = st.nvme_write_bytes_total;
+	p->nvme_read_bytes_total = st.nvme_read_bytes_total;
+	p->nvme_queued = st.nvme_queued;
+	p->nvme_inflight = st.nvme_inflight;
+	p->nvme_recovered_blocks = st.nvme_recovered_blocks;
+	p->nvme_recovery_ms = st.nvme_recovery_ms;
 }
 
 static void stats_fill_rpcs(struct kvt_daemon *d, struct stats_buf *b,
@@ -928,6 +951,8 @@ static int stats_fill_namespaces(struct kvt_daemon *d, struct stats_buf *b,
 		m->shared = b->ns[i].shared;
 		m->idle_ttl_ms = b->ns[i].idle_ttl / KVT_MS;
 		m->expired = b->ns[i].expired;
+		m->lookup_hits_nvme = b->ns[i].lookup_hits_nvme;
+		m->nvme_blocks = b->ns[i].nvme_blocks;
 		b->ns_ptrs[i] = m;
 	}
 	p->namespaces = b->ns_ptrs;

@@ -19,6 +19,13 @@ static void kill_daemon_at_exit(void)
 
 void test_daemon_start(struct test_daemon *d, const char *const *sets)
 {
+	snprintf(d->dir, sizeof(d->dir), "/tmp/kvtier-test-XXXXXX");
+	CHECK(mkdtemp(d->dir) != NULL);
+	test_daemon_restart(d, sets);
+}
+
+void test_daemon_restart(struct test_daemon *d, const char *const *sets)
+{
 	const char *bin = getenv("KVTIERD");
 	char *argv[64], run_dir[200], line[512];
 	int out[2], argc = 0;
@@ -29,8 +36,6 @@ void test_daemon_start(struct test_daemon *d, const char *const *sets)
 		fprintf(stderr, "harness: set KVTIERD to the kvtierd binary\n");
 		exit(1);
 	}
-	snprintf(d->dir, sizeof(d->dir), "/tmp/kvtier-test-XXXXXX");
-	CHECK(mkdtemp(d->dir) != NULL);
 	snprintf(run_dir, sizeof(run_dir), "daemon.run_dir=%s/run", d->dir);
 	/* The socket lives in the run dir, which the daemon creates. */
 	snprintf(d->addr, sizeof(d->addr), "unix:%s/run/kvtierd.sock", d->dir);
@@ -79,20 +84,27 @@ void test_daemon_start(struct test_daemon *d, const char *const *sets)
 	}
 }
 
-int test_daemon_stop(struct test_daemon *d)
+int test_daemon_signal(struct test_daemon *d, int sig)
 {
-	char cmd[200];
 	int status;
 
-	kill(d->pid, SIGTERM);
+	kill(d->pid, sig);
 	if (waitpid(d->pid, &status, 0) < 0)
 		return -1;
 	if (running_daemon == d->pid)
 		running_daemon = 0;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int test_daemon_stop(struct test_daemon *d)
+{
+	char cmd[200];
+	int rc = test_daemon_signal(d, SIGTERM);
+
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", d->dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "harness: cannot remove %s\n", d->dir);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	return rc;
 }
 
 void test_fill(void *page, size_t len, unsigned seed)

@@ -20,6 +20,11 @@ struct test_daemon {
 
 /* sets: NULL-terminated "section.key=value" overrides. Exits on failure. */
 void test_daemon_start(struct test_daemon *d, const char *const *sets);
+/* Starts it again in the same directory (after a stop without cleanup). */
+void test_daemon_restart(struct test_daemon *d, const char *const *sets);
+/* Sends sig, waits, leaves the directory for a restart; returns the exit
+ * status as test_daemon_stop does. */
+int test_daemon_signal(struct test_daemon *d, int sig);
 /* SIGTERM, wait; returns the daemon's exit status (0 for a clean stop). */
 int test_daemon_stop(struct test_daemon *d);
 

@@ -121,6 +121,7 @@ struct kvt_engine {
 	struct kvt_engine_stats st; /* counters; gauges are filled in on read */
 
 	struct kvt_nvme *nvme;     /* NULL: no nvme tier */
+	uint64_t demoting_bytes;   /* host bytes pinned until written */
 	void **segments;           /* the host segments' base addresses */
 	struct promotion *promotions;
 	struct done_list io_done;  /* waits the mover completed */
@@ -564,9 +565,17 @@ static void demote(struct kvt_engine *e, struct kvt_block *b)
 	const struct tenant *t = &e->tenants[b->tenant];
 	struct kvt_nvme_block blk = { .uid = t->uid };
 
+	uint64_t stride = e->ns[b->ns].stride;
+
 	if (!e->nvme || b->has_disk || b->demoting || !b->has_slot ||
 	    b->promoting || !b->indexed)
 		return;
+	/* Pinned blocks cannot make room: let the disk hold up at most a
+	 * quarter of the host tier, and the rest is not demoted. */
+	if (e->demoting_bytes + stride > e->st.host_capacity_bytes / 4) {
+		e->st.demotions_skipped_total++;
+		return;
+	}
 	memcpy(blk.key, b->key, KVT_KEY_BYTES);
 	if (b->parent) {
 		memcpy(blk.parent, b->parent->key, KVT_KEY_BYTES);
@@ -579,6 +588,7 @@ static void demote(struct kvt_engine *e, struct kvt_block *b)
 		return;
 	}
 	b->demoting = 1;
+	e->demoting_bytes += stride;
 	io_pin(e, b);
 }
 
@@ -1689,6 +1699,7 @@ static void nvme_written(void *arg, void *user, int rc, struct kvt_nvme_loc loc)
 	struct kvt_block *b = user;
 
 	b->demoting = 0;
+	e->demoting_bytes -= e->ns[b->ns].stride;
 	if (rc == 0 && b->indexed) {
 		disk_set(e, b, loc);
 		e->st.demotions_total++;

@@ -922,8 +922,9 @@ static void check_result(struct kvt_nvme *nv, struct io *io, int res)
 	bool page = io->kind == IO_READ || (io->kind == IO_WRITE && io->pending == 2);
 	int want = page ? (int)g->stride : HDR;
 
+	/* A short write is what a full disk gives; a short read, a bad one. */
 	if (io->rc == 0 && res != want)
-		io->rc = res < 0 ? res : -EIO;
+		io->rc = res < 0 ? res : io->kind == IO_READ ? -EIO : -ENOSPC;
 }
 
 static void arm_wakeup(struct kvt_nvme *nv)
