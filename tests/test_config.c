@@ -72,6 +72,23 @@ int main(void)
 	CHECK(kvt_config_set(&c, "host.segment_size=5000", err, sizeof(err)) == 0);
 	CHECK(kvt_config_finish(&c, err, sizeof(err)) < 0 && strstr(err, "multiple of 4096"));
 
+	/* nvme: paths split, sizes checked against the host segment. */
+	kvt_config_defaults(&c);
+	CHECK(kvt_config_set(&c, "daemon.run_dir=/tmp/x", err, sizeof(err)) == 0);
+	CHECK(kvt_config_finish(&c, err, sizeof(err)) == 0 && c.nvme_npaths == 0);
+	CHECK(kvt_config_set(&c, "nvme.paths=/a/x.kvt, /b/y.kvt", err, sizeof(err)) == 0);
+	CHECK(kvt_config_finish(&c, err, sizeof(err)) == 0 && c.nvme_npaths == 2);
+	CHECK(strcmp(c.nvme_path[1], "/b/y.kvt") == 0 && c.nvme_queue_depth == 32);
+	CHECK(kvt_config_set(&c, "nvme.region_size=64M", err, sizeof(err)) == 0);
+	CHECK(kvt_config_finish(&c, err, sizeof(err)) < 0 &&
+	      strstr(err, "[nvme] region_size") && strstr(err, "segment_size + 12K"));
+	CHECK(kvt_config_set(&c, "nvme.region_size=256M", err, sizeof(err)) == 0);
+	CHECK(kvt_config_set(&c, "nvme.size=100M", err, sizeof(err)) == 0);
+	CHECK(kvt_config_finish(&c, err, sizeof(err)) < 0 && strstr(err, "holds no region"));
+	CHECK(kvt_config_set(&c, "nvme.paths=relative.kvt", err, sizeof(err)) == 0);
+	CHECK(kvt_config_finish(&c, err, sizeof(err)) < 0 && strstr(err, "absolute"));
+	CHECK(kvt_config_set(&c, "nvme.queue_depth=0", err, sizeof(err)) < 0);
+
 	/* Durations and quotas. */
 	kvt_config_defaults(&c);
 	CHECK(c.lease_ttl_ms == 300000 && c.max_wait_ms == 30000);

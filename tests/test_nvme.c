@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "client_util.h"
 #include "kvtier/kvtier.h"
 
 #define PAGE (256 * 1024)
@@ -40,51 +41,20 @@ static const char *sets[] = {
 
 static struct kvt_key key_of(unsigned i)
 {
-	struct kvt_key k;
-
-	memset(&k, 0, sizeof(k));
-	memcpy(k.bytes, "nvmetest", 8);
-	memcpy(k.bytes + 8, &i, sizeof(i));
-	return k;
-}
-
-struct stat_find {
-	const char *name;
-	char value[64];
-};
-
-static void stat_cb(void *arg, const char *name, const char *value)
-{
-	struct stat_find *f = arg;
-
-	if (strcmp(name, f->name) == 0)
-		snprintf(f->value, sizeof(f->value), "%s", value);
-}
-
-static unsigned long long stat_of(kvt_client *c, const char *name)
-{
-	struct stat_find f = { name, "0" };
-
-	CHECK_RC(c, kvt_stats(c, stat_cb, &f), 0);
-	return f.value[0] == 't' ? 1 : strtoull(f.value, NULL, 10);
+	return test_key("nvmetest", i);
 }
 
 static kvt_client *open_client(const struct test_daemon *d,
 			       struct kvt_namespace *ns)
 {
-	kvt_client *c;
-
-	CHECK(kvt_connect(d->addr, &c) == 0);
-	CHECK_RC(c, kvt_attach(c, "test_nvme"), 0);
-	CHECK_RC(c, kvt_open_namespace(c, "nvme-test", PAGE, 16, 0, ns), 0);
-	return c;
+	return test_client(d->addr, "test_nvme", "nvme-test", PAGE, ns);
 }
 
 /* Waits until every committed block has been written or given up on. */
 static void settle(kvt_client *c)
 {
 	for (int i = 0; i < 500; i++) {
-		if (stat_of(c, "nvme_queued") == 0 && stat_of(c, "nvme_inflight") == 0)
+		if (test_stat(c, "nvme_queued") == 0 && test_stat(c, "nvme_inflight") == 0)
 			return;
 		usleep(10000);
 	}
@@ -150,28 +120,28 @@ static void round_trip_and_restart(void)
 
 	test_daemon_start(&d, sets);
 	c = open_client(&d, &ns);
-	CHECK(stat_of(c, "nvme_enabled") == 1);
+	CHECK(test_stat(c, "nvme_enabled") == 1);
 	put_paced(c, &ns, 0, N);
 	for (unsigned i = 0; i < N; i++)
 		keys[i] = key_of(i);
 	CHECK_RC(c, kvt_lookup(c, &ns, keys, N, &ready, NULL), 0);
 	CHECK(ready == N); /* nothing lost: each block is in host or on nvme */
-	CHECK(stat_of(c, "evictions_to_nvme_total") >= N - HOST_BLOCKS);
-	CHECK(stat_of(c, "lookup_hits_nvme") >= N - HOST_BLOCKS);
-	CHECK(stat_of(c, "nvme_blocks") == N);
-	CHECK(stat_of(c, "demotions_skipped_total") == 0);
+	CHECK(test_stat(c, "evictions_to_nvme_total") >= N - HOST_BLOCKS);
+	CHECK(test_stat(c, "lookup_hits_nvme") >= N - HOST_BLOCKS);
+	CHECK(test_stat(c, "nvme_blocks") == N);
+	CHECK(test_stat(c, "demotions_skipped_total") == 0);
 
 	/* Promotion: every block read back and compared. */
 	CHECK(check_blocks(c, &ns, N, NULL) == N);
-	CHECK(stat_of(c, "promotions_total") >= N - HOST_BLOCKS);
-	CHECK(stat_of(c, "nvme_bad_checksum_total") == 0);
+	CHECK(test_stat(c, "promotions_total") >= N - HOST_BLOCKS);
+	CHECK(test_stat(c, "nvme_bad_checksum_total") == 0);
 	kvt_close(c);
 
 	/* A clean stop, then a restart on the same files. */
 	CHECK(test_daemon_signal(&d, SIGTERM) == 0);
 	test_daemon_restart(&d, sets);
 	c = open_client(&d, &ns);
-	CHECK(stat_of(c, "nvme_recovered_blocks") == N);
+	CHECK(test_stat(c, "nvme_recovered_blocks") == N);
 	CHECK_RC(c, kvt_lookup(c, &ns, keys, N, &ready, NULL), 0);
 	CHECK(ready == N);
 	CHECK(check_blocks(c, &ns, N, NULL) == N);
@@ -210,8 +180,8 @@ static void round_trip_and_restart(void)
 	CHECK(check_blocks(c, &ns, N, missing) == N - flipped);
 	for (unsigned i = 0; i < N; i++)
 		CHECK(missing[i] == corrupt[i]);
-	CHECK(stat_of(c, "nvme_bad_checksum_total") == flipped);
-	CHECK(stat_of(c, "promotion_failures_total") == flipped);
+	CHECK(test_stat(c, "nvme_bad_checksum_total") == flipped);
+	CHECK(test_stat(c, "promotion_failures_total") == flipped);
 	/* A corrupt block left the cache: a second look misses at once. */
 	CHECK_RC(c, kvt_lookup(c, &ns, keys, N, &ready, NULL), 0);
 	CHECK(ready < N);
@@ -247,7 +217,7 @@ static void kill_during_demotion(void)
 	kvt_close(c);
 	test_daemon_restart(&d, sets);
 	c = open_client(&d, &ns);
-	recovered = (unsigned)stat_of(c, "nvme_recovered_blocks");
+	recovered = (unsigned)test_stat(c, "nvme_recovered_blocks");
 	hits = check_blocks(c, &ns, 2 * N + 1, NULL);
 	/* Every block served matched its bytes (check_blocks exits if not). */
 	CHECK(recovered > 0 && hits == recovered);
@@ -279,8 +249,8 @@ static void faults(void)
 
 	test_daemon_start(&d, missing_sets);
 	c = open_client(&d, &ns);
-	CHECK(stat_of(c, "nvme_enabled") == 0);
-	CHECK(stat_of(c, "nvme_paths_failed") == 1);
+	CHECK(test_stat(c, "nvme_enabled") == 0);
+	CHECK(test_stat(c, "nvme_paths_failed") == 1);
 	put_paced(c, &ns, 0, 8);
 	CHECK(check_blocks(c, &ns, 8, NULL) == 8);
 	kvt_close(c);
@@ -298,14 +268,14 @@ static void faults(void)
 	snprintf(tiny_set, sizeof(tiny_set), "nvme.paths=%s/nvme.kvt", tiny);
 	test_daemon_start(&d, full_sets);
 	c = open_client(&d, &ns);
-	CHECK(stat_of(c, "nvme_enabled") == 1);
+	CHECK(test_stat(c, "nvme_enabled") == 1);
 	put_paced(c, &ns, 0, 3 * HOST_BLOCKS);
-	errors = stat_of(c, "nvme_write_errors_total");
+	errors = test_stat(c, "nvme_write_errors_total");
 	CHECK(errors >= 1);
-	CHECK(stat_of(c, "nvme_paths_failed") == 1);
+	CHECK(test_stat(c, "nvme_paths_failed") == 1);
 	/* One failure stops the path: no retry storm while it is failed. */
 	CHECK(errors <= 8);
-	CHECK(stat_of(c, "demotions_skipped_total") > 0);
+	CHECK(test_stat(c, "demotions_skipped_total") > 0);
 	/* The host tier holds (and serves intact) the newest blocks. */
 	{
 		struct kvt_key k = key_of(3 * HOST_BLOCKS - 1);

@@ -935,21 +935,62 @@ static void arm_wakeup(struct kvt_nvme *nv)
 	io_uring_sqe_set_data64(sqe, WAKE_TAG);
 }
 
+/* Moves finished ios off the ring onto *done; returns how many left the
+ * device. Reads are not verified yet. */
+static uint32_t harvest(struct kvt_nvme *nv, struct io **done)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, seen = 0;
+	uint32_t n = 0;
+
+	io_uring_for_each_cqe(&nv->ring, head, cqe) {
+		struct io *io = io_uring_cqe_get_data(cqe);
+
+		seen++;
+		if (io_uring_cqe_get_data64(cqe) == WAKE_TAG) {
+			arm_wakeup(nv);
+			continue;
+		}
+		check_result(nv, io, cqe->res);
+		if (--io->pending)
+			continue;
+		io->next = *done;
+		*done = io;
+		n++;
+	}
+	io_uring_cq_advance(&nv->ring, seen);
+	return n;
+}
+
+/* A promoted page is checked before anybody may see it. */
+static void verify(struct kvt_nvme *nv, struct io *done)
+{
+	for (struct io *io = done; io; io = io->next)
+		if (io->rc == 0 && io->kind == IO_READ &&
+		    XXH3_64bits(host_page(nv, io->segment, io->offset),
+				nv->regions[io->loc.region].page_bytes) != io->sum)
+			io->rc = -EBADMSG;
+}
+
+/*
+ * The mover: keeps up to queue_depth ios on the device, and checks and
+ * reports finished ones while the next ones run, so that checksums do not
+ * leave the disk idle.
+ */
 static void *mover_main(void *arg)
 {
 	struct kvt_nvme *nv = arg;
-	uint32_t qd = nv->cfg.queue_depth;
+	uint32_t qd = nv->cfg.queue_depth, left = 0;
 	struct io **batch = calloc(qd, sizeof(*batch));
-	struct io *done = NULL;
+	struct io *done = NULL; /* off the device, not reported yet */
 	bool report = false;
 
 	arm_wakeup(nv);
 	pthread_mutex_lock(nv->cfg.lock);
 	for (;;) {
-		struct io_uring_cqe *cqe;
-		unsigned head, seen = 0;
 		uint32_t n = 0;
 
+		nv->inflight -= left;
 		while (batch && nv->inflight < qd && nv->head) {
 			struct io *io = dequeue(nv);
 
@@ -967,64 +1008,42 @@ static void *mover_main(void *arg)
 			nv->inflight++;
 			batch[n++] = io;
 		}
-		if (nv->stopping && !nv->inflight && !nv->head)
+		if (nv->stopping && !nv->inflight && !nv->head && !done)
 			break;
-		nv->sleeping = true;
+		nv->sleeping = !done && !report;
 		nv->st.queued = nv->queued;
 		nv->st.inflight = nv->inflight;
 		pthread_mutex_unlock(nv->cfg.lock);
 
+		left = 0;
 		for (uint32_t i = 0; i < n; i++) {
 			if (submit_io(nv, batch[i]) < 0) {
 				batch[i]->rc = -ENOMEM;
 				batch[i]->next = done;
 				done = batch[i];
+				left++;
 			}
 		}
-		if (done)
+		if (done || report) {
 			io_uring_submit(&nv->ring);
-		else
+			verify(nv, done);
+			pthread_mutex_lock(nv->cfg.lock);
+			while (done) {
+				struct io *io = done;
+
+				done = io->next;
+				complete_io(nv, io);
+			}
+			report = false;
+			pthread_mutex_unlock(nv->cfg.lock);
+			if (nv->cfg.ops.unlocked)
+				nv->cfg.ops.unlocked(nv->cfg.arg);
+		} else {
 			io_uring_submit_and_wait(&nv->ring, 1);
-		io_uring_for_each_cqe(&nv->ring, head, cqe) {
-			struct io *io = io_uring_cqe_get_data(cqe);
-
-			seen++;
-			if (io_uring_cqe_get_data64(cqe) == WAKE_TAG) {
-				arm_wakeup(nv);
-				continue;
-			}
-			check_result(nv, io, cqe->res);
-			if (--io->pending)
-				continue;
-			if (io->rc == 0 && io->kind == IO_READ) {
-				struct region *g = &nv->regions[io->loc.region];
-
-				/* Verified before anybody may see it. */
-				if (XXH3_64bits(host_page(nv, io->segment, io->offset),
-						g->page_bytes) != io->sum)
-					io->rc = -EBADMSG;
-			}
-			io->next = done;
-			done = io;
 		}
-		io_uring_cq_advance(&nv->ring, seen);
-
+		left += harvest(nv, &done);
 		pthread_mutex_lock(nv->cfg.lock);
 		nv->sleeping = false;
-		if (!done && !report)
-			continue;
-		report = false;
-		while (done) {
-			struct io *io = done;
-
-			done = io->next;
-			nv->inflight--;
-			complete_io(nv, io);
-		}
-		pthread_mutex_unlock(nv->cfg.lock);
-		if (nv->cfg.ops.unlocked)
-			nv->cfg.ops.unlocked(nv->cfg.arg);
-		pthread_mutex_lock(nv->cfg.lock);
 	}
 	pthread_mutex_unlock(nv->cfg.lock);
 	free(batch);
