@@ -539,8 +539,8 @@ static void block_evict(struct kvt_engine *e, struct kvt_block *b)
 	block_unindex(e, b);
 }
 
-/* I/O holds a block in place as a lease does, but its end is no use. */
-static void io_pin(struct kvt_engine *e, struct kvt_block *b)
+/* A lease or an I/O holds b in place. */
+static void block_pin(struct kvt_engine *e, struct kvt_block *b)
 {
 	if (b->pins++ == 0) {
 		e->st.pinned_blocks++;
@@ -548,6 +548,7 @@ static void io_pin(struct kvt_engine *e, struct kvt_block *b)
 	}
 }
 
+/* The end of an I/O's pin, which is no use of the block. */
 static void io_unpin(struct kvt_engine *e, struct kvt_block *b)
 {
 	if (--b->pins > 0)
@@ -589,25 +590,15 @@ static void demote(struct kvt_engine *e, struct kvt_block *b)
 	}
 	b->demoting = 1;
 	e->demoting_bytes += stride;
-	io_pin(e, b);
+	block_pin(e, b);
 }
 
-static void block_pin(struct kvt_engine *e, struct kvt_block *b)
-{
-	if (b->pins++ == 0) {
-		e->st.pinned_blocks++;
-		kvt_policy_update(e->policy, b);
-	}
-}
-
-/* Unpinning is a use: the block was read just now. */
+/* The end of a lease's pin is a use: the block was read just now. */
 static void block_unpin(struct kvt_engine *e, struct kvt_block *b)
 {
-	if (--b->pins > 0)
-		return;
-	e->st.pinned_blocks--;
-	kvt_policy_touch(e->policy, b, now_locked(e));
-	block_settle(e, b);
+	if (b->pins == 1)
+		kvt_policy_touch(e->policy, b, now_locked(e));
+	io_unpin(e, b);
 }
 
 /* Sets b's retention; ret NULL: the default priority. */
@@ -818,6 +809,17 @@ static bool lease_remove(struct kvt_engine *e, struct kvt_session *s,
 
 /* ---- waits (early reuse) ---- */
 
+static void deadline_unlink(struct kvt_engine *e, struct kvt_waiter *w)
+{
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		e->waiters = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	w->queued = false;
+}
+
 static void waiter_detach(struct kvt_engine *e, struct kvt_waiter *w)
 {
 	if (w->list) {
@@ -828,15 +830,8 @@ static void waiter_detach(struct kvt_engine *e, struct kvt_waiter *w)
 		*p = w->next_on_block;
 		w->list = NULL;
 	}
-	if (w->queued) {
-		if (w->prev)
-			w->prev->next = w->next;
-		else
-			e->waiters = w->next;
-		if (w->next)
-			w->next->prev = w->prev;
-		w->queued = false;
-	}
+	if (w->queued)
+		deadline_unlink(e, w);
 	if (w->counted) {
 		w->counted = false;
 		e->st.waits_active--;
@@ -903,14 +898,8 @@ static void waiter_queue(struct kvt_engine *e, struct kvt_waiter *w,
 	w->list = list;
 	w->next_on_block = *list;
 	*list = w;
-	if (w->queued) { /* its deadline may have moved: queue it anew */
-		if (w->prev)
-			w->prev->next = w->next;
-		else
-			e->waiters = w->next;
-		if (w->next)
-			w->next->prev = w->prev;
-	}
+	if (w->queued) /* its deadline may have moved: queue it anew */
+		deadline_unlink(e, w);
 	/* Linear, but the waits in flight are a few per worker. */
 	while (*p && (*p)->deadline <= w->deadline) {
 		prev = *p;
@@ -957,7 +946,7 @@ static bool promote(struct kvt_engine *e, struct kvt_block *b)
 	if (!p)
 		return false;
 	host_child(e, b->parent, true);
-	io_pin(e, b); /* not a victim of its own slot_alloc */
+	block_pin(e, b); /* not a victim of its own slot_alloc */
 	if (slot_alloc(e, b->ns, b->tenant, &seg, &slot) < 0)
 		goto fail;
 	if (kvt_nvme_read(e->nvme, p, disk_loc(b), seg,

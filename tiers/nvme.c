@@ -190,12 +190,19 @@ static int open_path(struct kvt_nvme *nv, struct path *p, const char *name)
 	snprintf(p->name, sizeof(p->name), "%s", name);
 	p->fd = open(name, O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
 	if (p->fd < 0) {
+		int rc = -errno;
+
 		say(nv, true, "nvme: %s: cannot open: %s; path left out", name,
-		    strerror(errno));
-		return -errno;
+		    strerror(-rc));
+		return rc;
 	}
-	if (fstat(p->fd, &st) < 0)
-		return -errno;
+	if (fstat(p->fd, &st) < 0) {
+		int rc = -errno;
+
+		say(nv, true, "nvme: %s: cannot stat: %s; path left out", name,
+		    strerror(-rc));
+		return rc;
+	}
 	if (S_ISBLK(st.st_mode)) {
 		uint64_t dev = 0;
 
@@ -208,8 +215,12 @@ static int open_path(struct kvt_nvme *nv, struct path *p, const char *name)
 			/* A sparse file still works until the disk fills. */
 			say(nv, false, "nvme: %s: cannot preallocate %llu bytes (%s); using a sparse file",
 			    name, (unsigned long long)bytes, strerror(rc));
-			if (ftruncate(p->fd, (off_t)bytes) < 0)
-				return -errno;
+			if (ftruncate(p->fd, (off_t)bytes) < 0) {
+				rc = -errno;
+				say(nv, true, "nvme: %s: cannot size to %llu bytes: %s; path left out",
+				    name, (unsigned long long)bytes, strerror(-rc));
+				return rc;
+			}
 		}
 	}
 	p->bytes = bytes;
@@ -887,7 +898,8 @@ static void complete_io(struct kvt_nvme *nv, struct io *io)
 			nv->st.write_bytes_total += g->page_bytes;
 		} else {
 			nv->st.write_errors_total++;
-			path_failed(nv, &nv->paths[g->path], io->rc);
+			if (io->rc != -ENOMEM) /* our memory, not the disk */
+				path_failed(nv, &nv->paths[g->path], io->rc);
 		}
 		nv->cfg.ops.written(nv->cfg.arg, io->user, io->rc, io->loc);
 		break;
@@ -1011,8 +1023,6 @@ static void *mover_main(void *arg)
 		if (nv->stopping && !nv->inflight && !nv->head && !done)
 			break;
 		nv->sleeping = !done && !report;
-		nv->st.queued = nv->queued;
-		nv->st.inflight = nv->inflight;
 		pthread_mutex_unlock(nv->cfg.lock);
 
 		left = 0;
