@@ -387,7 +387,9 @@ int kvt_attach(kvt_client *c, const char *client_name)
 	memcpy(c->session, ev->session.data, sizeof(c->session));
 	strcpy(c->shm_prefix, ev->host_shm_prefix);
 	snprintf(c->tenant, sizeof(c->tenant), "%s", ev->tenant);
-	c->segments = ev->host_segments;
+	/* Room for every segment the tier may grow to (a reload). */
+	c->segments = ev->host_segments_max > ev->host_segments ?
+		      ev->host_segments_max : ev->host_segments;
 	c->segment_bytes = ev->host_segment_bytes;
 	c->maps = calloc(c->segments ? c->segments : 1, sizeof(*c->maps));
 	if (!c->maps) {

@@ -19,71 +19,73 @@ struct knob {
 	uint64_t min, max;
 	const char *def; /* NULL: computed by kvt_config_defaults */
 	const char *help;
+	bool live; /* a reload (SIGHUP) changes it in the running daemon */
 };
 
 #define FIELD(f) offsetof(struct kvt_config, f), sizeof(((struct kvt_config *)0)->f)
 
 static const struct knob knobs[] = {
 	{ "daemon", "run_dir", KNOB_STRING, FIELD(run_dir), 0, 0, NULL,
-	  "directory for the socket and lock file; created with mode 0750" },
+	  "directory for the socket and lock file; created with mode 0750", false },
 	{ "daemon", "socket", KNOB_STRING, FIELD(socket), 0, 0, "",
-	  "unix socket path (empty: <run_dir>/kvtierd.sock)" },
+	  "unix socket path (empty: <run_dir>/kvtierd.sock)", false },
 	{ "daemon", "tcp", KNOB_STRING, FIELD(tcp), 0, 0, "",
-	  "optional TCP listen address, e.g. 127.0.0.1:7420 (empty: none)" },
+	  "optional TCP listen address, e.g. 127.0.0.1:7420 (empty: none)", false },
 	{ "daemon", "threads", KNOB_U32, FIELD(threads), 1, 256, "2",
-	  "completion-queue threads serving RPCs" },
+	  "completion-queue threads serving RPCs", false },
 	{ "daemon", "socket_mode", KNOB_MODE, FIELD(socket_mode), 0, 0777, "0660",
-	  "permission bits of the unix socket" },
+	  "permission bits of the unix socket", false },
 	{ "daemon", "group", KNOB_STRING, FIELD(group), 0, 0, "",
-	  "group owning the socket and shm segments (empty: the daemon's)" },
+	  "group owning the socket and shm segments (empty: the daemon's)", false },
 	{ "daemon", "log_level", KNOB_STRING, FIELD(log_level), 0, 0, "info",
-	  "error, warn, info or debug" },
+	  "error, warn, info or debug", true },
 	{ "limits", "max_message_size", KNOB_SIZE, FIELD(max_message_size),
-	  4096, 1ull << 31, "16M", "largest request or reply message" },
+	  4096, 1ull << 31, "16M", "largest request or reply message", false },
 	{ "limits", "max_keys_per_request", KNOB_U32, FIELD(max_keys_per_request),
-	  1, 1u << 20, "4096", "most keys in one request" },
+	  1, 1u << 20, "4096", "most keys in one request", true },
 	{ "limits", "max_namespaces", KNOB_U32, FIELD(max_namespaces), 1, 65536,
-	  "64", "most namespaces the daemon holds" },
+	  "64", "most namespaces the daemon holds", false },
 	{ "host", "size", KNOB_SIZE, FIELD(host_size), 4096, 1ull << 50, "1G",
-	  "capacity of the host (shared memory) tier" },
+	  "capacity of the host (shared memory) tier", true },
 	{ "host", "segment_size", KNOB_SIZE, FIELD(host_segment_size), 4096,
 	  1ull << 40, "64M",
-	  "size of one shm segment, a multiple of 4K; also the largest page" },
+	  "size of one shm segment, a multiple of 4K; also the largest page", false },
 	{ "host", "shm_mode", KNOB_MODE, FIELD(shm_mode), 0, 0777, "0660",
-	  "permission bits of the shm segments" },
+	  "permission bits of the shm segments", false },
 	{ "policy", "eviction", KNOB_STRING, FIELD(eviction), 0, 0, "leaf-first",
-	  "leaf-first (children before parents, then priority, then LRU) or lru" },
+	  "leaf-first (children before parents, then priority, then LRU) or lru", false },
 	{ "policy", "default_priority", KNOB_U32, FIELD(default_priority), 0, 100,
-	  "35", "retention priority of blocks a request gives none (0..100)" },
+	  "35", "retention priority of blocks a request gives none (0..100)", true },
 	{ "policy", "idle_ttl", KNOB_DURATION, FIELD(idle_ttl_ms), 0,
 	  UINT64_MAX / 1000000, "0",
-	  "unpinned blocks unused this long expire; a namespace may set its own (0: never)" },
+	  "unpinned blocks unused this long expire; a namespace may set its own (0: never)", true },
 	{ "policy", "lease_ttl", KNOB_DURATION, FIELD(lease_ttl_ms), 0,
 	  UINT64_MAX / 1000000, "5m",
-	  "a pin is released after this long even if its worker forgot (0: never)" },
+	  "a pin is released after this long even if its worker forgot (0: never)", true },
 	{ "policy", "max_wait", KNOB_DURATION, FIELD(max_wait_ms), 0,
-	  3600000, "30s", "longest wait an Acquire may ask for" },
+	  3600000, "30s", "longest wait an Acquire may ask for", true },
 	{ "tenants", "shared_namespaces", KNOB_STRING, FIELD(shared_namespaces),
-	  0, 0, "", "comma-separated namespaces whose blocks all tenants share" },
+	  0, 0, "", "comma-separated namespaces whose blocks all tenants share", false },
 	{ "tenants", "host_quota", KNOB_STRING, FIELD(host_quota), 0, 0, "0",
-	  "host bytes (or % of the tier) each tenant keeps against others, and above which it evicts its own blocks first (0: none)" },
+	  "host bytes (or % of the tier) each tenant keeps against others, and above which it evicts its own blocks first (0: none)", true },
 	{ "tenants", "host_quotas", KNOB_STRING, FIELD(host_quotas), 0, 0, "",
-	  "per-tenant overrides: user:size,... (user: a name or uid; size: bytes or %)" },
+	  "per-tenant overrides: user:size,... (user: a name or uid; size: bytes or %)", true },
 	{ "nvme", "paths", KNOB_STRING, FIELD(nvme_paths), 0, 0, "",
-	  "comma-separated files or block devices of the nvme tier, written O_DIRECT (empty: no nvme tier)" },
+	  "comma-separated files or block devices of the nvme tier, written O_DIRECT (empty: no nvme tier)", false },
 	{ "nvme", "size", KNOB_SIZE, FIELD(nvme_size), 1ull << 20, 1ull << 60,
-	  "16G", "bytes used on each path (a block device: at most its size)" },
+	  "16G", "bytes used on each path (a block device: at most its size)", false },
 	{ "nvme", "region_size", KNOB_SIZE, FIELD(nvme_region_size), 1ull << 16,
 	  1ull << 40, "256M",
-	  "unit of nvme space reuse, oldest first; holds records of one namespace; at least segment_size + 8K" },
+	  "unit of nvme space reuse, oldest first; holds records of one namespace; at least segment_size + 8K", false },
 	{ "nvme", "queue_depth", KNOB_U32, FIELD(nvme_queue_depth), 1, 1024, "32",
-	  "nvme reads and writes in flight" },
+	  "nvme reads and writes in flight", false },
 	{ "nvme", "retry_interval", KNOB_DURATION, FIELD(nvme_retry_ms), 1,
 	  86400000, "30s",
-	  "after a write error (disk full, EIO) a path takes no writes this long" },
+	  "after a write error (disk full, EIO) a path takes no writes this long", false },
 };
 
 #define NKNOBS (sizeof(knobs) / sizeof(knobs[0]))
+_Static_assert(NKNOBS <= KVT_CONFIG_KNOBS_MAX, "KVT_CONFIG_KNOBS_MAX is too small");
 
 int kvt_parse_size(const char *s, uint64_t *out)
 {
@@ -262,6 +264,8 @@ void kvt_config_defaults(struct kvt_config *c)
 
 struct load_ctx {
 	struct kvt_config *c;
+	FILE *f;
+	int line;
 	char err[384];
 	bool failed;
 };
@@ -287,17 +291,36 @@ static int on_ini_entry(void *user, const char *section, const char *name,
 		ctx->failed = true;
 		return 0;
 	}
+	ctx->c->source[k - knobs] = KVT_CONFIG_FROM_FILE;
+	ctx->c->line[k - knobs] = (uint32_t)ctx->line;
 	return 1;
+}
+
+/* inih passes no line number to the handler: count lines as we read. */
+static char *read_line(char *str, int num, void *stream)
+{
+	struct load_ctx *ctx = stream;
+	char *line = fgets(str, num, ctx->f);
+
+	if (line)
+		ctx->line++;
+	return line;
 }
 
 int kvt_config_load(struct kvt_config *c, const char *path, char *err,
 		    size_t len)
 {
-	struct load_ctx ctx = { .c = c };
-	int line = ini_parse(path, on_ini_entry, &ctx);
+	struct load_ctx ctx = { .c = c, .f = fopen(path, "re") };
+	int line;
 
-	if (line == -1) {
+	if (!ctx.f) {
 		snprintf(err, len, "%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+	line = ini_parse_stream(read_line, &ctx, on_ini_entry, &ctx);
+	fclose(ctx.f);
+	if (snprintf(c->file, sizeof(c->file), "%s", path) >= (int)sizeof(c->file)) {
+		snprintf(err, len, "%s: path too long", path);
 		return -1;
 	}
 	if (line == -2) {
@@ -340,7 +363,21 @@ int kvt_config_set(struct kvt_config *c, const char *assignment, char *err,
 		snprintf(err, len, "--set [%s] %s: %s", section, name, why);
 		return -1;
 	}
+	c->source[k - knobs] = KVT_CONFIG_FROM_COMMAND_LINE;
 	return 0;
+}
+
+int kvt_config_build(struct kvt_config *c, const char *file,
+		     const char *const *sets, size_t nsets, char *err,
+		     size_t len)
+{
+	kvt_config_defaults(c);
+	if (file && kvt_config_load(c, file, err, len) < 0)
+		return -1;
+	for (size_t i = 0; i < nsets; i++)
+		if (kvt_config_set(c, sets[i], err, len) < 0)
+			return -1;
+	return kvt_config_finish(c, err, len);
 }
 
 /* "25%" of the host tier, or a size. 0, or -1. */
@@ -497,31 +534,105 @@ int kvt_config_finish(struct kvt_config *c, char *err, size_t len)
 	return finish_quotas(c, err, len);
 }
 
+/* The largest unit that writes v exactly: 1073741824 -> "1G". */
+static void format_units(uint64_t v, const char *const *units,
+			 const uint64_t *scale, size_t n, char *buf, size_t len)
+{
+	size_t i = n - 1;
+
+	while (i > 0 && (v == 0 || v % scale[i]))
+		i--;
+	snprintf(buf, len, "%llu%s", (unsigned long long)(v / scale[i]), units[i]);
+}
+
+void kvt_config_value(const struct kvt_config *c, size_t i, char *buf,
+		      size_t len)
+{
+	static const char *const size_units[] = { "", "K", "M", "G", "T" };
+	static const uint64_t size_scale[] = { 1, 1ull << 10, 1ull << 20,
+					       1ull << 30, 1ull << 40 };
+	static const char *const time_units[] = { "ms", "s", "m", "h", "d" };
+	static const uint64_t time_scale[] = { 1, 1000, 60000, 3600000, 86400000 };
+	const struct knob *k = &knobs[i];
+	const char *field = (const char *)c + k->offset;
+
+	switch (k->type) {
+	case KNOB_STRING: snprintf(buf, len, "%s", field); break;
+	case KNOB_U32: snprintf(buf, len, "%u", *(const uint32_t *)field); break;
+	case KNOB_MODE: snprintf(buf, len, "0%o", *(const uint32_t *)field); break;
+	case KNOB_SIZE:
+		format_units(*(const uint64_t *)field, size_units, size_scale, 5,
+			     buf, len);
+		break;
+	case KNOB_DURATION:
+		format_units(*(const uint64_t *)field, time_units, time_scale, 5,
+			     buf, len);
+		break;
+	}
+}
+
+size_t kvt_config_knobs(void)
+{
+	return NKNOBS;
+}
+
+void kvt_config_knob(size_t i, struct kvt_config_knob *out)
+{
+	*out = (struct kvt_config_knob){ knobs[i].section, knobs[i].name,
+					 knobs[i].help, knobs[i].live };
+}
+
+void kvt_config_source(const struct kvt_config *c, size_t i, char *buf,
+		       size_t len)
+{
+	switch (c->source[i]) {
+	case KVT_CONFIG_FROM_FILE:
+		snprintf(buf, len, "%s:%u", c->file, c->line[i]);
+		break;
+	case KVT_CONFIG_FROM_COMMAND_LINE: snprintf(buf, len, "command line"); break;
+	default: snprintf(buf, len, "default"); break;
+	}
+}
+
+int kvt_config_merge(const struct kvt_config *running, struct kvt_config *next,
+		     kvt_config_changed_fn changed, void *arg, char *err,
+		     size_t len)
+{
+	for (size_t i = 0; i < NKNOBS; i++) {
+		const struct knob *k = &knobs[i];
+		char was[KVT_CONFIG_VALUE_MAX], now[KVT_CONFIG_VALUE_MAX];
+
+		kvt_config_value(running, i, was, sizeof(was));
+		kvt_config_value(next, i, now, sizeof(now));
+		if (strcmp(was, now) == 0)
+			continue;
+		changed(arg, i, was, now, k->live);
+		if (k->live)
+			continue;
+		memcpy((char *)next + k->offset, (const char *)running + k->offset,
+		       k->size);
+		next->source[i] = running->source[i];
+		next->line[i] = running->line[i];
+	}
+	return kvt_config_finish(next, err, len);
+}
+
 void kvt_config_print(const struct kvt_config *c, FILE *out)
 {
 	const char *section = "";
 
 	for (size_t i = 0; i < NKNOBS; i++) {
 		const struct knob *k = &knobs[i];
-		const char *field = (const char *)c + k->offset;
+		char value[KVT_CONFIG_VALUE_MAX], from[PATH_MAX + 16];
 
 		if (strcmp(section, k->section) != 0) {
 			section = k->section;
 			fprintf(out, "%s[%s]\n", i ? "\n" : "", section);
 		}
-		fprintf(out, "# %s\n%s = ", k->help, k->name);
-		switch (k->type) {
-		case KNOB_STRING: fprintf(out, "%s\n", field); break;
-		case KNOB_SIZE:
-			fprintf(out, "%llu\n",
-				(unsigned long long)*(const uint64_t *)field);
-			break;
-		case KNOB_U32: fprintf(out, "%u\n", *(const uint32_t *)field); break;
-		case KNOB_MODE: fprintf(out, "0%o\n", *(const uint32_t *)field); break;
-		case KNOB_DURATION:
-			fprintf(out, "%llums\n",
-				(unsigned long long)*(const uint64_t *)field);
-			break;
-		}
+		kvt_config_value(c, i, value, sizeof(value));
+		kvt_config_source(c, i, from, sizeof(from));
+		fprintf(out, "# %s\n# (from %s%s)\n%s = %s\n", k->help, from,
+			k->live ? "; changes on reload" : "; needs a restart",
+			k->name, value);
 	}
 }

@@ -15,6 +15,14 @@
 #include <stdio.h>
 
 #define KVT_CONFIG_QUOTAS_MAX 64
+#define KVT_CONFIG_KNOBS_MAX 48
+#define KVT_CONFIG_VALUE_MAX 4096 /* a formatted value, with its NUL */
+
+enum kvt_config_from {
+	KVT_CONFIG_FROM_DEFAULT,
+	KVT_CONFIG_FROM_FILE,
+	KVT_CONFIG_FROM_COMMAND_LINE,
+};
 #define KVT_CONFIG_NVME_PATHS_MAX 16 /* KVT_NVME_PATHS_MAX */
 
 struct kvt_config {
@@ -47,6 +55,11 @@ struct kvt_config {
 	uint64_t nvme_size, nvme_region_size, nvme_retry_ms;
 	uint32_t nvme_queue_depth;
 
+	/* Where each knob's value came from; line: in file. */
+	uint8_t source[KVT_CONFIG_KNOBS_MAX];
+	uint32_t line[KVT_CONFIG_KNOBS_MAX];
+	char file[PATH_MAX]; /* the file loaded, or "" */
+
 	/* Derived by kvt_config_finish. */
 	uint64_t default_host_quota; /* bytes; 0: none */
 	struct kvt_config_quota {
@@ -72,8 +85,41 @@ int kvt_config_set(struct kvt_config *c, const char *assignment, char *err,
 /* Derives what depends on other knobs and checks them together. */
 int kvt_config_finish(struct kvt_config *c, char *err, size_t len);
 
-/* Writes the effective configuration as an INI file. */
+/* Defaults, then the file (NULL: none), then the --set assignments (the
+ * command line wins), then finish: what the daemon starts and reloads with.
+ * 0, or -1 with the reason in err. */
+int kvt_config_build(struct kvt_config *c, const char *file,
+		     const char *const *sets, size_t nsets, char *err,
+		     size_t len);
+
+/* Writes the effective configuration as an INI file, with each knob's help
+ * and source. */
 void kvt_config_print(const struct kvt_config *c, FILE *out);
+
+/* The knob table, for kvtierctl config and the docs. */
+struct kvt_config_knob {
+	const char *section, *name, *help;
+	bool live; /* a reload changes it in the running daemon */
+};
+size_t kvt_config_knobs(void);
+void kvt_config_knob(size_t i, struct kvt_config_knob *k);
+/* Knob i's value as a file would write it: "1G", "30s", "0660". */
+void kvt_config_value(const struct kvt_config *c, size_t i, char *buf,
+		      size_t len);
+/* "default", "command line" or "FILE:LINE". */
+void kvt_config_source(const struct kvt_config *c, size_t i, char *buf,
+		       size_t len);
+
+/*
+ * For a reload: calls changed() for every knob whose value differs between
+ * the running config and next; knobs that cannot change live get their
+ * running value back in next. Then finishes next. 0, or -1 with err.
+ */
+typedef void (*kvt_config_changed_fn)(void *arg, size_t knob, const char *was,
+				      const char *now, bool live);
+int kvt_config_merge(const struct kvt_config *running, struct kvt_config *next,
+		     kvt_config_changed_fn changed, void *arg, char *err,
+		     size_t len);
 
 /* Parses "512M", "64G", "4096": bytes. 0, or -1. */
 int kvt_parse_size(const char *s, uint64_t *out);

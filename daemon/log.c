@@ -7,7 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static enum kvt_log_level max_level = KVT_LOG_INFO;
+static _Atomic enum kvt_log_level max_level = KVT_LOG_INFO;
 static const char *const names[] = { "error", "warn", "info", "debug" };
 
 void kvt_log_set_level(enum kvt_log_level level)

@@ -1,7 +1,8 @@
 /*
  * kvtierd: reads its configuration, takes the socket's lock file, creates
- * the engine (host tier shm segments), serves gRPC until SIGTERM/SIGINT,
- * then drains calls and removes its socket, lock file and segments.
+ * the engine (host tier shm segments), serves gRPC and metrics until
+ * SIGTERM/SIGINT, reloading its configuration on SIGHUP, then drains calls
+ * and removes its socket, lock file and segments.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +22,8 @@
 #include "engine.h"
 #include "gpu.h"
 #include "log.h"
+#include "notify.h"
+#include "reload.h"
 #include "rpc.h"
 #include "server.h"
 
@@ -36,7 +39,12 @@ static void usage(FILE *out)
 		"  -V, --version       print the version and exit\n");
 }
 
-static int load_config(int argc, char **argv, struct kvt_config *c)
+#define SETS_MAX 256
+
+static const char *sets[SETS_MAX];
+
+/* Reads the command line; builds the configuration into r. */
+static int load_config(int argc, char **argv, struct kvt_reload *r)
 {
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
@@ -47,15 +55,22 @@ static int load_config(int argc, char **argv, struct kvt_config *c)
 		{ 0 },
 	};
 	const char *file = NULL;
+	size_t nsets = 0;
 	char err[512];
 	int print = 0, opt;
 
-	kvt_config_defaults(c);
 	/* The file first, then the overrides, whatever their order on the line. */
 	while ((opt = getopt_long(argc, argv, "c:s:pVh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': file = optarg; break;
-		case 's': break;
+		case 's':
+			if (nsets == SETS_MAX) {
+				fprintf(stderr, "kvtierd: more than %d --set options\n",
+					SETS_MAX);
+				return -1;
+			}
+			sets[nsets++] = optarg;
+			break;
 		case 'p': print = 1; break;
 		case 'V': printf("kvtierd %s\n", KVT_VERSION); exit(0);
 		case 'h': usage(stdout); exit(0);
@@ -66,22 +81,15 @@ static int load_config(int argc, char **argv, struct kvt_config *c)
 		fprintf(stderr, "kvtierd: unexpected argument '%s'\n", argv[optind]);
 		return -1;
 	}
-	if (file && kvt_config_load(c, file, err, sizeof(err)) < 0)
-		goto fail;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, "c:s:pVh", opts, NULL)) != -1)
-		if (opt == 's' && kvt_config_set(c, optarg, err, sizeof(err)) < 0)
-			goto fail;
-	if (kvt_config_finish(c, err, sizeof(err)) < 0)
-		goto fail;
+	if (kvt_reload_init(r, file, sets, nsets, err, sizeof(err)) < 0) {
+		fprintf(stderr, "kvtierd: configuration error: %s\n", err);
+		return -1;
+	}
 	if (print) {
-		kvt_config_print(c, stdout);
+		kvt_config_print(&r->running, stdout);
 		exit(0);
 	}
 	return 0;
-fail:
-	fprintf(stderr, "kvtierd: configuration error: %s\n", err);
-	return -1;
 }
 
 /* Creates the run directory (mode 0750) if it is missing. */
@@ -162,8 +170,73 @@ static int resolve_group(const char *name, gid_t *gid)
 	return 0;
 }
 
-/* Waits for SIGTERM or SIGINT (blocked in every thread). */
-static void wait_for_stop(void)
+/* The engine's view of c; quotas and paths are arrays of the config's
+ * sizes that ec points into. */
+static void engine_config(const struct kvt_config *c,
+			  struct kvt_engine_config *ec, struct kvt_quota *quotas,
+			  const char **nvme_paths)
+{
+	for (uint32_t i = 0; i < c->nquotas; i++)
+		quotas[i] = (struct kvt_quota){ c->quotas[i].uid, c->quotas[i].bytes };
+	for (uint32_t i = 0; i < c->nvme_npaths; i++)
+		nvme_paths[i] = c->nvme_path[i];
+	*ec = (struct kvt_engine_config){
+		.host_bytes = c->host_size,
+		.segment_bytes = c->host_segment_size,
+		.shm_mode = c->shm_mode,
+		.max_namespaces = c->max_namespaces,
+		.eviction = strcmp(c->eviction, "lru") == 0 ? KVT_EVICT_LRU :
+							     KVT_EVICT_LEAF_FIRST,
+		.default_priority = (uint8_t)c->default_priority,
+		.idle_ttl = c->idle_ttl_ms * KVT_MS,
+		.lease_ttl = c->lease_ttl_ms * KVT_MS,
+		.max_wait = c->max_wait_ms * KVT_MS,
+		.default_host_quota = c->default_host_quota,
+		.quotas = quotas,
+		.nquotas = c->nquotas,
+		.nvme = { .paths = nvme_paths, .npaths = c->nvme_npaths,
+			  .path_bytes = c->nvme_size,
+			  .region_bytes = c->nvme_region_size,
+			  .queue_depth = c->nvme_queue_depth,
+			  .retry = c->nvme_retry_ms * KVT_MS },
+	};
+}
+
+/* A reload's live knobs, applied to the running daemon. */
+static int apply_live(void *arg, const struct kvt_config *c, char *err,
+		      size_t len)
+{
+	struct kvt_daemon *d = arg;
+	struct kvt_quota quotas[KVT_CONFIG_QUOTAS_MAX];
+	const char *nvme_paths[KVT_CONFIG_NVME_PATHS_MAX];
+	struct kvt_engine_config ec;
+	struct kvt_err e;
+
+	engine_config(c, &ec, quotas, nvme_paths);
+	if (kvt_engine_reconfigure(d->engine, &ec, &e) < 0) {
+		snprintf(err, len, "[host] size: %s", e.msg);
+		return -1;
+	}
+	d->max_keys = c->max_keys_per_request;
+	kvt_log_set_level((enum kvt_log_level)kvt_log_level_parse(c->log_level));
+	return 0;
+}
+
+/* One line for `systemctl status`. */
+static void notify_status(struct kvt_daemon *d, const char *state)
+{
+	struct kvt_engine_stats st;
+
+	kvt_engine_stats(d->engine, &st);
+	kvt_notify("%s\nSTATUS=host tier %llu MiB, %llu blocks, %llu sessions",
+		   state, (unsigned long long)(st.host_capacity_bytes >> 20),
+		   (unsigned long long)st.ready_blocks,
+		   (unsigned long long)st.sessions_active);
+}
+
+/* Serves signals until SIGTERM or SIGINT (blocked in every thread):
+ * SIGHUP reloads the configuration. */
+static void wait_for_stop(struct kvt_daemon *d)
 {
 	sigset_t set;
 	int sig;
@@ -176,10 +249,13 @@ static void wait_for_stop(void)
 		if (sigwait(&set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			kvt_log(KVT_LOG_WARN, "SIGHUP: live reload is not supported yet; restart to apply changes");
+			kvt_notify("RELOADING=1");
+			(void)kvt_reload_run(d->reload, apply_live, d);
+			notify_status(d, "READY=1");
 			continue;
 		}
 		kvt_log(KVT_LOG_INFO, "%s: shutting down", strsignal(sig));
+		kvt_notify("STOPPING=1\nSTATUS=draining calls");
 		return;
 	}
 }
@@ -191,6 +267,8 @@ static void engine_log(bool error, const char *msg)
 
 int main(int argc, char **argv)
 {
+	static struct kvt_reload reload; /* large */
+	const struct kvt_config *cfg0 = &reload.running;
 	struct kvt_config cfg;
 	struct kvt_daemon d = { 0 };
 	struct kvt_engine_config ecfg;
@@ -204,8 +282,11 @@ int main(int argc, char **argv)
 	gid_t gid;
 	int lock_fd, rc = 1;
 
-	if (load_config(argc, argv, &cfg) < 0)
+	if (load_config(argc, argv, &reload) < 0)
 		return 2;
+	/* The settings that need a restart never change: a copy of them. */
+	cfg = *cfg0;
+	d.reload = &reload;
 	kvt_log_set_level((enum kvt_log_level)kvt_log_level_parse(cfg.log_level));
 
 	/* Before grpc_init starts threads: they inherit the mask. */
@@ -223,34 +304,11 @@ int main(int argc, char **argv)
 		return 1;
 
 	shm_prefix(cfg.socket, prefix, sizeof(prefix));
-	for (uint32_t i = 0; i < cfg.nquotas; i++)
-		quotas[i] = (struct kvt_quota){ cfg.quotas[i].uid, cfg.quotas[i].bytes };
-	for (uint32_t i = 0; i < cfg.nvme_npaths; i++)
-		nvme_paths[i] = cfg.nvme_path[i];
-	ecfg = (struct kvt_engine_config){
-		.host_bytes = cfg.host_size,
-		.segment_bytes = cfg.host_segment_size,
-		.shm_prefix = prefix,
-		.shm_mode = cfg.shm_mode,
-		.shm_gid = gid,
-		.max_namespaces = cfg.max_namespaces,
-		.eviction = strcmp(cfg.eviction, "lru") == 0 ? KVT_EVICT_LRU :
-							       KVT_EVICT_LEAF_FIRST,
-		.default_priority = (uint8_t)cfg.default_priority,
-		.idle_ttl = cfg.idle_ttl_ms * KVT_MS,
-		.lease_ttl = cfg.lease_ttl_ms * KVT_MS,
-		.max_wait = cfg.max_wait_ms * KVT_MS,
-		.default_host_quota = cfg.default_host_quota,
-		.quotas = quotas,
-		.nquotas = cfg.nquotas,
-		.nvme = { .paths = nvme_paths, .npaths = cfg.nvme_npaths,
-			  .path_bytes = cfg.nvme_size,
-			  .region_bytes = cfg.nvme_region_size,
-			  .queue_depth = cfg.nvme_queue_depth,
-			  .retry = cfg.nvme_retry_ms * KVT_MS },
-		.log = engine_log,
-		.timer_thread = true,
-	};
+	engine_config(&cfg, &ecfg, quotas, nvme_paths);
+	ecfg.shm_prefix = prefix;
+	ecfg.shm_gid = gid;
+	ecfg.log = engine_log;
+	ecfg.timer_thread = true;
 	if (kvt_engine_create(&ecfg, &d.engine, &err) < 0) {
 		kvt_log(KVT_LOG_ERROR, "host tier: %s", err.msg);
 		goto out_lock;
@@ -297,7 +355,8 @@ int main(int argc, char **argv)
 	printf("%s; %s)\n", d.allocator, d.cuda);
 	fflush(stdout);
 
-	wait_for_stop();
+	notify_status(&d, "READY=1");
+	wait_for_stop(&d);
 	kvt_server_shutdown(d.server, SHUTDOWN_GRACE_MS);
 	kvt_server_destroy(d.server);
 	rc = 0;

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "engine.h"
 #include "health.pb-c.h"
+#include "host.h"
 #include "kvtier.pb-c.h"
 #include "log.h"
 
@@ -236,6 +237,7 @@ static grpc_status_code attach_open(void *ctx, struct kvt_call *call,
 	ev.session.len = sizeof(token);
 	ev.host_shm_prefix = (char *)kvt_engine_shm_prefix(d->engine);
 	ev.host_segments = kvt_engine_host_segments(d->engine);
+	ev.host_segments_max = KVT_HOST_SEGMENTS_MAX;
 	ev.host_segment_bytes = kvt_engine_segment_bytes(d->engine);
 	ev.daemon_version = KVT_VERSION;
 	tenant_name(caller_uid(call), name, sizeof(name));
@@ -860,6 +862,7 @@ static void stats_fill_engine(struct kvt_daemon *d, Kvtier__V1__StatsResponse *p
 	p->host_used_bytes = st.host_used_bytes;
 	p->host_segments = st.host_segments;
 	p->host_segments_used = st.host_segments_used;
+	p->host_segments_retiring = st.host_segments_retiring;
 	p->nvme_enabled = st.nvme_enabled;
 	p->nvme_paths = st.nvme_paths;
 	p->nvme_paths_failed = st.nvme_paths_failed;
@@ -883,6 +886,11 @@ static void stats_fill_engine(struct kvt_daemon *d, Kvtier__V1__StatsResponse *p
 	p->nvme_inflight = st.nvme_inflight;
 	p->nvme_recovered_blocks = st.nvme_recovered_blocks;
 	p->nvme_recovery_ms = st.nvme_recovery_ms;
+	pthread_mutex_lock(&d->reload->lock);
+	p->config_reloads_total = d->reload->reloads_total;
+	p->config_reload_failures_total = d->reload->failures_total;
+	p->config_last_reload_ok = d->reload->last_ok;
+	pthread_mutex_unlock(&d->reload->lock);
 }
 
 static void stats_fill_rpcs(struct kvt_daemon *d, struct stats_buf *b,
@@ -1033,6 +1041,71 @@ static grpc_status_code stats(void *ctx, struct kvt_call *call,
 	return code;
 }
 
+static grpc_status_code get_config(void *ctx, struct kvt_call *call,
+				   const uint8_t *req, size_t len,
+				   struct kvt_reply *r)
+{
+	struct kvt_daemon *d = ctx;
+	struct kvt_reload *rl = d->reload;
+	Kvtier__V1__GetConfigRequest *q =
+		unpack(&kvtier__v1__get_config_request__descriptor, req, len, r);
+	Kvtier__V1__GetConfigResponse p = KVTIER__V1__GET_CONFIG_RESPONSE__INIT;
+	size_t n = kvt_config_knobs();
+	struct knob_text {
+		char value[KVT_CONFIG_VALUE_MAX], pending[KVT_CONFIG_VALUE_MAX];
+		char source[PATH_MAX + 16];
+	} *text = calloc(n, sizeof(*text));
+	Kvtier__V1__ConfigKnob *knobs = calloc(n, sizeof(*knobs));
+	Kvtier__V1__ConfigKnob **ptrs = calloc(n, sizeof(*ptrs));
+	grpc_status_code code;
+
+	(void)call;
+	if (!q)
+		code = GRPC_STATUS_INVALID_ARGUMENT;
+	else if (!text || !knobs || !ptrs)
+		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	if (!q || !text || !knobs || !ptrs)
+		goto out;
+	pthread_mutex_lock(&rl->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct kvt_config_knob k;
+		Kvtier__V1__ConfigKnob *m = &knobs[i];
+
+		kvt_config_knob(i, &k);
+		kvtier__v1__config_knob__init(m);
+		m->section = (char *)k.section;
+		m->name = (char *)k.name;
+		m->help = (char *)k.help;
+		m->live = k.live;
+		kvt_config_value(&rl->running, i, text[i].value, sizeof(text[i].value));
+		kvt_config_value(&rl->wanted, i, text[i].pending, sizeof(text[i].pending));
+		if (strcmp(text[i].value, text[i].pending) == 0)
+			text[i].pending[0] = '\0';
+		kvt_config_source(&rl->running, i, text[i].source, sizeof(text[i].source));
+		m->value = text[i].value;
+		m->pending = text[i].pending;
+		m->source = text[i].source;
+		ptrs[i] = m;
+	}
+	p.file = (char *)(rl->file ? rl->file : "");
+	p.knobs = ptrs;
+	p.n_knobs = n;
+	p.reloads_total = rl->reloads_total;
+	p.reload_failures_total = rl->failures_total;
+	p.last_reload_ok = rl->last_ok;
+	p.last_reload_unix = rl->last_time;
+	p.last_reload_error = rl->last_error;
+	code = pack(&p, r);
+	pthread_mutex_unlock(&rl->lock);
+out:
+	if (q)
+		protobuf_c_message_free_unpacked(&q->base, NULL);
+	free(text);
+	free(knobs);
+	free(ptrs);
+	return code;
+}
+
 /* ---- grpc.health.v1.Health ---- */
 
 static grpc_status_code health_check(void *ctx, struct kvt_call *call,
@@ -1073,6 +1146,7 @@ const struct kvt_method kvt_rpc_methods[] = {
 	{ "/kvtier.v1.KvTier/Get", get },
 	{ "/kvtier.v1.KvTier/Drop", drop },
 	{ "/kvtier.v1.KvTier/Stats", stats },
+	{ "/kvtier.v1.KvTier/GetConfig", get_config },
 	{ "/grpc.health.v1.Health/Check", health_check },
 };
 

@@ -11,12 +11,14 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "reload.h"
 #include "server.h"
 
 struct kvt_daemon {
 	struct kvt_engine *engine;
 	struct kvt_server *server; /* set once the server runs */
-	uint32_t max_keys;
+	struct kvt_reload *reload;
+	_Atomic uint32_t max_keys; /* changes on reload */
 	const char *shared_namespaces; /* comma-separated */
 	uint64_t max_message_size;
 	time_t started;

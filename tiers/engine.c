@@ -31,6 +31,7 @@
 #include "slots.h"
 
 #define TIMER_PERIOD (1000 * KVT_MS) /* idle and lease TTL sweeps */
+#define RETIRE_PERIOD (100 * KVT_MS) /* sweeps of a shrinking host tier */
 #define SHARED_UID UINT32_MAX
 /* How long an Acquire waits for promotions past its own wait: a disk that
  * does not answer in this time is treated as a miss. */
@@ -40,7 +41,7 @@ struct namespace {
 	char name[KVT_NAMESPACE_NAME_MAX + 1];
 	uint64_t page_bytes, stride, idle_ttl;
 	uint32_t block_tokens;
-	bool shared;
+	bool shared, own_ttl; /* own_ttl: idle_ttl is not the daemon default */
 	uint64_t ready, pending, lookup_keys, lookup_hits, evictions, expired;
 	uint64_t lookup_hits_nvme, nvme_blocks;
 };
@@ -123,6 +124,7 @@ struct kvt_engine {
 	struct kvt_nvme *nvme;     /* NULL: no nvme tier */
 	uint64_t demoting_bytes;   /* host bytes pinned until written */
 	void **segments;           /* the host segments' base addresses */
+	uint32_t retiring;         /* retired host segments still in use */
 	struct promotion *promotions;
 	struct done_list io_done;  /* waits the mover completed */
 	struct recovered *recovered; /* chains to link after recovery */
@@ -207,8 +209,9 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 			    "host tier size %llu is smaller than one segment (%llu)",
 			    (unsigned long long)cfg->host_bytes,
 			    (unsigned long long)cfg->segment_bytes);
-	if (cfg->host_bytes / cfg->segment_bytes > UINT32_MAX / 2)
-		return fail(err, -EINVAL, "too many host segments");
+	if (cfg->host_bytes / cfg->segment_bytes > KVT_HOST_SEGMENTS_MAX)
+		return fail(err, -EINVAL, "the host tier may have at most %u segments",
+			    KVT_HOST_SEGMENTS_MAX);
 	if (cfg->timer_thread && cfg->clock)
 		return fail(err, -EINVAL, "the timer thread needs the default clock");
 	if (cfg->max_namespaces == 0 || cfg->max_namespaces > UINT16_MAX)
@@ -450,10 +453,23 @@ static void host_child(struct kvt_engine *e, struct kvt_block *parent, bool add)
 	kvt_policy_update(e->policy, parent);
 }
 
+/* Gives back the memory of a retired segment that has emptied. */
+static void segment_release(struct kvt_engine *e, uint32_t seg)
+{
+	kvt_nvme_segment(e->nvme, seg, NULL);
+	kvt_host_release(e->host, seg);
+}
+
+static void slot_free(struct kvt_engine *e, uint32_t seg, uint32_t slot)
+{
+	if (kvt_slots_free(e->slots, seg, slot))
+		segment_release(e, seg);
+}
+
 static void host_detach(struct kvt_engine *e, struct kvt_block *b)
 {
 	kvt_slots_set_user(e->slots, b->segment, b->slot, NULL);
-	kvt_slots_free(e->slots, b->segment, b->slot);
+	slot_free(e, b->segment, b->slot);
 	charge(e, b, false);
 	b->has_slot = 0;
 	host_child(e, b->parent, false);
@@ -646,7 +662,7 @@ static bool reclaim_segment(struct kvt_engine *e, uint32_t for_ns,
 			    uint32_t tenant)
 {
 	struct eligible_arg ea = { e, tenant };
-	uint32_t nseg = kvt_slots_segments(e->slots);
+	uint32_t nseg = kvt_slots_active(e->slots);
 
 	for (uint32_t g = 0; g < nseg; g++) {
 		uint32_t owner = kvt_slots_segment_owner(e->slots, g);
@@ -701,6 +717,111 @@ static int slot_alloc(struct kvt_engine *e, uint32_t ns, uint32_t tenant,
 		else if (!reclaim_segment(e, ns, tenant))
 			return -ENOSPC;
 	}
+}
+
+/* ---- resizing the host tier ---- */
+
+/*
+ * Empties the retired host segments: a block with no nvme copy is demoted
+ * first when it can be, any other leaves the host tier. Pinned and pending
+ * blocks, and blocks being written, stay until a later sweep. Returns how
+ * many retired segments still hold blocks.
+ */
+static uint32_t retire_sweep(struct kvt_engine *e)
+{
+	uint32_t busy = 0;
+
+	for (uint32_t g = kvt_slots_active(e->slots);
+	     g < kvt_slots_segments(e->slots); g++) {
+		uint32_t nslots = kvt_slots_segment_slots(e->slots, g);
+
+		for (uint32_t s = 0; s < nslots &&
+		     kvt_slots_segment_owner(e->slots, g) != KVT_SLOTS_FREE_SEGMENT; s++) {
+			struct kvt_block *b = kvt_slots_user(e->slots, g, s);
+
+			if (!b || b->state != KVT_BLOCK_READY || !b->indexed || b->pins)
+				continue;
+			demote(e, b);
+			if (!b->demoting)
+				block_evict(e, b);
+		}
+		if (kvt_slots_segment_owner(e->slots, g) != KVT_SLOTS_FREE_SEGMENT)
+			busy++;
+	}
+	return busy;
+}
+
+static int host_resize(struct kvt_engine *e, uint64_t bytes, struct kvt_err *err)
+{
+	uint64_t seg_bytes = e->cfg.segment_bytes;
+	uint32_t want, had = kvt_host_segments(e->host);
+	uint32_t active = kvt_slots_active(e->slots);
+	int rc;
+
+	if (bytes < seg_bytes || bytes / seg_bytes > KVT_HOST_SEGMENTS_MAX)
+		return fail(err, -EINVAL, "host tier size %llu is outside one to %u segments of %llu bytes",
+			    (unsigned long long)bytes, KVT_HOST_SEGMENTS_MAX,
+			    (unsigned long long)seg_bytes);
+	want = (uint32_t)(bytes / seg_bytes);
+	rc = kvt_host_grow(e->host, want);
+	for (uint32_t i = had; i < kvt_host_segments(e->host); i++)
+		e->segments[i] = kvt_host_ptr(e->host, i, 0);
+	if (rc < 0)
+		return fail(err, rc, "cannot create host segment %s%u: %s",
+			    e->cfg.shm_prefix, kvt_host_segments(e->host),
+			    strerror(-rc));
+	if (kvt_slots_resize(e->slots, want) < 0)
+		return fail(err, -ENOMEM, "out of memory");
+	/* Returning and new segments join the nvme buffer table; retired
+	 * ones that are already empty give their memory back now. */
+	for (uint32_t i = active; i < want; i++)
+		kvt_nvme_segment(e->nvme, i, e->segments[i]);
+	for (uint32_t i = want; i < active; i++)
+		if (kvt_slots_segment_owner(e->slots, i) == KVT_SLOTS_FREE_SEGMENT)
+			segment_release(e, i);
+	e->st.host_capacity_bytes = (uint64_t)want * seg_bytes;
+	e->retiring = retire_sweep(e);
+	return 0;
+}
+
+int kvt_engine_reconfigure(struct kvt_engine *e,
+			   const struct kvt_engine_config *cfg,
+			   struct kvt_err *err)
+{
+	struct kvt_quota *quotas = calloc(cfg->nquotas ? cfg->nquotas : 1,
+					  sizeof(*quotas));
+	int rc;
+
+	if (!quotas)
+		return fail(err, -ENOMEM, "out of memory");
+	memcpy(quotas, cfg->quotas, sizeof(*quotas) * cfg->nquotas);
+	pthread_mutex_lock(&e->lock);
+	rc = host_resize(e, cfg->host_bytes, err);
+	if (rc < 0) {
+		pthread_mutex_unlock(&e->lock);
+		free(quotas);
+		return rc;
+	}
+	e->cfg.default_priority = cfg->default_priority < KVT_PRIORITY_MAX ?
+				  cfg->default_priority : KVT_PRIORITY_MAX;
+	e->cfg.lease_ttl = cfg->lease_ttl;
+	e->cfg.max_wait = cfg->max_wait;
+	e->cfg.idle_ttl = cfg->idle_ttl;
+	for (uint32_t i = 0; i < e->nns; i++)
+		if (!e->ns[i].own_ttl)
+			e->ns[i].idle_ttl = cfg->idle_ttl;
+	free(e->quotas);
+	e->quotas = quotas;
+	e->cfg.quotas = quotas;
+	e->cfg.nquotas = cfg->nquotas;
+	e->cfg.default_host_quota = cfg->default_host_quota;
+	for (uint32_t i = 1; i < e->ntenants; i++)
+		e->tenants[i].quota = quota_of(e, e->tenants[i].uid);
+	/* New TTLs and a shrinking tier are the timer's to act on now. */
+	e->timer_kick = true;
+	pthread_cond_signal(&e->timer_cond);
+	pthread_mutex_unlock(&e->lock);
+	return 0;
 }
 
 /* ---- sessions ---- */
@@ -951,7 +1072,7 @@ static bool promote(struct kvt_engine *e, struct kvt_block *b)
 		goto fail;
 	if (kvt_nvme_read(e->nvme, p, disk_loc(b), seg,
 			  kvt_slots_offset(e->slots, seg, slot)) < 0) {
-		kvt_slots_free(e->slots, seg, slot);
+		slot_free(e, seg, slot);
 		goto fail;
 	}
 	host_attach(e, b, seg, slot);
@@ -1124,8 +1245,10 @@ static int ns_open_locked(struct kvt_engine *e, const char *name,
 				    name, (unsigned long long)n->page_bytes,
 				    n->block_tokens,
 				    (unsigned long long)page_bytes, block_tokens);
-		if (idle_ttl)
+		if (idle_ttl) {
 			n->idle_ttl = idle_ttl;
+			n->own_ttl = true;
+		}
 		*ns = i;
 		*created = false;
 		return 0;
@@ -1139,6 +1262,7 @@ static int ns_open_locked(struct kvt_engine *e, const char *name,
 	n->block_tokens = block_tokens;
 	n->shared = shared;
 	n->idle_ttl = idle_ttl ? idle_ttl : e->cfg.idle_ttl;
+	n->own_ttl = idle_ttl != 0;
 	n->stride = (page_bytes + KVT_SLOT_ALIGN - 1) / KVT_SLOT_ALIGN *
 		    KVT_SLOT_ALIGN;
 	if (e->nvme) {
@@ -1849,7 +1973,7 @@ static int nvme_start(struct kvt_engine *e, struct kvt_err *err)
 	};
 	int rc;
 
-	e->segments = calloc(nseg, sizeof(*e->segments));
+	e->segments = calloc(KVT_HOST_SEGMENTS_MAX, sizeof(*e->segments));
 	if (!e->segments)
 		return fail(err, -ENOMEM, "out of memory");
 	for (uint32_t i = 0; i < nseg; i++)
@@ -2009,6 +2133,8 @@ uint64_t kvt_engine_tick(struct kvt_engine *e)
 	expire_idle(e, now);
 	expire_leases(e, now);
 	next = now + TIMER_PERIOD;
+	if (e->retiring && (e->retiring = retire_sweep(e)))
+		next = now + RETIRE_PERIOD;
 	if (e->waiters && e->waiters->deadline < next)
 		next = e->waiters->deadline;
 	if (kvt_policy_next_deadline(e->policy) < next)
@@ -2069,7 +2195,8 @@ void kvt_engine_stats(struct kvt_engine *e, struct kvt_engine_stats *st)
 	}
 	st->namespaces = e->nns;
 	st->tenants = e->ntenants;
-	st->host_segments = kvt_slots_segments(e->slots);
+	st->host_segments = kvt_slots_active(e->slots);
+	st->host_segments_retiring = e->retiring;
 	st->host_segments_used = kvt_slots_segments_carved(e->slots);
 	if (e->nvme) {
 		struct kvt_nvme_stats n;

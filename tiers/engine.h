@@ -136,6 +136,7 @@ struct kvt_engine_stats {
 	uint64_t waits_missed_total, waits_timed_out_total;
 	uint64_t host_capacity_bytes, host_used_bytes;
 	uint32_t host_segments, host_segments_used, namespaces, tenants;
+	uint32_t host_segments_retiring; /* shrunk away, still holding blocks */
 	/* nvme: hits served from it, blocks written to it (demotions), host
 	 * evictions that kept the block there, blocks it lost to region reuse,
 	 * promotions and failed ones (bad checksum, I/O error), committed blocks
@@ -191,6 +192,20 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 /* Stops the timer, frees everything, unlinks the shm segments. No call may be
  * running; waiters must have been flushed. */
 void kvt_engine_destroy(struct kvt_engine *e);
+
+/*
+ * Applies the knobs that change while the daemon runs: host_bytes (the tier
+ * grows at once; when it shrinks, the highest segments are emptied by
+ * demoting or evicting their blocks, pinned ones when unpinned, and their
+ * memory is given back), default_priority (for blocks created after),
+ * idle_ttl (for namespaces that did not set their own), lease_ttl (for
+ * every lease), max_wait, and the quotas. The rest of cfg is ignored.
+ * On error nothing has changed, except that a tier that could only grow part
+ * of the way keeps the segments it made (inactive).
+ */
+int kvt_engine_reconfigure(struct kvt_engine *e,
+			   const struct kvt_engine_config *cfg,
+			   struct kvt_err *err);
 
 /* Host tier layout, as workers need it to map the segments. */
 const char *kvt_engine_shm_prefix(const struct kvt_engine *e);

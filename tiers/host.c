@@ -13,7 +13,9 @@ struct kvt_host {
 	char prefix[64];
 	uint32_t segments;
 	uint64_t segment_bytes;
-	uint8_t **maps;
+	mode_t mode;
+	gid_t gid;
+	uint8_t *maps[KVT_HOST_SEGMENTS_MAX];
 };
 
 static void segment_name(const struct kvt_host *h, uint32_t i, char *buf,
@@ -22,9 +24,10 @@ static void segment_name(const struct kvt_host *h, uint32_t i, char *buf,
 	snprintf(buf, len, "%s%u", h->prefix, i);
 }
 
-static int create_segment(struct kvt_host *h, uint32_t i, mode_t mode,
-			  gid_t gid)
+static int create_segment(struct kvt_host *h, uint32_t i)
 {
+	mode_t mode = h->mode;
+	gid_t gid = h->gid;
 	char name[96];
 	void *p;
 	int fd, rc = 0;
@@ -72,21 +75,40 @@ int kvt_host_create(const char *prefix, uint32_t segments,
 	}
 	strcpy(h->prefix, prefix);
 	h->segment_bytes = segment_bytes;
-	h->maps = calloc(segments ? segments : 1, sizeof(*h->maps));
-	if (!h->maps) {
-		free(h);
-		return -ENOMEM;
-	}
-	for (uint32_t i = 0; i < segments; i++) {
-		rc = create_segment(h, i, mode, gid);
-		if (rc < 0) {
-			kvt_host_destroy(h);
-			return rc;
-		}
-		h->segments = i + 1;
+	h->mode = mode;
+	h->gid = gid;
+	rc = kvt_host_grow(h, segments);
+	if (rc < 0) {
+		kvt_host_destroy(h);
+		return rc;
 	}
 	*out = h;
 	return 0;
+}
+
+int kvt_host_grow(struct kvt_host *h, uint32_t segments)
+{
+	if (segments > KVT_HOST_SEGMENTS_MAX)
+		return -E2BIG;
+	for (uint32_t i = h->segments; i < segments; i++) {
+		int rc = create_segment(h, i);
+
+		if (rc < 0)
+			return rc;
+		h->segments = i + 1;
+	}
+	return 0;
+}
+
+uint32_t kvt_host_segments(const struct kvt_host *h)
+{
+	return h->segments;
+}
+
+void kvt_host_release(struct kvt_host *h, uint32_t segment)
+{
+	/* Frees the shm pages themselves, not just this mapping of them. */
+	(void)madvise(h->maps[segment], h->segment_bytes, MADV_REMOVE);
 }
 
 void kvt_host_destroy(struct kvt_host *h)
@@ -100,7 +122,6 @@ void kvt_host_destroy(struct kvt_host *h)
 		segment_name(h, i, name, sizeof(name));
 		shm_unlink(name);
 	}
-	free(h->maps);
 	free(h);
 }
 

@@ -4,13 +4,20 @@
  *
  * Segment i is the object "<prefix><i>". The daemon creates them at start
  * (memory is committed lazily, page by page, as slots are first written) and
- * unlinks them at stop. Thread-safe after create: pointers never move.
+ * unlinks them at stop. The tier grows by adding segments; it shrinks by
+ * giving back the memory of segments the engine has emptied, while their
+ * objects stay (a worker's mapping of segment i must never see another
+ * object). Pointers never move, so reading one needs no lock.
  */
 #ifndef KVT_HOST_H
 #define KVT_HOST_H
 
 #include <stdint.h>
 #include <sys/types.h>
+
+/* Most segments a host tier may have: io_uring registers at most 16384
+ * buffers, and the nvme tier registers one per segment. */
+#define KVT_HOST_SEGMENTS_MAX 16384u
 
 struct kvt_host;
 
@@ -23,6 +30,14 @@ struct kvt_host;
 int kvt_host_create(const char *prefix, uint32_t segments,
 		    uint64_t segment_bytes, mode_t mode, gid_t gid,
 		    struct kvt_host **out);
+
+/* Creates segments up to `segments` (at most KVT_HOST_SEGMENTS_MAX), like
+ * create. 0 or -errno, with the segments made so far kept. */
+int kvt_host_grow(struct kvt_host *h, uint32_t segments);
+uint32_t kvt_host_segments(const struct kvt_host *h);
+
+/* Gives segment i's memory back to the system; it reads as zeros after. */
+void kvt_host_release(struct kvt_host *h, uint32_t segment);
 
 /* Unmaps and unlinks every segment. */
 void kvt_host_destroy(struct kvt_host *h);

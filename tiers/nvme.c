@@ -12,6 +12,7 @@
  * a region that has moved on.
  */
 #include "nvme.h"
+#include "host.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -114,6 +115,9 @@ struct kvt_nvme {
 	uint64_t seq;
 	struct io_uring ring;
 	bool ring_ok, fixed;
+	/* Segments registered as fixed buffers (the table has room for
+	 * KVT_HOST_SEGMENTS_MAX; the host tier may grow and shrink). */
+	bool fixed_bufs, seg_fixed[KVT_HOST_SEGMENTS_MAX];
 	int efd;
 	uint64_t efd_buf;
 	void *zero; /* 4 KiB of zeros: an invalidated header */
@@ -235,27 +239,46 @@ static int open_path(struct kvt_nvme *nv, struct path *p, const char *name)
 	return 0;
 }
 
+static int segment_register(struct kvt_nvme *nv, uint32_t segment, void *base)
+{
+	struct iovec iov = { base, base ? nv->cfg.segment_bytes : 0 };
+	int rc = io_uring_register_buffers_update_tag(&nv->ring, segment, &iov,
+						      NULL, 1);
+
+	nv->seg_fixed[segment] = base && rc == 1;
+	return rc < 0 ? rc : 0;
+}
+
+void kvt_nvme_segment(struct kvt_nvme *nv, uint32_t segment, void *base)
+{
+	int rc;
+
+	if (!nv || !nv->fixed_bufs || segment >= KVT_HOST_SEGMENTS_MAX)
+		return;
+	rc = segment_register(nv, segment, base);
+	if (rc < 0 && base)
+		say(nv, false, "nvme: host segment %u not registered with io_uring (%s): its I/O goes through an unregistered buffer",
+		    segment, strerror(-rc));
+}
+
 static void register_buffers(struct kvt_nvme *nv)
 {
-	struct iovec *iov = calloc(nv->cfg.nsegments, sizeof(*iov));
 	int fds[KVT_NVME_PATHS_MAX];
 	int rc;
 
 	for (uint32_t i = 0; i < nv->npaths; i++)
 		fds[i] = nv->paths[i].usable ? nv->paths[i].fd : -1;
 	rc = io_uring_register_files(&nv->ring, fds, nv->npaths);
-	if (rc < 0)
+	if (rc < 0) {
 		say(nv, true, "nvme: cannot register files: %s", strerror(-rc));
-	if (!iov)
 		return;
-	for (uint32_t i = 0; i < nv->cfg.nsegments; i++) {
-		iov[i].iov_base = nv->cfg.segments[i];
-		iov[i].iov_len = nv->cfg.segment_bytes;
 	}
-	rc = rc < 0 ? rc : io_uring_register_buffers(&nv->ring, iov, nv->cfg.nsegments);
-	free(iov);
-	nv->fixed = rc == 0;
-	if (!nv->fixed)
+	nv->fixed = true;
+	rc = io_uring_register_buffers_sparse(&nv->ring, KVT_HOST_SEGMENTS_MAX);
+	nv->fixed_bufs = rc == 0;
+	for (uint32_t i = 0; rc == 0 && i < nv->cfg.nsegments; i++)
+		rc = segment_register(nv, i, nv->cfg.segments[i]);
+	if (rc < 0)
 		say(nv, false, "nvme: host segments not registered with io_uring (%s; is LimitMEMLOCK too low?): I/O goes through unregistered buffers",
 		    strerror(-rc));
 }
@@ -336,7 +359,7 @@ int kvt_nvme_open(const struct kvt_nvme_config *cfg, struct kvt_nvme **out,
 		return rc;
 	}
 	register_buffers(nv);
-	nv->st.fixed_buffers = nv->fixed;
+	nv->st.fixed_buffers = nv->fixed_bufs && nv->seg_fixed[0];
 	for (uint32_t i = 0; i < nv->npaths; i++)
 		if (nv->paths[i].usable)
 			nv->st.capacity_bytes += (uint64_t)nv->paths[i].nregions *
@@ -838,7 +861,7 @@ static int submit_io(struct kvt_nvme *nv, struct io *io)
 	}
 	if (io->kind == IO_READ) {
 		sqe = io_uring_get_sqe(&nv->ring);
-		if (nv->fixed)
+		if (nv->seg_fixed[io->segment])
 			io_uring_prep_read_fixed(sqe, fd, page, (unsigned)g->stride,
 						 rec + HDR, (int)io->segment);
 		else
@@ -867,7 +890,7 @@ static int submit_io(struct kvt_nvme *nv, struct io *io)
 	memcpy(h->tenant, io->blk.tenant, sizeof(h->tenant));
 	SEAL(h);
 	sqe = io_uring_get_sqe(&nv->ring);
-	if (nv->fixed)
+	if (nv->seg_fixed[io->segment])
 		io_uring_prep_write_fixed(sqe, fd, page, (unsigned)g->stride,
 					  rec + HDR, (int)io->segment);
 	else

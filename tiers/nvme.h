@@ -80,7 +80,8 @@ struct kvt_nvme_config {
 	uint64_t retry_ns;     /* a failed path takes no writes this long */
 	uint32_t max_namespaces;
 	/* The host tier's segments: registered as fixed buffers, and the
-	 * memory every read lands in and every write comes from. */
+	 * memory every read lands in and every write comes from. The array
+	 * has room for KVT_HOST_SEGMENTS_MAX; see kvt_nvme_segment. */
 	void *const *segments;
 	uint32_t nsegments;
 	uint64_t segment_bytes;
@@ -147,6 +148,10 @@ int kvt_nvme_read(struct kvt_nvme *nv, void *user, struct kvt_nvme_loc loc,
 
 /* The block of the record at loc left the cache: forget it, on disk too. Locked. */
 void kvt_nvme_forget(struct kvt_nvme *nv, struct kvt_nvme_loc loc);
+
+/* Host segment `segment` now lives at base (NULL: it was released, and no
+ * I/O may use it); keeps the io_uring buffer table in step. Locked. */
+void kvt_nvme_segment(struct kvt_nvme *nv, uint32_t segment, void *base);
 
 /* Record bytes per page of ns's stride (its page plus the header). */
 uint64_t kvt_nvme_record_bytes(uint64_t stride);

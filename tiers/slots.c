@@ -22,7 +22,7 @@ struct segment {
 
 struct kvt_slots {
 	struct segment *segs;
-	uint32_t nsegs, ncarved;
+	uint32_t nsegs, nactive, ncarved;
 	uint64_t seg_bytes;
 	uint32_t *partial; /* per namespace: head of its partial list */
 	uint32_t namespaces;
@@ -36,22 +36,15 @@ struct kvt_slots *kvt_slots_create(uint32_t segments, uint64_t segment_bytes,
 
 	if (!s)
 		return NULL;
-	s->segs = calloc(segments, sizeof(*s->segs));
 	s->partial = malloc(sizeof(*s->partial) * (namespaces ? namespaces : 1));
-	if (!s->segs || !s->partial) {
-		kvt_slots_destroy(s);
-		return NULL;
-	}
-	s->nsegs = segments;
 	s->seg_bytes = segment_bytes;
 	s->namespaces = namespaces;
-	for (uint32_t i = 0; i < namespaces; i++)
+	s->free_head = NIL;
+	for (uint32_t i = 0; s->partial && i < namespaces; i++)
 		s->partial[i] = NIL;
-	/* Lowest segment first, so a small workload touches few segments. */
-	s->free_head = segments ? 0 : NIL;
-	for (uint32_t i = 0; i < segments; i++) {
-		s->segs[i].owner = KVT_SLOTS_FREE_SEGMENT;
-		s->segs[i].next = i + 1 < segments ? i + 1 : NIL;
+	if (!s->partial || kvt_slots_resize(s, segments) < 0) {
+		kvt_slots_destroy(s);
+		return NULL;
 	}
 	return s;
 }
@@ -144,16 +137,28 @@ int kvt_slots_alloc(struct kvt_slots *s, uint32_t ns, uint64_t stride,
 	return 0;
 }
 
-void kvt_slots_free(struct kvt_slots *s, uint32_t segment, uint32_t slot)
+/* Lowest segment first, so that a small workload touches few segments. */
+static void free_list_rebuild(struct kvt_slots *s)
+{
+	s->free_head = NIL;
+	for (uint32_t i = s->nactive; i-- > 0;)
+		if (s->segs[i].owner == KVT_SLOTS_FREE_SEGMENT) {
+			s->segs[i].next = s->free_head;
+			s->free_head = i;
+		}
+}
+
+bool kvt_slots_free(struct kvt_slots *s, uint32_t segment, uint32_t slot)
 {
 	struct segment *g = &s->segs[segment];
+	bool retired = segment >= s->nactive;
 
 	g->users[slot] = NULL;
 	g->free_stack[g->nfree++] = slot;
 	if (g->nfree < g->nslots) {
-		if (!g->in_partial)
+		if (!g->in_partial && !retired)
 			partial_push(s, segment);
-		return;
+		return false;
 	}
 	/* Empty again: give the segment back to every namespace. */
 	if (g->in_partial)
@@ -164,9 +169,44 @@ void kvt_slots_free(struct kvt_slots *s, uint32_t segment, uint32_t slot)
 	g->users = NULL;
 	g->owner = KVT_SLOTS_FREE_SEGMENT;
 	g->nslots = g->nfree = 0;
+	s->ncarved--;
+	if (retired)
+		return true;
 	g->next = s->free_head;
 	s->free_head = segment;
-	s->ncarved--;
+	return false;
+}
+
+int kvt_slots_resize(struct kvt_slots *s, uint32_t active)
+{
+	if (active > s->nsegs) {
+		struct segment *segs = realloc(s->segs, sizeof(*segs) * active);
+
+		if (!segs)
+			return -ENOMEM;
+		s->segs = segs;
+		for (uint32_t i = s->nsegs; i < active; i++)
+			s->segs[i] = (struct segment){ .owner = KVT_SLOTS_FREE_SEGMENT };
+		s->nsegs = active;
+	}
+	/* Retired segments leave their partial lists; returning ones rejoin. */
+	for (uint32_t i = 0; i < s->nsegs; i++) {
+		struct segment *g = &s->segs[i];
+		bool carved = g->owner != KVT_SLOTS_FREE_SEGMENT;
+
+		if (i >= active && g->in_partial)
+			partial_unlink(s, i);
+		else if (i < active && carved && !g->in_partial && g->nfree)
+			partial_push(s, i);
+	}
+	s->nactive = active;
+	free_list_rebuild(s);
+	return 0;
+}
+
+uint32_t kvt_slots_active(const struct kvt_slots *s)
+{
+	return s->nactive;
 }
 
 uint64_t kvt_slots_offset(const struct kvt_slots *s, uint32_t segment,

@@ -6,6 +6,11 @@
  * namespace's stride; when its last slot is freed it returns to the pool and
  * may be carved again for another namespace. Each slot carries one user
  * pointer (the engine's block) so that a whole segment can be reclaimed.
+ *
+ * The set of segments can grow and shrink (kvt_slots_resize). Shrinking
+ * retires the highest-numbered segments: nothing new is placed in them, and
+ * each leaves use when its last slot is freed, so that its memory can be
+ * given back. Growing brings retired segments back first.
  * Not thread-safe: the engine calls it under its lock.
  */
 #ifndef KVT_SLOTS_H
@@ -31,8 +36,13 @@ void kvt_slots_destroy(struct kvt_slots *s);
 int kvt_slots_alloc(struct kvt_slots *s, uint32_t ns, uint64_t stride,
 		    uint32_t *segment, uint32_t *slot);
 
-/* Returns a slot taken by alloc. */
-void kvt_slots_free(struct kvt_slots *s, uint32_t segment, uint32_t slot);
+/* Returns a slot taken by alloc. true: that emptied a retired segment. */
+bool kvt_slots_free(struct kvt_slots *s, uint32_t segment, uint32_t slot);
+
+/* Makes segments [0, active) usable and retires the rest (see above);
+ * segments past the last one known are added free. 0 or -ENOMEM. */
+int kvt_slots_resize(struct kvt_slots *s, uint32_t active);
+uint32_t kvt_slots_active(const struct kvt_slots *s);
 
 uint64_t kvt_slots_offset(const struct kvt_slots *s, uint32_t segment,
 			  uint32_t slot);
@@ -41,6 +51,7 @@ void kvt_slots_set_user(struct kvt_slots *s, uint32_t segment, uint32_t slot,
 void *kvt_slots_user(const struct kvt_slots *s, uint32_t segment,
 		     uint32_t slot);
 
+/* Segments known: the active ones and the retired ones after them. */
 uint32_t kvt_slots_segments(const struct kvt_slots *s);
 /* The namespace a segment is carved for, or KVT_SLOTS_FREE_SEGMENT. */
 uint32_t kvt_slots_segment_owner(const struct kvt_slots *s, uint32_t segment);
