@@ -82,6 +82,10 @@ static const struct knob knobs[] = {
 	{ "nvme", "retry_interval", KNOB_DURATION, FIELD(nvme_retry_ms), 1,
 	  86400000, "30s",
 	  "after a write error (disk full, EIO) a path takes no writes this long", false },
+	{ "metrics", "listen", KNOB_STRING, FIELD(metrics_listen), 0, 0,
+	  "127.0.0.1:9400",
+	  "HOST:PORT serving Prometheus /metrics and /healthz over HTTP (port 0: any free one; empty: off)",
+	  false },
 };
 
 #define NKNOBS (sizeof(knobs) / sizeof(knobs[0]))

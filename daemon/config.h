@@ -54,6 +54,8 @@ struct kvt_config {
 	char nvme_paths[4096];
 	uint64_t nvme_size, nvme_region_size, nvme_retry_ms;
 	uint32_t nvme_queue_depth;
+	/* [metrics] */
+	char metrics_listen[128];
 
 	/* Where each knob's value came from; line: in file. */
 	uint8_t source[KVT_CONFIG_KNOBS_MAX];

@@ -22,6 +22,7 @@
 #include "engine.h"
 #include "gpu.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "reload.h"
 #include "rpc.h"
@@ -271,6 +272,7 @@ int main(int argc, char **argv)
 	const struct kvt_config *cfg0 = &reload.running;
 	struct kvt_config cfg;
 	struct kvt_daemon d = { 0 };
+	struct kvt_metrics *metrics = NULL;
 	struct kvt_engine_config ecfg;
 	struct kvt_server_config scfg;
 	struct kvt_quota quotas[KVT_CONFIG_QUOTAS_MAX];
@@ -339,6 +341,13 @@ int main(int argc, char **argv)
 		kvt_log(KVT_LOG_ERROR, "%s", msg);
 		goto out_grpc;
 	}
+	if (cfg.metrics_listen[0] &&
+	    kvt_metrics_start(cfg.metrics_listen, &d, &metrics, msg, sizeof(msg)) < 0) {
+		kvt_log(KVT_LOG_ERROR, "%s", msg);
+		kvt_server_shutdown(d.server, 0);
+		kvt_server_destroy(d.server);
+		goto out_grpc;
+	}
 	printf("kvtierd %s listening on", KVT_VERSION);
 	for (size_t i = 0; i < kvt_server_listen_count(d.server); i++)
 		printf(" %s", kvt_server_listen_address(d.server, i));
@@ -352,12 +361,17 @@ int main(int argc, char **argv)
 		       st.nvme_paths - st.nvme_paths_failed,
 		       (unsigned long long)st.nvme_recovered_blocks,
 		       (unsigned long long)st.nvme_recovery_ms);
-	printf("%s; %s)\n", d.allocator, d.cuda);
+	printf("%s; %s)", d.allocator, d.cuda);
+	if (d.metrics_address[0])
+		printf(" metrics %s", d.metrics_address);
+	printf("\n");
 	fflush(stdout);
 
 	notify_status(&d, "READY=1");
 	wait_for_stop(&d);
+	kvt_metrics_draining(metrics);
 	kvt_server_shutdown(d.server, SHUTDOWN_GRACE_MS);
+	kvt_metrics_stop(metrics);
 	kvt_server_destroy(d.server);
 	rc = 0;
 	kvt_log(KVT_LOG_INFO, "stopped cleanly");

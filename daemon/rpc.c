@@ -827,13 +827,41 @@ struct stats_buf {
 	struct kvt_tenant_stats *t;
 	Kvtier__V1__TenantStats *t_msgs, **t_ptrs;
 	char *listen[4];
+	struct hist_buf {
+		Kvtier__V1__Histogram m;
+		double le[KVT_HISTOGRAM_BOUNDS_MAX];
+		uint64_t counts[KVT_HISTOGRAM_BOUNDS_MAX + 1];
+	} latency[32], eviction_age;
 };
 
-static void stats_fill_engine(struct kvt_daemon *d, Kvtier__V1__StatsResponse *p)
+static Kvtier__V1__Histogram *histogram_fill(struct hist_buf *h,
+					     const struct kvt_histogram_snapshot *s)
 {
+	kvtier__v1__histogram__init(&h->m);
+	for (uint32_t i = 0; i < s->n; i++)
+		h->le[i] = s->le[i] / 1e9;
+	memcpy(h->counts, s->counts, sizeof(h->counts[0]) * (s->n + 1));
+	h->m.upper_bounds = h->le;
+	h->m.n_upper_bounds = s->n;
+	h->m.counts = h->counts;
+	h->m.n_counts = s->n + 1;
+	h->m.sum = s->sum_ns / 1e9;
+	h->m.count = s->count;
+	return &h->m;
+}
+
+static void stats_fill_engine(struct kvt_daemon *d, struct stats_buf *b,
+			      Kvtier__V1__StatsResponse *p)
+{
+	struct kvt_histogram_snapshot ages;
 	struct kvt_engine_stats st;
 
 	kvt_engine_stats(d->engine, &st);
+	kvt_engine_eviction_ages(d->engine, &ages);
+	p->eviction_age = histogram_fill(&b->eviction_age, &ages);
+	p->pins_total = st.pins_total;
+	p->host_in_bytes_total = st.host_in_bytes_total;
+	p->host_out_bytes_total = st.host_out_bytes_total;
 	p->sessions_active = st.sessions_active;
 	p->sessions_total = st.sessions_total;
 	p->leases_active = st.leases_active;
@@ -901,10 +929,13 @@ static void stats_fill_rpcs(struct kvt_daemon *d, struct stats_buf *b,
 	for (size_t i = 0; i < n && i < 32; i++) {
 		const char *path;
 		Kvtier__V1__RpcStats *m = &b->rpcs[p->n_rpcs];
+		struct kvt_histogram_snapshot lat;
 
 		kvtier__v1__rpc_stats__init(m);
 		kvt_server_method_counters(d->server, i, &path, &m->calls,
 					   &m->errors);
+		kvt_server_method_latency(d->server, i, &lat);
+		m->latency = histogram_fill(&b->latency[i], &lat);
 		/* "/kvtier.v1.KvTier/Lookup" -> "Lookup" */
 		m->method = strrchr(path, '/') ? strrchr(path, '/') + 1 : (char *)path;
 		b->rpc_ptrs[p->n_rpcs++] = m;
@@ -1001,23 +1032,12 @@ static int stats_fill_tenants(struct kvt_daemon *d, struct stats_buf *b,
 	return 0;
 }
 
-static grpc_status_code stats(void *ctx, struct kvt_call *call,
-			      const uint8_t *req, size_t len,
-			      struct kvt_reply *r)
+grpc_status_code kvt_rpc_stats(struct kvt_daemon *d, struct kvt_reply *r)
 {
-	struct kvt_daemon *d = ctx;
-	Kvtier__V1__StatsRequest *q =
-		unpack(&kvtier__v1__stats_request__descriptor, req, len, r);
 	Kvtier__V1__StatsResponse p = KVTIER__V1__STATS_RESPONSE__INIT;
 	struct stats_buf *b = calloc(1, sizeof(*b));
 	grpc_status_code code;
 
-	(void)call;
-	if (!q) {
-		free(b);
-		return GRPC_STATUS_INVALID_ARGUMENT;
-	}
-	protobuf_c_message_free_unpacked(&q->base, NULL);
 	if (!b)
 		return reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 	p.version = KVT_VERSION;
@@ -1025,7 +1045,8 @@ static grpc_status_code stats(void *ctx, struct kvt_call *call,
 	p.uptime_seconds = (uint64_t)(time(NULL) - d->started);
 	p.allocator = d->allocator;
 	p.cuda = d->cuda;
-	stats_fill_engine(d, &p);
+	p.metrics_address = d->metrics_address;
+	stats_fill_engine(d, b, &p);
 	stats_fill_rpcs(d, b, &p);
 	if (stats_fill_namespaces(d, b, &p) < 0 || stats_fill_tenants(d, b, &p) < 0)
 		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
@@ -1039,6 +1060,20 @@ static grpc_status_code stats(void *ctx, struct kvt_call *call,
 	free(b->t_ptrs);
 	free(b);
 	return code;
+}
+
+static grpc_status_code stats(void *ctx, struct kvt_call *call,
+			      const uint8_t *req, size_t len,
+			      struct kvt_reply *r)
+{
+	Kvtier__V1__StatsRequest *q =
+		unpack(&kvtier__v1__stats_request__descriptor, req, len, r);
+
+	(void)call;
+	if (!q)
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	protobuf_c_message_free_unpacked(&q->base, NULL);
+	return kvt_rpc_stats(ctx, r);
 }
 
 static grpc_status_code get_config(void *ctx, struct kvt_call *call,

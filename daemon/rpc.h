@@ -22,6 +22,7 @@ struct kvt_daemon {
 	const char *shared_namespaces; /* comma-separated */
 	uint64_t max_message_size;
 	time_t started;
+	char metrics_address[96]; /* "http://HOST:PORT/metrics"; "": off */
 	char allocator[96];
 	char cuda[160];
 };
@@ -29,6 +30,10 @@ struct kvt_daemon {
 extern const struct kvt_method kvt_rpc_methods[];
 extern const size_t kvt_rpc_nmethods;
 extern const struct kvt_stream_method kvt_rpc_attach;
+
+/* A packed kvtier.v1.StatsResponse in r: what the Stats RPC answers and
+ * what /metrics exposes. */
+grpc_status_code kvt_rpc_stats(struct kvt_daemon *d, struct kvt_reply *r);
 
 /* The server's draining hook: answers the Acquires still waiting. */
 void kvt_rpc_draining(void *ctx);

@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "histogram.h"
 #include "log.h"
 
 #define ACCEPTS_IN_FLIGHT 16
@@ -49,6 +50,7 @@ struct tag {
 
 struct counters {
 	atomic_uint_fast64_t calls, errors;
+	struct kvt_histogram latency; /* request received to reply sent */
 };
 
 struct kvt_server {
@@ -89,6 +91,7 @@ struct kvt_call {
 	grpc_byte_buffer *recv, *send;
 	int cancelled;
 	size_t method; /* index into counters */
+	uint64_t started_ns; /* when the request message arrived */
 	struct kvt_peer peer;
 	enum { ACCEPTING, READING, REPLYING, STREAMING } phase;
 	atomic_int refs;
@@ -116,6 +119,14 @@ static void call_put(struct kvt_call *c)
 {
 	if (atomic_fetch_sub(&c->refs, 1) == 1)
 		call_free(c);
+}
+
+static uint64_t monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 static void count_status(struct kvt_server *s, size_t method,
@@ -154,6 +165,8 @@ static void send_reply(struct kvt_call *c, grpc_status_code code,
 	size_t n = 0;
 
 	count_status(c->srv, c->method, code);
+	kvt_histogram_observe(&c->srv->counters[c->method].latency,
+			      monotonic_ns() - c->started_ns);
 	if (code != GRPC_STATUS_OK)
 		kvt_log(KVT_LOG_DEBUG, "%s: status %d: %s",
 			(const char *)GRPC_SLICE_START_PTR(c->details.method),
@@ -266,6 +279,7 @@ static void handle_request(struct kvt_call *c)
 	grpc_byte_buffer_reader reader;
 	grpc_slice req = grpc_empty_slice();
 
+	c->started_ns = monotonic_ns();
 	if (!c->recv) {
 		snprintf(r.msg, sizeof(r.msg), "request message missing");
 		send_reply(c, GRPC_STATUS_INVALID_ARGUMENT, &r, false);
@@ -589,6 +603,8 @@ int kvt_server_start(const struct kvt_server_config *cfg,
 	s->cfg = *cfg;
 	s->listen_fd = s->wake_fd[0] = s->wake_fd[1] = -1;
 	s->counters = calloc(cfg->nmethods + 2, sizeof(*s->counters));
+	for (size_t i = 0; s->counters && i < cfg->nmethods + 2; i++)
+		kvt_histogram_init(&s->counters[i].latency, &kvt_latency_bounds);
 	s->threads = calloc(cfg->threads, sizeof(*s->threads));
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
@@ -751,6 +767,12 @@ void kvt_server_method_counters(const struct kvt_server *s, size_t i,
 		*path = "unknown";
 	*calls = atomic_load(&s->counters[i].calls);
 	*errors = atomic_load(&s->counters[i].errors);
+}
+
+void kvt_server_method_latency(const struct kvt_server *s, size_t i,
+			       struct kvt_histogram_snapshot *out)
+{
+	kvt_histogram_read(&s->counters[i].latency, out);
 }
 
 uint64_t kvt_server_errors_by_code(const struct kvt_server *s,

@@ -23,6 +23,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "histogram.h"
+
 /* gRPC status codes are 0 (OK) .. 16 (UNAUTHENTICATED). */
 #define KVT_STATUS_CODES 17
 
@@ -110,6 +112,9 @@ void kvt_server_method_counters(const struct kvt_server *s, size_t i,
 				const char **path, uint64_t *calls,
 				uint64_t *errors);
 size_t kvt_server_method_slots(const struct kvt_server *s);
+/* Latency of method i's unary calls, request received to reply sent. */
+void kvt_server_method_latency(const struct kvt_server *s, size_t i,
+			       struct kvt_histogram_snapshot *out);
 uint64_t kvt_server_errors_by_code(const struct kvt_server *s,
 				   grpc_status_code code);
 

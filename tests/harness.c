@@ -42,6 +42,9 @@ void test_daemon_restart(struct test_daemon *d, const char *const *sets)
 	argv[argc++] = (char *)bin;
 	argv[argc++] = "--set";
 	argv[argc++] = run_dir;
+	/* Tests run side by side: each daemon's metrics on a port of its own. */
+	argv[argc++] = "--set";
+	argv[argc++] = "metrics.listen=127.0.0.1:0";
 	for (int i = 0; sets && sets[i] && argc < 60; i++) {
 		argv[argc++] = "--set";
 		argv[argc++] = (char *)sets[i];
@@ -82,6 +85,10 @@ void test_daemon_restart(struct test_daemon *d, const char *const *sets)
 		kill(d->pid, SIGKILL);
 		exit(1);
 	}
+	d->metrics_port = 0;
+	if (strstr(line, " metrics http://127.0.0.1:"))
+		d->metrics_port = atoi(strstr(line, " metrics http://127.0.0.1:") +
+				       strlen(" metrics http://127.0.0.1:"));
 }
 
 int test_daemon_signal(struct test_daemon *d, int sig)

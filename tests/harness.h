@@ -16,6 +16,7 @@ struct test_daemon {
 	pid_t pid;
 	char dir[128];
 	char addr[160]; /* "unix:<dir>/kvtierd.sock" */
+	int metrics_port; /* on 127.0.0.1; 0: none */
 };
 
 /* sets: NULL-terminated "section.key=value" overrides. Exits on failure. */

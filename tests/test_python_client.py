@@ -23,7 +23,8 @@ def main():
     daemon = subprocess.Popen(
         [os.environ["KVTIERD"], "--set", "daemon.run_dir=" + run_dir,
          "--set", "host.size=16M", "--set", "host.segment_size=1M",
-         "--set", "daemon.tcp=127.0.0.1:0"],
+         "--set", "daemon.tcp=127.0.0.1:0",
+         "--set", "metrics.listen=127.0.0.1:0"],
         stdout=subprocess.PIPE, text=True)
     try:
         line = daemon.stdout.readline()

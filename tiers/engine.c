@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "block_list.h"
+#include "histogram.h"
 #include "host.h"
 #include "nvme.h"
 #include "slots.h"
@@ -125,6 +126,7 @@ struct kvt_engine {
 	uint64_t demoting_bytes;   /* host bytes pinned until written */
 	void **segments;           /* the host segments' base addresses */
 	uint32_t retiring;         /* retired host segments still in use */
+	struct kvt_histogram eviction_age; /* since last use, at host eviction */
 	struct promotion *promotions;
 	struct done_list io_done;  /* waits the mover completed */
 	struct recovered *recovered; /* chains to link after recovery */
@@ -233,6 +235,7 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 	if (e->cfg.default_priority > KVT_PRIORITY_MAX)
 		e->cfg.default_priority = KVT_PRIORITY_MAX;
 	e->next_lease = 1;
+	kvt_histogram_init(&e->eviction_age, &kvt_age_bounds);
 	e->index = kvt_index_create();
 	e->slots = kvt_slots_create(segments, cfg->segment_bytes,
 				    cfg->max_namespaces);
@@ -259,6 +262,13 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 			    cfg->shm_prefix, strerror(-rc));
 	}
 	e->st.host_capacity_bytes = (uint64_t)segments * cfg->segment_bytes;
+	e->segments = calloc(KVT_HOST_SEGMENTS_MAX, sizeof(*e->segments));
+	if (!e->segments) {
+		kvt_engine_destroy(e);
+		return fail(err, -ENOMEM, "out of memory");
+	}
+	for (uint32_t i = 0; i < segments; i++)
+		e->segments[i] = kvt_host_ptr(e->host, i, 0);
 	e->st.nvme_paths = cfg->nvme.npaths;
 	if (cfg->nvme.npaths && nvme_start(e, err) < 0) {
 		char msg[sizeof(err->msg) + 64];
@@ -543,6 +553,7 @@ static void block_unindex(struct kvt_engine *e, struct kvt_block *b)
  * there; any other leaves the cache. */
 static void block_evict(struct kvt_engine *e, struct kvt_block *b)
 {
+	kvt_histogram_observe(&e->eviction_age, now_locked(e) - b->u.atime);
 	e->ns[b->ns].evictions++;
 	e->tenants[b->tenant].evictions++;
 	e->st.evictions_total++;
@@ -900,6 +911,9 @@ static struct lease *lease_new(struct kvt_engine *e, struct kvt_session *s,
 		e->oldest_lease = l;
 	e->newest_lease = l;
 	e->st.leases_active++;
+	e->st.pins_total += n;
+	if (n)
+		e->st.host_out_bytes_total += n * e->ns[blocks[0]->ns].page_bytes;
 	return l;
 }
 
@@ -1575,6 +1589,7 @@ static void commit_locked(struct kvt_engine *e, struct kvt_block_list *pending,
 		nsp->pending--;
 		nsp->ready++;
 		e->st.committed_total++;
+		e->st.host_in_bytes_total += nsp->page_bytes;
 		wake_waiters(e, waiters, done);
 		demote(e, b);
 	}
@@ -1711,6 +1726,7 @@ int kvt_engine_pin(struct kvt_engine *e, const struct kvt_req *q,
 				break;
 			pinned[*count] = b;
 			block_pin(e, b);
+			e->st.host_out_bytes_total += e->ns[q->ns].page_bytes;
 		}
 		/* Blocks on nvme are read back for the next call. Found anew:
 		 * making room for one may evict the next. */
@@ -1837,6 +1853,7 @@ static void nvme_read(void *arg, void *user, int rc)
 	b->promoting = 0;
 	if (rc == 0) {
 		e->st.promotions_total++;
+		e->st.host_in_bytes_total += e->ns[b->ns].page_bytes;
 	} else {
 		/* A corrupt or unreadable page is a miss, never served. */
 		e->st.promotion_failures_total++;
@@ -1973,11 +1990,6 @@ static int nvme_start(struct kvt_engine *e, struct kvt_err *err)
 	};
 	int rc;
 
-	e->segments = calloc(KVT_HOST_SEGMENTS_MAX, sizeof(*e->segments));
-	if (!e->segments)
-		return fail(err, -ENOMEM, "out of memory");
-	for (uint32_t i = 0; i < nseg; i++)
-		e->segments[i] = kvt_host_ptr(e->host, i, 0);
 	nc.segments = e->segments;
 	rc = kvt_nvme_open(&nc, &e->nvme, err->msg, sizeof(err->msg));
 	if (rc < 0)
@@ -2273,4 +2285,10 @@ int kvt_engine_tenant_stats(struct kvt_engine *e, uint32_t tenant,
 out:
 	pthread_mutex_unlock(&e->lock);
 	return rc;
+}
+
+void kvt_engine_eviction_ages(struct kvt_engine *e,
+			      struct kvt_histogram_snapshot *out)
+{
+	kvt_histogram_read(&e->eviction_age, out);
 }

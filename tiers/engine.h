@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "histogram.h"
 #include "index.h"
 #include "policy.h"
 
@@ -152,6 +153,9 @@ struct kvt_engine_stats {
 	uint64_t nvme_write_errors_total, nvme_read_errors_total;
 	uint64_t nvme_bad_checksum_total, nvme_queued, nvme_inflight;
 	uint64_t nvme_recovered_blocks, nvme_recovery_ms;
+	/* Blocks pinned by leases; page bytes into the host tier (commits,
+	 * puts, promotions) and out of it (pinned for reading). */
+	uint64_t pins_total, host_in_bytes_total, host_out_bytes_total;
 };
 
 struct kvt_namespace_stats {
@@ -318,6 +322,9 @@ void kvt_engine_stop_waiting(struct kvt_engine *e);
 uint64_t kvt_engine_now(struct kvt_engine *e);
 
 void kvt_engine_stats(struct kvt_engine *e, struct kvt_engine_stats *st);
+/* Time since last use of the blocks the host tier evicted. */
+void kvt_engine_eviction_ages(struct kvt_engine *e,
+			      struct kvt_histogram_snapshot *out);
 /* -ENOENT past the last namespace / tenant. */
 int kvt_engine_namespace_stats(struct kvt_engine *e, uint32_t ns,
 			       struct kvt_namespace_stats *st);
