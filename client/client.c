@@ -28,7 +28,8 @@
 
 enum method {
 	M_OPEN_NAMESPACE, M_LOOKUP, M_RESERVE, M_COMMIT, M_ABORT, M_ACQUIRE,
-	M_RELEASE, M_PUT, M_GET, M_DROP, M_STATS, M_HEALTH, M_ATTACH, M_COUNT
+	M_RELEASE, M_PUT, M_GET, M_DROP, M_STATS, M_HEALTH, M_ATTACH,
+	M_GET_CONFIG, M_COUNT
 };
 
 static const char *const method_paths[M_COUNT] = {
@@ -38,7 +39,7 @@ static const char *const method_paths[M_COUNT] = {
 	"/kvtier.v1.KvTier/Release",       "/kvtier.v1.KvTier/Put",
 	"/kvtier.v1.KvTier/Get",           "/kvtier.v1.KvTier/Drop",
 	"/kvtier.v1.KvTier/Stats",         "/grpc.health.v1.Health/Check",
-	"/kvtier.v1.KvTier/Attach",
+	"/kvtier.v1.KvTier/Attach",        "/kvtier.v1.KvTier/GetConfig",
 };
 
 struct kvt_client {
@@ -853,6 +854,45 @@ typedef void (*stat_fn)(void *arg, const char *name, const char *value);
 static void emit_message(const ProtobufCMessage *m, const char *prefix,
 			 unsigned first_field, stat_fn fn, void *arg);
 
+/* The q-quantile of h in seconds, interpolated within its bucket as
+ * Prometheus' histogram_quantile does; the +Inf bucket gives its lower bound. */
+static double quantile(const Kvtier__V1__Histogram *h, double q)
+{
+	double rank = q * (double)h->count, seen = 0;
+
+	if (!h->count)
+		return 0;
+
+	for (size_t i = 0; i < h->n_counts; i++) {
+		double lo = i ? h->upper_bounds[i - 1] : 0;
+
+		if (i >= h->n_upper_bounds)
+			return lo;
+		if (seen + (double)h->counts[i] >= rank && h->counts[i])
+			return lo + (h->upper_bounds[i] - lo) *
+				    (rank - seen) / (double)h->counts[i];
+		seen += (double)h->counts[i];
+	}
+	return 0;
+}
+
+/* A histogram reads as its count, sum and estimated p50 and p99. */
+static void emit_histogram(const Kvtier__V1__Histogram *h, const char *name,
+			   stat_fn fn, void *arg)
+{
+	static const char *const keys[] = { "count", "sum_seconds",
+					    "p50_seconds", "p99_seconds" };
+	const double v[] = { (double)h->count, h->sum, quantile(h, 0.5),
+			     quantile(h, 0.99) };
+	char full[300], text[64];
+
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(full, sizeof(full), "%s.%s", name, keys[i]);
+		snprintf(text, sizeof(text), i ? "%.6g" : "%.0f", v[i]);
+		fn(arg, full, text);
+	}
+}
+
 static void emit_scalar(const ProtobufCFieldDescriptor *f, const void *p,
 			const char *name, stat_fn fn, void *arg)
 {
@@ -874,7 +914,12 @@ static void emit_scalar(const ProtobufCFieldDescriptor *f, const void *p,
 		fn(arg, name, *(char *const *)p ? *(char *const *)p : "");
 		return;
 	case PROTOBUF_C_TYPE_MESSAGE:
-		emit_message(*(ProtobufCMessage *const *)p, name, 0, fn, arg);
+		if (!*(ProtobufCMessage *const *)p)
+			return;
+		if (f->descriptor == &kvtier__v1__histogram__descriptor)
+			emit_histogram(*(Kvtier__V1__Histogram *const *)p, name, fn, arg);
+		else
+			emit_message(*(ProtobufCMessage *const *)p, name, 0, fn, arg);
 		return;
 	default:
 		return;
@@ -949,6 +994,37 @@ int kvt_stats(kvt_client *c, stat_fn fn, void *arg)
 	if (rc < 0)
 		return rc;
 	emit_message(&resp->base, "", 0, fn, arg);
+	FREE_MSG(resp);
+	return 0;
+}
+
+int kvt_get_config(kvt_client *c, void (*fn)(void *arg, const struct kvt_knob *k),
+		   void *arg, struct kvt_config_info *info)
+{
+	Kvtier__V1__GetConfigRequest req = KVTIER__V1__GET_CONFIG_REQUEST__INIT;
+	Kvtier__V1__GetConfigResponse *resp;
+	int rc;
+
+	rc = call(c, M_GET_CONFIG, &req, &kvtier__v1__get_config_response__descriptor,
+		  (void **)&resp);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < resp->n_knobs; i++) {
+		const Kvtier__V1__ConfigKnob *m = resp->knobs[i];
+		struct kvt_knob k = { m->section, m->name, m->value, m->source,
+				      m->pending, m->help, m->live };
+
+		fn(arg, &k);
+	}
+	if (info) {
+		snprintf(info->file, sizeof(info->file), "%s", resp->file);
+		info->reloads_total = resp->reloads_total;
+		info->reload_failures_total = resp->reload_failures_total;
+		info->last_reload_ok = resp->last_reload_ok;
+		info->last_reload_unix = resp->last_reload_unix;
+		snprintf(info->last_reload_error, sizeof(info->last_reload_error),
+			 "%s", resp->last_reload_error);
+	}
 	FREE_MSG(resp);
 	return 0;
 }

@@ -1,10 +1,16 @@
 /*
- * kvtierctl: look at a running kvtierd.
- *   kvtierctl [-a ADDR] status          identity, health, sessions, host tier use
- *   kvtierctl [-a ADDR] stats [--json]  every counter and gauge
+ * kvtierctl: look at and act on a running kvtierd.
+ *   status            identity, health, sessions, tier use
+ *   stats [--json]    every counter and gauge
+ *   top               a refreshing view of hit rates, tier use and RPC latency
+ *   config            the effective configuration, each knob's source
+ *   drop              drop a namespace's or a tenant's blocks
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
+#include <time.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +51,11 @@ static const char *find(const struct stat_list *l, const char *name)
 		if (strcmp(l->names[i], name) == 0)
 			return l->values[i];
 	return "?";
+}
+
+static double num(const struct stat_list *l, const char *name)
+{
+	return strtod(find(l, name), NULL);
 }
 
 static void json_string(const char *s)
@@ -107,16 +118,21 @@ static void print_status(const struct stat_list *l)
 	for (size_t i = 0; i < l->n; i++)
 		if (strncmp(l->names[i], "listen.", 7) == 0)
 			printf(" %s", l->values[i]);
-	printf("\nallocator    %s\n", find(l, "allocator"));
+	printf("\nmetrics      %s\n", find(l, "metrics_address")[0] ?
+	       find(l, "metrics_address") : "off");
+	printf("allocator    %s\n", find(l, "allocator"));
 	printf("cuda         %s\n", find(l, "cuda"));
 	printf("sessions     %s active, %s leases, %s pinned blocks\n",
 	       find(l, "sessions_active"), find(l, "leases_active"),
 	       find(l, "pinned_blocks"));
 	printf("blocks       %s ready, %s pending\n", find(l, "ready_blocks"),
 	       find(l, "pending_blocks"));
-	printf("host tier    %.1f / %.1f MiB used (%.1f%%), %s of %s segments carved\n",
+	printf("host tier    %.1f / %.1f MiB used (%.1f%%), %s of %s segments carved",
 	       used / 1048576.0, cap / 1048576.0, cap ? 100.0 * used / cap : 0.0,
 	       find(l, "host_segments_used"), find(l, "host_segments"));
+	if (strcmp(find(l, "host_segments_retiring"), "0") != 0)
+		printf(", %s retiring (shrinking)", find(l, "host_segments_retiring"));
+	printf("\n");
 	if (strcmp(find(l, "nvme_enabled"), "true") == 0) {
 		cap = strtoull(find(l, "nvme_capacity_bytes"), NULL, 10);
 		used = strtoull(find(l, "nvme_used_bytes"), NULL, 10);
@@ -130,10 +146,208 @@ static void print_status(const struct stat_list *l)
 	}
 }
 
+static void print_config(const struct kvt_knob *k, void *arg)
+{
+	const char **section = arg;
+
+	if (!*section || strcmp(*section, k->section) != 0) {
+		printf("%s[%s]\n", *section ? "\n" : "", k->section);
+		*section = k->section;
+	}
+	printf("%-22s = %-16s # %s%s%s%s\n", k->name, k->value, k->source,
+	       k->live ? "" : ", restart to change",
+	       k->pending[0] ? "; file says " : "", k->pending);
+}
+
+static void knob_cb(void *arg, const struct kvt_knob *k)
+{
+	print_config(k, arg);
+}
+
+static int cmd_config(kvt_client *c)
+{
+	static struct kvt_config_info info;
+	const char *section = NULL;
+	int rc = kvt_get_config(c, knob_cb, &section, &info);
+
+	if (rc < 0)
+		return rc;
+	printf("\n# file: %s; %llu reloads, %llu failed", info.file[0] ? info.file : "(none)",
+	       (unsigned long long)info.reloads_total,
+	       (unsigned long long)info.reload_failures_total);
+	if (!info.last_reload_ok)
+		printf("; last reload FAILED: %s", info.last_reload_error);
+	printf("\n");
+	return 0;
+}
+
+static int read_stats(kvt_client *c, struct stat_list *l)
+{
+	l->n = 0;
+	return kvt_stats(c, collect, l);
+}
+
+/* Names of the namespaces in l (from "namespaces.NAME.namespace_id"),
+ * copied into names. */
+static size_t namespaces(const struct stat_list *l, char (*names)[256], size_t max)
+{
+	static const char id[] = ".namespace_id";
+	size_t n = 0;
+
+	for (size_t i = 0; i < l->n && n < max; i++) {
+		size_t len = strlen(l->names[i]);
+
+		if (strncmp(l->names[i], "namespaces.", 11) == 0 &&
+		    len > 11 + strlen(id) &&
+		    strcmp(l->names[i] + len - strlen(id), id) == 0)
+			snprintf(names[n++], sizeof(names[0]), "%.*s",
+				 (int)(len - 11 - strlen(id)), l->names[i] + 11);
+	}
+	return n;
+}
+
+static double ns_num(const struct stat_list *l, const char *ns, const char *key)
+{
+	char name[300];
+
+	snprintf(name, sizeof(name), "namespaces.%.200s.%.64s", ns, key);
+	return num(l, name);
+}
+
+static void bar(double used, double cap)
+{
+	int fill = cap > 0 ? (int)(20 * used / cap + 0.5) : 0;
+
+	printf("[");
+	for (int i = 0; i < 20; i++)
+		putchar(i < fill ? '#' : '.');
+	printf("] %5.1f%% of %9.1f MiB", cap > 0 ? 100 * used / cap : 0.0, cap / 1048576);
+}
+
+/* One screen of top: now against the sample taken dt seconds before. */
+static void top_screen(const struct stat_list *now, const struct stat_list *was,
+		       double dt)
+{
+	static char ns[64][256];
+	size_t nns = namespaces(now, ns, 64);
+	static const char *methods[] = { "Lookup", "Reserve", "Commit", "Acquire",
+					 "Release", "Put", "Get" };
+#define RATE(name) ((num(now, name) - num(was, name)) / dt)
+
+	printf("kvtierd %s (pid %s), up %s s: %s sessions, %s leases, %s pinned blocks\n\n",
+	       find(now, "version"), find(now, "pid"), find(now, "uptime_seconds"),
+	       find(now, "sessions_active"), find(now, "leases_active"),
+	       find(now, "pinned_blocks"));
+	printf("TIER  USE                                            IN MB/s  OUT MB/s  EVICT/s\n");
+	printf("host  ");
+	bar(num(now, "host_used_bytes"), num(now, "host_capacity_bytes"));
+	printf("  %7.1f  %8.1f  %7.1f\n", RATE("host_in_bytes_total") / 1e6,
+	       RATE("host_out_bytes_total") / 1e6, RATE("evictions_total"));
+	if (strcmp(find(now, "nvme_enabled"), "true") == 0) {
+		printf("nvme  ");
+		bar(num(now, "nvme_used_bytes"), num(now, "nvme_capacity_bytes"));
+		printf("  %7.1f  %8.1f  %7.1f\n", RATE("nvme_write_bytes_total") / 1e6,
+		       RATE("nvme_read_bytes_total") / 1e6, RATE("nvme_evictions_total"));
+	}
+	printf("\n%-32s %9s %9s %9s %10s %9s\n", "NAMESPACE", "HIT% now", "HIT% all",
+	       "NVME% all", "LOOKUPS/s", "READY");
+	for (size_t i = 0; i < nns; i++) {
+		double keys = ns_num(now, ns[i], "lookup_keys");
+		double hits = ns_num(now, ns[i], "lookup_hits");
+		double dkeys = keys - ns_num(was, ns[i], "lookup_keys");
+		double dhits = hits - ns_num(was, ns[i], "lookup_hits");
+
+		printf("%-32.32s %9.1f %9.1f %9.1f %10.0f %9.0f\n", ns[i],
+		       dkeys > 0 ? 100 * dhits / dkeys : 0.0,
+		       keys > 0 ? 100 * hits / keys : 0.0,
+		       keys > 0 ? 100 * ns_num(now, ns[i], "lookup_hits_nvme") / keys : 0.0,
+		       dkeys / dt, ns_num(now, ns[i], "ready_blocks"));
+	}
+	printf("\n%-10s %9s %11s %11s %8s\n", "RPC", "CALLS/s", "p50 ms", "p99 ms", "ERRORS");
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+		char calls[64], p50[64], p99[64], errors[64];
+
+		snprintf(calls, sizeof(calls), "rpcs.%s.calls", methods[i]);
+		snprintf(p50, sizeof(p50), "rpcs.%s.latency.p50_seconds", methods[i]);
+		snprintf(p99, sizeof(p99), "rpcs.%s.latency.p99_seconds", methods[i]);
+		snprintf(errors, sizeof(errors), "rpcs.%s.errors", methods[i]);
+		printf("%-10s %9.0f %11.3f %11.3f %8s\n", methods[i], RATE(calls),
+		       num(now, p50) * 1e3, num(now, p99) * 1e3, find(now, errors));
+	}
+#undef RATE
+}
+
+static int cmd_top(kvt_client *c, double interval, long count)
+{
+	struct stat_list a = { 0 }, b = { 0 }, *now = &a, *was = &b;
+	bool tty = isatty(STDOUT_FILENO);
+	int rc = read_stats(c, was);
+
+	for (long i = 0; rc == 0 && (count <= 0 || i < count); i++) {
+		struct timespec ts = { (time_t)interval,
+				       (long)((interval - (time_t)interval) * 1e9) };
+		struct stat_list *t;
+
+		nanosleep(&ts, NULL);
+		if ((rc = read_stats(c, now)) < 0)
+			break;
+		if (tty)
+			printf("\033[H\033[2J");
+		else if (i)
+			printf("\n");
+		top_screen(now, was, interval);
+		fflush(stdout);
+		t = was;
+		was = now;
+		now = t;
+	}
+	free(a.names);
+	free(a.values);
+	free(b.names);
+	free(b.values);
+	return rc;
+}
+
+static int cmd_drop(kvt_client *c, const char *ns_name, const char *tenant)
+{
+	struct stat_list l = { 0 };
+	struct kvt_namespace ns = { 0 };
+	size_t dropped = 0;
+	char key[512];
+	int rc;
+
+	if (tenant) {
+		rc = kvt_drop_tenant(c, tenant[0] ? tenant : NULL, &dropped);
+	} else {
+		if ((rc = read_stats(c, &l)) < 0)
+			return rc;
+		snprintf(key, sizeof(key), "namespaces.%s.namespace_id", ns_name);
+		if (strcmp(find(&l, key), "?") == 0) {
+			fprintf(stderr, "kvtierctl: no namespace '%s' (kvtierctl stats lists them)\n",
+				ns_name);
+			free(l.names);
+			free(l.values);
+			return 1;
+		}
+		ns.id = (uint32_t)num(&l, key);
+		free(l.names);
+		free(l.values);
+		rc = kvt_drop(c, &ns, NULL, 0, &dropped);
+	}
+	if (rc == 0)
+		printf("dropped %zu blocks\n", dropped);
+	return rc;
+}
+
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: kvtierctl [-a ADDR] status\n"
-		     "       kvtierctl [-a ADDR] stats [--json]\n"
+	fprintf(out, "usage: kvtierctl [-a ADDR] COMMAND\n"
+		     "  status                          identity, health, sessions, tier use\n"
+		     "  stats [--json]                  every counter and gauge\n"
+		     "  top [-i SECONDS] [-n COUNT]     refreshing view (default every 2 s, until ^C)\n"
+		     "  config                          effective configuration and where each value came from\n"
+		     "  drop --namespace NAME           drop a namespace's blocks (yours; every tenant's as root)\n"
+		     "  drop --tenant USER              drop a tenant's blocks in every namespace\n"
 		     "ADDR defaults to $KVTIER_ADDR, else " KVT_DEFAULT_ADDR "\n");
 }
 
@@ -142,18 +356,29 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "addr", required_argument, NULL, 'a' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "interval", required_argument, NULL, 'i' },
+		{ "count", required_argument, NULL, 'n' },
+		{ "namespace", required_argument, NULL, 'N' },
+		{ "tenant", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	const char *addr = NULL, *cmd;
+	static const char *const commands[] = { "status", "stats", "top", "config", "drop" };
+	const char *addr = NULL, *cmd, *ns_name = NULL, *tenant = NULL;
 	struct stat_list l = { 0 };
+	double interval = 2;
+	long count = 0;
 	kvt_client *c;
-	int json = 0, opt, rc;
+	int json = 0, opt, rc, known = 0;
 
-	while ((opt = getopt_long(argc, argv, "a:jh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "a:ji:n:N:T:h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'a': addr = optarg; break;
 		case 'j': json = 1; break;
+		case 'i': interval = strtod(optarg, NULL); break;
+		case 'n': count = strtol(optarg, NULL, 10); break;
+		case 'N': ns_name = optarg; break;
+		case 'T': tenant = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -163,9 +388,19 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	cmd = argv[optind];
-	if (strcmp(cmd, "status") != 0 && strcmp(cmd, "stats") != 0) {
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		known |= strcmp(cmd, commands[i]) == 0;
+	if (!known) {
 		fprintf(stderr, "kvtierctl: unknown command '%s'\n", cmd);
 		usage(stderr);
+		return 2;
+	}
+	if (strcmp(cmd, "drop") == 0 && !ns_name == !tenant) {
+		fprintf(stderr, "kvtierctl: drop needs one of --namespace NAME or --tenant USER\n");
+		return 2;
+	}
+	if (strcmp(cmd, "top") == 0 && !(interval >= 0.05 && interval <= 3600)) {
+		fprintf(stderr, "kvtierctl: --interval must be 0.05 to 3600 seconds\n");
 		return 2;
 	}
 	if (!addr)
@@ -178,8 +413,6 @@ int main(int argc, char **argv)
 	}
 	kvt_set_timeout_ms(c, 3000);
 	rc = kvt_health(c);
-	if (rc == 0)
-		rc = kvt_stats(c, collect, &l);
 	if (rc < 0) {
 		fprintf(stderr, "kvtierctl: cannot reach kvtierd at %s: %s%s\n", addr,
 			kvt_errmsg(c),
@@ -187,12 +420,20 @@ int main(int argc, char **argv)
 		kvt_close(c);
 		return 1;
 	}
-	if (strcmp(cmd, "status") == 0)
+	if (strcmp(cmd, "status") == 0 && (rc = read_stats(c, &l)) == 0)
 		print_status(&l);
-	else
+	else if (strcmp(cmd, "stats") == 0 && (rc = read_stats(c, &l)) == 0)
 		print_stats(&l, json);
+	else if (strcmp(cmd, "top") == 0)
+		rc = cmd_top(c, interval, count);
+	else if (strcmp(cmd, "config") == 0)
+		rc = cmd_config(c);
+	else if (strcmp(cmd, "drop") == 0)
+		rc = cmd_drop(c, ns_name, tenant);
+	if (rc < 0)
+		fprintf(stderr, "kvtierctl: %s: %s\n", cmd, kvt_errmsg(c));
 	free(l.names);
 	free(l.values);
 	kvt_close(c);
-	return 0;
+	return rc < 0 ? 1 : rc;
 }

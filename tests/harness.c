@@ -40,6 +40,10 @@ void test_daemon_restart(struct test_daemon *d, const char *const *sets)
 	/* The socket lives in the run dir, which the daemon creates. */
 	snprintf(d->addr, sizeof(d->addr), "unix:%s/run/kvtierd.sock", d->dir);
 	argv[argc++] = (char *)bin;
+	if (d->config[0]) {
+		argv[argc++] = "-c";
+		argv[argc++] = d->config;
+	}
 	argv[argc++] = "--set";
 	argv[argc++] = run_dir;
 	/* Tests run side by side: each daemon's metrics on a port of its own. */

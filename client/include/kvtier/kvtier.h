@@ -34,6 +34,7 @@
 #define KVTIER_KVTIER_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <kvtier/key.h>
@@ -187,6 +188,29 @@ int kvt_drop_tenant(kvt_client *c, const char *tenant, size_t *dropped);
 int kvt_stats(kvt_client *c,
 	      void (*fn)(void *arg, const char *name, const char *value),
 	      void *arg);
+
+/* One configuration knob of the running daemon. */
+struct kvt_knob {
+	const char *section, *name;
+	const char *value;   /* as a file writes it: "1G", "30s" */
+	const char *source;  /* "default", "command line" or "FILE:LINE" */
+	const char *pending; /* the file's value awaiting a restart; "": none */
+	const char *help;
+	bool live;           /* a reload (SIGHUP) changes it */
+};
+
+struct kvt_config_info {
+	char file[4096]; /* "": none */
+	uint64_t reloads_total, reload_failures_total;
+	bool last_reload_ok;
+	int64_t last_reload_unix; /* 0: never */
+	char last_reload_error[512];
+};
+
+/* Calls fn once per knob of the effective configuration, in file order;
+ * info (may be NULL) receives how reloads went. */
+int kvt_get_config(kvt_client *c, void (*fn)(void *arg, const struct kvt_knob *k),
+		   void *arg, struct kvt_config_info *info);
 
 #ifdef __cplusplus
 }
