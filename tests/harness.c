@@ -21,6 +21,7 @@ void test_daemon_start(struct test_daemon *d, const char *const *sets)
 {
 	snprintf(d->dir, sizeof(d->dir), "/tmp/kvtier-test-XXXXXX");
 	CHECK(mkdtemp(d->dir) != NULL);
+	d->config[0] = '\0';
 	test_daemon_restart(d, sets);
 }
 

@@ -17,7 +17,7 @@ struct test_daemon {
 	char dir[128];
 	char addr[160]; /* "unix:<dir>/kvtierd.sock" */
 	int metrics_port; /* on 127.0.0.1; 0: none */
-	char config[192];  /* a file for -c, set before start; "": none */
+	char config[192];  /* a file for -c (restart only; start clears it) */
 };
 
 /* sets: NULL-terminated "section.key=value" overrides. Exits on failure. */
