@@ -2,6 +2,7 @@
 project's own text parser (Debian's python3-prometheus-client): every family
 parses, names follow the conventions, and counters move as a workload runs."""
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -99,6 +100,14 @@ def main():
         assert value(after, "kvtier_rpc_status_errors_total", code="NOT_FOUND") == 1
         assert value(after, "kvtier_block_events_total", event="committed") == 10
         channel.close()
+
+        # The Grafana dashboard asks only for metrics the daemon exposes.
+        dashboard = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                 "..", "systemd", "grafana-kvtier.json")
+        exposed = {s.name for f in after.values() for s in f.samples}
+        with open(dashboard) as f:
+            wanted = set(re.findall(r"kvtier_[a-z_]+", f.read()))
+        assert wanted and wanted <= exposed, wanted - exposed
         print("metrics: %d families parse; counters moved with the workload" % len(after))
     finally:
         daemon.terminate()
