@@ -146,7 +146,7 @@ static void print_status(const struct stat_list *l)
 	}
 }
 
-static void print_config(const struct kvt_knob *k, void *arg)
+static void print_knob(void *arg, const struct kvt_knob *k)
 {
 	const char **section = arg;
 
@@ -159,16 +159,11 @@ static void print_config(const struct kvt_knob *k, void *arg)
 	       k->pending[0] ? "; file says " : "", k->pending);
 }
 
-static void knob_cb(void *arg, const struct kvt_knob *k)
-{
-	print_config(k, arg);
-}
-
 static int cmd_config(kvt_client *c)
 {
 	static struct kvt_config_info info;
 	const char *section = NULL;
-	int rc = kvt_get_config(c, knob_cb, &section, &info);
+	int rc = kvt_get_config(c, print_knob, &section, &info);
 
 	if (rc < 0)
 		return rc;

@@ -269,7 +269,6 @@ static void engine_log(bool error, const char *msg)
 int main(int argc, char **argv)
 {
 	static struct kvt_reload reload; /* large */
-	const struct kvt_config *cfg0 = &reload.running;
 	struct kvt_config cfg;
 	struct kvt_daemon d = { 0 };
 	struct kvt_metrics *metrics = NULL;
@@ -287,7 +286,7 @@ int main(int argc, char **argv)
 	if (load_config(argc, argv, &reload) < 0)
 		return 2;
 	/* The settings that need a restart never change: a copy of them. */
-	cfg = *cfg0;
+	cfg = reload.running;
 	d.reload = &reload;
 	kvt_log_set_level((enum kvt_log_level)kvt_log_level_parse(cfg.log_level));
 

@@ -92,45 +92,56 @@ static void histogram(FILE *f, const char *name, const char *label,
 	}
 }
 
+/* One value of a label, and the sample's value. */
+struct part {
+	const char *label_value;
+	double value;
+};
+
+/* A family whose samples differ in one label. */
+static void split(FILE *f, const char *name, const char *type, const char *help,
+		  const char *label, const struct part *parts, size_t n)
+{
+	family(f, name, type, help);
+	for (size_t i = 0; i < n; i++)
+		sample(f, name, (const char *[]){ label, parts[i].label_value, NULL },
+		       parts[i].value);
+}
+
+#define SPLIT(f, name, type, help, label, ...)                                \
+	split(f, name, type, help, label, (const struct part[]){ __VA_ARGS__ }, \
+	      sizeof((const struct part[]){ __VA_ARGS__ }) / sizeof(struct part))
+
 static void render_tiers(FILE *f, const Kvtier__V1__StatsResponse *s)
 {
-	const char *host[] = { "tier", "host", NULL };
-	const char *nvme[] = { "tier", "nvme", NULL };
-
-	family(f, "kvtier_tier_capacity_bytes", "gauge", "Capacity of each tier.");
-	sample(f, "kvtier_tier_capacity_bytes", host, (double)s->host_capacity_bytes);
-	sample(f, "kvtier_tier_capacity_bytes", nvme, (double)s->nvme_capacity_bytes);
-	family(f, "kvtier_tier_used_bytes", "gauge", "Bytes of each tier holding blocks.");
-	sample(f, "kvtier_tier_used_bytes", host, (double)s->host_used_bytes);
-	sample(f, "kvtier_tier_used_bytes", nvme, (double)s->nvme_used_bytes);
-	family(f, "kvtier_tier_in_bytes_total", "counter",
-	       "Page bytes written into each tier (host: commits, puts, promotions; nvme: demotions).");
-	sample(f, "kvtier_tier_in_bytes_total", host, (double)s->host_in_bytes_total);
-	sample(f, "kvtier_tier_in_bytes_total", nvme, (double)s->nvme_write_bytes_total);
-	family(f, "kvtier_tier_out_bytes_total", "counter",
-	       "Page bytes read out of each tier (host: pinned for reading; nvme: promotions).");
-	sample(f, "kvtier_tier_out_bytes_total", host, (double)s->host_out_bytes_total);
-	sample(f, "kvtier_tier_out_bytes_total", nvme, (double)s->nvme_read_bytes_total);
-	family(f, "kvtier_evictions_total", "counter",
-	       "Blocks that left each tier to make room (host: to nvme or out of the cache; nvme: region reuse).");
-	sample(f, "kvtier_evictions_total", host, (double)s->evictions_total);
-	sample(f, "kvtier_evictions_total", nvme, (double)s->nvme_evictions_total);
+	SPLIT(f, "kvtier_tier_capacity_bytes", "gauge", "Capacity of each tier.", "tier",
+	      { "host", (double)s->host_capacity_bytes },
+	      { "nvme", (double)s->nvme_capacity_bytes });
+	SPLIT(f, "kvtier_tier_used_bytes", "gauge", "Bytes of each tier holding blocks.", "tier",
+	      { "host", (double)s->host_used_bytes }, { "nvme", (double)s->nvme_used_bytes });
+	SPLIT(f, "kvtier_tier_in_bytes_total", "counter",
+	      "Page bytes written into each tier (host: commits, puts, promotions; nvme: demotions).",
+	      "tier", { "host", (double)s->host_in_bytes_total },
+	      { "nvme", (double)s->nvme_write_bytes_total });
+	SPLIT(f, "kvtier_tier_out_bytes_total", "counter",
+	      "Page bytes read out of each tier (host: pinned for reading; nvme: promotions).",
+	      "tier", { "host", (double)s->host_out_bytes_total },
+	      { "nvme", (double)s->nvme_read_bytes_total });
+	SPLIT(f, "kvtier_evictions_total", "counter",
+	      "Blocks that left each tier to make room (host: to nvme or out of the cache; nvme: region reuse).",
+	      "tier", { "host", (double)s->evictions_total },
+	      { "nvme", (double)s->nvme_evictions_total });
 	family(f, "kvtier_eviction_age_seconds", "histogram",
 	       "Time since last use of each block the host tier evicted.");
 	if (s->eviction_age)
 		histogram(f, "kvtier_eviction_age_seconds", NULL, NULL, s->eviction_age);
-	family(f, "kvtier_host_segments", "gauge",
-	       "Host tier shm segments: active, carved for a namespace, retiring after a shrink.");
-	sample(f, "kvtier_host_segments", (const char *[]){ "state", "active", NULL },
-	       s->host_segments);
-	sample(f, "kvtier_host_segments", (const char *[]){ "state", "carved", NULL },
-	       s->host_segments_used);
-	sample(f, "kvtier_host_segments", (const char *[]){ "state", "retiring", NULL },
-	       s->host_segments_retiring);
+	SPLIT(f, "kvtier_host_segments", "gauge",
+	      "Host tier shm segments: active, carved for a namespace, retiring after a shrink.",
+	      "state", { "active", s->host_segments }, { "carved", s->host_segments_used },
+	      { "retiring", s->host_segments_retiring });
 	single(f, "kvtier_nvme_up", "gauge", "1 when the nvme tier serves.", s->nvme_enabled);
-	family(f, "kvtier_nvme_paths", "gauge", "nvme paths configured, and those failing.");
-	sample(f, "kvtier_nvme_paths", (const char *[]){ "state", "configured", NULL }, s->nvme_paths);
-	sample(f, "kvtier_nvme_paths", (const char *[]){ "state", "failed", NULL }, s->nvme_paths_failed);
+	SPLIT(f, "kvtier_nvme_paths", "gauge", "nvme paths configured, and those failing.",
+	      "state", { "configured", s->nvme_paths }, { "failed", s->nvme_paths_failed });
 	single(f, "kvtier_nvme_blocks", "gauge", "Blocks with a copy on nvme.", (double)s->nvme_blocks);
 	single(f, "kvtier_demotions_total", "counter", "Blocks written to nvme.", (double)s->demotions_total);
 	single(f, "kvtier_demotions_skipped_total", "counter",
@@ -147,14 +158,11 @@ static void render_tiers(FILE *f, const Kvtier__V1__StatsResponse *s)
 	single(f, "kvtier_nvme_bad_checksums_total", "counter",
 	       "Pages read from nvme whose checksum did not match.",
 	       (double)s->nvme_bad_checksum_total);
-	family(f, "kvtier_nvme_io_errors_total", "counter", "Failed nvme reads and writes.");
-	sample(f, "kvtier_nvme_io_errors_total", (const char *[]){ "op", "read", NULL },
-	       (double)s->nvme_read_errors_total);
-	sample(f, "kvtier_nvme_io_errors_total", (const char *[]){ "op", "write", NULL },
-	       (double)s->nvme_write_errors_total);
-	family(f, "kvtier_nvme_io", "gauge", "nvme I/Os queued and in flight.");
-	sample(f, "kvtier_nvme_io", (const char *[]){ "state", "queued", NULL }, (double)s->nvme_queued);
-	sample(f, "kvtier_nvme_io", (const char *[]){ "state", "inflight", NULL }, (double)s->nvme_inflight);
+	SPLIT(f, "kvtier_nvme_io_errors_total", "counter", "Failed nvme reads and writes.", "op",
+	      { "read", (double)s->nvme_read_errors_total },
+	      { "write", (double)s->nvme_write_errors_total });
+	SPLIT(f, "kvtier_nvme_io", "gauge", "nvme I/Os queued and in flight.", "state",
+	      { "queued", (double)s->nvme_queued }, { "inflight", (double)s->nvme_inflight });
 }
 
 static void render_blocks(FILE *f, const Kvtier__V1__StatsResponse *s)
@@ -173,25 +181,18 @@ static void render_blocks(FILE *f, const Kvtier__V1__StatsResponse *s)
 	       (double)s->forced_unpins_total);
 	single(f, "kvtier_leases_expired_total", "counter", "Leases ended by lease_ttl.",
 	       (double)s->leases_expired_total);
-	family(f, "kvtier_block_events_total", "counter", "Block life cycle events.");
-	{
-		static const char *names[] = { "reserved", "committed", "aborted", "dropped",
-					       "expired", "reserve_no_space" };
-		const uint64_t v[] = { s->reserved_blocks_total, s->committed_blocks_total,
-				       s->aborted_blocks_total, s->dropped_blocks_total,
-				       s->expired_total, s->reserve_no_space_total };
-
-		for (size_t i = 0; i < 6; i++)
-			sample(f, "kvtier_block_events_total",
-			       (const char *[]){ "event", names[i], NULL }, (double)v[i]);
-	}
-	family(f, "kvtier_waits_total", "counter", "Acquires that waited for pending blocks, by outcome.");
-	sample(f, "kvtier_waits_total", (const char *[]){ "outcome", "completed", NULL },
-	       (double)s->waits_completed_total);
-	sample(f, "kvtier_waits_total", (const char *[]){ "outcome", "missed", NULL },
-	       (double)s->waits_missed_total);
-	sample(f, "kvtier_waits_total", (const char *[]){ "outcome", "timed_out", NULL },
-	       (double)s->waits_timed_out_total);
+	SPLIT(f, "kvtier_block_events_total", "counter", "Block life cycle events.", "event",
+	      { "reserved", (double)s->reserved_blocks_total },
+	      { "committed", (double)s->committed_blocks_total },
+	      { "aborted", (double)s->aborted_blocks_total },
+	      { "dropped", (double)s->dropped_blocks_total },
+	      { "expired", (double)s->expired_total },
+	      { "reserve_no_space", (double)s->reserve_no_space_total });
+	SPLIT(f, "kvtier_waits_total", "counter",
+	      "Acquires that waited for pending blocks, by outcome.", "outcome",
+	      { "completed", (double)s->waits_completed_total },
+	      { "missed", (double)s->waits_missed_total },
+	      { "timed_out", (double)s->waits_timed_out_total });
 	single(f, "kvtier_waits_active", "gauge", "Acquires waiting now.", (double)s->waits_active);
 }
 

@@ -1095,12 +1095,14 @@ static grpc_status_code get_config(void *ctx, struct kvt_call *call,
 	grpc_status_code code;
 
 	(void)call;
-	if (!q)
+	if (!q) {
 		code = GRPC_STATUS_INVALID_ARGUMENT;
-	else if (!text || !knobs || !ptrs)
-		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-	if (!q || !text || !knobs || !ptrs)
 		goto out;
+	}
+	if (!text || !knobs || !ptrs) {
+		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto out;
+	}
 	pthread_mutex_lock(&rl->lock);
 	for (size_t i = 0; i < n; i++) {
 		struct kvt_config_knob k;
