@@ -97,6 +97,7 @@ struct kvt_session {
 	struct kvt_session *prev, *next;
 	uint8_t token[KVT_SESSION_TOKEN_BYTES];
 	uint32_t tenant;
+	int hbm_pool; /* the pool on the worker's GPU, or -1 */
 	struct kvt_block_list pending;
 	struct lease *leases;
 };
@@ -122,6 +123,8 @@ struct kvt_engine {
 	uint64_t next_lease, last_now;
 	struct kvt_engine_stats st; /* counters; gauges are filled in on read */
 
+	struct kvt_hbm *hbm;       /* NULL: no hbm tier */
+	uint8_t *hbm_registered;   /* host segments registered for its copies */
 	struct kvt_nvme *nvme;     /* NULL: no nvme tier */
 	uint64_t demoting_bytes;   /* host bytes pinned until written */
 	void **segments;           /* the host segments' base addresses */
@@ -191,6 +194,8 @@ static void *timer_main(void *arg);
 static int nvme_start(struct kvt_engine *e, struct kvt_err *err);
 static void nvme_log(void *arg, bool error, const char *msg);
 static void run_done(struct done_list *done);
+static void hbm_start(struct kvt_engine *e);
+static void hbm_stop(struct kvt_engine *e);
 
 int kvt_engine_create(const struct kvt_engine_config *cfg,
 		      struct kvt_engine **out, struct kvt_err *err)
@@ -269,6 +274,8 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 	}
 	for (uint32_t i = 0; i < segments; i++)
 		e->segments[i] = kvt_host_ptr(e->host, i, 0);
+	if (cfg->hbm.ops)
+		hbm_start(e);
 	e->st.nvme_paths = cfg->nvme.npaths;
 	if (cfg->nvme.npaths && nvme_start(e, err) < 0) {
 		char msg[sizeof(err->msg) + 64];
@@ -324,6 +331,7 @@ void kvt_engine_destroy(struct kvt_engine *e)
 		pthread_join(e->timer, NULL);
 	}
 	kvt_engine_stop_waiting(e);
+	hbm_stop(e);
 	/* Writes out what is queued, so that a clean stop keeps it. */
 	kvt_nvme_close(e->nvme);
 	e->nvme = NULL;
@@ -463,9 +471,25 @@ static void host_child(struct kvt_engine *e, struct kvt_block *parent, bool add)
 	kvt_policy_update(e->policy, parent);
 }
 
+/* Registers host segment seg for the hbm tier's copies (or unregisters
+ * it); a segment that cannot be registered is not copied from. */
+static void hbm_register(struct kvt_engine *e, uint32_t seg, bool on)
+{
+	const struct kvt_hbm_ops *ops = e->cfg.hbm.ops;
+
+	if (!e->hbm_registered || e->hbm_registered[seg] == on)
+		return;
+	if (!on)
+		ops->host_unregister(ops->ctx, e->segments[seg]);
+	else if (ops->host_register(ops->ctx, e->segments[seg], e->cfg.segment_bytes) < 0)
+		return;
+	e->hbm_registered[seg] = on;
+}
+
 /* Gives back the memory of a retired segment that has emptied. */
 static void segment_release(struct kvt_engine *e, uint32_t seg)
 {
+	hbm_register(e, seg, false);
 	kvt_nvme_segment(e->nvme, seg, NULL);
 	kvt_host_release(e->host, seg);
 }
@@ -476,8 +500,11 @@ static void slot_free(struct kvt_engine *e, uint32_t seg, uint32_t slot)
 		segment_release(e, seg);
 }
 
+/* Its hbm copy goes with it: hbm holds copies of host blocks only. */
 static void host_detach(struct kvt_engine *e, struct kvt_block *b)
 {
+	if (b->has_hbm)
+		kvt_hbm_drop(e->hbm, b);
 	kvt_slots_set_user(e->slots, b->segment, b->slot, NULL);
 	slot_free(e, b->segment, b->slot);
 	charge(e, b, false);
@@ -641,6 +668,106 @@ static void block_retain(struct kvt_engine *e, struct kvt_block *b,
 					      e->cfg.default_priority, 0);
 }
 
+/* ---- hbm tier ---- */
+
+struct hbm_job {
+	struct kvt_engine *e;
+	struct kvt_block *b;
+};
+
+/* A copy into hbm is done (on the device's thread). */
+static void hbm_loaded(void *arg, int rc)
+{
+	struct hbm_job *j = arg;
+	struct kvt_engine *e = j->e;
+	struct kvt_block *b = j->b;
+
+	free(j);
+	pthread_mutex_lock(&e->lock);
+	/* A block dropped meanwhile keeps no copy. */
+	kvt_hbm_loaded(e->hbm, b, rc, b->indexed && b->has_slot);
+	io_unpin(e, b);
+	pthread_mutex_unlock(&e->lock);
+}
+
+/* Starts copying host block b into hbm pool `pool`, pinned until done. */
+static void hbm_load(struct kvt_engine *e, struct kvt_block *b, uint32_t pool)
+{
+	const struct namespace *n = &e->ns[b->ns];
+	struct hbm_job *j;
+
+	if (b->has_hbm || b->hbm_loading || !b->has_slot || b->promoting ||
+	    !e->hbm_registered[b->segment] || !(j = malloc(sizeof(*j))))
+		return;
+	j->e = e;
+	j->b = b;
+	if (kvt_hbm_load(e->hbm, b, pool, n->stride,
+			 kvt_host_ptr(e->host, b->segment, slot_offset(e, b)),
+			 n->page_bytes, hbm_loaded, j) < 0) {
+		free(j);
+		return;
+	}
+	block_pin(e, b);
+}
+
+/* Opens the pools and registers the host tier with them; a failure leaves
+ * the daemon serving without hbm, and says why. */
+static void hbm_start(struct kvt_engine *e)
+{
+	const struct kvt_engine_hbm *c = &e->cfg.hbm;
+	char why[256], msg[320];
+
+	e->hbm_registered = calloc(KVT_HOST_SEGMENTS_MAX, 1);
+	if (!e->hbm_registered) {
+		nvme_log(e, true, "hbm tier unavailable: out of memory");
+		return;
+	}
+	if (kvt_hbm_create(c->ops, c->devices, c->ndevices, c->bytes,
+			   e->cfg.segment_bytes, e->cfg.max_namespaces, &e->hbm,
+			   why, sizeof(why)) < 0) {
+		snprintf(msg, sizeof(msg), "hbm tier unavailable: %s; serving from the host tier only", why);
+		nvme_log(e, true, msg);
+		e->hbm = NULL;
+		free(e->hbm_registered);
+		e->hbm_registered = NULL;
+		return;
+	}
+	for (uint32_t i = 0; i < kvt_slots_active(e->slots); i++)
+		hbm_register(e, i, true);
+}
+
+/* Closes the pools (copies in flight complete first, into e->hbm) and
+ * then unregisters the host tier. */
+static void hbm_stop(struct kvt_engine *e)
+{
+	kvt_hbm_destroy(e->hbm);
+	e->hbm = NULL;
+	for (uint32_t i = 0; e->hbm_registered && i < KVT_HOST_SEGMENTS_MAX; i++)
+		hbm_register(e, i, false);
+	free(e->hbm_registered);
+	e->hbm_registered = NULL;
+}
+
+int kvt_engine_session_gpu(struct kvt_engine *e, struct kvt_session *s,
+			   const uint8_t uuid[KVT_GPU_UUID_BYTES])
+{
+	pthread_mutex_lock(&e->lock);
+	s->hbm_pool = e->hbm ? kvt_hbm_find(e->hbm, uuid) : -1;
+	pthread_mutex_unlock(&e->lock);
+	return s->hbm_pool;
+}
+
+uint32_t kvt_engine_hbm_pools(const struct kvt_engine *e)
+{
+	return e->hbm ? kvt_hbm_devices(e->hbm) : 0;
+}
+
+const struct kvt_hbm_pool *kvt_engine_hbm_pool(const struct kvt_engine *e,
+					       uint32_t i)
+{
+	return kvt_hbm_pool(e->hbm, i);
+}
+
 /* ---- slots and eviction ---- */
 
 struct eligible_arg {
@@ -785,8 +912,10 @@ static int host_resize(struct kvt_engine *e, uint64_t bytes, struct kvt_err *err
 		return fail(err, -ENOMEM, "out of memory");
 	/* Returning and new segments join the nvme buffer table; retired
 	 * ones that are already empty give their memory back now. */
-	for (uint32_t i = active; i < want; i++)
+	for (uint32_t i = active; i < want; i++) {
 		kvt_nvme_segment(e->nvme, i, e->segments[i]);
+		hbm_register(e, i, true);
+	}
 	for (uint32_t i = want; i < active; i++)
 		if (kvt_slots_segment_owner(e->slots, i) == KVT_SLOTS_FREE_SEGMENT)
 			segment_release(e, i);
@@ -861,6 +990,7 @@ int kvt_engine_session_open(struct kvt_engine *e, uint32_t tenant,
 		return -EIO;
 	}
 	s->tenant = tenant;
+	s->hbm_pool = -1;
 	memcpy(token, s->token, sizeof(s->token));
 	pthread_mutex_lock(&e->lock);
 	s->next = e->sessions;
@@ -974,6 +1104,32 @@ static void waiter_detach(struct kvt_engine *e, struct kvt_waiter *w)
 }
 
 /* Ends w with rc and what it pinned; its callback runs from run_done. */
+/*
+ * Where the reader of pinned block i of w finds it: the pool of its GPU when
+ * the block has a copy there, else the host tier (and a copy is started, so
+ * that the next reader finds one).
+ */
+static void locate(struct kvt_engine *e, struct kvt_waiter *w, uint32_t i)
+{
+	struct kvt_block *b = w->pinned[i];
+	struct kvt_location *loc = &w->locs[i];
+	int pool = w->session ? w->session->hbm_pool : -1;
+
+	loc->tier = KVT_TIER_HOST;
+	loc->segment = b->segment;
+	loc->offset = slot_offset(e, b);
+	if (pool < 0)
+		return;
+	if (kvt_hbm_hit(e->hbm, b, (uint32_t)pool, e->ns[b->ns].page_bytes,
+			&loc->offset)) {
+		loc->tier = KVT_TIER_HBM;
+		loc->segment = (uint32_t)pool;
+		return;
+	}
+	hbm_load(e, b, (uint32_t)pool);
+	loc->offset = slot_offset(e, b);
+}
+
 static void waiter_finish(struct kvt_engine *e, struct kvt_waiter *w, int rc,
 			  struct done_list *done)
 {
@@ -985,12 +1141,8 @@ static void waiter_finish(struct kvt_engine *e, struct kvt_waiter *w, int rc,
 		if (l) {
 			w->result.lease = l->id;
 			w->result.count = w->got;
-			for (uint32_t i = 0; i < w->got; i++) {
-				w->locs[i].segment = w->pinned[i]->segment;
-				w->locs[i].offset = kvt_slots_offset(
-					e->slots, w->pinned[i]->segment,
-					w->pinned[i]->slot);
-			}
+			for (uint32_t i = 0; i < w->got; i++)
+				locate(e, w, i);
 		} else {
 			w->rc = -ENOMEM;
 		}
@@ -2229,6 +2381,10 @@ void kvt_engine_stats(struct kvt_engine *e, struct kvt_engine_stats *st)
 		st->nvme_recovery_ms = n.recovery_ms;
 	} else {
 		st->nvme_paths_failed = st->nvme_paths;
+	}
+	if (e->hbm) {
+		st->hbm_enabled = true;
+		kvt_hbm_stats(e->hbm, &st->hbm);
 	}
 	pthread_mutex_unlock(&e->lock);
 }

@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "hbm.h"
 #include "histogram.h"
 #include "index.h"
 #include "policy.h"
@@ -48,6 +49,14 @@ struct kvt_engine_nvme {
 	uint64_t path_bytes, region_bytes;
 	uint32_t queue_depth;
 	uint64_t retry; /* a failed path takes no writes this long */
+};
+
+/* The hbm tier; ops NULL: none. See hbm.h. */
+struct kvt_engine_hbm {
+	const struct kvt_hbm_ops *ops;
+	const int *devices; /* ndevices CUDA ordinals; NULL: the first ndevices */
+	uint32_t ndevices;
+	uint64_t bytes; /* per device */
 };
 
 struct kvt_quota {
@@ -75,6 +84,7 @@ struct kvt_engine_config {
 	uint32_t nquotas;
 
 	struct kvt_engine_nvme nvme;
+	struct kvt_engine_hbm hbm;
 	/* Where the nvme tier reports faults (error) and progress; NULL: nowhere. */
 	void (*log)(bool error, const char *msg);
 
@@ -90,7 +100,16 @@ struct kvt_err {
 	char msg[256];
 };
 
+/* Values match kvtier.v1.Tier. */
+enum kvt_tier {
+	KVT_TIER_HOST = 1,
+	KVT_TIER_HBM = 2,
+};
+
+/* host: offset in host segment `segment`; hbm: offset in the pool of the
+ * session's GPU (segment is the pool's index). */
 struct kvt_location {
+	enum kvt_tier tier;
 	uint32_t segment;
 	uint64_t offset;
 };
@@ -156,6 +175,9 @@ struct kvt_engine_stats {
 	/* Blocks pinned by leases; page bytes into the host tier (commits,
 	 * puts, promotions) and out of it (pinned for reading). */
 	uint64_t pins_total, host_in_bytes_total, host_out_bytes_total;
+	/* hbm: copies of host blocks in GPU pools (hbm.h). */
+	struct kvt_hbm_stats hbm;
+	bool hbm_enabled;
 };
 
 struct kvt_namespace_stats {
@@ -225,6 +247,19 @@ int kvt_engine_tenant(struct kvt_engine *e, uint32_t uid, const char *name,
 int kvt_engine_session_open(struct kvt_engine *e, uint32_t tenant,
 			    uint8_t token[KVT_SESSION_TOKEN_BYTES],
 			    struct kvt_session **out);
+/*
+ * Names the GPU the session's worker runs on. Its Acquires then get the
+ * blocks that have a copy in that GPU's pool there (KVT_TIER_HBM), and
+ * start copies of the others. Returns the pool's index, or -1 when the
+ * daemon has no pool on that GPU (the session reads the host tier).
+ */
+int kvt_engine_session_gpu(struct kvt_engine *e, struct kvt_session *s,
+			   const uint8_t uuid[KVT_GPU_UUID_BYTES]);
+/* The hbm pools (0 without an hbm tier), for workers to open. */
+uint32_t kvt_engine_hbm_pools(const struct kvt_engine *e);
+const struct kvt_hbm_pool *kvt_engine_hbm_pool(const struct kvt_engine *e,
+					       uint32_t i);
+
 /* Ends a session: releases its leases, aborts its reservations, wakes the
  * readers waiting for them, ends its own waits with -ENOENT. */
 void kvt_engine_session_close(struct kvt_engine *e, struct kvt_session *s);

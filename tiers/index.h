@@ -60,6 +60,8 @@ struct kvt_block {
 	uint8_t has_disk : 1;  /* READY: a copy on nvme (u.disk_*) */
 	uint8_t demoting : 1;  /* being written to nvme */
 	uint8_t promoting : 1; /* host slot being read back from nvme */
+	uint8_t has_hbm : 1;     /* a copy in an hbm pool (hbm.h knows where) */
+	uint8_t hbm_loading : 1; /* that copy is being made */
 	/* Children that hold a host slot: leaf-first eviction in the host
 	 * tier looks at these, not at children kept on nvme only. */
 	uint32_t host_children;
