@@ -133,6 +133,14 @@ static void print_status(const struct stat_list *l)
 	if (strcmp(find(l, "host_segments_retiring"), "0") != 0)
 		printf(", %s retiring (shrinking)", find(l, "host_segments_retiring"));
 	printf("\n");
+	if (strcmp(find(l, "hbm_enabled"), "true") == 0) {
+		cap = strtoull(find(l, "hbm_capacity_bytes"), NULL, 10);
+		used = strtoull(find(l, "hbm_used_bytes"), NULL, 10);
+		printf("hbm tier     %.1f / %.1f MiB used on %s GPUs, %s blocks, %s hits, %s copies (%s failed)\n",
+		       used / 1048576.0, cap / 1048576.0, find(l, "hbm_devices"),
+		       find(l, "hbm_blocks"), find(l, "hbm_hits_total"),
+		       find(l, "hbm_loads_total"), find(l, "hbm_load_failures_total"));
+	}
 	if (strcmp(find(l, "nvme_enabled"), "true") == 0) {
 		cap = strtoull(find(l, "nvme_capacity_bytes"), NULL, 10);
 		used = strtoull(find(l, "nvme_used_bytes"), NULL, 10);

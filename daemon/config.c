@@ -82,6 +82,10 @@ static const struct knob knobs[] = {
 	{ "nvme", "retry_interval", KNOB_DURATION, FIELD(nvme_retry_ms), 1,
 	  86400000, "30s",
 	  "after a write error (disk full, EIO) a path takes no writes this long", false },
+	{ "hbm", "size", KNOB_SIZE, FIELD(hbm_size), 0, 1ull << 50, "0",
+	  "GPU memory of the hbm tier on each of its GPUs, allocated at start (0: no hbm tier)", false },
+	{ "hbm", "devices", KNOB_STRING, FIELD(hbm_devices), 0, 0, "all",
+	  "comma-separated CUDA ordinals of the hbm tier's GPUs, as the daemon sees them, or all", false },
 	{ "metrics", "listen", KNOB_STRING, FIELD(metrics_listen), 0, 0,
 	  "127.0.0.1:9400",
 	  "HOST:PORT serving Prometheus /metrics and /healthz over HTTP (port 0: any free one; empty: off)",
@@ -464,6 +468,39 @@ static int finish_quotas(struct kvt_config *c, char *err, size_t len)
 	return 0;
 }
 
+/* Reads [hbm] devices: "all" or ordinals. */
+static int finish_hbm(struct kvt_config *c, char *err, size_t len)
+{
+	const char *s = c->hbm_devices;
+
+	c->hbm_ndevices = 0;
+	if (strcmp(s, "all") == 0)
+		return 0;
+	while (*s) {
+		char *end;
+		long v;
+
+		s += strspn(s, " ,");
+		if (!*s)
+			break;
+		errno = 0;
+		v = strtol(s, &end, 10);
+		if (end == s || errno || v < 0 || v > 1023 || (*end && !strchr(" ,", *end)) ||
+		    c->hbm_ndevices == KVT_CONFIG_HBM_DEVICES_MAX) {
+			snprintf(err, len, "[hbm] devices: '%s' is not all or a list of at most %d CUDA ordinals",
+				 c->hbm_devices, KVT_CONFIG_HBM_DEVICES_MAX);
+			return -1;
+		}
+		c->hbm_device[c->hbm_ndevices++] = (int)v;
+		s = end;
+	}
+	if (c->hbm_ndevices == 0) {
+		snprintf(err, len, "[hbm] devices: empty (write all, or ordinals like 0,1)");
+		return -1;
+	}
+	return 0;
+}
+
 /* Splits [nvme] paths and checks the sizes against the host segment. */
 static int finish_nvme(struct kvt_config *c, char *err, size_t len)
 {
@@ -533,7 +570,7 @@ int kvt_config_finish(struct kvt_config *c, char *err, size_t len)
 			 (unsigned long long)c->host_segment_size);
 		return -1;
 	}
-	if (finish_nvme(c, err, len) < 0)
+	if (finish_hbm(c, err, len) < 0 || finish_nvme(c, err, len) < 0)
 		return -1;
 	return finish_quotas(c, err, len);
 }

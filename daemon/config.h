@@ -24,6 +24,7 @@ enum kvt_config_from {
 	KVT_CONFIG_FROM_COMMAND_LINE,
 };
 #define KVT_CONFIG_NVME_PATHS_MAX 16 /* KVT_NVME_PATHS_MAX */
+#define KVT_CONFIG_HBM_DEVICES_MAX 16 /* KVT_HBM_DEVICES_MAX */
 
 struct kvt_config {
 	/* [daemon] */
@@ -54,6 +55,9 @@ struct kvt_config {
 	char nvme_paths[4096];
 	uint64_t nvme_size, nvme_region_size, nvme_retry_ms;
 	uint32_t nvme_queue_depth;
+	/* [hbm] */
+	uint64_t hbm_size;
+	char hbm_devices[256];
 	/* [metrics] */
 	char metrics_listen[128];
 
@@ -71,6 +75,8 @@ struct kvt_config {
 	uint32_t nquotas;
 	char nvme_path[KVT_CONFIG_NVME_PATHS_MAX][256];
 	uint32_t nvme_npaths;
+	int hbm_device[KVT_CONFIG_HBM_DEVICES_MAX]; /* hbm_ndevices 0: all */
+	uint32_t hbm_ndevices;
 };
 
 /* Fills in every default. The run directory depends on who runs the daemon. */

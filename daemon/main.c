@@ -203,6 +203,25 @@ static void engine_config(const struct kvt_config *c,
 	};
 }
 
+/* The hbm tier of c, when there is a GPU to put it on; says why not. */
+static void hbm_config(const struct kvt_config *c, int gpus,
+		       struct kvt_engine_config *ec)
+{
+	if (c->hbm_size == 0)
+		return;
+	if (!kvt_gpu_hbm_ops() || gpus == 0) {
+		kvt_log(KVT_LOG_ERROR, "[hbm] size is set, but %s: hbm tier unavailable",
+			kvt_gpu_hbm_ops() ? "no GPU is visible" : "kvtierd was built without CUDA");
+		return;
+	}
+	ec->hbm = (struct kvt_engine_hbm){
+		.ops = kvt_gpu_hbm_ops(),
+		.devices = c->hbm_ndevices ? c->hbm_device : NULL,
+		.ndevices = c->hbm_ndevices ? c->hbm_ndevices : (uint32_t)gpus,
+		.bytes = c->hbm_size,
+	};
+}
+
 /* A reload's live knobs, applied to the running daemon. */
 static int apply_live(void *arg, const struct kvt_config *c, char *err,
 		      size_t len)
@@ -306,6 +325,7 @@ int main(int argc, char **argv)
 
 	shm_prefix(cfg.socket, prefix, sizeof(prefix));
 	engine_config(&cfg, &ecfg, quotas, nvme_paths);
+	hbm_config(&cfg, kvt_gpu_probe(d.cuda, sizeof(d.cuda)), &ecfg);
 	ecfg.shm_prefix = prefix;
 	ecfg.shm_gid = gid;
 	ecfg.log = engine_log;
@@ -319,7 +339,6 @@ int main(int argc, char **argv)
 	d.max_message_size = cfg.max_message_size;
 	d.started = time(NULL);
 	kvt_allocator_describe(d.allocator, sizeof(d.allocator));
-	kvt_gpu_probe(d.cuda, sizeof(d.cuda));
 
 	grpc_init();
 	kvt_log_capture_grpc();
@@ -360,6 +379,9 @@ int main(int argc, char **argv)
 		       st.nvme_paths - st.nvme_paths_failed,
 		       (unsigned long long)st.nvme_recovered_blocks,
 		       (unsigned long long)st.nvme_recovery_ms);
+	if (st.hbm_enabled)
+		printf("hbm tier %llu MiB on %u GPUs; ",
+		       (unsigned long long)(st.hbm.capacity_bytes >> 20), st.hbm.devices);
 	printf("%s; %s)", d.allocator, d.cuda);
 	if (d.metrics_address[0])
 		printf(" metrics %s", d.metrics_address);

@@ -115,17 +115,20 @@ static void split(FILE *f, const char *name, const char *type, const char *help,
 static void render_tiers(FILE *f, const Kvtier__V1__StatsResponse *s)
 {
 	SPLIT(f, "kvtier_tier_capacity_bytes", "gauge", "Capacity of each tier.", "tier",
+	      { "hbm", (double)s->hbm_capacity_bytes },
 	      { "host", (double)s->host_capacity_bytes },
 	      { "nvme", (double)s->nvme_capacity_bytes });
 	SPLIT(f, "kvtier_tier_used_bytes", "gauge", "Bytes of each tier holding blocks.", "tier",
+	      { "hbm", (double)s->hbm_used_bytes },
 	      { "host", (double)s->host_used_bytes }, { "nvme", (double)s->nvme_used_bytes });
 	SPLIT(f, "kvtier_tier_in_bytes_total", "counter",
 	      "Page bytes written into each tier (host: commits, puts, promotions; nvme: demotions).",
 	      "tier", { "host", (double)s->host_in_bytes_total },
 	      { "nvme", (double)s->nvme_write_bytes_total });
 	SPLIT(f, "kvtier_tier_out_bytes_total", "counter",
-	      "Page bytes read out of each tier (host: pinned for reading; nvme: promotions).",
-	      "tier", { "host", (double)s->host_out_bytes_total },
+	      "Page bytes read out of each tier (hbm, host: acquired from it; nvme: promotions).",
+	      "tier", { "hbm", (double)s->hbm_out_bytes_total },
+	      { "host", (double)s->host_out_bytes_total },
 	      { "nvme", (double)s->nvme_read_bytes_total });
 	SPLIT(f, "kvtier_evictions_total", "counter",
 	      "Blocks that left each tier to make room (host: to nvme or out of the cache; nvme: region reuse).",
@@ -139,6 +142,17 @@ static void render_tiers(FILE *f, const Kvtier__V1__StatsResponse *s)
 	      "Host tier shm segments: active, carved for a namespace, retiring after a shrink.",
 	      "state", { "active", s->host_segments }, { "carved", s->host_segments_used },
 	      { "retiring", s->host_segments_retiring });
+	single(f, "kvtier_hbm_up", "gauge", "1 when the hbm tier serves.", s->hbm_enabled);
+	single(f, "kvtier_hbm_blocks", "gauge", "Blocks with a copy in an hbm pool.", (double)s->hbm_blocks);
+	SPLIT(f, "kvtier_hbm_copies_total", "counter",
+	      "hbm copies of host blocks: started, failed, skipped (no room), evicted, dropped with their host slot.",
+	      "event", { "started", (double)s->hbm_loads_total },
+	      { "failed", (double)s->hbm_load_failures_total },
+	      { "skipped", (double)s->hbm_loads_skipped_total },
+	      { "evicted", (double)s->hbm_evictions_total },
+	      { "dropped", (double)s->hbm_drops_total });
+	single(f, "kvtier_hbm_hits_total", "counter", "Blocks acquired from an hbm pool.",
+	       (double)s->hbm_hits_total);
 	single(f, "kvtier_nvme_up", "gauge", "1 when the nvme tier serves.", s->nvme_enabled);
 	SPLIT(f, "kvtier_nvme_paths", "gauge", "nvme paths configured, and those failing.",
 	      "state", { "configured", s->nvme_paths }, { "failed", s->nvme_paths_failed });

@@ -211,6 +211,7 @@ static grpc_status_code attach_open(void *ctx, struct kvt_call *call,
 	Kvtier__V1__AttachRequest *q =
 		unpack(&kvtier__v1__attach_request__descriptor, req, len, r);
 	Kvtier__V1__AttachEvent ev = KVTIER__V1__ATTACH_EVENT__INIT;
+	Kvtier__V1__HbmPool pool = KVTIER__V1__HBM_POOL__INIT;
 	uint8_t token[KVT_SESSION_TOKEN_BYTES];
 	char name[KVT_TENANT_NAME_MAX];
 	struct kvt_session *s;
@@ -223,6 +224,12 @@ static grpc_status_code attach_open(void *ctx, struct kvt_call *call,
 	if (strlen(q->client_name) > CLIENT_NAME_MAX) {
 		code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
 			      "client_name is longer than %d bytes", CLIENT_NAME_MAX);
+		goto out;
+	}
+	if (q->gpu_uuid.len != 0 && q->gpu_uuid.len != KVT_GPU_UUID_BYTES) {
+		code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+			      "gpu_uuid is %zu bytes; pass the %d-byte cudaDeviceProp.uuid or nothing",
+			      q->gpu_uuid.len, KVT_GPU_UUID_BYTES);
 		goto out;
 	}
 	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK)
@@ -240,6 +247,20 @@ static grpc_status_code attach_open(void *ctx, struct kvt_call *call,
 	ev.host_segments_max = KVT_HOST_SEGMENTS_MAX;
 	ev.host_segment_bytes = kvt_engine_segment_bytes(d->engine);
 	ev.daemon_version = KVT_VERSION;
+	if (q->gpu_uuid.len) {
+		int i = kvt_engine_session_gpu(d->engine, s, q->gpu_uuid.data);
+
+		if (i >= 0) {
+			const struct kvt_hbm_pool *hp = kvt_engine_hbm_pool(d->engine, (uint32_t)i);
+
+			pool.gpu_uuid.data = (uint8_t *)hp->uuid;
+			pool.gpu_uuid.len = KVT_GPU_UUID_BYTES;
+			pool.ipc_handle.data = (uint8_t *)hp->ipc;
+			pool.ipc_handle.len = KVT_HBM_IPC_BYTES;
+			pool.bytes = hp->bytes;
+			ev.hbm_pool = &pool;
+		}
+	}
 	tenant_name(caller_uid(call), name, sizeof(name));
 	ev.tenant = name;
 	code = pack(&ev, r);
@@ -377,7 +398,8 @@ static int locations_fill(struct locations *l, const struct kvt_location *src,
 		return -ENOMEM;
 	for (uint32_t i = 0; i < n; i++) {
 		kvtier__v1__location__init(&l->msgs[i]);
-		l->msgs[i].tier = KVTIER__V1__TIER__TIER_HOST;
+		l->msgs[i].tier = src[i].tier == KVT_TIER_HBM ?
+			KVTIER__V1__TIER__TIER_HBM : KVTIER__V1__TIER__TIER_HOST;
 		l->msgs[i].segment = src[i].segment;
 		l->msgs[i].offset = src[i].offset;
 		l->ptrs[i] = &l->msgs[i];
@@ -891,6 +913,18 @@ static void stats_fill_engine(struct kvt_daemon *d, struct stats_buf *b,
 	p->host_segments = st.host_segments;
 	p->host_segments_used = st.host_segments_used;
 	p->host_segments_retiring = st.host_segments_retiring;
+	p->hbm_enabled = st.hbm_enabled;
+	p->hbm_devices = st.hbm.devices;
+	p->hbm_capacity_bytes = st.hbm.capacity_bytes;
+	p->hbm_used_bytes = st.hbm.used_bytes;
+	p->hbm_blocks = st.hbm.blocks;
+	p->hbm_loads_total = st.hbm.loads_total;
+	p->hbm_load_failures_total = st.hbm.load_failures_total;
+	p->hbm_loads_skipped_total = st.hbm.loads_skipped_total;
+	p->hbm_evictions_total = st.hbm.evictions_total;
+	p->hbm_drops_total = st.hbm.drops_total;
+	p->hbm_hits_total = st.hbm.hits_total;
+	p->hbm_out_bytes_total = st.hbm.out_bytes_total;
 	p->nvme_enabled = st.nvme_enabled;
 	p->nvme_paths = st.nvme_paths;
 	p->nvme_paths_failed = st.nvme_paths_failed;
