@@ -65,6 +65,16 @@ struct kvt_client {
 	uint32_t segments;
 	uint64_t segment_bytes;
 	uint8_t **maps;
+	void (*on_map)(void *arg, void *base, size_t len);
+	void (*on_unmap)(void *arg, void *base);
+	void *hook_arg;
+
+	/* GPU (kvt_set_gpu) and the daemon's hbm pool on it */
+	uint8_t gpu_uuid[16];
+	bool has_gpu, has_hbm_pool;
+	uint8_t hbm_ipc[64];
+	uint64_t hbm_bytes;
+	uint8_t *hbm_base;
 };
 
 static pthread_once_t grpc_once = PTHREAD_ONCE_INIT;
@@ -162,9 +172,13 @@ void kvt_close(kvt_client *c)
 	}
 	if (c->attach_cq)
 		drain_and_destroy(c->attach_cq);
-	for (uint32_t i = 0; c->maps && i < c->segments; i++)
-		if (c->maps[i])
-			munmap(c->maps[i], c->segment_bytes);
+	for (uint32_t i = 0; c->maps && i < c->segments; i++) {
+		if (!c->maps[i])
+			continue;
+		if (c->on_unmap)
+			c->on_unmap(c->hook_arg, c->maps[i]);
+		munmap(c->maps[i], c->segment_bytes);
+	}
 	free(c->maps);
 	grpc_channel_destroy(c->channel);
 	drain_and_destroy(c->cq);
@@ -319,6 +333,10 @@ int kvt_attach(kvt_client *c, const char *client_name)
 	if (c->attached)
 		return fail(c, -EINVAL, "already attached");
 	req.client_name = (char *)(client_name ? client_name : "");
+	if (c->has_gpu) {
+		req.gpu_uuid.data = c->gpu_uuid;
+		req.gpu_uuid.len = sizeof(c->gpu_uuid);
+	}
 	send = pack_buffer(&req.base);
 	if (!send)
 		return fail(c, -ENOMEM, "out of memory");
@@ -392,6 +410,11 @@ int kvt_attach(kvt_client *c, const char *client_name)
 	c->segments = ev->host_segments_max > ev->host_segments ?
 		      ev->host_segments_max : ev->host_segments;
 	c->segment_bytes = ev->host_segment_bytes;
+	if (ev->hbm_pool && ev->hbm_pool->ipc_handle.len == sizeof(c->hbm_ipc)) {
+		memcpy(c->hbm_ipc, ev->hbm_pool->ipc_handle.data, sizeof(c->hbm_ipc));
+		c->hbm_bytes = ev->hbm_pool->bytes;
+		c->has_hbm_pool = true;
+	}
 	c->maps = calloc(c->segments ? c->segments : 1, sizeof(*c->maps));
 	if (!c->maps) {
 		rc = fail(c, -ENOMEM, "out of memory");
@@ -432,8 +455,53 @@ static void *slot_ptr(kvt_client *c, uint32_t segment, uint64_t offset)
 			return NULL;
 		}
 		c->maps[segment] = p;
+		if (c->on_map)
+			c->on_map(c->hook_arg, p, c->segment_bytes);
 	}
 	return c->maps[segment] + offset;
+}
+
+/* A page of a lease: a host segment's, or the hbm pool's on our GPU. */
+static const void *page_ptr(kvt_client *c, const Kvtier__V1__Location *l)
+{
+	if (l->tier != KVTIER__V1__TIER__TIER_HBM)
+		return slot_ptr(c, l->segment, l->offset);
+	if (!c->hbm_base || l->offset >= c->hbm_bytes) {
+		fail(c, -EIO, c->hbm_base ? "daemon sent an hbm location outside its pool (offset %llu)" :
+			      "daemon sent an hbm location, but the pool is not mapped (kvt_set_hbm_base)",
+		     (unsigned long long)l->offset);
+		return NULL;
+	}
+	return c->hbm_base + l->offset;
+}
+
+void kvt_set_segment_hooks(kvt_client *c,
+			   void (*on_map)(void *arg, void *base, size_t len),
+			   void (*on_unmap)(void *arg, void *base), void *arg)
+{
+	c->on_map = on_map;
+	c->on_unmap = on_unmap;
+	c->hook_arg = arg;
+}
+
+void kvt_set_gpu(kvt_client *c, const uint8_t uuid[16])
+{
+	memcpy(c->gpu_uuid, uuid, sizeof(c->gpu_uuid));
+	c->has_gpu = true;
+}
+
+int kvt_hbm_pool(const kvt_client *c, uint8_t ipc_handle[64], uint64_t *bytes)
+{
+	if (!c->has_hbm_pool)
+		return -ENOENT;
+	memcpy(ipc_handle, c->hbm_ipc, sizeof(c->hbm_ipc));
+	*bytes = c->hbm_bytes;
+	return 0;
+}
+
+void kvt_set_hbm_base(kvt_client *c, void *base)
+{
+	c->hbm_base = base;
 }
 
 const char *kvt_tenant(const kvt_client *c)
@@ -676,14 +744,17 @@ int kvt_acquire(kvt_client *c, const struct kvt_namespace *ns,
 			  resp->n_locations, resp->blocks);
 		goto out_release;
 	}
-	lease->pages = calloc(resp->blocks + 1, sizeof(*lease->pages));
+	/* One allocation: the pointers, then the hbm flags. */
+	lease->pages = calloc(resp->blocks + 1, sizeof(*lease->pages) + 1);
 	if (!lease->pages) {
 		rc = fail(c, -ENOMEM, "out of memory");
 		goto out_release;
 	}
+	lease->hbm = (const unsigned char *)(lease->pages + resp->blocks + 1);
 	for (size_t i = 0; i < resp->blocks; i++) {
-		lease->pages[i] = slot_ptr(c, resp->locations[i]->segment,
-					   resp->locations[i]->offset);
+		((unsigned char *)lease->hbm)[i] =
+			resp->locations[i]->tier == KVTIER__V1__TIER__TIER_HBM;
+		lease->pages[i] = page_ptr(c, resp->locations[i]);
 		if (!lease->pages[i]) {
 			rc = -EIO;
 			goto out_release;

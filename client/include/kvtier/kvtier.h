@@ -141,6 +141,10 @@ struct kvt_lease {
 	uint64_t id;        /* 0: nothing pinned */
 	size_t count;       /* keys[0..count) are pinned */
 	const void **pages; /* count page pointers, valid until release */
+	/* count flags: 1 where pages[i] is a device address in the daemon's
+	 * hbm pool on this worker's GPU (only after kvt_set_gpu), 0 where it
+	 * is host shared memory. */
+	const unsigned char *hbm;
 };
 
 /*
@@ -211,6 +215,25 @@ struct kvt_config_info {
  * info (may be NULL) receives how reloads went. */
 int kvt_get_config(kvt_client *c, void (*fn)(void *arg, const struct kvt_knob *k),
 		   void *arg, struct kvt_config_info *info);
+
+/*
+ * For a GPU data path (libkvtier-cuda, kvtier/cuda.h, does all of this):
+ *   kvt_set_gpu, before kvt_attach: the worker's GPU, cudaDeviceProp.uuid.
+ *     Acquire then returns blocks the daemon holds in its hbm pool on that
+ *     GPU as device addresses in that pool, and copies the blocks it is
+ *     asked for into the pool for next time.
+ *   kvt_hbm_pool, after kvt_attach: the pool's cudaIpcMemHandle_t and size;
+ *     -ENOENT when the daemon has no pool on this GPU.
+ *   kvt_set_hbm_base: where cudaIpcOpenMemHandle mapped the pool.
+ *   kvt_set_segment_hooks: called as host segments are mapped (to register
+ *     them with CUDA) and before they are unmapped, at kvt_close.
+ */
+void kvt_set_gpu(kvt_client *c, const uint8_t uuid[16]);
+int kvt_hbm_pool(const kvt_client *c, uint8_t ipc_handle[64], uint64_t *bytes);
+void kvt_set_hbm_base(kvt_client *c, void *base);
+void kvt_set_segment_hooks(kvt_client *c,
+			   void (*on_map)(void *arg, void *base, size_t len),
+			   void (*on_unmap)(void *arg, void *base), void *arg);
 
 #ifdef __cplusplus
 }
