@@ -83,7 +83,7 @@ static const struct knob knobs[] = {
 	  86400000, "30s",
 	  "after a write error (disk full, EIO) a path takes no writes this long", false },
 	{ "hbm", "size", KNOB_SIZE, FIELD(hbm_size), 0, 1ull << 50, "0",
-	  "GPU memory of the hbm tier on each of its GPUs, allocated at start (0: no hbm tier)", false },
+	  "GPU memory of the hbm tier on each of its GPUs, allocated at start (0: no hbm tier); the host tier is then registered with CUDA, so committed and pinned at start", false },
 	{ "hbm", "devices", KNOB_STRING, FIELD(hbm_devices), 0, 0, "all",
 	  "comma-separated CUDA ordinals of the hbm tier's GPUs, as the daemon sees them, or all", false },
 	{ "metrics", "listen", KNOB_STRING, FIELD(metrics_listen), 0, 0,

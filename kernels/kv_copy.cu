@@ -19,10 +19,13 @@ constexpr unsigned kMaxCtas = 8192;
  * One CTA per (block, chunk) at a time, grid-stride over all of them; each
  * thread moves kUnroll 16-byte words per step, loading all before storing
  * so that the loads overlap. to_pages: gather (cache -> page).
+ * __grid_constant__: the layout math takes the layout's address, which
+ * would otherwise copy its 1 KiB into every thread's local memory.
  */
 template <bool to_pages>
 __global__ void __launch_bounds__(kThreads)
-copy_chunks(const kvt_kv_layout l, const batch b)
+copy_chunks(const __grid_constant__ kvt_kv_layout l,
+	    const __grid_constant__ batch b)
 {
 	const uint32_t chunks = 2 * l.num_layers;
 	const uint64_t words = l.chunk_bytes / 16;

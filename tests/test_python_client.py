@@ -56,9 +56,23 @@ def main():
             assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
             assert "keys[0] is 5 bytes" in e.details(), e.details()
 
+        # A GPU named by anything but a 16-byte UUID is refused; a GPU the
+        # daemon has no hbm pool on attaches without one.
+        try:
+            next(stub.Attach(pb.AttachRequest(client_name="py-gpu", gpu_uuid=b"GPU-0")))
+            raise AssertionError("a 5-byte gpu_uuid was accepted")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+            assert "gpu_uuid is 5 bytes" in e.details(), e.details()
+        events = stub.Attach(pb.AttachRequest(client_name="py-gpu", gpu_uuid=bytes(16)))
+        first = next(events)
+        assert not first.HasField("hbm_pool"), first
+        events.cancel()
+
         st = stub.Stats(pb.StatsRequest())
         assert st.ready_blocks == 4 and st.lookup_keys == 5 and st.lookup_hits == 4, st
-        assert st.rpc_errors["INVALID_ARGUMENT"] == 1, st.rpc_errors
+        assert st.rpc_errors["INVALID_ARGUMENT"] == 2, st.rpc_errors
+        assert not st.hbm_enabled and st.hbm_capacity_bytes == 0, st
         assert st.allocator.startswith("jemalloc") or "without jemalloc" in st.allocator
         ns_stats = [n for n in st.namespaces if n.name == "py:test"][0]
         assert ns_stats.page_bytes == PAGE and ns_stats.ready_blocks == 4

@@ -29,6 +29,7 @@ struct copy_job {
 	uint64_t len;
 	kvt_hbm_done done;
 	void *arg;
+	int rc;
 };
 
 static struct {
@@ -54,9 +55,9 @@ static void run_batch(struct copy_job *jobs)
 		struct pool_impl *p = j->pool->impl;
 
 		cudaSetDevice(j->pool->device);
-		j->len = cudaMemcpyAsync(j->dst, j->src, j->len,
-					 cudaMemcpyHostToDevice, p->stream) == cudaSuccess ?
-			 j->len : 0;
+		if (cudaMemcpyAsync(j->dst, j->src, j->len, cudaMemcpyHostToDevice,
+				    p->stream) != cudaSuccess)
+			j->rc = -EIO;
 		p->used = true;
 	}
 	/* One wait per stream; a failed wait fails that stream's copies. */
@@ -68,7 +69,7 @@ static void run_batch(struct copy_job *jobs)
 			if (cudaStreamSynchronize(p->stream) != cudaSuccess)
 				for (struct copy_job *k = j; k; k = k->next)
 					if (k->pool == j->pool)
-						k->len = 0;
+						k->rc = -EIO;
 			p->used = false;
 		}
 	}
@@ -76,7 +77,7 @@ static void run_batch(struct copy_job *jobs)
 		struct copy_job *j = jobs;
 
 		jobs = j->next;
-		j->done(j->arg, j->len ? 0 : -EIO);
+		j->done(j->arg, j->rc);
 		free(j);
 	}
 }
@@ -224,7 +225,7 @@ static int hbm_copy_in(void *ctx, struct kvt_hbm_pool *pool, uint64_t off,
 	(void)ctx;
 	if (!j)
 		return -ENOMEM;
-	*j = (struct copy_job){ NULL, pool, (char *)pool->base + off, src, len, done, arg };
+	*j = (struct copy_job){ NULL, pool, (char *)pool->base + off, src, len, done, arg, 0 };
 	pthread_mutex_lock(&cu.lock);
 	*cu.tail = j;
 	cu.tail = &j->next;
