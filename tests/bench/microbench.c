@@ -1,11 +1,13 @@
 /*
- * kvtier microbenchmarks against a real kvtierd on a unix socket:
+ * kvtier microbenchmarks against a real kvtierd on a unix socket, next to
+ * a real redis-server on loopback and memcpy, all in the same run:
  *   lookup: Lookup of 64 keys, p50/p99 latency and ops/s, 1 and 4 clients
- *           (separate processes);
+ *           (separate processes), vs a pipelined EXISTS of the same 64 keys;
  *   read:   onload of 2 MiB pages through shared memory (Acquire, copy out,
- *           Release) in GB/s, next to memcpy of the same pages from private
- *           memory, measured in the same run.
- * Usage: kvtier-microbench [lookup-iterations] (needs $KVTIERD).
+ *           Release) in GB/s, vs memcpy of the same pages from private
+ *           memory and vs Redis GET of them.
+ * Usage: kvtier-microbench [lookup-iterations] (needs $KVTIERD, and
+ * redis-server on PATH or in $REDIS_SERVER).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@
 #include <kvtier/kvtier.h>
 
 #include "harness.h"
+#include "redis_util.h"
 
 #define KEYS 64
 #define BIG_PAGE (2u << 20)
@@ -44,6 +47,32 @@ static void make_keys(struct kvt_key *keys, int n, unsigned base)
 		test_fill(keys[i].bytes, KVT_KEY_SIZE, base + (unsigned)i);
 }
 
+/* One Redis client: a pipelined EXISTS of the 64 keys per iteration. */
+static void exists_client(const struct test_redis *r, int iters, double *out)
+{
+	struct kvt_key keys[KEYS];
+	redisContext *c = test_redis_connect(r);
+	redisReply *rep;
+
+	make_keys(keys, KEYS, 1);
+	for (int i = -1000; i < iters; i++) {
+		double t = now();
+		long long found = 0;
+
+		for (int k = 0; k < KEYS; k++)
+			redisAppendCommand(c, "EXISTS %b", keys[k].bytes, (size_t)KVT_KEY_SIZE);
+		for (int k = 0; k < KEYS; k++) {
+			CHECK(redisGetReply(c, (void **)&rep) == REDIS_OK);
+			found += rep->integer;
+			freeReplyObject(rep);
+		}
+		if (i >= 0)
+			out[i] = now() - t;
+		CHECK(found == KEYS);
+	}
+	redisFree(c);
+}
+
 /* One lookup client: writes its latencies (seconds) to out[iters]. */
 static void lookup_client(const char *addr, int iters, double *out)
 {
@@ -67,7 +96,11 @@ static void lookup_client(const char *addr, int iters, double *out)
 	kvt_close(c);
 }
 
-static void bench_lookup(const char *addr, int clients, int iters)
+/* p50 of each run, for the ratio line. */
+static double lookup_p50[2][2]; /* [kvtier|redis][1 client|4 clients] */
+
+static void bench_lookup(const char *addr, const struct test_redis *redis,
+			 int clients, int iters)
 {
 	size_t total = (size_t)clients * (size_t)iters;
 	double *lat = mmap(NULL, total * sizeof(double), PROT_READ | PROT_WRITE,
@@ -82,7 +115,10 @@ static void bench_lookup(const char *addr, int clients, int iters)
 
 		CHECK(pid >= 0);
 		if (pid == 0) {
-			lookup_client(addr, iters, lat + (size_t)k * (size_t)iters);
+			if (redis)
+				exists_client(redis, iters, lat + (size_t)k * (size_t)iters);
+			else
+				lookup_client(addr, iters, lat + (size_t)k * (size_t)iters);
 			_exit(0);
 		}
 	}
@@ -92,8 +128,10 @@ static void bench_lookup(const char *addr, int clients, int iters)
 	}
 	elapsed = now() - t0;
 	qsort(lat, total, sizeof(double), cmp_double);
-	printf("lookup(64 keys)  clients=%d  p50=%.1f us  p99=%.1f us  %.0f ops/s "
-	       "(%.0f keys/s)\n", clients, lat[total / 2] * 1e6,
+	lookup_p50[redis != NULL][clients > 1] = lat[total / 2];
+	printf("%-26s clients=%d  p50=%.1f us  p99=%.1f us  %.0f ops/s "
+	       "(%.0f keys/s)\n", redis ? "redis EXISTS x64 pipelined" : "kvtier Lookup(64 keys)",
+	       clients, lat[total / 2] * 1e6,
 	       lat[total * 99 / 100] * 1e6, (double)total / elapsed,
 	       (double)total * KEYS / elapsed);
 	munmap(lat, total * sizeof(double));
@@ -125,8 +163,59 @@ static void seed_lookup(const char *addr)
 	_exit(0);
 }
 
-/* Offload READ_PAGES pages, then time onload through shm vs memcpy. */
-static void bench_read(const char *addr)
+static void seed_redis(const struct test_redis *r)
+{
+	struct kvt_key keys[KEYS];
+	redisContext *c = test_redis_connect(r);
+	static uint8_t page[4096];
+	redisReply *rep;
+
+	make_keys(keys, KEYS, 1);
+	for (int i = 0; i < KEYS; i++) {
+		rep = redisCommand(c, "SET %b %b", keys[i].bytes, (size_t)KVT_KEY_SIZE,
+				   page, sizeof(page));
+		CHECK(rep && rep->type == REDIS_REPLY_STATUS);
+		freeReplyObject(rep);
+	}
+	redisFree(c);
+}
+
+/* GET of the pages (set first): best of 5, seconds. */
+static double redis_read(const struct test_redis *r, const struct kvt_key *keys,
+			 const uint8_t *src, uint8_t *dst)
+{
+	redisContext *c = test_redis_connect(r);
+	redisReply *rep;
+	double best = 1e9;
+
+	for (int i = 0; i < READ_PAGES; i++) {
+		rep = redisCommand(c, "SET %b %b", keys[i].bytes, (size_t)KVT_KEY_SIZE,
+				   src + (size_t)i * BIG_PAGE, (size_t)BIG_PAGE);
+		CHECK(rep && rep->type == REDIS_REPLY_STATUS);
+		freeReplyObject(rep);
+	}
+	for (int rep_i = 0; rep_i < 5; rep_i++) {
+		double t = now();
+
+		for (int i = 0; i < READ_PAGES; i++)
+			redisAppendCommand(c, "GET %b", keys[i].bytes, (size_t)KVT_KEY_SIZE);
+		for (int i = 0; i < READ_PAGES; i++) {
+			CHECK(redisGetReply(c, (void **)&rep) == REDIS_OK);
+			CHECK(rep->type == REDIS_REPLY_STRING && rep->len == BIG_PAGE);
+			memcpy(dst + (size_t)i * BIG_PAGE, rep->str, BIG_PAGE);
+			freeReplyObject(rep);
+		}
+		t = now() - t;
+		best = t < best ? t : best;
+	}
+	CHECK(memcmp(dst, src, (size_t)READ_PAGES * BIG_PAGE) == 0);
+	redisFree(c);
+	return best;
+}
+
+/* Offload READ_PAGES pages, then time onload through shm vs memcpy and
+ * Redis GET. */
+static void bench_read(const char *addr, const struct test_redis *redis)
 {
 	static struct kvt_key keys[READ_PAGES];
 	static struct kvt_slot slots[READ_PAGES];
@@ -177,12 +266,15 @@ static void bench_read(const char *addr)
 		shm_rpc_best = t < shm_rpc_best ? t : shm_rpc_best;
 	}
 	CHECK(memcmp(dst, src, (size_t)READ_PAGES * BIG_PAGE) == 0);
+	double redis_best = redis_read(redis, keys, src, dst);
 	printf("read 2 MiB pages x %d (%.0f MiB), best of 5:\n", READ_PAGES, bytes / 1048576);
 	printf("  memcpy private->private      %.2f GB/s\n", bytes / mem_best / 1e9);
 	printf("  shm copy-out (pinned pages)  %.2f GB/s  (%.0f%% of memcpy)\n",
 	       bytes / shm_best / 1e9, 100.0 * mem_best / shm_best);
-	printf("  acquire+copy-out+release     %.2f GB/s  (%.0f%% of memcpy)\n",
+	printf("  acquire+copy-out+release     %.2f GB/s  (%.0f%% of memcpy; goal >= 80%%)\n",
 	       bytes / shm_rpc_best / 1e9, 100.0 * mem_best / shm_rpc_best);
+	printf("  redis GET x%d pipelined     %.2f GB/s  (kvtier onload %.1fx redis; goal >= 5x)\n",
+	       READ_PAGES, bytes / redis_best / 1e9, redis_best / shm_rpc_best);
 	kvt_close(c);
 	free(src);
 	free(dst);
@@ -196,20 +288,29 @@ int main(int argc, char **argv)
 	pid_t pid;
 	int status;
 
+	struct test_redis redis;
+
 	test_daemon_start(&d, sets);
+	test_redis_start(&redis, 2ull << 30);
 	seed_lookup(d.addr);
-	bench_lookup(d.addr, 1, iters);
-	bench_lookup(d.addr, 4, iters);
+	seed_redis(&redis);
+	bench_lookup(d.addr, NULL, 1, iters);
+	bench_lookup(d.addr, &redis, 1, iters);
+	bench_lookup(d.addr, NULL, 4, iters);
+	bench_lookup(d.addr, &redis, 4, iters);
+	printf("lookup p50 kvtier/redis: 1 client %.2fx, 4 clients %.2fx (goal: <= 1x and <= 30 us)\n",
+	       lookup_p50[0][0] / lookup_p50[1][0], lookup_p50[0][1] / lookup_p50[1][1]);
 	/* gRPC must not be initialized in this process before the forks above. */
 	fflush(stdout);
 	pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0) {
-		bench_read(d.addr);
+		bench_read(d.addr, &redis);
 		fflush(stdout);
 		_exit(0);
 	}
 	CHECK(waitpid(pid, &status, 0) == pid && WEXITSTATUS(status) == 0);
+	test_redis_stop(&redis);
 	CHECK(test_daemon_stop(&d) == 0);
 	return 0;
 }
