@@ -48,6 +48,7 @@ struct kvt_client {
 	grpc_completion_queue *cq;
 	void *registered[M_COUNT];
 	int timeout_ms;
+	unsigned poll_us;
 	char errmsg[512];
 
 	/* session */
@@ -129,6 +130,8 @@ int kvt_connect(const char *target, kvt_client **out)
 	pthread_once(&grpc_once, grpc_start);
 	pthread_mutex_init(&c->lock, NULL);
 	c->timeout_ms = 10000;
+	c->poll_us = getenv("KVTIER_POLL_US") ? (unsigned)atoi(getenv("KVTIER_POLL_US")) :
+						KVT_DEFAULT_POLL_US;
 	/* The daemon enforces its own limit; never cut its replies short here. */
 	memset(args, 0, sizeof(args));
 	args[0].type = args[1].type = GRPC_ARG_INTEGER;
@@ -196,6 +199,11 @@ void kvt_set_timeout_ms(kvt_client *c, int ms)
 	c->timeout_ms = ms > 0 ? ms : 10000;
 }
 
+void kvt_set_poll_us(kvt_client *c, unsigned us)
+{
+	c->poll_us = us;
+}
+
 static grpc_byte_buffer *pack_buffer(const ProtobufCMessage *m)
 {
 	size_t len = protobuf_c_message_get_packed_size(m);
@@ -233,6 +241,25 @@ static ProtobufCMessage *unpack_buffer(grpc_byte_buffer *bb,
  * One unary call: sends req, unpacks the reply into *resp (free it with
  * protobuf_c_message_free_unpacked). Caller holds c->lock.
  */
+/*
+ * The completion of tag: polled for poll_us first (a reply that comes that
+ * soon is not delayed by a thread wake-up), then waited for.
+ */
+static grpc_event wait_for(kvt_client *c, void *tag)
+{
+	gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+					  gpr_time_from_micros(c->poll_us, GPR_TIMESPAN));
+	grpc_event ev;
+
+	do
+		ev = grpc_completion_queue_pluck(c->cq, tag, gpr_inf_past(GPR_CLOCK_REALTIME), NULL);
+	while (ev.type == GRPC_QUEUE_TIMEOUT &&
+	       gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), until) < 0);
+	if (ev.type == GRPC_QUEUE_TIMEOUT)
+		ev = grpc_completion_queue_pluck(c->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	return ev;
+}
+
 static int call_locked(kvt_client *c, enum method m, const ProtobufCMessage *req,
 		       const ProtobufCMessageDescriptor *resp_desc,
 		       ProtobufCMessage **resp, unsigned wait_ms)
@@ -273,8 +300,7 @@ static int call_locked(kvt_client *c, enum method m, const ProtobufCMessage *req
 		rc = fail(c, -EIO, "%s: cannot start the call", method_paths[m]);
 		goto out;
 	}
-	ev = grpc_completion_queue_pluck(c->cq, &status,
-					 gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	ev = wait_for(c, &status);
 	if (ev.type != GRPC_OP_COMPLETE || !ev.success) {
 		rc = fail(c, -EIO, "%s: the call failed", method_paths[m]);
 		goto out_details;

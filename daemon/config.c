@@ -33,6 +33,8 @@ static const struct knob knobs[] = {
 	  "optional TCP listen address, e.g. 127.0.0.1:7420 (empty: none)", false },
 	{ "daemon", "threads", KNOB_U32, FIELD(threads), 1, 256, "2",
 	  "completion-queue threads serving RPCs", false },
+	{ "daemon", "poll_us", KNOB_U32, FIELD(poll_us), 0, 100000, "100",
+	  "after a request, one thread polls for the next this many microseconds before sleeping (0: never): saves a thread wake-up per request under load, costs that much CPU after each", false },
 	{ "daemon", "socket_mode", KNOB_MODE, FIELD(socket_mode), 0, 0777, "0660",
 	  "permission bits of the unix socket", false },
 	{ "daemon", "group", KNOB_STRING, FIELD(group), 0, 0, "",

@@ -31,7 +31,7 @@ struct kvt_config {
 	char run_dir[PATH_MAX];
 	char socket[PATH_MAX]; /* default: <run_dir>/kvtierd.sock */
 	char tcp[128];         /* empty: no TCP listener */
-	uint32_t threads;
+	uint32_t threads, poll_us;
 	uint32_t socket_mode;
 	char group[64]; /* group of the socket and shm segments */
 	char log_level[16];

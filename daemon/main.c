@@ -346,6 +346,7 @@ int main(int argc, char **argv)
 		.unix_path = cfg.socket,
 		.tcp = cfg.tcp,
 		.threads = cfg.threads,
+		.poll_us = cfg.poll_us,
 		.max_message_size = cfg.max_message_size,
 		.socket_mode = cfg.socket_mode,
 		.gid = gid,

@@ -59,6 +59,7 @@ struct kvt_server {
 	grpc_completion_queue *cq;
 	pthread_t *threads;
 	unsigned nthreads;
+	atomic_bool polling; /* a thread is busy-polling the queue */
 	char listen[MAX_LISTEN][160];
 	size_t nlisten;
 
@@ -436,13 +437,41 @@ static void accept_one(struct kvt_server *s)
 	}
 }
 
+/*
+ * Waking a sleeping thread costs tens of microseconds on a busy or
+ * virtualized host, more than a whole Lookup. So after a completion one
+ * thread (not all: they would starve the clients of CPU) polls the queue
+ * for poll_us before sleeping.
+ */
+static grpc_event cq_wait(struct kvt_server *s, gpr_timespec *last_event)
+{
+	gpr_timespec until = gpr_time_add(*last_event,
+					  gpr_time_from_micros(s->cfg.poll_us, GPR_TIMESPAN));
+	bool idle = false;
+	grpc_event ev;
+
+	if (s->cfg.poll_us && atomic_compare_exchange_strong(&s->polling, &idle, true)) {
+		do
+			ev = grpc_completion_queue_next(s->cq, gpr_inf_past(GPR_CLOCK_MONOTONIC), NULL);
+		while (ev.type == GRPC_QUEUE_TIMEOUT &&
+		       gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), until) < 0);
+		atomic_store(&s->polling, false);
+		if (ev.type != GRPC_QUEUE_TIMEOUT)
+			goto out;
+	}
+	ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+out:
+	*last_event = gpr_now(GPR_CLOCK_MONOTONIC);
+	return ev;
+}
+
 static void *cq_thread(void *arg)
 {
 	struct kvt_server *s = arg;
+	gpr_timespec last_event = gpr_now(GPR_CLOCK_MONOTONIC);
 
 	for (;;) {
-		grpc_event ev = grpc_completion_queue_next(
-			s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+		grpc_event ev = cq_wait(s, &last_event);
 
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			return NULL;

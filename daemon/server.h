@@ -77,6 +77,9 @@ struct kvt_server_config {
 	const char *unix_path; /* bound, then chmod/chown'ed */
 	const char *tcp;       /* NULL or empty: none */
 	unsigned threads;
+	/* After a completion, one thread keeps polling this long before it
+	 * sleeps: a request arriving meanwhile skips a thread wake-up. 0: off. */
+	unsigned poll_us;
 	uint64_t max_message_size;
 	mode_t socket_mode;
 	gid_t gid; /* (gid_t)-1: keep */

@@ -70,6 +70,16 @@ const char *kvt_errmsg(const kvt_client *c);
 /* Per-call deadline in milliseconds (default 10000). */
 void kvt_set_timeout_ms(kvt_client *c, int ms);
 
+/*
+ * How long a call polls for its reply before the thread sleeps, in
+ * microseconds (default KVT_DEFAULT_POLL_US, or $KVTIER_POLL_US; 0: never).
+ * A reply that comes within it skips a thread wake-up, which costs tens of
+ * microseconds on a busy host: the polling burns at most this much CPU
+ * per call, while the caller would be waiting anyway.
+ */
+#define KVT_DEFAULT_POLL_US 200
+void kvt_set_poll_us(kvt_client *c, unsigned us);
+
 /* 0 when the daemon answers its health check SERVING. */
 int kvt_health(kvt_client *c);
 
