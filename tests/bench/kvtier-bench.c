@@ -388,8 +388,10 @@ static size_t onload(struct worker *w, const struct kvt_key *keys, size_t n)
 
 	w->st->bytes_out += got * len;
 	t = now();
-	CHECK_RC(w->c, kvt_release(w->c, &lease), 0); /* zeroes lease */
-	sample(w, R_RELEASE, t);
+	if (lease.id) {
+		CHECK_RC(w->c, kvt_release(w->c, &lease), 0); /* zeroes lease */
+		sample(w, R_RELEASE, t);
+	}
 	w->st->onload_s += now() - t0;
 	return got;
 }
@@ -646,25 +648,24 @@ static void run(const struct options *o, const struct workload *wl, struct resul
 	free(pids);
 }
 
-static void report(const struct options *o, const struct workload *wl,
-		   const struct result *r)
+static void report(const struct workload *wl, const struct result *r)
 {
 	const struct worker_stats *s = &r->sum;
 	uint64_t served = s->hits + s->present + s->busy;
 	double hits = r->daemon[D_HITS] ? (double)r->daemon[D_HITS] : 1;
 
-	printf("%-6s %6llu req %8llu blocks %7llu distinct  token hit %5.1f%% "
+	printf("%-6s %6llu req %8llu blocks %7llu distinct %7llu evicted  token hit %5.1f%% "
 	       "(host %4.1f%% nvme %4.1f%% hbm %4.1f%% of hits; early reuse %llu)  "
-	       "%8.0f lookups/s  onload %6.2f GB/s  offload %6.2f GB/s  %.1fs\n",
+	       "%8.0f lookups/s  onload %6.2f GB/s  offload %6.2f GB/s (per worker)  %.1fs\n",
 	       wl->name, (unsigned long long)s->requests, (unsigned long long)s->blocks,
-	       (unsigned long long)wl->unique_blocks,
+	       (unsigned long long)wl->unique_blocks, (unsigned long long)r->daemon[D_EVICTIONS],
 	       s->blocks ? 100.0 * served / s->blocks : 0,
 	       100.0 * (r->daemon[D_HITS] - r->daemon[D_HITS_NVME]) / hits,
 	       100.0 * r->daemon[D_HITS_NVME] / hits,
 	       s->hits + s->busy ? 100.0 * s->hbm_pages / (s->hits + s->busy) : 0,
 	       (unsigned long long)s->busy, s->lookups / r->seconds,
-	       s->onload_s > 0 ? s->bytes_out / s->onload_s / 1e9 * o->workers : 0,
-	       s->offload_s > 0 ? s->bytes_in / s->offload_s / 1e9 * o->workers : 0,
+	       s->onload_s > 0 ? s->bytes_out / s->onload_s / 1e9 : 0,
+	       s->offload_s > 0 ? s->bytes_in / s->offload_s / 1e9 : 0,
 	       r->seconds);
 	printf("       RPC p50/p99 us:");
 	for (int k = 0; k < NRPC; k++)
@@ -834,7 +835,7 @@ int main(int argc, char **argv)
 		}
 		build(&wl, name, &o);
 		run(&o, &wl, &r);
-		report(&o, &wl, &r);
+		report(&wl, &r);
 		if (o.check)
 			bad += check(&o, &wl, &r);
 		for (int k = 0; k < NRPC; k++)
