@@ -18,6 +18,12 @@
  * head_dim 128, bf16), llama-3-70b (80 layers), tiny (2 layers, 1 head,
  * head_dim 64), or LAYERS:KV_HEADS:HEAD_DIM:DTYPE_BYTES.
  *
+ * --redis replays the same requests against a real redis-server on
+ * loopback that the benchmark starts (hiredis; pages as values under the
+ * same keys, as LMCache's remote tier stores them): pipelined EXISTS to find
+ * the cached prefix, pipelined GET to onload it, pipelined SET to offload
+ * the rest. Then kvtier/Redis ratios are printed per workload.
+ *
  * --check runs a small version and fails unless the cache did exactly what
  * the workload implies: every distinct block produced once, every other
  * block served from the cache, the page bytes intact, and the daemon's
@@ -43,13 +49,16 @@
 #include <kvtier/kvtier.h>
 
 #include "client_util.h"
+#include "redis_util.h"
 
 #define SAMPLES 50000 /* latency samples kept per RPC per worker */
 #define WAIT_MS 10000 /* how long a worker waits for another's blocks */
 
 enum rpc { R_LOOKUP, R_ACQUIRE, R_RELEASE, R_RESERVE, R_COMMIT, NRPC };
-static const char *const rpc_names[NRPC] = { "Lookup", "Acquire", "Release",
-					     "Reserve", "Commit" };
+static const char *const rpc_names[2][NRPC] = {
+	{ "Lookup", "Acquire", "Release", "Reserve", "Commit" },
+	{ "EXISTS", "GET", "-", "SET", "-" }, /* the same steps on Redis */
+};
 
 struct model {
 	const char *name;
@@ -68,7 +77,8 @@ struct options {
 	uint32_t workers, requests, block_tokens;
 	double zipf;
 	uint64_t seed, host_bytes;
-	bool check, progress;
+	bool check, progress, redis;
+	const struct test_redis *server; /* the Redis run's */
 };
 
 /* One request: chains of tokens whose keys the worker looks up in order
@@ -351,6 +361,7 @@ static bool read_page(void *dst, const void *page, uint64_t len,
 struct worker {
 	const struct options *o;
 	kvt_client *c;
+	redisContext *rc; /* the Redis run: instead of c */
 	struct kvt_namespace ns;
 	struct worker_stats *st;
 	uint64_t rng;
@@ -448,6 +459,70 @@ static void offload(struct worker *w, const struct kvt_key *parent,
 	free(mine);
 }
 
+/* Sends one pipelined command per key (with its page for SET) and reads
+ * the replies; found (may be NULL) counts the leading EXISTS hits. */
+static size_t redis_pipeline(struct worker *w, const char *cmd, const struct kvt_key *keys,
+			     size_t n, bool read_pages)
+{
+	uint64_t len = page_bytes(w->o);
+	size_t prefix = 0;
+	bool run = true;
+
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(cmd, "SET") == 0) {
+			write_page(w->buf, len, &keys[i]);
+			redisAppendCommand(w->rc, "SET %b %b", keys[i].bytes, (size_t)KVT_KEY_SIZE,
+					   w->buf, (size_t)len);
+		} else {
+			redisAppendCommand(w->rc, "%s %b", cmd, keys[i].bytes, (size_t)KVT_KEY_SIZE);
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		redisReply *rep;
+
+		CHECK(redisGetReply(w->rc, (void **)&rep) == REDIS_OK && rep);
+		if (strcmp(cmd, "EXISTS") == 0)
+			run = run && rep->integer == 1;
+		else if (read_pages)
+			run = run && rep->type == REDIS_REPLY_STRING && rep->len == (size_t)len;
+		if (run && read_pages) {
+			if (!read_page(w->buf, rep->str, len, &keys[i], w->o->check))
+				w->st->bad_pages++;
+		}
+		prefix += run;
+		freeReplyObject(rep);
+	}
+	return prefix;
+}
+
+/* One chain on Redis: EXISTS finds the prefix, GET onloads it (an entry
+ * evicted in between ends it), SET offloads the rest. */
+static void serve_redis(struct worker *w, const struct kvt_key *keys, size_t n)
+{
+	uint64_t len = page_bytes(w->o);
+	size_t ready, got = 0;
+	double t0 = now();
+
+	ready = redis_pipeline(w, "EXISTS", keys, n, false);
+	sample(w, R_LOOKUP, t0);
+	if (ready) {
+		t0 = now();
+		got = redis_pipeline(w, "GET", keys, ready, true);
+		sample(w, R_ACQUIRE, t0);
+		w->st->bytes_out += got * len;
+		w->st->onload_s += now() - t0;
+	}
+	w->st->hits += got;
+	if (got < n) {
+		t0 = now();
+		redis_pipeline(w, "SET", keys + got, n - got, false);
+		sample(w, R_RESERVE, t0);
+		w->st->produced += n - got;
+		w->st->bytes_in += (n - got) * len;
+		w->st->offload_s += now() - t0;
+	}
+}
+
 static void serve(struct worker *w, const struct workload *wl, uint32_t id,
 		  uint64_t *done)
 {
@@ -464,11 +539,15 @@ static void serve(struct worker *w, const struct workload *wl, uint32_t id,
 
 			if (n == 0)
 				continue;
+			w->st->lookups++;
+			w->st->blocks += n;
+			if (w->rc) {
+				serve_redis(w, keys, n);
+				continue;
+			}
 			t0 = now();
 			CHECK_RC(w->c, kvt_lookup(w->c, &w->ns, keys, n, &ready, &pending), 0);
 			sample(w, R_LOOKUP, t0);
-			w->st->lookups++;
-			w->st->blocks += n;
 			got = onload(w, keys, n);
 			w->st->hits += got;
 			if (got < n)
@@ -487,6 +566,13 @@ static void worker_main(const struct options *o, const struct workload *wl,
 
 	w.buf = malloc(page_bytes(o));
 	CHECK(w.buf);
+	if (o->server) {
+		w.rc = test_redis_connect(o->server);
+		serve(&w, wl, id, done);
+		redisFree(w.rc);
+		free(w.buf);
+		return;
+	}
 	CHECK(kvt_connect(o->addr, &w.c) == 0);
 	snprintf(name, sizeof(name), "kvtier-bench-%s-%u", wl->name, id);
 	CHECK_RC(w.c, kvt_attach(w.c, name), 0);
@@ -580,11 +666,15 @@ static void run(const struct options *o, const struct workload *wl, struct resul
 	struct worker_stats *st = (struct worker_stats *)(shm + 64 + ND * 8);
 	uint64_t *done = (uint64_t *)shm, before[ND];
 	pid_t *pids = calloc(o->workers, sizeof(*pids));
-	uint32_t alive = o->workers;
+	uint32_t alive = o->workers, ticks = 0;
 	double t0;
 
 	CHECK(shm != MAP_FAILED && pids);
-	daemon_snapshot(o->addr, (uint64_t *)(shm + 64), before);
+	memset(before, 0, sizeof(before));
+	memset(r->daemon, 0, sizeof(r->daemon));
+	if (!o->server)
+		daemon_snapshot(o->addr, (uint64_t *)(shm + 64), before);
+	fflush(NULL);
 	t0 = now();
 	for (uint32_t i = 0; i < o->workers; i++) {
 		pids[i] = fork();
@@ -608,16 +698,17 @@ static void run(const struct options *o, const struct workload *wl, struct resul
 			alive--;
 			continue;
 		}
-		if (o->progress)
+		if (o->progress && ++ticks % 40 == 0)
 			progress(wl->name, __atomic_load_n(done, __ATOMIC_RELAXED), wl->nreqs, t0);
-		usleep(100000);
+		usleep(5000);
 	}
 	r->seconds = now() - t0;
 	if (o->progress) {
 		progress(wl->name, wl->nreqs, wl->nreqs, t0);
 		fprintf(stderr, "\n");
 	}
-	daemon_snapshot(o->addr, (uint64_t *)(shm + 64), r->daemon);
+	if (!o->server)
+		daemon_snapshot(o->addr, (uint64_t *)(shm + 64), r->daemon);
 	for (int i = 0; i < ND; i++)
 		r->daemon[i] -= before[i];
 
@@ -648,29 +739,46 @@ static void run(const struct options *o, const struct workload *wl, struct resul
 	free(pids);
 }
 
-static void report(const struct workload *wl, const struct result *r)
+static void report(const struct workload *wl, const struct result *r, bool redis)
 {
 	const struct worker_stats *s = &r->sum;
 	uint64_t served = s->hits + s->present + s->busy;
 	double hits = r->daemon[D_HITS] ? (double)r->daemon[D_HITS] : 1;
 
-	printf("%-6s %6llu req %8llu blocks %7llu distinct %7llu evicted  token hit %5.1f%% "
-	       "(host %4.1f%% nvme %4.1f%% hbm %4.1f%% of hits; early reuse %llu)  "
-	       "%8.0f lookups/s  onload %6.2f GB/s  offload %6.2f GB/s (per worker)  %.1fs\n",
+	printf("%-6s %6llu req %8llu blocks %7llu distinct  token hit %5.1f%% ",
 	       wl->name, (unsigned long long)s->requests, (unsigned long long)s->blocks,
-	       (unsigned long long)wl->unique_blocks, (unsigned long long)r->daemon[D_EVICTIONS],
-	       s->blocks ? 100.0 * served / s->blocks : 0,
-	       100.0 * (r->daemon[D_HITS] - r->daemon[D_HITS_NVME]) / hits,
-	       100.0 * r->daemon[D_HITS_NVME] / hits,
-	       s->hits + s->busy ? 100.0 * s->hbm_pages / (s->hits + s->busy) : 0,
-	       (unsigned long long)s->busy, s->lookups / r->seconds,
+	       (unsigned long long)wl->unique_blocks, s->blocks ? 100.0 * served / s->blocks : 0);
+	if (!redis)
+		printf("(host %.1f%% nvme %.1f%% hbm %.1f%% of hits; early reuse %llu; %llu evicted)  ",
+		       100.0 * (r->daemon[D_HITS] - r->daemon[D_HITS_NVME]) / hits,
+		       100.0 * r->daemon[D_HITS_NVME] / hits,
+		       s->hits + s->busy ? 100.0 * s->hbm_pages / (s->hits + s->busy) : 0,
+		       (unsigned long long)s->busy, (unsigned long long)r->daemon[D_EVICTIONS]);
+	printf("%.0f lookups/s  onload %.2f GB/s  offload %.2f GB/s (per worker)  %.2fs\n",
+	       s->lookups / r->seconds,
 	       s->onload_s > 0 ? s->bytes_out / s->onload_s / 1e9 : 0,
 	       s->offload_s > 0 ? s->bytes_in / s->offload_s / 1e9 : 0,
 	       r->seconds);
 	printf("       RPC p50/p99 us:");
 	for (int k = 0; k < NRPC; k++)
-		printf("  %s %.0f/%.0f", rpc_names[k], pct(r, k, 0.5), pct(r, k, 0.99));
+		if (r->nsamples[k])
+			printf("  %s %.0f/%.0f", rpc_names[redis][k], pct(r, k, 0.5), pct(r, k, 0.99));
 	printf("\n");
+}
+
+/* kvtier / Redis on the same requests. */
+static void compare(const struct result *k, const struct result *r)
+{
+	const struct worker_stats *a = &k->sum, *b = &r->sum;
+	double hit_k = a->blocks ? 100.0 * (a->hits + a->present + a->busy) / a->blocks : 0;
+	double hit_r = b->blocks ? 100.0 * b->hits / b->blocks : 0;
+
+	printf("       kvtier/redis: requests/s %.2fx, lookup p50 %.2fx, onload GB/s %.2fx, "
+	       "offload GB/s %.2fx, token hit %.1f%% vs %.1f%%, blocks written %llu vs %llu\n",
+	       r->seconds / k->seconds, pct(k, R_LOOKUP, 0.5) / pct(r, R_LOOKUP, 0.5),
+	       (a->bytes_out / a->onload_s) / (b->bytes_out / b->onload_s),
+	       (a->bytes_in / a->offload_s) / (b->bytes_in / b->offload_s), hit_k, hit_r,
+	       (unsigned long long)a->produced, (unsigned long long)b->produced);
 }
 
 /* What the workload implies when nothing is evicted. */
@@ -729,6 +837,8 @@ static void usage(void)
 	       "  --seed N            workload seed (default 1)\n"
 	       "  --addr ADDR         a running kvtierd (default: start one from $KVTIERD)\n"
 	       "  --host-size BYTES   host tier of the started kvtierd (default 8G)\n"
+	       "  --redis             also replay it against a redis-server on loopback\n"
+	       "                      (started here, maxmemory = host size) and compare\n"
 	       "  --check             small run (tiny model, 100 requests) that fails on\n"
 	       "                      wrong hit counts, byte counts or page contents\n");
 }
@@ -754,6 +864,7 @@ int main(int argc, char **argv)
 		{ "block-tokens", 1, NULL, 'b' }, { "zipf", 1, NULL, 'z' },
 		{ "seed", 1, NULL, 's' }, { "addr", 1, NULL, 'a' },
 		{ "host-size", 1, NULL, 'H' }, { "check", 0, NULL, 'c' },
+		{ "redis", 0, NULL, 'R' },
 		{ "help", 0, NULL, 'h' }, { NULL, 0, NULL, 0 },
 	};
 	struct options o = { .workloads = "burst,chat,rag", .model = models[0],
@@ -785,6 +896,7 @@ int main(int argc, char **argv)
 			  else if (strchr(optarg, 'M')) o.host_bytes <<= 20;
 			  break;
 		case 'c': o.check = true; break;
+		case 'R': o.redis = true; break;
 		case 'h': usage(); return 0;
 		default: usage(); return 2;
 		}
@@ -835,9 +947,25 @@ int main(int argc, char **argv)
 		}
 		build(&wl, name, &o);
 		run(&o, &wl, &r);
-		report(&wl, &r);
+		printf("kvtier ");
+		report(&wl, &r, false);
 		if (o.check)
 			bad += check(&o, &wl, &r);
+		if (o.redis) {
+			struct options ro = o;
+			struct test_redis server;
+			struct result rr;
+
+			test_redis_start(&server, o.host_bytes);
+			ro.server = &server;
+			run(&ro, &wl, &rr);
+			test_redis_stop(&server);
+			printf("redis  ");
+			report(&wl, &rr, true);
+			compare(&r, &rr);
+			for (int k = 0; k < NRPC; k++)
+				free(rr.samples[k]);
+		}
 		for (int k = 0; k < NRPC; k++)
 			free(r.samples[k]);
 		free(wl.reqs);

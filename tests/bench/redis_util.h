@@ -44,6 +44,7 @@ static inline void test_redis_start(struct test_redis *r, unsigned long long max
 	r->port = redis_free_port();
 	snprintf(port, sizeof(port), "%d", r->port);
 	snprintf(mem, sizeof(mem), "%llu", maxmemory);
+	fflush(NULL); /* the child's freopen must not write our buffer twice */
 	r->pid = fork();
 	CHECK(r->pid >= 0);
 	if (r->pid == 0) {
