@@ -342,6 +342,55 @@ int main(void)
 
 	kvt_engine_session_close(e, s1);
 	kvt_engine_destroy(e);
+
+	/* A namespace gone quiet gives its segments to a busy one, which then
+	 * keeps all its blocks instead of evicting its own. */
+	{
+		uint32_t cold, busy;
+
+		CHECK(kvt_engine_create(&cfg, &e, &err) == 0);
+		CHECK(kvt_engine_tenant(e, 1000, "alice", &me) == 0);
+		CHECK(kvt_engine_open_namespace(e, "cold", PAGE, 16, false, 0, &cold, &created, &stride, &err) == 0);
+		CHECK(kvt_engine_open_namespace(e, "busy", PAGE, 16, false, 0, &busy, &created, &stride, &err) == 0);
+		for (int i = 0; i < 16; i++) /* the whole tier */
+			put(e, cold, i);
+		fake_now += 1000 * KVT_MS;
+		for (int i = 16; i < 28; i++) {
+			fake_now += KVT_MS;
+			put(e, busy, i);
+		}
+		for (int i = 16; i < 28; i++)
+			CHECK(ready(e, busy, i) == 1);
+		int left = 0;
+		for (int i = 0; i < 16; i++)
+			left += (int)ready(e, cold, i);
+		CHECK(left == 4);
+		kvt_engine_destroy(e);
+
+		/* Unless its blocks are kept at a higher priority. */
+		CHECK(kvt_engine_create(&cfg, &e, &err) == 0);
+		CHECK(kvt_engine_tenant(e, 1000, "alice", &me) == 0);
+		CHECK(kvt_engine_open_namespace(e, "cold", PAGE, 16, false, 0, &cold, &created, &stride, &err) == 0);
+		CHECK(kvt_engine_open_namespace(e, "busy", PAGE, 16, false, 0, &busy, &created, &stride, &err) == 0);
+		for (int i = 0; i < 16; i++) {
+			const struct kvt_retention keep = { 90, 0 };
+			const void *pages[1] = { page };
+			uint32_t stored;
+
+			q = req(NULL, cold, i, 1);
+			CHECK(kvt_engine_put(e, &q, NULL, &keep, pages, &stored, &err) == 0);
+		}
+		fake_now += 1000 * KVT_MS;
+		for (int i = 16; i < 28; i++) {
+			fake_now += KVT_MS;
+			put(e, busy, i);
+		}
+		left = 0;
+		for (int i = 0; i < 16; i++)
+			left += (int)ready(e, cold, i);
+		CHECK(left == 12); /* one segment went to busy while it had none */
+		kvt_engine_destroy(e);
+	}
 	/* Destroy unlinks the segments. */
 	{
 		char path[128];
