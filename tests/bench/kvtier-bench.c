@@ -825,6 +825,30 @@ static int check(const struct options *o, const struct workload *wl,
 	return bad;
 }
 
+/* What one core copies, pages of len bytes, 64 MiB or more in all: the
+ * host-memory ceiling that onload and offload rates compare with. */
+static double memcpy_gbps(uint64_t len)
+{
+	size_t n = len >= (64u << 20) ? 1 : (size_t)((64u << 20) / len);
+	char *src = malloc(n * len), *dst = malloc(n * len);
+	double best = 1e9;
+
+	CHECK(src && dst);
+	memset(src, 1, n * len);
+	memset(dst, 2, n * len);
+	for (int r = 0; r < 5; r++) {
+		double t = now();
+
+		for (size_t i = 0; i < n; i++)
+			memcpy(dst + i * len, src + i * len, len);
+		t = now() - t;
+		best = t < best ? t : best;
+	}
+	free(src);
+	free(dst);
+	return (double)n * len / best / 1e9;
+}
+
 static void usage(void)
 {
 	printf("usage: kvtier-bench [options]\n"
@@ -935,6 +959,8 @@ int main(int argc, char **argv)
 	       o.workers, o.requests, o.model.name, o.model.layers, o.model.kv_heads,
 	       o.model.head_dim, o.model.dtype_bytes, o.block_tokens,
 	       page_bytes(&o) / 1048576.0, o.zipf);
+	printf("memcpy ceiling: %.2f GB/s per worker (one page size, private to private)\n",
+	       memcpy_gbps(page_bytes(&o)));
 	snprintf(list, sizeof(list), "%s", o.workloads);
 	for (char *save, *name = strtok_r(list, ",", &save); name;
 	     name = strtok_r(NULL, ",", &save)) {
