@@ -443,9 +443,9 @@ static void accept_one(struct kvt_server *s)
  * thread (not all: they would starve the clients of CPU) polls the queue
  * for poll_us before sleeping.
  */
-static grpc_event cq_wait(struct kvt_server *s, gpr_timespec *last_event)
+static grpc_event cq_wait(struct kvt_server *s)
 {
-	gpr_timespec until = gpr_time_add(*last_event,
+	gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
 					  gpr_time_from_micros(s->cfg.poll_us, GPR_TIMESPAN));
 	bool idle = false;
 	grpc_event ev;
@@ -457,21 +457,17 @@ static grpc_event cq_wait(struct kvt_server *s, gpr_timespec *last_event)
 		       gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), until) < 0);
 		atomic_store(&s->polling, false);
 		if (ev.type != GRPC_QUEUE_TIMEOUT)
-			goto out;
+			return ev;
 	}
-	ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-out:
-	*last_event = gpr_now(GPR_CLOCK_MONOTONIC);
-	return ev;
+	return grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
 }
 
 static void *cq_thread(void *arg)
 {
 	struct kvt_server *s = arg;
-	gpr_timespec last_event = gpr_now(GPR_CLOCK_MONOTONIC);
 
 	for (;;) {
-		grpc_event ev = cq_wait(s, &last_event);
+		grpc_event ev = cq_wait(s);
 
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			return NULL;

@@ -146,6 +146,8 @@ static int consumer(bool want_hbm, bool die)
 		CHECK(memcmp(back, dst.host[l], TENSOR) == 0);
 		free(back);
 	}
+	for (int i = 0; i < N; i++)
+		free(pages[i]);
 	CHECK(test_stat(c, "leases_active") == 0); /* released after the copy */
 	kvt_cuda_close(g);
 	kvt_close(c);

@@ -37,7 +37,7 @@ static struct {
 	pthread_cond_t cond;
 	struct job *head, **tail;
 	pthread_t thread;
-	bool stop;
+	bool stop, paused; /* paused: copies wait in the queue */
 	int fail_next; /* the next copies to fail */
 	int submitted, completed, registered;
 } dev = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
@@ -47,7 +47,7 @@ static void *dev_main(void *arg)
 	(void)arg;
 	pthread_mutex_lock(&dev.lock);
 	for (;;) {
-		struct job *j = dev.head;
+		struct job *j = dev.paused ? NULL : dev.head;
 
 		if (!j) {
 			if (dev.stop)
@@ -326,17 +326,34 @@ int main(void)
 	hs = hbm_stats(e);
 	CHECK(hs.blocks == blocks - 4 && hs.drops_total == 4);
 
-	/* A block dropped while its copy is being made keeps none. */
-	g = acquire(e, gpu, ns, 11, 1);
-	if (g.locs[0].tier == KVT_TIER_HOST) {
+	/* A block dropped while its copy is being made keeps none, and is
+	 * freed when the copy completes (ASan checks the memory). */
+	{
+		struct kvt_req put = { me, NULL, ns, &keys[12], 1 };
+		const void *pages[1] = { page };
+		struct kvt_engine_stats st;
+
+		CHECK(kvt_engine_put(e, &put, NULL, NULL, pages, &stored, &err) == 0);
+		pthread_mutex_lock(&dev.lock);
+		dev.paused = true;
+		pthread_mutex_unlock(&dev.lock);
+		g = acquire(e, gpu, ns, 12, 1); /* new: from the host tier */
+		CHECK(g.locs[0].tier == KVT_TIER_HOST);
+		release(e, gpu, g.lease);
 		blocks = hbm_stats(e).blocks;
-		release(e, gpu, g.lease);
-		q = (struct kvt_req){ me, NULL, ns, &keys[11], 1 };
-		CHECK(kvt_engine_drop(e, &q, KVT_DROP_KEYS, false, 0, &dropped, &err) == 0);
+		CHECK(kvt_engine_drop(e, &put, KVT_DROP_KEYS, false, 0, &dropped, &err) == 0);
+		CHECK(dropped == 1);
+		kvt_engine_stats(e, &st);
+		CHECK(st.pinned_blocks == 1); /* the copy holds it */
+		pthread_mutex_lock(&dev.lock);
+		dev.paused = false;
+		pthread_cond_signal(&dev.cond);
+		pthread_mutex_unlock(&dev.lock);
 		dev_wait(++done);
-		CHECK(hbm_stats(e).blocks == blocks);
-	} else {
-		release(e, gpu, g.lease);
+		kvt_engine_stats(e, &st);
+		CHECK(st.pinned_blocks == 0 && hbm_stats(e).blocks == blocks);
+		CHECK(hbm_stats(e).loads_total == hbm_stats(e).blocks + hbm_stats(e).evictions_total +
+		      hbm_stats(e).drops_total + hbm_stats(e).load_failures_total + 1);
 	}
 
 	kvt_engine_session_close(e, s_gpu);

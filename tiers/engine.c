@@ -1162,7 +1162,6 @@ static void locate(struct kvt_engine *e, struct kvt_waiter *w, uint32_t i)
 		return;
 	}
 	hbm_load(e, b, (uint32_t)pool);
-	loc->offset = slot_offset(e, b);
 }
 
 static void waiter_finish(struct kvt_engine *e, struct kvt_waiter *w, int rc,

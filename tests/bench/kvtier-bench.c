@@ -459,8 +459,9 @@ static void offload(struct worker *w, const struct kvt_key *parent,
 	free(mine);
 }
 
-/* Sends one pipelined command per key (with its page for SET) and reads
- * the replies; found (may be NULL) counts the leading EXISTS hits. */
+/* Sends one pipelined command per key (a page with each SET) and reads the
+ * replies. Returns the length of the leading run of hits: keys that EXISTS
+ * found, or (read_pages) whose GET returned a page, which is copied out. */
 static size_t redis_pipeline(struct worker *w, const char *cmd, const struct kvt_key *keys,
 			     size_t n, bool read_pages)
 {
@@ -720,6 +721,7 @@ static void run(const struct options *o, const struct workload *wl, struct resul
 	}
 	for (uint32_t i = 0; i < o->workers; i++) {
 		struct worker_stats *w = &st[i];
+		/* The uint64_t counters, requests to hbm_pages, summed as one array. */
 		uint64_t *a = &r->sum.requests, *b = &w->requests;
 
 		for (size_t f = 0; f < offsetof(struct worker_stats, onload_s) / 8; f++)
@@ -915,10 +917,20 @@ int main(int argc, char **argv)
 		case 'z': o.zipf = atof(optarg); break;
 		case 's': o.seed = strtoull(optarg, NULL, 10); break;
 		case 'a': o.addr = optarg; break;
-		case 'H': CHECK(sscanf(optarg, "%llu", (unsigned long long *)&o.host_bytes) == 1);
-			  if (strchr(optarg, 'G')) o.host_bytes <<= 30;
-			  else if (strchr(optarg, 'M')) o.host_bytes <<= 20;
-			  break;
+		case 'H': {
+			char *end;
+
+			o.host_bytes = strtoull(optarg, &end, 10);
+			if (*end == 'G' || *end == 'M' || *end == 'K')
+				o.host_bytes <<= *end == 'G' ? 30 : *end == 'M' ? 20 : 10;
+			if (end == optarg || (*end && end[1]) || (*end && !strchr("GMK", *end)) ||
+			    o.host_bytes == 0) {
+				fprintf(stderr, "kvtier-bench: --host-size %s: write bytes, or e.g. 512M, 8G\n",
+					optarg);
+				return 2;
+			}
+			break;
+		}
 		case 'c': o.check = true; break;
 		case 'R': o.redis = true; break;
 		case 'h': usage(); return 0;
