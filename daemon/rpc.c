@@ -301,11 +301,13 @@ static grpc_status_code open_namespace(void *ctx, struct kvt_call *call,
 	struct kvt_err err;
 	grpc_status_code code;
 	bool created = false;
+	uint32_t tenant;
 	int rc;
 
 	if (!q)
 		return GRPC_STATUS_INVALID_ARGUMENT;
-	(void)call;
+	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK)
+		goto out;
 	p.shared = kvt_config_listed(d->shared_namespaces, q->name);
 	if (q->idle_ttl_ms > UINT64_MAX / KVT_MS) {
 		code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
@@ -313,7 +315,7 @@ static grpc_status_code open_namespace(void *ctx, struct kvt_call *call,
 			      (unsigned long long)q->idle_ttl_ms);
 		goto out;
 	}
-	rc = kvt_engine_open_namespace(d->engine, q->name, q->page_bytes,
+	rc = kvt_engine_open_namespace(d->engine, tenant, q->name, q->page_bytes,
 				       q->block_tokens, p.shared,
 				       q->idle_ttl_ms * KVT_MS, &p.namespace_id,
 				       &created, &p.slot_stride, &err);
@@ -679,7 +681,7 @@ static grpc_status_code put(void *ctx, struct kvt_call *call,
 			      q->n_pages, q->n_keys);
 		goto out;
 	}
-	code = engine_status(kvt_engine_page_bytes(d->engine, q->namespace_id,
+	code = engine_status(kvt_engine_page_bytes(d->engine, tenant, q->namespace_id,
 						   &page_bytes, &err),
 			     &err, r);
 	if (code != GRPC_STATUS_OK)
@@ -733,7 +735,7 @@ static grpc_status_code get(void *ctx, struct kvt_call *call,
 		return GRPC_STATUS_INVALID_ARGUMENT;
 	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK ||
 	    (code = check_keys(d, q->n_keys, q->keys, &keys, r)) != GRPC_STATUS_OK ||
-	    (code = engine_status(kvt_engine_page_bytes(d->engine, q->namespace_id,
+	    (code = engine_status(kvt_engine_page_bytes(d->engine, tenant, q->namespace_id,
 							&page_bytes, &err),
 				  &err, r)) != GRPC_STATUS_OK)
 		goto out;

@@ -117,13 +117,13 @@ int main(void)
 	CHECK(kvt_engine_tenant(e, 1000, "alice", &me) == 0 && me != KVT_TENANT_SHARED);
 	CHECK(kvt_engine_tenant(e, 1000, "alice", &other) == 0 && other == me);
 	CHECK(kvt_engine_tenant(e, 1001, "bob", &other) == 0 && other != me);
-	CHECK(kvt_engine_open_namespace(e, "a", PAGE, 16, false, 0, &a, &created, &stride, &err) == 0);
+	CHECK(kvt_engine_open_namespace(e, 1, "a", PAGE, 16, false, 0, &a, &created, &stride, &err) == 0);
 	CHECK(created && stride == PAGE);
-	CHECK(kvt_engine_open_namespace(e, "a", PAGE * 2, 16, false, 0, &b, &created, &stride, &err) == -EPERM);
+	CHECK(kvt_engine_open_namespace(e, 1, "a", PAGE * 2, 16, false, 0, &b, &created, &stride, &err) == -EPERM);
 	CHECK(strstr(err.msg, "page_bytes 4096"));
-	CHECK(kvt_engine_open_namespace(e, "b", PAGE, 16, false, 0, &b, &created, &stride, &err) == 0);
-	CHECK(kvt_engine_open_namespace(e, "bad name", PAGE, 16, false, 0, &b, &created, &stride, &err) == -EINVAL);
-	CHECK(kvt_engine_open_namespace(e, "c", 16385, 16, false, 0, &b, &created, &stride, &err) == -EINVAL);
+	CHECK(kvt_engine_open_namespace(e, 1, "b", PAGE, 16, false, 0, &b, &created, &stride, &err) == 0);
+	CHECK(kvt_engine_open_namespace(e, 1, "bad name", PAGE, 16, false, 0, &b, &created, &stride, &err) == -EINVAL);
+	CHECK(kvt_engine_open_namespace(e, 1, "c", 16385, 16, false, 0, &b, &created, &stride, &err) == -EINVAL);
 	b = 1;
 
 	/* LRU: fill 16 slots, touch key 0, add key 16: key 1 goes, key 0 stays. */
@@ -132,10 +132,20 @@ int main(void)
 	CHECK(ready(e, a, 0) == 1);
 	put(e, a, 16);
 	CHECK(ready(e, a, 0) == 1 && ready(e, a, 1) == 0 && ready(e, a, 16) == 1);
-	/* Keys are scoped by tenant: bob sees none of alice's blocks. */
-	me = other;
-	CHECK(ready(e, a, 0) == 0);
-	kvt_engine_tenant(e, 1000, "alice", &me);
+	/* Namespaces are scoped by tenant: alice's id is unknown to bob, and
+	 * bob's namespace of the same name is another one. */
+	{
+		uint32_t r, p, bob_a;
+
+		q = (struct kvt_req){ .tenant = other, .ns = a, .keys = keys, .n = 1 };
+		CHECK(kvt_engine_lookup(e, &q, &r, &p, &err) == -ENOENT);
+		CHECK(strstr(err.msg, "unknown namespace_id"));
+		CHECK(kvt_engine_open_namespace(e, other, "a", PAGE, 16, false, 0, &bob_a,
+						&created, &stride, &err) == 0 &&
+		      created && bob_a != a);
+		q.ns = bob_a;
+		CHECK(kvt_engine_lookup(e, &q, &r, &p, &err) == 0 && r == 0);
+	}
 	kvt_engine_stats(e, &st);
 	CHECK(st.evictions_total == 1 && st.ready_blocks == 16);
 	CHECK(st.host_used_bytes == st.host_capacity_bytes);
@@ -350,8 +360,8 @@ int main(void)
 
 		CHECK(kvt_engine_create(&cfg, &e, &err) == 0);
 		CHECK(kvt_engine_tenant(e, 1000, "alice", &me) == 0);
-		CHECK(kvt_engine_open_namespace(e, "cold", PAGE, 16, false, 0, &cold, &created, &stride, &err) == 0);
-		CHECK(kvt_engine_open_namespace(e, "busy", PAGE, 16, false, 0, &busy, &created, &stride, &err) == 0);
+		CHECK(kvt_engine_open_namespace(e, 1, "cold", PAGE, 16, false, 0, &cold, &created, &stride, &err) == 0);
+		CHECK(kvt_engine_open_namespace(e, 1, "busy", PAGE, 16, false, 0, &busy, &created, &stride, &err) == 0);
 		for (int i = 0; i < 16; i++) /* the whole tier */
 			put(e, cold, i);
 		fake_now += 1000 * KVT_MS;
@@ -370,8 +380,8 @@ int main(void)
 		/* Unless its blocks are kept at a higher priority. */
 		CHECK(kvt_engine_create(&cfg, &e, &err) == 0);
 		CHECK(kvt_engine_tenant(e, 1000, "alice", &me) == 0);
-		CHECK(kvt_engine_open_namespace(e, "cold", PAGE, 16, false, 0, &cold, &created, &stride, &err) == 0);
-		CHECK(kvt_engine_open_namespace(e, "busy", PAGE, 16, false, 0, &busy, &created, &stride, &err) == 0);
+		CHECK(kvt_engine_open_namespace(e, 1, "cold", PAGE, 16, false, 0, &cold, &created, &stride, &err) == 0);
+		CHECK(kvt_engine_open_namespace(e, 1, "busy", PAGE, 16, false, 0, &busy, &created, &stride, &err) == 0);
 		for (int i = 0; i < 16; i++) {
 			const struct kvt_retention keep = { 90, 0 };
 			const void *pages[1] = { page };

@@ -231,7 +231,7 @@ int main(void)
 	const struct kvt_hbm_pool *pool = kvt_engine_hbm_pool(e, 0);
 	CHECK(pool->bytes == 2 * 16384);
 	CHECK(kvt_engine_tenant(e, 1000, "alice", &me) == 0);
-	CHECK(kvt_engine_open_namespace(e, "m", PAGE, 16, false, 0, &ns, &created,
+	CHECK(kvt_engine_open_namespace(e, 1, "m", PAGE, 16, false, 0, &ns, &created,
 					&stride, &err) == 0);
 	for (int i = 0; i < 12; i++) {
 		struct kvt_req q = { me, NULL, ns, &keys[i], 1 };

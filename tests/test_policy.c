@@ -57,13 +57,16 @@ static struct kvt_engine *engine(uint32_t blocks, enum kvt_eviction mode,
 	struct kvt_engine *e;
 	struct kvt_err err;
 	uint64_t stride;
+	uint32_t t;
 	bool created;
 
 	snprintf(prefix, sizeof(prefix), "/kvtier-test-policy-%d-%d-",
 		 (int)getpid(), engines++);
 	cfg.shm_prefix = prefix;
 	CHECK(kvt_engine_create(&cfg, &e, &err) == 0);
-	CHECK(kvt_engine_open_namespace(e, "m", PAGE, BLOCK_TOKENS, false, 0,
+	/* Tenant uid 1 is the engine's first (index 1): ns is its namespace. */
+	CHECK(kvt_engine_tenant(e, 1, "t", &t) == 0 && t == 1);
+	CHECK(kvt_engine_open_namespace(e, t, "m", PAGE, BLOCK_TOKENS, false, 0,
 					ns, &created, &stride, &err) == 0);
 	return e;
 }
@@ -221,7 +224,7 @@ static void test_idle_ttl(void)
 	struct kvt_engine *e = engine(32, KVT_EVICT_LEAF_FIRST, 0, &ns);
 
 	CHECK(kvt_engine_tenant(e, 1, "t", &t) == 0);
-	CHECK(kvt_engine_open_namespace(e, "m", PAGE, BLOCK_TOKENS, false,
+	CHECK(kvt_engine_open_namespace(e, 1, "m", PAGE, BLOCK_TOKENS, false,
 					500 * KVT_MS, &ns, &created, &stride,
 					&err) == 0 && !created);
 	chain_init(&used, 20, 4);
@@ -243,20 +246,27 @@ static void test_idle_ttl(void)
 static void test_quota(void)
 {
 	struct chain b_chain, a_chain;
-	uint32_t ns, ta, tb;
+	uint32_t ns, nsb, ta, tb;
 	struct kvt_tenant_stats sa, sb;
+	struct kvt_err err;
+	uint64_t stride;
+	bool created;
 	struct kvt_engine *e = engine(64, KVT_EVICT_LEAF_FIRST, 16 * PAGE, &ns);
 
+	/* Namespaces are per tenant: b opens its own "m". */
 	CHECK(kvt_engine_tenant(e, 1, "a", &ta) == 0);
 	CHECK(kvt_engine_tenant(e, 2, "b", &tb) == 0);
+	CHECK(kvt_engine_open_namespace(e, tb, "m", PAGE, BLOCK_TOKENS, false, 0,
+					&nsb, &created, &stride, &err) == 0 &&
+	      created && nsb != ns);
 	chain_init(&b_chain, 30, 16);
-	put_chain(e, tb, ns, b_chain.keys, 16, NULL); /* b: exactly its quota */
+	put_chain(e, tb, nsb, b_chain.keys, 16, NULL); /* b: exactly its quota */
 	for (uint32_t i = 0; i < 40; i++) {
 		chain_init(&a_chain, 100 + i, 8);
 		fake_now += 10;
 		put_chain(e, ta, ns, a_chain.keys, 8, NULL);
 	}
-	CHECK(ready_len(e, tb, ns, b_chain.keys, 16) == 16);
+	CHECK(ready_len(e, tb, nsb, b_chain.keys, 16) == 16);
 	kvt_engine_tenant_stats(e, ta, &sa);
 	kvt_engine_tenant_stats(e, tb, &sb);
 	CHECK(sb.host_used_bytes == 16 * PAGE && sa.host_used_bytes == 48 * PAGE);

@@ -86,7 +86,18 @@ def main():
         events = tstub.Attach(pb.AttachRequest(client_name="py-tcp"))
         first = next(events)
         assert first.tenant == "tcp", first
-        look = tstub.Lookup(pb.LookupRequest(namespace_id=ns.namespace_id, keys=keys))
+        # The unix tenant's namespace id is unknown to it; its own namespace
+        # of the same name holds none of those blocks.
+        try:
+            tstub.Lookup(pb.LookupRequest(namespace_id=ns.namespace_id, keys=keys))
+            raise AssertionError("another tenant's namespace_id was accepted")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.NOT_FOUND, e
+            assert "unknown namespace_id" in e.details(), e.details()
+        tns = tstub.OpenNamespace(pb.OpenNamespaceRequest(
+            name="py:test", page_bytes=PAGE, block_tokens=16))
+        assert tns.created and tns.namespace_id != ns.namespace_id, tns
+        look = tstub.Lookup(pb.LookupRequest(namespace_id=tns.namespace_id, keys=keys))
         assert look.ready_blocks == 0, look
         events.cancel()
         tcp.close()

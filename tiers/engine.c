@@ -42,6 +42,7 @@ struct namespace {
 	char name[KVT_NAMESPACE_NAME_MAX + 1];
 	uint64_t page_bytes, stride, idle_ttl;
 	uint32_t block_tokens;
+	uint32_t tenant; /* its owner; KVT_TENANT_SHARED for a shared one */
 	bool shared, own_ttl; /* own_ttl: idle_ttl is not the daemon default */
 	uint64_t ready, pending, lookup_keys, lookup_hits, evictions, expired;
 	uint64_t lookup_hits_nvme, nvme_blocks;
@@ -417,9 +418,10 @@ int kvt_engine_tenant(struct kvt_engine *e, uint32_t uid, const char *name,
 }
 
 /* The tenant that keys of ns are scoped by, for a caller of tenant t. */
-static uint32_t scope(const struct kvt_engine *e, uint32_t ns, uint32_t t)
+/* The tenant that a namespace's keys belong to. */
+static uint32_t scope(const struct kvt_engine *e, uint32_t ns)
 {
-	return e->ns[ns].shared ? KVT_TENANT_SHARED : t;
+	return e->ns[ns].tenant;
 }
 
 static bool over_quota(const struct tenant *t, uint64_t extra)
@@ -1428,16 +1430,19 @@ static bool name_valid(const char *name)
 	return true;
 }
 
+/* Namespaces are the tenant's own, like keys, unless shared: tenant is
+ * KVT_TENANT_SHARED for a shared one. */
 static int ns_open_locked(struct kvt_engine *e, const char *name,
 			  uint64_t page_bytes, uint32_t block_tokens,
-			  bool shared, uint64_t idle_ttl, uint32_t *ns,
+			  uint32_t tenant, uint64_t idle_ttl, uint32_t *ns,
 			  bool *created, struct kvt_err *err)
 {
+	bool shared = tenant == KVT_TENANT_SHARED;
 	struct namespace *n;
 
 	for (uint32_t i = 0; i < e->nns; i++) {
 		n = &e->ns[i];
-		if (strcmp(n->name, name) != 0)
+		if (n->tenant != tenant || strcmp(n->name, name) != 0)
 			continue;
 		if (n->page_bytes != page_bytes || n->block_tokens != block_tokens)
 			return fail(err, -EPERM,
@@ -1461,6 +1466,7 @@ static int ns_open_locked(struct kvt_engine *e, const char *name,
 	n->page_bytes = page_bytes;
 	n->block_tokens = block_tokens;
 	n->shared = shared;
+	n->tenant = tenant;
 	n->idle_ttl = idle_ttl ? idle_ttl : e->cfg.idle_ttl;
 	n->own_ttl = idle_ttl != 0;
 	n->stride = (page_bytes + KVT_SLOT_ALIGN - 1) / KVT_SLOT_ALIGN *
@@ -1469,9 +1475,11 @@ static int ns_open_locked(struct kvt_engine *e, const char *name,
 		struct kvt_nvme_ns d = { .page_bytes = page_bytes,
 					 .stride = n->stride,
 					 .block_tokens = block_tokens,
-					 .shared = shared };
+					 .shared = shared,
+					 .uid = e->tenants[tenant].uid };
 
 		snprintf(d.name, sizeof(d.name), "%s", name);
+		snprintf(d.tenant, sizeof(d.tenant), "%s", e->tenants[tenant].name);
 		kvt_nvme_namespace(e->nvme, e->nns, &d);
 	}
 	*ns = e->nns++;
@@ -1479,7 +1487,8 @@ static int ns_open_locked(struct kvt_engine *e, const char *name,
 	return 0;
 }
 
-int kvt_engine_open_namespace(struct kvt_engine *e, const char *name,
+int kvt_engine_open_namespace(struct kvt_engine *e, uint32_t tenant,
+			      const char *name,
 			      uint64_t page_bytes, uint32_t block_tokens,
 			      bool shared, uint64_t idle_ttl, uint32_t *ns,
 			      bool *created, uint64_t *stride,
@@ -1501,29 +1510,33 @@ int kvt_engine_open_namespace(struct kvt_engine *e, const char *name,
 			    block_tokens, KVT_BLOCK_TOKENS_MAX);
 
 	pthread_mutex_lock(&e->lock);
-	rc = ns_open_locked(e, name, page_bytes, block_tokens, shared, idle_ttl,
-			    ns, created, err);
+	rc = ns_open_locked(e, name, page_bytes, block_tokens,
+			    shared ? KVT_TENANT_SHARED : tenant, idle_ttl, ns,
+			    created, err);
 	if (rc == 0)
 		*stride = e->ns[*ns].stride;
 	pthread_mutex_unlock(&e->lock);
 	return rc;
 }
 
-/* Caller holds the lock. */
-static int ns_check(struct kvt_engine *e, uint32_t ns, struct kvt_err *err)
+/* Caller holds the lock. Another tenant's namespace is as unknown as one
+ * that does not exist: its id says nothing. */
+static int ns_check(struct kvt_engine *e, uint32_t ns, uint32_t tenant,
+		    struct kvt_err *err)
 {
-	if (ns >= e->nns)
+	if (ns >= e->nns || (e->ns[ns].tenant != tenant &&
+			     e->ns[ns].tenant != KVT_TENANT_SHARED))
 		return fail(err, -ENOENT, "unknown namespace_id %u", ns);
 	return 0;
 }
 
-int kvt_engine_page_bytes(struct kvt_engine *e, uint32_t ns,
+int kvt_engine_page_bytes(struct kvt_engine *e, uint32_t tenant, uint32_t ns,
 			  uint64_t *page_bytes, struct kvt_err *err)
 {
 	int rc;
 
 	pthread_mutex_lock(&e->lock);
-	rc = ns_check(e, ns, err);
+	rc = ns_check(e, ns, tenant, err);
 	if (rc == 0)
 		*page_bytes = e->ns[ns].page_bytes;
 	pthread_mutex_unlock(&e->lock);
@@ -1533,7 +1546,7 @@ int kvt_engine_page_bytes(struct kvt_engine *e, uint32_t ns,
 static struct kvt_block *find(struct kvt_engine *e, const struct kvt_req *q,
 			      uint32_t i)
 {
-	return kvt_index_find(e->index, q->ns, scope(e, q->ns, q->tenant),
+	return kvt_index_find(e->index, q->ns, scope(e, q->ns),
 			      q->keys[i]);
 }
 
@@ -1544,7 +1557,7 @@ static struct kvt_block *find(struct kvt_engine *e, const struct kvt_req *q,
 static int ready_prefix(struct kvt_engine *e, const struct kvt_req *q,
 			uint32_t *len, struct kvt_err *err)
 {
-	uint32_t i, tenant = scope(e, q->ns, q->tenant);
+	uint32_t i, tenant = scope(e, q->ns);
 
 	if (q->n > e->found_cap) {
 		struct kvt_block **f = realloc(e->found, sizeof(*f) * q->n);
@@ -1575,7 +1588,7 @@ int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
 	int rc;
 
 	pthread_mutex_lock(&e->lock);
-	if ((rc = ns_check(e, q->ns, err)) < 0 ||
+	if ((rc = ns_check(e, q->ns, q->tenant, err)) < 0 ||
 	    (rc = ready_prefix(e, q, &r, err)) < 0)
 		goto out;
 	for (p = r; p < q->n && find(e, q, p); p++)
@@ -1666,7 +1679,7 @@ static int reserve_locked(struct kvt_engine *e, struct kvt_block_list *pending,
 			  enum kvt_reserve_state *states,
 			  struct kvt_location *locs, struct kvt_err *err)
 {
-	uint32_t tenant = scope(e, q->ns, q->tenant);
+	uint32_t tenant = scope(e, q->ns);
 	uint32_t reserved = 0, no_space = 0;
 	uint64_t now = now_locked(e);
 	int rc = 0;
@@ -1727,7 +1740,7 @@ int kvt_engine_reserve(struct kvt_engine *e, const struct kvt_req *q,
 	s = session_find(e, q->session, q->tenant);
 	if (!s)
 		rc = fail(err, -ENOENT, "unknown session");
-	else if ((rc = ns_check(e, q->ns, err)) == 0)
+	else if ((rc = ns_check(e, q->ns, q->tenant, err)) == 0)
 		rc = reserve_locked(e, &s->pending, s, q, parent, retention,
 				    states, locs, err);
 	pthread_mutex_unlock(&e->lock);
@@ -1807,7 +1820,7 @@ static int owned_call(struct kvt_engine *e, const struct kvt_req *q,
 	s = session_find(e, q->session, q->tenant);
 	if (!s)
 		rc = fail(err, -ENOENT, "unknown session");
-	else if ((rc = ns_check(e, q->ns, err)) == 0 &&
+	else if ((rc = ns_check(e, q->ns, q->tenant, err)) == 0 &&
 		 (rc = check_owned(e, s, q, err)) == 0)
 		op(e, &s->pending, q, &done);
 	pthread_mutex_unlock(&e->lock);
@@ -1862,10 +1875,10 @@ int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
 	if (!s)
 		rc = fail(err, -ENOENT, "unknown session");
 	else
-		rc = ns_check(e, q->ns, err);
+		rc = ns_check(e, q->ns, q->tenant, err);
 	if (rc == 0) {
 		w->session = s;
-		w->tenant = scope(e, q->ns, q->tenant);
+		w->tenant = scope(e, q->ns);
 		w->wait_deadline = now_locked(e) + wait;
 		waiter_advance(e, w, &done);
 	}
@@ -1903,7 +1916,7 @@ int kvt_engine_pin(struct kvt_engine *e, const struct kvt_req *q,
 
 	*count = 0;
 	pthread_mutex_lock(&e->lock);
-	if ((rc = ns_check(e, q->ns, err)) == 0 &&
+	if ((rc = ns_check(e, q->ns, q->tenant, err)) == 0 &&
 	    (rc = ready_prefix(e, q, ready, err)) == 0) {
 		for (; *count < *ready && *count < max_pins; (*count)++) {
 			struct kvt_block *b = e->found[*count];
@@ -1965,7 +1978,7 @@ int kvt_engine_put(struct kvt_engine *e, const struct kvt_req *q,
 		goto out;
 	}
 	pthread_mutex_lock(&e->lock);
-	rc = ns_check(e, q->ns, err);
+	rc = ns_check(e, q->ns, q->tenant, err);
 	if (rc == 0) {
 		page_bytes = e->ns[q->ns].page_bytes;
 		rc = reserve_locked(e, &mine, &mine, q, parent, retention,
@@ -2097,12 +2110,13 @@ static int recover_ns(void *arg, const struct kvt_nvme_ns *d)
 {
 	struct kvt_engine *e = arg;
 	struct kvt_err err;
-	uint32_t ns;
+	uint32_t ns, tenant = KVT_TENANT_SHARED;
 	bool created;
 
 	if (!name_valid(d->name) || d->page_bytes > e->cfg.segment_bytes ||
 	    d->block_tokens == 0 || d->block_tokens > KVT_BLOCK_TOKENS_MAX ||
-	    ns_open_locked(e, d->name, d->page_bytes, d->block_tokens, d->shared,
+	    (!d->shared && tenant_locked(e, d->uid, d->tenant, &tenant) < 0) ||
+	    ns_open_locked(e, d->name, d->page_bytes, d->block_tokens, tenant,
 			   0, &ns, &created, &err) < 0 ||
 	    e->ns[ns].stride != d->stride)
 		return -1;
@@ -2116,7 +2130,8 @@ static void *recover_record(void *arg, const struct kvt_nvme_record *r)
 	struct kvt_block *b;
 
 	if (!e->ns[r->ns].shared &&
-	    tenant_locked(e, r->block.uid, r->block.tenant, &tenant) < 0)
+	    (tenant_locked(e, r->block.uid, r->block.tenant, &tenant) < 0 ||
+	     tenant != e->ns[r->ns].tenant))
 		return NULL;
 	if (kvt_policy_prepare(e->policy, r->ns, tenant) < 0)
 		return NULL;
@@ -2208,14 +2223,17 @@ static int nvme_start(struct kvt_engine *e, struct kvt_err *err)
 struct drop_all {
 	struct kvt_engine *e;
 	uint32_t ns, tenant, dropped;
-	bool any_ns, any_tenant;
+	bool any_ns, any_tenant; /* any_tenant: every namespace of ns's name */
 };
 
 static void drop_all_cb(struct kvt_block *b, void *arg)
 {
 	struct drop_all *d = arg;
+	const struct namespace *n = d->e->ns;
+	bool ns_match = d->any_ns || b->ns == d->ns ||
+			(d->any_tenant && strcmp(n[b->ns].name, n[d->ns].name) == 0);
 
-	if (b->state == KVT_BLOCK_READY && (d->any_ns || b->ns == d->ns) &&
+	if (b->state == KVT_BLOCK_READY && ns_match &&
 	    (d->any_tenant || b->tenant == d->tenant)) {
 		block_unindex(d->e, b);
 		d->dropped++;
@@ -2254,7 +2272,7 @@ int kvt_engine_drop(struct kvt_engine *e, const struct kvt_req *q,
 		rc = drop_tenant(e, q, admin, target_uid, &d, err);
 		goto out;
 	}
-	if ((rc = ns_check(e, q->ns, err)) < 0)
+	if ((rc = ns_check(e, q->ns, q->tenant, err)) < 0)
 		goto out;
 	if (scope_kind == KVT_DROP_NAMESPACE) {
 		if (e->ns[q->ns].shared && !admin) {
@@ -2263,7 +2281,7 @@ int kvt_engine_drop(struct kvt_engine *e, const struct kvt_req *q,
 				  e->ns[q->ns].name);
 			goto out;
 		}
-		d.tenant = scope(e, q->ns, q->tenant);
+		d.tenant = scope(e, q->ns);
 		d.any_tenant = admin;
 		kvt_index_foreach(e->index, drop_all_cb, &d);
 		goto out;

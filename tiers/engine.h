@@ -264,15 +264,18 @@ const struct kvt_hbm_pool *kvt_engine_hbm_pool(const struct kvt_engine *e,
  * readers waiting for them, ends its own waits with -ENOENT. */
 void kvt_engine_session_close(struct kvt_engine *e, struct kvt_session *s);
 
-/* shared: keys are not scoped by tenant. idle_ttl 0: the daemon default.
- * Reopening with another idle_ttl changes it. */
-int kvt_engine_open_namespace(struct kvt_engine *e, const char *name,
+/* Opens tenant's namespace name, or the shared one of that name: its keys
+ * are not scoped by tenant. Another tenant's namespace of the same name is
+ * a different namespace; its id is unknown to this tenant. idle_ttl 0: the
+ * daemon default. Reopening with another idle_ttl changes it. */
+int kvt_engine_open_namespace(struct kvt_engine *e, uint32_t tenant,
+			      const char *name,
 			      uint64_t page_bytes, uint32_t block_tokens,
 			      bool shared, uint64_t idle_ttl, uint32_t *ns,
 			      bool *created, uint64_t *stride,
 			      struct kvt_err *err);
-/* -ENOENT for an unknown ns. */
-int kvt_engine_page_bytes(struct kvt_engine *e, uint32_t ns,
+/* -ENOENT for an unknown ns, or another tenant's. */
+int kvt_engine_page_bytes(struct kvt_engine *e, uint32_t tenant, uint32_t ns,
 			  uint64_t *page_bytes, struct kvt_err *err);
 
 /* keys[0..*ready) are READY (in the host tier or on nvme);

@@ -32,7 +32,7 @@
 
 #define HDR KVT_NVME_HEADER_BYTES
 #define SUPER_MAGIC 0x314e56524954564bull  /* "KVTIERN1" */
-#define REGION_MAGIC 0x3147455254564b00ull /* "\0KVTREG1" */
+#define REGION_MAGIC 0x3247455254564b00ull /* "\0KVTREG2" */
 #define RECORD_MAGIC 0x3143455254564b00ull /* "\0KVTREC1" */
 #define NO_REGION UINT32_MAX
 #define WAKE_TAG 1ull /* user_data of the eventfd read; ios are aligned */
@@ -47,8 +47,9 @@ struct disk_super {
 struct disk_region {
 	uint64_t magic, seq, page_bytes, stride;
 	uint8_t tier_id[16];
-	uint32_t block_tokens, shared;
+	uint32_t block_tokens, shared, uid;
 	char ns[KVT_NVME_NAME_MAX + 1];
+	char tenant[KVT_NVME_TENANT_MAX];
 	uint64_t sum;
 };
 
@@ -416,7 +417,8 @@ static bool region_hdr_valid(const struct kvt_nvme *nv, const struct path *p,
 	       memcmp(h->tier_id, p->tier_id, sizeof(h->tier_id)) == 0 &&
 	       h->stride % HDR == 0 && h->page_bytes && h->page_bytes <= h->stride &&
 	       h->stride <= nv->cfg.segment_bytes &&
-	       memchr(h->ns, 0, sizeof(h->ns)) != NULL && h->ns[0];
+	       memchr(h->ns, 0, sizeof(h->ns)) != NULL && h->ns[0] &&
+	       memchr(h->tenant, 0, sizeof(h->tenant)) != NULL;
 }
 
 /* The namespace a recovered region names: its index in the list given to
@@ -433,6 +435,8 @@ static int recovered_ns(struct kvt_nvme *nv, const struct disk_region *h,
 	d.stride = h->stride;
 	d.block_tokens = h->block_tokens;
 	d.shared = h->shared != 0;
+	d.uid = h->uid;
+	snprintf(d.tenant, sizeof(d.tenant), "%s", h->tenant);
 	id = ns_fn(arg, &d);
 	if (id < 0 || (uint32_t)id >= nv->cfg.max_namespaces)
 		return -1;
@@ -808,7 +812,9 @@ static int place_write(struct kvt_nvme *nv, struct io *io)
 		memcpy(h->tier_id, nv->paths[p].tier_id, sizeof(h->tier_id));
 		h->block_tokens = d->d.block_tokens;
 		h->shared = d->d.shared;
+		h->uid = d->d.uid;
 		snprintf(h->ns, sizeof(h->ns), "%s", d->d.name);
+		snprintf(h->tenant, sizeof(h->tenant), "%s", d->d.tenant);
 		SEAL(h);
 		/* One 4 KiB write per region: done here, off the lock. */
 		pthread_mutex_unlock(nv->cfg.lock);

@@ -39,6 +39,8 @@ struct kvt_nvme_ns {
 	uint64_t page_bytes, stride;
 	uint32_t block_tokens;
 	bool shared;
+	uint32_t uid; /* the owner of a namespace that is not shared */
+	char tenant[KVT_NVME_TENANT_MAX];
 };
 
 /* What a record's header says of its block. */

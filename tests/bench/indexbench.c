@@ -88,7 +88,7 @@ static void run(uint64_t blocks)
 	before = heap_bytes();
 	CHECK(kvt_engine_create(&cfg, &e, &err) == 0);
 	CHECK(kvt_engine_tenant(e, 0, "root", &tenant) == 0);
-	CHECK(kvt_engine_open_namespace(e, "bench", PAGE, 16, false, 0, &ns,
+	CHECK(kvt_engine_open_namespace(e, 1, "bench", PAGE, 16, false, 0, &ns,
 					&created, &stride, &err) == 0);
 	CHECK(kvt_engine_session_open(e, tenant, token, &s) == 0);
 	for (int i = 0; i < BATCH; i++)
