@@ -21,10 +21,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "health.pb-c.h"
 #include "kvtier.pb-c.h"
+#include "kvtier/v1/segments.h"
 
 enum method {
 	M_OPEN_NAMESPACE, M_LOOKUP, M_RESERVE, M_COMMIT, M_ABORT, M_ACQUIRE,
@@ -61,11 +65,12 @@ struct kvt_client {
 	bool attached;
 
 	/* host tier segments */
-	char shm_prefix[64];
+	char segment_socket[108]; /* empty: none (over TCP) */
 	char tenant[64];
 	uint32_t segments;
 	uint64_t segment_bytes;
 	uint8_t **maps;
+	uint32_t *map_gen; /* the generation each mapping is of */
 	void (*on_map)(void *arg, void *base, size_t len);
 	void (*on_unmap)(void *arg, void *base);
 	void *hook_arg;
@@ -183,6 +188,7 @@ void kvt_close(kvt_client *c)
 		munmap(c->maps[i], c->segment_bytes);
 	}
 	free(c->maps);
+	free(c->map_gen);
 	grpc_channel_destroy(c->channel);
 	drain_and_destroy(c->cq);
 	pthread_mutex_destroy(&c->lock);
@@ -425,12 +431,12 @@ int kvt_attach(kvt_client *c, const char *client_name)
 		return rc;
 	}
 	if (ev->session.len != sizeof(c->session) ||
-	    strlen(ev->host_shm_prefix) >= sizeof(c->shm_prefix)) {
+	    strlen(ev->host_segment_socket) >= sizeof(c->segment_socket)) {
 		rc = fail(c, -EIO, "Attach: malformed first event");
 		goto out;
 	}
 	memcpy(c->session, ev->session.data, sizeof(c->session));
-	strcpy(c->shm_prefix, ev->host_shm_prefix);
+	strcpy(c->segment_socket, ev->host_segment_socket);
 	snprintf(c->tenant, sizeof(c->tenant), "%s", ev->tenant);
 	/* Room for every segment the tier may grow to (a reload). */
 	c->segments = ev->host_segments_max > ev->host_segments ?
@@ -442,7 +448,8 @@ int kvt_attach(kvt_client *c, const char *client_name)
 		c->has_hbm_pool = true;
 	}
 	c->maps = calloc(c->segments ? c->segments : 1, sizeof(*c->maps));
-	if (!c->maps) {
+	c->map_gen = calloc(c->segments ? c->segments : 1, sizeof(*c->map_gen));
+	if (!c->maps || !c->map_gen) {
 		rc = fail(c, -ENOMEM, "out of memory");
 		goto out;
 	}
@@ -452,10 +459,70 @@ out:
 	return rc;
 }
 
-/* The address of (segment, offset), mapping the segment on first use. */
-static void *slot_ptr(kvt_client *c, uint32_t segment, uint64_t offset)
+/* Asks the daemon for host segment `segment` (proto/kvtier/v1/segments.h):
+ * its descriptor, or -errno with the daemon's reason. */
+static int segment_fd(kvt_client *c, uint32_t segment, uint32_t *generation)
 {
-	char name[96];
+	struct kvt_segment_request req = { .version = KVT_SEGMENT_WIRE_VERSION,
+					   .segment = segment };
+	struct kvt_segment_reply rep;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = 5 };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { &rep, sizeof(rep) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+			      .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
+	struct cmsghdr *cm;
+	ssize_t n;
+	int sock, fd = -1;
+
+	if (!c->segment_socket[0])
+		return fail(c, -EOPNOTSUPP, "host segments cannot be mapped over TCP: use kvt_put and kvt_get");
+	memcpy(req.session, c->session, sizeof(req.session));
+	strcpy(sa.sun_path, c->segment_socket);
+	sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (sock < 0)
+		return fail(c, -errno, "segment socket: %s", strerror(errno));
+	if (setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+	    connect(sock, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    send(sock, &req, sizeof(req), MSG_NOSIGNAL) != (ssize_t)sizeof(req)) {
+		fd = fail(c, -errno, "segment socket %s: %s", c->segment_socket,
+			  strerror(errno));
+		goto out;
+	}
+	n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	if (n != (ssize_t)sizeof(rep)) {
+		fd = fail(c, n < 0 ? -errno : -EIO, "segment socket %s: %s",
+			  c->segment_socket, n < 0 ? strerror(errno) : "short reply");
+		goto out;
+	}
+	for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+			memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+	rep.message[sizeof(rep.message) - 1] = '\0';
+	if (rep.status < 0 || fd < 0 || rep.bytes != c->segment_bytes) {
+		if (fd >= 0)
+			close(fd);
+		fd = fail(c, rep.status < 0 ? rep.status : -EIO,
+			  "host segment %u: %s", segment,
+			  rep.status < 0 ? rep.message : "malformed reply");
+		goto out;
+	}
+	*generation = rep.generation;
+out:
+	close(sock);
+	return fd;
+}
+
+/* The address of (segment, offset) of that segment's generation, mapping
+ * the segment on first use (again when the mapping is of an older one). */
+static void *slot_ptr(kvt_client *c, uint32_t segment, uint32_t generation,
+		      uint64_t offset)
+{
+	uint32_t got;
 	void *p;
 	int fd;
 
@@ -464,26 +531,36 @@ static void *slot_ptr(kvt_client *c, uint32_t segment, uint64_t offset)
 		     segment, (unsigned long long)offset);
 		return NULL;
 	}
-	if (!c->maps[segment]) {
-		snprintf(name, sizeof(name), "%s%u", c->shm_prefix, segment);
-		fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
-		if (fd < 0) {
-			fail(c, -errno, "cannot open shared memory %s: %s", name,
-			     strerror(errno));
-			return NULL;
-		}
-		p = mmap(NULL, c->segment_bytes, PROT_READ | PROT_WRITE,
-			 MAP_SHARED, fd, 0);
-		close(fd);
-		if (p == MAP_FAILED) {
-			fail(c, -errno, "cannot map shared memory %s: %s", name,
-			     strerror(errno));
-			return NULL;
-		}
-		c->maps[segment] = p;
-		if (c->on_map)
-			c->on_map(c->hook_arg, p, c->segment_bytes);
+	if (c->maps[segment] && c->map_gen[segment] == generation)
+		return c->maps[segment] + offset;
+	if (c->maps[segment]) {
+		if (c->on_unmap)
+			c->on_unmap(c->hook_arg, c->maps[segment]);
+		munmap(c->maps[segment], c->segment_bytes);
+		c->maps[segment] = NULL;
 	}
+	fd = segment_fd(c, segment, &got);
+	if (fd < 0)
+		return NULL;
+	if (got != generation) {
+		close(fd);
+		fail(c, -ESTALE, "host segment %u is of generation %u, the location of %u (a lease or reservation used after its end?)",
+		     segment, got, generation);
+		return NULL;
+	}
+	/* The daemon committed the memory: populating maps it in one go. */
+	p = mmap(NULL, c->segment_bytes, PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_POPULATE, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED) {
+		fail(c, -errno, "cannot map host segment %u: %s", segment,
+		     strerror(errno));
+		return NULL;
+	}
+	c->maps[segment] = p;
+	c->map_gen[segment] = generation;
+	if (c->on_map)
+		c->on_map(c->hook_arg, p, c->segment_bytes);
 	return c->maps[segment] + offset;
 }
 
@@ -491,7 +568,7 @@ static void *slot_ptr(kvt_client *c, uint32_t segment, uint64_t offset)
 static const void *page_ptr(kvt_client *c, const Kvtier__V1__Location *l)
 {
 	if (l->tier != KVTIER__V1__TIER__TIER_HBM)
-		return slot_ptr(c, l->segment, l->offset);
+		return slot_ptr(c, l->segment, l->generation, l->offset);
 	if (!c->hbm_base || l->offset >= c->hbm_bytes) {
 		fail(c, -EIO, c->hbm_base ? "daemon sent an hbm location outside its pool (offset %llu)" :
 			      "daemon sent an hbm location, but the pool is not mapped (kvt_set_hbm_base)",
@@ -685,6 +762,7 @@ int kvt_reserve(kvt_client *c, const struct kvt_namespace *ns,
 		if (slots[i].state != KVT_SLOT_RESERVED)
 			continue;
 		slots[i].page = slot_ptr(c, resp->locations[i]->segment,
+					 resp->locations[i]->generation,
 					 resp->locations[i]->offset);
 		if (!slots[i].page) {
 			rc = -EIO;

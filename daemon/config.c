@@ -38,7 +38,7 @@ static const struct knob knobs[] = {
 	{ "daemon", "socket_mode", KNOB_MODE, FIELD(socket_mode), 0, 0777, "0660",
 	  "permission bits of the unix socket", false },
 	{ "daemon", "group", KNOB_STRING, FIELD(group), 0, 0, "",
-	  "group owning the socket and shm segments (empty: the daemon's)", false },
+	  "group owning the socket and run directory (empty: the daemon's)", false },
 	{ "daemon", "log_level", KNOB_STRING, FIELD(log_level), 0, 0, "info",
 	  "error, warn, info or debug", true },
 	{ "limits", "max_message_size", KNOB_SIZE, FIELD(max_message_size),
@@ -51,9 +51,11 @@ static const struct knob knobs[] = {
 	  "capacity of the host (shared memory) tier", true },
 	{ "host", "segment_size", KNOB_SIZE, FIELD(host_segment_size), 4096,
 	  1ull << 40, "64M",
-	  "size of one shm segment, a multiple of 4K; also the largest page", false },
-	{ "host", "shm_mode", KNOB_MODE, FIELD(shm_mode), 0, 0777, "0660",
-	  "permission bits of the shm segments", false },
+	  "size of one host segment, a multiple of 4K (of the huge page with huge pages); also the largest page", false },
+	{ "host", "huge_pages", KNOB_STRING, FIELD(huge_pages), 0, 0, "auto",
+	  "page size of the host tier: 2M or 1G (hugetlb pages reserved by the operator, see nr_hugepages; start fails when too few are free), off (4K pages), or auto (2M when enough are free for the whole tier, else 4K)", false },
+	{ "host", "lock", KNOB_STRING, FIELD(host_lock), 0, 0, "false",
+	  "true: lock the host tier in RAM (mlock; needs RLIMIT_MEMLOCK, LimitMEMLOCK=infinity in the unit), so it is never swapped out", false },
 	{ "policy", "eviction", KNOB_STRING, FIELD(eviction), 0, 0, "leaf-first",
 	  "leaf-first (children before parents, then priority, then LRU) or lru", false },
 	{ "policy", "default_priority", KNOB_U32, FIELD(default_priority), 0, 100,
@@ -96,6 +98,16 @@ static const struct knob knobs[] = {
 
 #define NKNOBS (sizeof(knobs) / sizeof(knobs[0]))
 _Static_assert(NKNOBS <= KVT_CONFIG_KNOBS_MAX, "KVT_CONFIG_KNOBS_MAX is too small");
+
+int kvt_huge_pages_parse(const char *s)
+{
+	static const char *const names[] = { "auto", "off", "2M", "1G" };
+
+	for (int i = 0; i < 4; i++)
+		if (strcmp(s, names[i]) == 0)
+			return i; /* the order of enum kvt_huge_pages */
+	return -1;
+}
 
 int kvt_parse_size(const char *s, uint64_t *out)
 {
@@ -203,6 +215,15 @@ static int knob_apply(struct kvt_config *c, const struct knob *k,
 		if (field == c->eviction && strcmp(value, "leaf-first") != 0 &&
 		    strcmp(value, "lru") != 0) {
 			snprintf(err, len, "'%s' is not leaf-first or lru", value);
+			return -1;
+		}
+		if (field == c->huge_pages && kvt_huge_pages_parse(value) < 0) {
+			snprintf(err, len, "'%s' is not auto, 2M, 1G or off", value);
+			return -1;
+		}
+		if (field == c->host_lock && strcmp(value, "true") != 0 &&
+		    strcmp(value, "false") != 0) {
+			snprintf(err, len, "'%s' is not true or false", value);
 			return -1;
 		}
 		return 0;

@@ -33,7 +33,7 @@ struct kvt_config {
 	char tcp[128];         /* empty: no TCP listener */
 	uint32_t threads, poll_us;
 	uint32_t socket_mode;
-	char group[64]; /* group of the socket and shm segments */
+	char group[64]; /* group of the socket and the run directory */
 	char log_level[16];
 	/* [limits] */
 	uint64_t max_message_size;
@@ -42,7 +42,8 @@ struct kvt_config {
 	/* [host] */
 	uint64_t host_size;
 	uint64_t host_segment_size;
-	uint32_t shm_mode;
+	char huge_pages[8]; /* auto, 2M, 1G or off */
+	char host_lock[8];  /* true or false */
 	/* [policy] */
 	char eviction[16];
 	uint32_t default_priority;
@@ -131,6 +132,8 @@ int kvt_config_merge(const struct kvt_config *running, struct kvt_config *next,
 
 /* Parses "512M", "64G", "4096": bytes. 0, or -1. */
 int kvt_parse_size(const char *s, uint64_t *out);
+/* host.huge_pages as an enum kvt_huge_pages (tiers/host.h), or -1. */
+int kvt_huge_pages_parse(const char *s);
 
 /* Parses "250ms", "30s", "5m", "2h", "1d", "0" (a bare number: seconds)
  * into milliseconds. 0, or -1. */

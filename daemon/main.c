@@ -26,6 +26,8 @@
 #include "notify.h"
 #include "reload.h"
 #include "rpc.h"
+#include "segsock.h"
+#include "kvtier/v1/segments.h"
 #include "server.h"
 
 #define SHUTDOWN_GRACE_MS 5000
@@ -145,16 +147,6 @@ static int take_lock(const char *socket_path, char *lock_path, size_t len)
 	return fd;
 }
 
-/* A short, stable name for this instance's shm segments: one per socket. */
-static void shm_prefix(const char *socket_path, char *buf, size_t len)
-{
-	uint32_t h = 2166136261u;
-
-	for (const char *p = socket_path; *p; p++)
-		h = (h ^ (uint8_t)*p) * 16777619u;
-	snprintf(buf, len, "/kvtier-%08x-", h);
-}
-
 static int resolve_group(const char *name, gid_t *gid)
 {
 	struct group *g;
@@ -184,7 +176,8 @@ static void engine_config(const struct kvt_config *c,
 	*ec = (struct kvt_engine_config){
 		.host_bytes = c->host_size,
 		.segment_bytes = c->host_segment_size,
-		.shm_mode = c->shm_mode,
+		.huge_pages = (enum kvt_huge_pages)kvt_huge_pages_parse(c->huge_pages),
+		.lock_host = strcmp(c->host_lock, "true") == 0,
 		.max_namespaces = c->max_namespaces,
 		.eviction = strcmp(c->eviction, "lru") == 0 ? KVT_EVICT_LRU :
 							     KVT_EVICT_LEAF_FIRST,
@@ -297,7 +290,7 @@ int main(int argc, char **argv)
 	const char *nvme_paths[KVT_CONFIG_NVME_PATHS_MAX];
 	struct kvt_engine_stats st;
 	struct kvt_err err;
-	char lock_path[PATH_MAX + 8], prefix[32], msg[512];
+	char lock_path[PATH_MAX + 8], msg[512];
 	sigset_t set;
 	gid_t gid;
 	int lock_fd, rc = 1;
@@ -323,16 +316,25 @@ int main(int argc, char **argv)
 	if (lock_fd < 0)
 		return 1;
 
-	shm_prefix(cfg.socket, prefix, sizeof(prefix));
 	engine_config(&cfg, &ecfg, quotas, nvme_paths);
 	hbm_config(&cfg, kvt_gpu_probe(d.cuda, sizeof(d.cuda)), &ecfg);
-	ecfg.shm_prefix = prefix;
-	ecfg.shm_gid = gid;
 	ecfg.log = engine_log;
 	ecfg.timer_thread = true;
 	if (kvt_engine_create(&ecfg, &d.engine, &err) < 0) {
 		kvt_log(KVT_LOG_ERROR, "host tier: %s", err.msg);
 		goto out_lock;
+	}
+	{
+		char path[PATH_MAX + 16];
+
+		snprintf(path, sizeof(path), "%s%s", cfg.socket,
+			 KVT_SEGMENT_SOCKET_SUFFIX);
+		if (kvt_segsock_start(path, cfg.socket_mode, gid, d.engine,
+				      &d.segsock, msg, sizeof(msg)) < 0) {
+			kvt_log(KVT_LOG_ERROR, "%s", msg);
+			kvt_engine_destroy(d.engine);
+			goto out_lock;
+		}
 	}
 	d.max_keys = cfg.max_keys_per_request;
 	d.shared_namespaces = cfg.shared_namespaces;
@@ -371,9 +373,10 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < kvt_server_listen_count(d.server); i++)
 		printf(" %s", kvt_server_listen_address(d.server, i));
 	kvt_engine_stats(d.engine, &st);
-	printf(" (host tier %llu MiB in %u shm segments %s*; ",
+	printf(" (host tier %llu MiB in %u segments, %s; ",
 	       (unsigned long long)(cfg.host_size >> 20),
-	       kvt_engine_host_segments(d.engine), prefix);
+	       kvt_engine_host_segments(d.engine),
+	       kvt_engine_host_describe(d.engine));
 	if (st.nvme_enabled)
 		printf("nvme tier %llu MiB on %u paths, %llu blocks recovered in %llu ms; ",
 		       (unsigned long long)(st.nvme_capacity_bytes >> 20),
@@ -399,6 +402,7 @@ int main(int argc, char **argv)
 	kvt_log(KVT_LOG_INFO, "stopped cleanly");
 out_grpc:
 	unlink(cfg.socket);
+	kvt_segsock_stop(d.segsock);
 	kvt_engine_destroy(d.engine);
 out_lock:
 	unlink(lock_path);

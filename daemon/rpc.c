@@ -1,4 +1,5 @@
 #include "rpc.h"
+#include "segsock.h"
 
 #include <errno.h>
 #include <pwd.h>
@@ -242,7 +243,9 @@ static grpc_status_code attach_open(void *ctx, struct kvt_call *call,
 	}
 	ev.session.data = token;
 	ev.session.len = sizeof(token);
-	ev.host_shm_prefix = (char *)kvt_engine_shm_prefix(d->engine);
+	/* Over TCP there is no descriptor passing: Put and Get only. */
+	ev.host_segment_socket = kvt_call_peer(call)->unix_socket ?
+				 (char *)kvt_segsock_path(d->segsock) : "";
 	ev.host_segments = kvt_engine_host_segments(d->engine);
 	ev.host_segments_max = KVT_HOST_SEGMENTS_MAX;
 	ev.host_segment_bytes = kvt_engine_segment_bytes(d->engine);
@@ -403,6 +406,7 @@ static int locations_fill(struct locations *l, const struct kvt_location *src,
 		l->msgs[i].tier = src[i].tier == KVT_TIER_HBM ?
 			KVTIER__V1__TIER__TIER_HBM : KVTIER__V1__TIER__TIER_HOST;
 		l->msgs[i].segment = src[i].segment;
+		l->msgs[i].generation = src[i].generation;
 		l->msgs[i].offset = src[i].offset;
 		l->ptrs[i] = &l->msgs[i];
 	}

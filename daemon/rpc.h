@@ -17,6 +17,7 @@
 struct kvt_daemon {
 	struct kvt_engine *engine;
 	struct kvt_server *server; /* set once the server runs */
+	struct kvt_segsock *segsock; /* hands host segments to workers */
 	struct kvt_reload *reload;
 	_Atomic uint32_t max_keys; /* changes on reload */
 	const char *shared_namespaces; /* comma-separated */

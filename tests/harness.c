@@ -1,8 +1,10 @@
 #include "harness.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -23,6 +25,14 @@ void test_daemon_start(struct test_daemon *d, const char *const *sets)
 	CHECK(mkdtemp(d->dir) != NULL);
 	d->config[0] = '\0';
 	test_daemon_restart(d, sets);
+}
+
+static bool sets_host_size(const char *const *sets)
+{
+	for (int i = 0; sets && sets[i]; i++)
+		if (strncmp(sets[i], "host.size=", 10) == 0)
+			return true;
+	return false;
 }
 
 void test_daemon_restart(struct test_daemon *d, const char *const *sets)
@@ -50,6 +60,11 @@ void test_daemon_restart(struct test_daemon *d, const char *const *sets)
 	/* Tests run side by side: each daemon's metrics on a port of its own. */
 	argv[argc++] = "--set";
 	argv[argc++] = "metrics.listen=127.0.0.1:0";
+	/* The host tier is committed at start: tests keep it small. */
+	if (!d->config[0] && !sets_host_size(sets)) {
+		argv[argc++] = "--set";
+		argv[argc++] = "host.size=64M";
+	}
 	for (int i = 0; sets && sets[i] && argc < 60; i++) {
 		argv[argc++] = "--set";
 		argv[argc++] = (char *)sets[i];
@@ -130,4 +145,34 @@ void test_fill(void *page, size_t len, unsigned seed)
 		x ^= x << 5;
 		p[i] = (uint8_t)x;
 	}
+}
+
+int test_memfds(pid_t pid, const char *prefix, long long *blocks)
+{
+	char dir[64], path[320], target[256], want[128];
+	struct dirent *de;
+	struct stat st;
+	int n = 0;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	snprintf(want, sizeof(want), "/memfd:%s", prefix);
+	*blocks = 0;
+	d = opendir(dir);
+	CHECK(d != NULL);
+	while ((de = readdir(d))) {
+		ssize_t len;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		len = readlink(path, target, sizeof(target) - 1);
+		if (len <= 0)
+			continue;
+		target[len] = '\0';
+		if (strncmp(target, want, strlen(want)) != 0 || stat(path, &st) < 0)
+			continue;
+		n++;
+		*blocks += (long long)st.st_blocks;
+	}
+	closedir(d);
+	return n;
 }

@@ -33,6 +33,10 @@ int test_daemon_stop(struct test_daemon *d);
 /* Fills a page with bytes derived from seed. */
 void test_fill(void *page, size_t len, unsigned seed);
 
+/* Process pid's open memfds whose name starts with prefix: how many, and
+ * the 512-byte blocks they hold together. */
+int test_memfds(pid_t pid, const char *prefix, long long *blocks);
+
 #define CHECK(cond)                                                          \
 	do {                                                                 \
 		if (!(cond)) {                                               \

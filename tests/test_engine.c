@@ -89,11 +89,10 @@ int main(void)
 {
 	struct kvt_engine_config cfg = {
 		.host_bytes = 4 * 16384, .segment_bytes = 16384, /* 16 slots */
-		.shm_mode = 0600, .shm_gid = (gid_t)-1, .max_namespaces = 4,
+		.max_namespaces = 4,
 		.default_priority = 35, .max_wait = 10000 * KVT_MS,
 		.lease_ttl = 60000 * KVT_MS, .clock = fake_clock,
 	};
-	char prefix[64];
 	struct kvt_engine *e;
 	struct kvt_session *s1, *s2;
 	uint8_t t1[16], t2[16];
@@ -107,8 +106,6 @@ int main(void)
 	uint64_t stride, lease;
 	bool created;
 
-	snprintf(prefix, sizeof(prefix), "/kvtier-test-engine-%d-", (int)getpid());
-	cfg.shm_prefix = prefix;
 	for (int i = 0; i < NKEYS; i++) {
 		test_fill(key_bytes[i], KVT_KEY_BYTES, 1000u + (unsigned)i);
 		keys[i] = key_bytes[i];
@@ -401,12 +398,11 @@ int main(void)
 		CHECK(left == 12); /* one segment went to busy while it had none */
 		kvt_engine_destroy(e);
 	}
-	/* Destroy unlinks the segments. */
+	/* Destroy closes the segments' memfds. */
 	{
-		char path[128];
+		long long blocks;
 
-		snprintf(path, sizeof(path), "/dev/shm%s0", prefix);
-		CHECK(access(path, F_OK) != 0);
+		CHECK(test_memfds(getpid(), "kvtier-host-", &blocks) == 0);
 	}
 	return 0;
 }

@@ -200,7 +200,7 @@ int main(void)
 {
 	struct kvt_engine_config cfg = {
 		.host_bytes = 4 * 16384, .segment_bytes = 16384, /* 16 host slots */
-		.shm_mode = 0600, .shm_gid = (gid_t)-1, .max_namespaces = 4,
+		.max_namespaces = 4,
 		.default_priority = 35, .max_wait = 1000 * KVT_MS,
 		.lease_ttl = 60000 * KVT_MS,
 		/* one pool of 2 segments: 8 copies */
@@ -211,7 +211,6 @@ int main(void)
 	struct kvt_engine *e;
 	struct kvt_err err;
 	struct kvt_hbm_stats hs;
-	char prefix[64];
 	uint32_t ns, stored, dropped;
 	uint64_t stride;
 	bool created;
@@ -219,8 +218,6 @@ int main(void)
 
 	dev.tail = &dev.head;
 	CHECK(pthread_create(&dev.thread, NULL, dev_main, NULL) == 0);
-	snprintf(prefix, sizeof(prefix), "/kvtier-test-hbm-%d-", (int)getpid());
-	cfg.shm_prefix = prefix;
 	for (int i = 0; i < NKEYS; i++) {
 		test_fill(key_bytes[i], KVT_KEY_BYTES, 500u + (unsigned)i);
 		keys[i] = key_bytes[i];

@@ -80,27 +80,16 @@ static void worker(const struct test_daemon *d)
 	exit(checked > 0 ? 0 : 1);
 }
 
-/* The shm object of segment i: the daemon names its segments after the
- * socket path (FNV-1a), as main.c's shm_prefix does. */
-static void segment_path(const struct test_daemon *d, unsigned i, char *buf,
-			 size_t len)
-{
-	char sock[200];
-	uint32_t h = 2166136261u;
-
-	snprintf(sock, sizeof(sock), "%s/run/kvtierd.sock", d->dir);
-	for (const char *p = sock; *p; p++)
-		h = (h ^ (uint8_t)*p) * 16777619u;
-	snprintf(buf, len, "/dev/shm/kvtier-%08x-%u", h, i);
-}
-
+/* The memory segment i holds in the daemon (512-byte blocks); 0 once
+ * released. */
 static long long segment_blocks(const struct test_daemon *d, unsigned i)
 {
-	struct stat st;
-	char path[128];
+	char name[32];
+	long long blocks;
 
-	segment_path(d, i, path, sizeof(path));
-	return stat(path, &st) == 0 ? (long long)st.st_blocks : -1;
+	snprintf(name, sizeof(name), "kvtier-host-%u ", i);
+	test_memfds(d->pid, name, &blocks);
+	return blocks;
 }
 
 /* Runs kvtierctl with args; its output (stdout and stderr) in out. */

@@ -18,7 +18,6 @@
 #define BLOCK_TOKENS 16
 
 static uint64_t fake_now = 1;
-static int engines;
 
 static uint64_t fake_clock(void *arg)
 {
@@ -48,21 +47,17 @@ static struct kvt_engine *engine(uint32_t blocks, enum kvt_eviction mode,
 {
 	struct kvt_engine_config cfg = {
 		.host_bytes = (uint64_t)blocks * PAGE, .segment_bytes = 16 * PAGE,
-		.shm_mode = 0600, .shm_gid = (gid_t)-1, .max_namespaces = 2,
+		.max_namespaces = 2,
 		.eviction = mode, .default_priority = 35,
 		.max_wait = 1000 * KVT_MS, .default_host_quota = quota,
 		.clock = fake_clock,
 	};
-	char prefix[64];
 	struct kvt_engine *e;
 	struct kvt_err err;
 	uint64_t stride;
 	uint32_t t;
 	bool created;
 
-	snprintf(prefix, sizeof(prefix), "/kvtier-test-policy-%d-%d-",
-		 (int)getpid(), engines++);
-	cfg.shm_prefix = prefix;
 	CHECK(kvt_engine_create(&cfg, &e, &err) == 0);
 	/* Tenant uid 1 is the engine's first (index 1): ns is its namespace. */
 	CHECK(kvt_engine_tenant(e, 1, "t", &t) == 0 && t == 1);

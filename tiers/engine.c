@@ -261,12 +261,17 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 	e->tenants[KVT_TENANT_SHARED].uid = SHARED_UID;
 	strcpy(e->tenants[KVT_TENANT_SHARED].name, "shared");
 	e->ntenants = 1;
-	rc = kvt_host_create(cfg->shm_prefix, segments, cfg->segment_bytes,
-			     cfg->shm_mode, cfg->shm_gid, &e->host);
+	{
+		struct kvt_host_config hc = { .segment_bytes = cfg->segment_bytes,
+					      .huge_pages = cfg->huge_pages,
+					      .lock = cfg->lock_host };
+
+		rc = kvt_host_create(&hc, segments, &e->host, err->msg,
+				     sizeof(err->msg));
+	}
 	if (rc < 0) {
 		kvt_engine_destroy(e);
-		return fail(err, rc, "cannot create shared memory %s*: %s",
-			    cfg->shm_prefix, strerror(-rc));
+		return rc;
 	}
 	e->st.host_capacity_bytes = (uint64_t)segments * cfg->segment_bytes;
 	e->segments = calloc(KVT_HOST_SEGMENTS_MAX, sizeof(*e->segments));
@@ -359,9 +364,9 @@ void kvt_engine_destroy(struct kvt_engine *e)
 	free(e);
 }
 
-const char *kvt_engine_shm_prefix(const struct kvt_engine *e)
+const char *kvt_engine_host_describe(const struct kvt_engine *e)
 {
-	return kvt_host_prefix(e->host);
+	return kvt_host_describe(e->host);
 }
 
 uint32_t kvt_engine_host_segments(const struct kvt_engine *e)
@@ -495,6 +500,35 @@ static void segment_release(struct kvt_engine *e, uint32_t seg)
 	hbm_register(e, seg, false);
 	kvt_nvme_segment(e->nvme, seg, NULL);
 	kvt_host_release(e->host, seg);
+}
+
+/*
+ * Segment seg was just carved for another tenant than the one it last
+ * held blocks of: if a worker may have mapped it, it gets a new memfd, so
+ * that worker cannot see or touch the new tenant's pages. With no memory
+ * for that, the carve is undone and the caller finds no slot.
+ */
+static int segment_handover(struct kvt_engine *e, uint32_t seg, uint32_t slot)
+{
+	struct kvt_err why;
+	int rc;
+
+	if (!kvt_host_shared(e->host, seg))
+		return 0;
+	hbm_register(e, seg, false);
+	kvt_nvme_segment(e->nvme, seg, NULL);
+	rc = kvt_host_renew(e->host, seg, why.msg, sizeof(why.msg));
+	kvt_nvme_segment(e->nvme, seg, e->segments[seg]);
+	hbm_register(e, seg, true);
+	if (rc == 0) {
+		e->st.host_segments_renewed_total++;
+		return 0;
+	}
+	nvme_log(e, true, why.msg);
+	kvt_slots_free(e->slots, seg, slot);
+	/* The old memfd stays, and with it the old tenant's claim. */
+	kvt_slots_set_tag(e->slots, seg, KVT_SLOTS_NO_TAG);
+	return -ENOSPC;
 }
 
 static void slot_free(struct kvt_engine *e, uint32_t seg, uint32_t slot)
@@ -875,9 +909,13 @@ static int slot_alloc(struct kvt_engine *e, uint32_t ns, uint32_t tenant,
 	uint64_t stride = e->ns[ns].stride;
 
 	for (;;) {
-		int rc = kvt_slots_alloc(e->slots, ns, stride, seg, slot);
+		bool retagged;
+		int rc = kvt_slots_alloc(e->slots, ns, stride, scope(e, ns), seg,
+					 slot, &retagged);
 		struct kvt_block *victim = NULL;
 
+		if (rc == 0 && retagged)
+			rc = segment_handover(e, *seg, *slot);
 		if (rc != -ENOSPC)
 			return rc;
 		if (over_quota(&e->tenants[tenant], stride))
@@ -938,13 +976,11 @@ static int host_resize(struct kvt_engine *e, uint64_t bytes, struct kvt_err *err
 			    (unsigned long long)bytes, KVT_HOST_SEGMENTS_MAX,
 			    (unsigned long long)seg_bytes);
 	want = (uint32_t)(bytes / seg_bytes);
-	rc = kvt_host_grow(e->host, want);
+	rc = kvt_host_grow(e->host, want, err->msg, sizeof(err->msg));
 	for (uint32_t i = had; i < kvt_host_segments(e->host); i++)
 		e->segments[i] = kvt_host_ptr(e->host, i, 0);
 	if (rc < 0)
-		return fail(err, rc, "cannot create host segment %s%u: %s",
-			    e->cfg.shm_prefix, kvt_host_segments(e->host),
-			    strerror(-rc));
+		return rc;
 	if (kvt_slots_resize(e->slots, want) < 0)
 		return fail(err, -ENOMEM, "out of memory");
 	/* Returning and new segments join the nvme buffer table; retired
@@ -1140,7 +1176,6 @@ static void waiter_detach(struct kvt_engine *e, struct kvt_waiter *w)
 	}
 }
 
-/* Ends w with rc and what it pinned; its callback runs from run_done. */
 /*
  * Where the reader of pinned block i of w finds it: the pool of its GPU when
  * the block has a copy there, else the host tier (and a copy is started, so
@@ -1154,6 +1189,7 @@ static void locate(struct kvt_engine *e, struct kvt_waiter *w, uint32_t i)
 
 	loc->tier = KVT_TIER_HOST;
 	loc->segment = b->segment;
+	loc->generation = kvt_host_generation(e->host, b->segment);
 	loc->offset = slot_offset(e, b);
 	if (pool < 0)
 		return;
@@ -1409,6 +1445,42 @@ void kvt_engine_session_close(struct kvt_engine *e, struct kvt_session *s)
 	pthread_mutex_unlock(&e->lock);
 	run_done(&done);
 	free(s);
+}
+
+int kvt_engine_segment_fd(struct kvt_engine *e, uint32_t tenant,
+			  const uint8_t token[KVT_SESSION_TOKEN_BYTES],
+			  uint32_t segment, uint32_t *generation,
+			  struct kvt_err *err)
+{
+	struct kvt_session *s;
+	uint32_t tag;
+	int rc;
+
+	pthread_mutex_lock(&e->lock);
+	s = session_find(e, token, tenant);
+	if (!s) {
+		rc = fail(err, -ENOENT, "no such session");
+		goto out;
+	}
+	if (segment >= kvt_slots_active(e->slots)) {
+		rc = fail(err, -ENOENT, "no host segment %u (the tier has %u)",
+			  segment, kvt_slots_active(e->slots));
+		goto out;
+	}
+	tag = kvt_slots_segment_tag(e->slots, segment);
+	if (tag != tenant && tag != KVT_TENANT_SHARED) {
+		rc = fail(err, -EACCES,
+			  "host segment %u holds none of tenant %s's blocks",
+			  segment, e->tenants[tenant].name);
+		goto out;
+	}
+	rc = kvt_host_share(e->host, segment, generation);
+	if (rc < 0)
+		fail(err, rc, "cannot share host segment %u: %s", segment,
+		     strerror(-rc));
+out:
+	pthread_mutex_unlock(&e->lock);
+	return rc;
 }
 
 /* ---- namespaces ---- */
@@ -1715,6 +1787,7 @@ static int reserve_locked(struct kvt_engine *e, struct kvt_block_list *pending,
 		/* Reserved now, or earlier by the same owner: same slot. */
 		states[i] = KVT_RESERVE_RESERVED;
 		locs[i].segment = b->segment;
+		locs[i].generation = kvt_host_generation(e->host, b->segment);
 		locs[i].offset = kvt_slots_offset(e->slots, b->segment, b->slot);
 	}
 	if (no_space) {

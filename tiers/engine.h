@@ -29,6 +29,7 @@
 
 #include "hbm.h"
 #include "histogram.h"
+#include "host.h"
 #include "index.h"
 #include "policy.h"
 
@@ -66,10 +67,9 @@ struct kvt_quota {
 
 struct kvt_engine_config {
 	uint64_t host_bytes;    /* capacity of the host tier */
-	uint64_t segment_bytes; /* size of one shm segment: the largest page */
-	const char *shm_prefix; /* e.g. "/kvtier-1a2b3c4d-" */
-	mode_t shm_mode;
-	gid_t shm_gid; /* (gid_t)-1: leave the group alone */
+	uint64_t segment_bytes; /* size of one host segment: the largest page */
+	enum kvt_huge_pages huge_pages;
+	bool lock_host;         /* mlock the host tier */
 	uint32_t max_namespaces;
 
 	enum kvt_eviction eviction;
@@ -106,11 +106,12 @@ enum kvt_tier {
 	KVT_TIER_HBM = 2,
 };
 
-/* host: offset in host segment `segment`; hbm: offset in the pool of the
- * session's GPU (segment is the pool's index). */
+/* host: offset in host segment `segment` as made for the generation'th
+ * time (kvt_engine_segment_fd); hbm: offset in the pool of the session's
+ * GPU (segment is the pool's index). */
 struct kvt_location {
 	enum kvt_tier tier;
-	uint32_t segment;
+	uint32_t segment, generation;
 	uint64_t offset;
 };
 
@@ -157,6 +158,8 @@ struct kvt_engine_stats {
 	uint64_t host_capacity_bytes, host_used_bytes;
 	uint32_t host_segments, host_segments_used, namespaces, tenants;
 	uint32_t host_segments_retiring; /* shrunk away, still holding blocks */
+	/* given a new memfd as they passed to another tenant (kvt_host_renew) */
+	uint64_t host_segments_renewed_total;
 	/* nvme: hits served from it, blocks written to it (demotions), host
 	 * evictions that kept the block there, blocks it lost to region reuse,
 	 * promotions and failed ones (bad checksum, I/O error), committed blocks
@@ -234,9 +237,22 @@ int kvt_engine_reconfigure(struct kvt_engine *e,
 			   struct kvt_err *err);
 
 /* Host tier layout, as workers need it to map the segments. */
-const char *kvt_engine_shm_prefix(const struct kvt_engine *e);
 uint32_t kvt_engine_host_segments(const struct kvt_engine *e);
 uint64_t kvt_engine_segment_bytes(const struct kvt_engine *e);
+/* What backs the host tier: "2M pages (hugetlb), locked". */
+const char *kvt_engine_host_describe(const struct kvt_engine *e);
+
+/*
+ * A new descriptor of host segment `segment` for a worker of tenant (the
+ * caller closes it), if the session token is that tenant's and the segment
+ * holds (or last held) that tenant's blocks or a shared namespace's; its
+ * generation in *generation. -ENOENT: no such session or segment;
+ * -EACCES: another tenant's segment.
+ */
+int kvt_engine_segment_fd(struct kvt_engine *e, uint32_t tenant,
+			  const uint8_t token[KVT_SESSION_TOKEN_BYTES],
+			  uint32_t segment, uint32_t *generation,
+			  struct kvt_err *err);
 
 /* The tenant of uid, registered on first sight under name. With name NULL,
  * -ENOENT for a uid not seen yet. -ENOSPC past KVT_TENANTS_MAX tenants. */

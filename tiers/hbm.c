@@ -249,13 +249,16 @@ int kvt_hbm_load(struct kvt_hbm *h, struct kvt_block *b, uint32_t dev,
 {
 	struct pool *p = &h->pools[dev];
 	struct copy c = { .b = b, .dev = dev, .stride = stride };
+	bool retagged; /* pools are the daemon's own: tags do not matter */
 	int rc;
 
 	if (b->has_hbm || b->hbm_loading)
 		return -EBUSY;
-	rc = kvt_slots_alloc(p->slots, b->ns, stride, &c.segment, &c.slot);
+	rc = kvt_slots_alloc(p->slots, b->ns, stride, 0, &c.segment, &c.slot,
+			     &retagged);
 	if (rc == -ENOSPC && evict_one(h, dev, b->ns))
-		rc = kvt_slots_alloc(p->slots, b->ns, stride, &c.segment, &c.slot);
+		rc = kvt_slots_alloc(p->slots, b->ns, stride, 0, &c.segment, &c.slot,
+			     &retagged);
 	if (rc == -ENOSPC)
 		h->st.loads_skipped_total++;
 	if (rc < 0)

@@ -2,100 +2,342 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <linux/falloc.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
-struct kvt_host {
-	char prefix[64];
-	uint32_t segments;
-	uint64_t segment_bytes;
-	mode_t mode;
-	gid_t gid;
-	uint8_t *maps[KVT_HOST_SEGMENTS_MAX];
+#ifndef MFD_HUGE_2MB
+#define MFD_HUGE_2MB (21u << 26)
+#define MFD_HUGE_1GB (30u << 26)
+#endif
+
+struct segment {
+	uint8_t *map;  /* NULL: never made; else reserved or mapped */
+	int fd;        /* -1: not made (released) */
+	uint32_t generation;
+	bool shared;   /* its fd went to a worker */
 };
 
-static void segment_name(const struct kvt_host *h, uint32_t i, char *buf,
-			 size_t len)
+struct kvt_host {
+	struct kvt_host_config cfg;
+	uint64_t page;        /* 4K, 2M or 1G */
+	unsigned memfd_flags;
+	uint32_t segments;
+	char describe[160];
+	struct segment seg[KVT_HOST_SEGMENTS_MAX];
+};
+
+static int say(char *why, size_t len, int rc, const char *fmt, ...)
 {
-	snprintf(buf, len, "%s%u", h->prefix, i);
-}
+	va_list ap;
 
-static int create_segment(struct kvt_host *h, uint32_t i)
-{
-	mode_t mode = h->mode;
-	gid_t gid = h->gid;
-	char name[96];
-	void *p;
-	int fd, rc = 0;
-
-	segment_name(h, i, name, sizeof(name));
-	shm_unlink(name);
-	fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-	if (fd < 0)
-		return -errno;
-	/* shm_open applies the umask; the mode must be exactly what was asked. */
-	if (fchmod(fd, mode) < 0 ||
-	    (gid != (gid_t)-1 && fchown(fd, (uid_t)-1, gid) < 0) ||
-	    ftruncate(fd, (off_t)h->segment_bytes) < 0) {
-		rc = -errno;
-		goto out_unlink;
-	}
-	p = mmap(NULL, h->segment_bytes, PROT_READ | PROT_WRITE,
-		 MAP_SHARED | MAP_NORESERVE, fd, 0);
-	if (p == MAP_FAILED) {
-		rc = -errno;
-		goto out_unlink;
-	}
-	h->maps[i] = p;
-	close(fd);
-	return 0;
-
-out_unlink:
-	close(fd);
-	shm_unlink(name);
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
 	return rc;
 }
 
-int kvt_host_create(const char *prefix, uint32_t segments,
-		    uint64_t segment_bytes, mode_t mode, gid_t gid,
-		    struct kvt_host **out)
+/* "512M", "1.5G": sizes as the config file writes them. */
+static const char *size_str(uint64_t b, char buf[32])
+{
+	static const char units[] = "KMGT";
+	int u = -1;
+
+	while (u < 3 && b >= (1024ull << (10 * (u + 1))))
+		u++;
+	if (u < 0)
+		snprintf(buf, 32, "%" PRIu64, b);
+	else if (b % (1ull << (10 * (u + 1))) == 0)
+		snprintf(buf, 32, "%" PRIu64 "%c", b >> (10 * (u + 1)), units[u]);
+	else
+		snprintf(buf, 32, "%.1f%c", (double)b / (double)(1ull << (10 * (u + 1))),
+			 units[u]);
+	return buf;
+}
+
+static bool read_u64(const char *path, uint64_t *out)
+{
+	FILE *f = fopen(path, "re");
+	bool ok;
+
+	if (!f)
+		return false;
+	ok = fscanf(f, "%" SCNu64, out) == 1;
+	fclose(f);
+	return ok;
+}
+
+/* Memory this process may still commit: MemAvailable, or less under a
+ * cgroup memory limit. *where says which bound it is. */
+static uint64_t memory_available(const char **where)
+{
+	uint64_t avail = 0, max, cur;
+	char line[512], path[600];
+	FILE *f = fopen("/proc/meminfo", "re");
+
+	*where = "MemAvailable";
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %" SCNu64 " kB", &avail) == 1)
+			break;
+	if (f)
+		fclose(f);
+	avail <<= 10;
+	f = fopen("/proc/self/cgroup", "re");
+	while (f && fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "0::", 3) != 0)
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", line + 3);
+		if (read_u64(path, &max)) { /* "max" reads as no number */
+			snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.current",
+				 line + 3);
+			if (read_u64(path, &cur) && max - (cur < max ? cur : max) < avail) {
+				avail = max - (cur < max ? cur : max);
+				*where = "the cgroup's memory.max";
+			}
+		}
+		break;
+	}
+	if (f)
+		fclose(f);
+	return avail;
+}
+
+static const char *huge_dir(uint64_t page)
+{
+	return page == 1ull << 30 ? "/sys/kernel/mm/hugepages/hugepages-1048576kB"
+				  : "/sys/kernel/mm/hugepages/hugepages-2048kB";
+}
+
+/* Huge pages of this size free for new mappings, or -1 when the kernel
+ * has none of this size. */
+static int64_t huge_free(uint64_t page)
+{
+	char path[128];
+	uint64_t nfree, resv;
+
+	snprintf(path, sizeof(path), "%s/free_hugepages", huge_dir(page));
+	if (!read_u64(path, &nfree))
+		return -1;
+	snprintf(path, sizeof(path), "%s/resv_hugepages", huge_dir(page));
+	if (!read_u64(path, &resv))
+		resv = 0;
+	return nfree > resv ? (int64_t)(nfree - resv) : 0;
+}
+
+/*
+ * Whether `add` more segments fit beside `have` made ones: in free huge
+ * pages, else in available memory (a tenth of which is left to the rest of
+ * the node), and under RLIMIT_MEMLOCK when the tier is locked.
+ */
+static int check_fit(const struct kvt_host *h, uint32_t have, uint32_t add,
+		     char *why, size_t len)
+{
+	uint64_t seg = h->cfg.segment_bytes, need = (uint64_t)add * seg;
+	uint64_t total = need + (uint64_t)have * seg, room;
+	char a[32], b[32], c[32];
+	struct rlimit rl;
+
+	if (h->page > 4096) {
+		int64_t nfree = huge_free(h->page);
+
+		room = nfree > 0 ? (uint64_t)nfree * h->page : 0;
+		if (need > room)
+			return say(why, len, -ENOMEM,
+				   "host.huge_pages: host.size=%s needs %" PRIu64 " more free %s huge pages, and %" PRId64 " are free; reserve them (as root: echo %" PRIu64 " > %s/nr_hugepages, or vm.nr_hugepages in sysctl.conf) or set host.size=%s, which fits",
+				   size_str(total, a), need / h->page,
+				   size_str(h->page, b), nfree > 0 ? nfree : 0,
+				   (total + h->page - 1) / h->page, huge_dir(h->page),
+				   size_str((room / seg + have) * seg, c));
+	} else {
+		const char *where;
+		uint64_t avail = memory_available(&where);
+
+		room = avail - avail / 10;
+		if (need > room)
+			return say(why, len, -ENOMEM,
+				   "host.size=%s does not fit in memory: %s is available (%s) and a tenth of it stays for the rest of the node; host.size=%s would fit",
+				   size_str(total, a), size_str(avail, b), where,
+				   size_str((room / seg + have) * seg, c));
+	}
+	if (h->cfg.lock && geteuid() != 0 && getrlimit(RLIMIT_MEMLOCK, &rl) == 0 &&
+	    rl.rlim_cur != RLIM_INFINITY && total > rl.rlim_cur)
+		return say(why, len, -EPERM,
+			   "host.lock: host.size=%s is more than RLIMIT_MEMLOCK (%s): raise it (LimitMEMLOCK=infinity in the unit, ulimit -l) or set host.lock=false",
+			   size_str(total, a), size_str(rl.rlim_cur, b));
+	return 0;
+}
+
+/* Puts back what segment s's address showed before a failed remake: its
+ * memfd, or nothing. */
+static void restore_mapping(struct kvt_host *h, struct segment *s)
+{
+	if (s->fd >= 0)
+		(void)mmap(s->map, h->cfg.segment_bytes, PROT_READ | PROT_WRITE,
+			   MAP_SHARED | MAP_FIXED, s->fd, 0);
+	else
+		(void)mmap(s->map, h->cfg.segment_bytes, PROT_NONE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+			   -1, 0);
+}
+
+/* A new memfd for segment i, sealed, committed, mapped at its address. */
+static int make_segment(struct kvt_host *h, uint32_t i, char *why, size_t len)
+{
+	struct segment *s = &h->seg[i];
+	uint64_t bytes = h->cfg.segment_bytes;
+	char name[32], a[32];
+	void *p;
+	int fd, rc;
+
+	snprintf(name, sizeof(name), "kvtier-host-%u", i);
+	fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | h->memfd_flags);
+	if (fd < 0)
+		return say(why, len, -errno, "cannot create host segment %u: memfd_create: %s",
+			   i, strerror(errno));
+	if (ftruncate(fd, (off_t)bytes) < 0) {
+		rc = say(why, len, -errno, "cannot size host segment %u: %s", i,
+			 strerror(errno));
+		goto out_close;
+	}
+	/* Commit now: a tier that does not fit fails here, not on a write. */
+	if (fallocate(fd, 0, 0, (off_t)bytes) < 0) {
+		rc = say(why, len, -errno,
+			 "cannot commit %s for host segment %u: %s (host.size is more than the %s can hold)",
+			 size_str(bytes, a), i, strerror(errno),
+			 h->page > 4096 ? "free huge pages" : "memory");
+		goto out_close;
+	}
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		rc = say(why, len, -errno, "cannot seal host segment %u: %s", i,
+			 strerror(errno));
+		goto out_close;
+	}
+	p = mmap(s->map, bytes, PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_POPULATE | (s->map ? MAP_FIXED : 0), fd, 0);
+	if (p == MAP_FAILED) {
+		rc = say(why, len, -errno, "cannot map host segment %u: %s", i,
+			 strerror(errno));
+		goto out_close;
+	}
+	if (h->cfg.lock && mlock(p, bytes) < 0) {
+		rc = say(why, len, -errno,
+			 "host.lock: cannot lock host segment %u (%s): %s; raise RLIMIT_MEMLOCK (LimitMEMLOCK=infinity) or set host.lock=false",
+			 i, size_str(bytes, a), strerror(errno));
+		if (s->map)
+			restore_mapping(h, s);
+		else
+			munmap(p, bytes);
+		goto out_close;
+	}
+	s->map = p;
+	s->fd = fd;
+	s->generation++;
+	s->shared = false;
+	return 0;
+
+out_close:
+	close(fd);
+	return rc;
+}
+
+/* Frees fd's memory even while a worker still maps it, and closes it. */
+static void drop_memfd(struct kvt_host *h, int fd)
+{
+	(void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+			(off_t)h->cfg.segment_bytes);
+	close(fd);
+}
+
+static int choose_pages(struct kvt_host *h, uint32_t segments, char *why,
+			size_t len)
+{
+	static const struct { enum kvt_huge_pages mode; uint64_t page; unsigned flag; }
+		sizes[] = { { KVT_HUGE_2M, 2ull << 20, MFD_HUGE_2MB },
+			    { KVT_HUGE_1G, 1ull << 30, MFD_HUGE_1GB } };
+	uint64_t seg = h->cfg.segment_bytes;
+	int64_t nfree;
+	char a[32];
+
+	h->page = 4096;
+	if (h->cfg.huge_pages == KVT_HUGE_OFF)
+		return 0;
+	if (h->cfg.huge_pages == KVT_HUGE_AUTO) {
+		/* Huge pages only where they were reserved for the whole tier. */
+		nfree = huge_free(2ull << 20);
+		if (seg % (2ull << 20) == 0 && nfree >= 0 &&
+		    (uint64_t)nfree * (2ull << 20) >= (uint64_t)segments * seg) {
+			h->page = 2ull << 20;
+			h->memfd_flags = MFD_HUGETLB | MFD_HUGE_2MB;
+		}
+		return 0;
+	}
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		if (sizes[k].mode != h->cfg.huge_pages)
+			continue;
+		if (huge_free(sizes[k].page) < 0)
+			return say(why, len, -EOPNOTSUPP,
+				   "host.huge_pages: this kernel offers no %s huge pages (%s is missing)",
+				   size_str(sizes[k].page, a), huge_dir(sizes[k].page));
+		if (seg % sizes[k].page)
+			return say(why, len, -EINVAL,
+				   "host.segment_size must be a multiple of the %s huge page",
+				   size_str(sizes[k].page, a));
+		h->page = sizes[k].page;
+		h->memfd_flags = MFD_HUGETLB | sizes[k].flag;
+	}
+	return 0;
+}
+
+int kvt_host_create(const struct kvt_host_config *cfg, uint32_t segments,
+		    struct kvt_host **out, char *why, size_t len)
 {
 	struct kvt_host *h = calloc(1, sizeof(*h));
+	char a[32];
 	int rc;
 
 	if (!h)
-		return -ENOMEM;
-	if (strlen(prefix) >= sizeof(h->prefix)) {
-		free(h);
-		return -ENAMETOOLONG;
-	}
-	strcpy(h->prefix, prefix);
-	h->segment_bytes = segment_bytes;
-	h->mode = mode;
-	h->gid = gid;
-	rc = kvt_host_grow(h, segments);
-	if (rc < 0) {
+		return say(why, len, -ENOMEM, "out of memory");
+	h->cfg = *cfg;
+	for (uint32_t i = 0; i < KVT_HOST_SEGMENTS_MAX; i++)
+		h->seg[i].fd = -1;
+	if ((rc = choose_pages(h, segments, why, len)) < 0 ||
+	    (rc = kvt_host_grow(h, segments, why, len)) < 0) {
 		kvt_host_destroy(h);
 		return rc;
 	}
+	snprintf(h->describe, sizeof(h->describe), "%s pages%s%s",
+		 size_str(h->page, a), h->page > 4096 ? " (hugetlb)" : "",
+		 cfg->lock ? ", locked" : "");
 	*out = h;
 	return 0;
 }
 
-int kvt_host_grow(struct kvt_host *h, uint32_t segments)
+int kvt_host_grow(struct kvt_host *h, uint32_t segments, char *why, size_t len)
 {
-	if (segments > KVT_HOST_SEGMENTS_MAX)
-		return -E2BIG;
-	for (uint32_t i = h->segments; i < segments; i++) {
-		int rc = create_segment(h, i);
+	uint32_t missing = 0;
+	int rc;
 
-		if (rc < 0)
+	if (segments > KVT_HOST_SEGMENTS_MAX)
+		return say(why, len, -E2BIG, "the host tier may have at most %u segments",
+			   KVT_HOST_SEGMENTS_MAX);
+	for (uint32_t i = 0; i < segments; i++)
+		missing += h->seg[i].fd < 0;
+	if ((rc = check_fit(h, segments - missing, missing, why, len)) < 0)
+		return rc;
+	for (uint32_t i = 0; i < segments; i++) {
+		if (h->seg[i].fd >= 0)
+			continue;
+		if ((rc = make_segment(h, i, why, len)) < 0)
 			return rc;
-		h->segments = i + 1;
+		if (i >= h->segments)
+			h->segments = i + 1;
 	}
 	return 0;
 }
@@ -107,30 +349,75 @@ uint32_t kvt_host_segments(const struct kvt_host *h)
 
 void kvt_host_release(struct kvt_host *h, uint32_t segment)
 {
-	/* Frees the shm pages themselves, not just this mapping of them. */
-	(void)madvise(h->maps[segment], h->segment_bytes, MADV_REMOVE);
+	struct segment *s = &h->seg[segment];
+
+	if (s->fd < 0)
+		return;
+	drop_memfd(h, s->fd);
+	s->fd = -1;
+	restore_mapping(h, s); /* the address range stays, backed by nothing */
+	s->shared = false;
+}
+
+int kvt_host_renew(struct kvt_host *h, uint32_t segment, char *why, size_t len)
+{
+	struct segment *s = &h->seg[segment];
+	int old = s->fd, rc;
+
+	/* The new memfd replaces the old mapping in place (MAP_FIXED), so
+	 * the old one goes only once the new one is there. */
+	if ((rc = check_fit(h, h->segments, 1, why, len)) < 0 ||
+	    (rc = make_segment(h, segment, why, len)) < 0)
+		return rc;
+	if (old >= 0)
+		drop_memfd(h, old);
+	return 0;
+}
+
+int kvt_host_share(struct kvt_host *h, uint32_t segment, uint32_t *generation)
+{
+	struct segment *s = &h->seg[segment];
+	int fd;
+
+	if (segment >= h->segments || s->fd < 0)
+		return -ENOENT;
+	fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	s->shared = true;
+	*generation = s->generation;
+	return fd;
+}
+
+bool kvt_host_shared(const struct kvt_host *h, uint32_t segment)
+{
+	return h->seg[segment].shared;
+}
+
+uint32_t kvt_host_generation(const struct kvt_host *h, uint32_t segment)
+{
+	return h->seg[segment].generation;
 }
 
 void kvt_host_destroy(struct kvt_host *h)
 {
-	char name[96];
-
 	if (!h)
 		return;
 	for (uint32_t i = 0; i < h->segments; i++) {
-		munmap(h->maps[i], h->segment_bytes);
-		segment_name(h, i, name, sizeof(name));
-		shm_unlink(name);
+		if (h->seg[i].map)
+			munmap(h->seg[i].map, h->cfg.segment_bytes);
+		if (h->seg[i].fd >= 0)
+			close(h->seg[i].fd);
 	}
 	free(h);
 }
 
 void *kvt_host_ptr(const struct kvt_host *h, uint32_t segment, uint64_t offset)
 {
-	return h->maps[segment] + offset;
+	return h->seg[segment].map + offset;
 }
 
-const char *kvt_host_prefix(const struct kvt_host *h)
+const char *kvt_host_describe(const struct kvt_host *h)
 {
-	return h->prefix;
+	return h->describe;
 }

@@ -11,7 +11,7 @@
 #define NIL UINT32_MAX
 
 struct segment {
-	uint32_t owner;
+	uint32_t owner, tag;
 	uint32_t nslots, nfree;
 	uint64_t stride;
 	uint32_t *free_stack;
@@ -87,9 +87,38 @@ static void partial_unlink(struct kvt_slots *s, uint32_t i)
 	g->in_partial = false;
 }
 
-static int carve(struct kvt_slots *s, uint32_t ns, uint64_t stride)
+/* Unlinks and returns the first free segment tagged tag, else the first. */
+static uint32_t free_take(struct kvt_slots *s, uint32_t tag)
 {
-	uint32_t i = s->free_head;
+	uint32_t prev = NIL, i = s->free_head;
+
+	while (i != NIL && s->segs[i].tag != tag) {
+		prev = i;
+		i = s->segs[i].next;
+	}
+	if (i == NIL) {
+		prev = NIL;
+		i = s->free_head;
+	}
+	if (i == NIL)
+		return NIL;
+	if (prev == NIL)
+		s->free_head = s->segs[i].next;
+	else
+		s->segs[prev].next = s->segs[i].next;
+	return i;
+}
+
+static void free_push(struct kvt_slots *s, uint32_t i)
+{
+	s->segs[i].next = s->free_head;
+	s->free_head = i;
+}
+
+static int carve(struct kvt_slots *s, uint32_t ns, uint64_t stride,
+		 uint32_t tag, bool *retagged)
+{
+	uint32_t i = free_take(s, tag);
 	struct segment *g;
 
 	if (i == NIL)
@@ -103,9 +132,11 @@ static int carve(struct kvt_slots *s, uint32_t ns, uint64_t stride)
 		free(g->users);
 		g->free_stack = NULL;
 		g->users = NULL;
+		free_push(s, i);
 		return -ENOMEM;
 	}
-	s->free_head = g->next;
+	*retagged = g->tag != tag;
+	g->tag = tag;
 	/* Pop order 0, 1, 2...: consecutive pages land in consecutive slots. */
 	for (uint32_t k = 0; k < g->nslots; k++)
 		g->free_stack[k] = g->nslots - 1 - k;
@@ -118,15 +149,17 @@ static int carve(struct kvt_slots *s, uint32_t ns, uint64_t stride)
 }
 
 int kvt_slots_alloc(struct kvt_slots *s, uint32_t ns, uint64_t stride,
-		    uint32_t *segment, uint32_t *slot)
+		    uint32_t tag, uint32_t *segment, uint32_t *slot,
+		    bool *retagged)
 {
 	struct segment *g;
 	uint32_t i;
 	int rc;
 
+	*retagged = false;
 	if (ns >= s->namespaces || stride == 0 || stride > s->seg_bytes)
 		return -EINVAL;
-	if (s->partial[ns] == NIL && (rc = carve(s, ns, stride)) < 0)
+	if (s->partial[ns] == NIL && (rc = carve(s, ns, stride, tag, retagged)) < 0)
 		return rc;
 	i = s->partial[ns];
 	g = &s->segs[i];
@@ -172,8 +205,7 @@ bool kvt_slots_free(struct kvt_slots *s, uint32_t segment, uint32_t slot)
 	s->ncarved--;
 	if (retired)
 		return true;
-	g->next = s->free_head;
-	s->free_head = segment;
+	free_push(s, segment);
 	return false;
 }
 
@@ -186,7 +218,8 @@ int kvt_slots_resize(struct kvt_slots *s, uint32_t active)
 			return -ENOMEM;
 		s->segs = segs;
 		for (uint32_t i = s->nsegs; i < active; i++)
-			s->segs[i] = (struct segment){ .owner = KVT_SLOTS_FREE_SEGMENT };
+			s->segs[i] = (struct segment){ .owner = KVT_SLOTS_FREE_SEGMENT,
+						       .tag = KVT_SLOTS_NO_TAG };
 		s->nsegs = active;
 	}
 	/* Retired segments leave their partial lists; returning ones rejoin. */
@@ -229,6 +262,16 @@ void *kvt_slots_user(const struct kvt_slots *s, uint32_t segment, uint32_t slot)
 uint32_t kvt_slots_segments(const struct kvt_slots *s)
 {
 	return s->nsegs;
+}
+
+uint32_t kvt_slots_segment_tag(const struct kvt_slots *s, uint32_t segment)
+{
+	return s->segs[segment].tag;
+}
+
+void kvt_slots_set_tag(struct kvt_slots *s, uint32_t segment, uint32_t tag)
+{
+	s->segs[segment].tag = tag;
 }
 
 uint32_t kvt_slots_segment_owner(const struct kvt_slots *s, uint32_t segment)

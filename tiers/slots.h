@@ -30,11 +30,15 @@ void kvt_slots_destroy(struct kvt_slots *s);
 
 /*
  * Takes a free slot for namespace ns (stride bytes apart, stride at most the
- * segment size), carving a free segment when ns has no free slot left.
- * 0, -ENOSPC when there is none, -ENOMEM.
+ * segment size), carving a free segment when ns has no free slot left. A
+ * segment carries the tag of the last carve (the engine's tenant, whose
+ * workers may map it): a carve for `tag` takes a free segment of that tag
+ * first, else the lowest free one, and then sets *retagged when that
+ * segment last had another tag. 0, -ENOSPC when there is none, -ENOMEM.
  */
 int kvt_slots_alloc(struct kvt_slots *s, uint32_t ns, uint64_t stride,
-		    uint32_t *segment, uint32_t *slot);
+		    uint32_t tag, uint32_t *segment, uint32_t *slot,
+		    bool *retagged);
 
 /* Returns a slot taken by alloc. true: that emptied a retired segment. */
 bool kvt_slots_free(struct kvt_slots *s, uint32_t segment, uint32_t slot);
@@ -53,6 +57,11 @@ void *kvt_slots_user(const struct kvt_slots *s, uint32_t segment,
 
 /* Segments known: the active ones and the retired ones after them. */
 uint32_t kvt_slots_segments(const struct kvt_slots *s);
+/* A segment's tag (KVT_SLOTS_NO_TAG before its first carve); set_tag puts
+ * one back after a carve the engine could not use. */
+#define KVT_SLOTS_NO_TAG UINT32_MAX
+uint32_t kvt_slots_segment_tag(const struct kvt_slots *s, uint32_t segment);
+void kvt_slots_set_tag(struct kvt_slots *s, uint32_t segment, uint32_t tag);
 /* The namespace a segment is carved for, or KVT_SLOTS_FREE_SEGMENT. */
 uint32_t kvt_slots_segment_owner(const struct kvt_slots *s, uint32_t segment);
 /* Slots of a carved segment (0 for a free one), and how many are taken. */

@@ -64,7 +64,7 @@ static void key_of(uint64_t i, uint8_t key[KVT_KEY_BYTES])
 static void run(uint64_t blocks)
 {
 	struct kvt_engine_config cfg = {
-		.segment_bytes = SEGMENT, .shm_mode = 0600, .shm_gid = (gid_t)-1,
+		.segment_bytes = SEGMENT,
 		.max_namespaces = 1, .default_priority = 35,
 	};
 	static uint8_t kb[BATCH][KVT_KEY_BYTES];
@@ -75,7 +75,6 @@ static void run(uint64_t blocks)
 	struct kvt_engine *e;
 	struct kvt_session *s;
 	struct kvt_err err;
-	char prefix[64];
 	uint32_t ns, tenant, ready, pending;
 	uint64_t stride;
 	size_t before, after;
@@ -83,8 +82,6 @@ static void run(uint64_t blocks)
 	bool created;
 
 	cfg.host_bytes = (blocks * PAGE + SEGMENT - 1) / SEGMENT * SEGMENT;
-	snprintf(prefix, sizeof(prefix), "/kvtier-indexbench-%d-", (int)getpid());
-	cfg.shm_prefix = prefix;
 	before = heap_bytes();
 	CHECK(kvt_engine_create(&cfg, &e, &err) == 0);
 	CHECK(kvt_engine_tenant(e, 0, "root", &tenant) == 0);
