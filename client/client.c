@@ -461,7 +461,7 @@ out:
 
 /* Asks the daemon for host segment `segment` (proto/kvtier/v1/segments.h):
  * its descriptor, or -errno with the daemon's reason. */
-static int segment_fd(kvt_client *c, uint32_t segment, uint32_t *generation)
+int kvt_segment_fd(kvt_client *c, uint32_t segment, uint32_t *generation)
 {
 	struct kvt_segment_request req = { .version = KVT_SEGMENT_WIRE_VERSION,
 					   .segment = segment };
@@ -479,6 +479,8 @@ static int segment_fd(kvt_client *c, uint32_t segment, uint32_t *generation)
 	ssize_t n;
 	int sock, fd = -1;
 
+	if (!c->attached)
+		return fail(c, -EPERM, "not attached: call kvt_attach first");
 	if (!c->segment_socket[0])
 		return fail(c, -EOPNOTSUPP, "host segments cannot be mapped over TCP: use kvt_put and kvt_get");
 	memcpy(req.session, c->session, sizeof(req.session));
@@ -539,7 +541,7 @@ static void *slot_ptr(kvt_client *c, uint32_t segment, uint32_t generation,
 		munmap(c->maps[segment], c->segment_bytes);
 		c->maps[segment] = NULL;
 	}
-	fd = segment_fd(c, segment, &got);
+	fd = kvt_segment_fd(c, segment, &got);
 	if (fd < 0)
 		return NULL;
 	if (got != generation) {
@@ -605,6 +607,16 @@ int kvt_hbm_pool(const kvt_client *c, uint8_t ipc_handle[64], uint64_t *bytes)
 void kvt_set_hbm_base(kvt_client *c, void *base)
 {
 	c->hbm_base = base;
+}
+
+uint64_t kvt_segment_bytes(const kvt_client *c)
+{
+	return c->segment_bytes;
+}
+
+void kvt_session_token(const kvt_client *c, uint8_t token[16])
+{
+	memcpy(token, c->session, sizeof(c->session));
 }
 
 const char *kvt_tenant(const kvt_client *c)

@@ -139,9 +139,17 @@ static void render_tiers(FILE *f, const Kvtier__V1__StatsResponse *s)
 	if (s->eviction_age)
 		histogram(f, "kvtier_eviction_age_seconds", NULL, NULL, s->eviction_age);
 	SPLIT(f, "kvtier_host_segments", "gauge",
-	      "Host tier shm segments: active, carved for a namespace, retiring after a shrink.",
+	      "Host tier segments: active, carved for a namespace, retiring after a shrink.",
 	      "state", { "active", s->host_segments }, { "carved", s->host_segments_used },
 	      { "retiring", s->host_segments_retiring });
+	single(f, "kvtier_host_segments_renewed_total", "counter",
+	       "Host segments given a new memfd as they passed to another tenant.",
+	       (double)s->host_segments_renewed_total);
+	SPLIT(f, "kvtier_segment_socket_requests_total", "counter",
+	      "Segment socket: descriptors served, requests refused, connections dropped without a request.",
+	      "result", { "served", (double)s->segment_fds_total },
+	      { "refused", (double)s->segment_fd_refusals_total },
+	      { "dropped", (double)s->segment_socket_dropped_total });
 	single(f, "kvtier_hbm_up", "gauge", "1 when the hbm tier serves.", s->hbm_enabled);
 	single(f, "kvtier_hbm_blocks", "gauge", "Blocks with a copy in an hbm pool.", (double)s->hbm_blocks);
 	SPLIT(f, "kvtier_hbm_copies_total", "counter",

@@ -919,6 +919,15 @@ static void stats_fill_engine(struct kvt_daemon *d, struct stats_buf *b,
 	p->host_segments = st.host_segments;
 	p->host_segments_used = st.host_segments_used;
 	p->host_segments_retiring = st.host_segments_retiring;
+	p->host_segments_renewed_total = st.host_segments_renewed_total;
+	{
+		struct kvt_segsock_stats ss;
+
+		kvt_segsock_stats(d->segsock, &ss);
+		p->segment_fds_total = ss.served_total;
+		p->segment_fd_refusals_total = ss.refused_total;
+		p->segment_socket_dropped_total = ss.dropped_total;
+	}
 	p->hbm_enabled = st.hbm_enabled;
 	p->hbm_devices = st.hbm.devices;
 	p->hbm_capacity_bytes = st.hbm.capacity_bytes;

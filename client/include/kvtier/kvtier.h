@@ -61,6 +61,22 @@ int kvt_attach(kvt_client *c, const char *client_name);
 /* The tenant the daemon sees this client as (after kvt_attach), e.g. "alice". */
 const char *kvt_tenant(const kvt_client *c);
 
+/*
+ * Host segments are mapped on first use by kvt_reserve and kvt_acquire.
+ * For a worker that maps them itself (another language's client, or to
+ * register them with a device up front): kvt_segment_fd asks the daemon
+ * for segment `segment` over the segment socket (see
+ * proto/kvtier/v1/segments.h) and returns its descriptor (the caller maps
+ * it, kvt_segment_bytes long, and closes it) with its generation, or
+ * -errno: -EACCES when the segment holds another tenant's blocks, -ENOENT
+ * for no such segment, -EOPNOTSUPP over TCP. kvt_session_token is the
+ * session's 16-byte token (after kvt_attach), which that socket asks for;
+ * it is this process's to keep.
+ */
+int kvt_segment_fd(kvt_client *c, uint32_t segment, uint32_t *generation);
+uint64_t kvt_segment_bytes(const kvt_client *c);
+void kvt_session_token(const kvt_client *c, uint8_t token[16]);
+
 /* Ends the session (releasing its pins and reservations), frees the client. */
 void kvt_close(kvt_client *c);
 
