@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <grp.h>
 #include <grpc/grpc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -155,22 +154,6 @@ static void shm_prefix(const char *socket_path, char *buf, size_t len)
 	snprintf(buf, len, "/kvtier-%08x-", h);
 }
 
-static int resolve_group(const char *name, gid_t *gid)
-{
-	struct group *g;
-
-	*gid = (gid_t)-1;
-	if (!name[0])
-		return 0;
-	g = getgrnam(name);
-	if (!g) {
-		kvt_log(KVT_LOG_ERROR, "[daemon] group: no group named '%s'", name);
-		return -1;
-	}
-	*gid = g->gr_gid;
-	return 0;
-}
-
 /* The engine's view of c; quotas and paths are arrays of the config's
  * sizes that ec points into. */
 static void engine_config(const struct kvt_config *c,
@@ -299,7 +282,6 @@ int main(int argc, char **argv)
 	struct kvt_err err;
 	char lock_path[PATH_MAX + 8], prefix[32], msg[512];
 	sigset_t set;
-	gid_t gid;
 	int lock_fd, rc = 1;
 
 	if (load_config(argc, argv, &reload) < 0)
@@ -317,7 +299,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (resolve_group(cfg.group, &gid) < 0 || make_run_dir(cfg.run_dir, gid) < 0)
+	if (make_run_dir(cfg.run_dir, cfg.gid) < 0)
 		return 1;
 	lock_fd = take_lock(cfg.socket, lock_path, sizeof(lock_path));
 	if (lock_fd < 0)
@@ -327,7 +309,7 @@ int main(int argc, char **argv)
 	engine_config(&cfg, &ecfg, quotas, nvme_paths);
 	hbm_config(&cfg, kvt_gpu_probe(d.cuda, sizeof(d.cuda)), &ecfg);
 	ecfg.shm_prefix = prefix;
-	ecfg.shm_gid = gid;
+	ecfg.shm_gid = cfg.gid;
 	ecfg.log = engine_log;
 	ecfg.timer_thread = true;
 	if (kvt_engine_create(&ecfg, &d.engine, &err) < 0) {
@@ -349,7 +331,7 @@ int main(int argc, char **argv)
 		.poll_us = cfg.poll_us,
 		.max_message_size = cfg.max_message_size,
 		.socket_mode = cfg.socket_mode,
-		.gid = gid,
+		.gid = cfg.gid,
 		.methods = kvt_rpc_methods,
 		.nmethods = kvt_rpc_nmethods,
 		.stream = &kvt_rpc_attach,
