@@ -1,14 +1,21 @@
 #include "config.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
 #include <pwd.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "engine.h"
+#include "host.h"
 #include "log.h"
+#include "nvme.h"
+
+_Static_assert(KVT_CONFIG_NVME_PATHS_MAX == KVT_NVME_PATHS_MAX, "nvme paths");
 
 enum knob_type { KNOB_STRING, KNOB_U32, KNOB_SIZE, KNOB_MODE, KNOB_DURATION };
 
@@ -30,7 +37,7 @@ static const struct knob knobs[] = {
 	{ "daemon", "socket", KNOB_STRING, FIELD(socket), 0, 0, "",
 	  "unix socket path (empty: <run_dir>/kvtierd.sock)", false },
 	{ "daemon", "tcp", KNOB_STRING, FIELD(tcp), 0, 0, "",
-	  "optional TCP listen address, e.g. 127.0.0.1:7420 (empty: none)", false },
+	  "optional TCP listen address HOST:PORT, e.g. 127.0.0.1:7420 or [::1]:7420, port 0..65535 (port 0: any free one; empty: none)", false },
 	{ "daemon", "threads", KNOB_U32, FIELD(threads), 1, 256, "2",
 	  "completion-queue threads serving RPCs", false },
 	{ "daemon", "poll_us", KNOB_U32, FIELD(poll_us), 0, 100000, "100",
@@ -38,49 +45,49 @@ static const struct knob knobs[] = {
 	{ "daemon", "socket_mode", KNOB_MODE, FIELD(socket_mode), 0, 0777, "0660",
 	  "permission bits of the unix socket", false },
 	{ "daemon", "group", KNOB_STRING, FIELD(group), 0, 0, "",
-	  "group owning the socket and run directory (empty: the daemon's)", false },
+	  "group owning the socket and run directory, which must exist (empty: the daemon's)", false },
 	{ "daemon", "log_level", KNOB_STRING, FIELD(log_level), 0, 0, "info",
 	  "error, warn, info or debug", true },
 	{ "limits", "max_message_size", KNOB_SIZE, FIELD(max_message_size),
 	  4096, 1ull << 31, "16M", "largest request or reply message", false },
 	{ "limits", "max_keys_per_request", KNOB_U32, FIELD(max_keys_per_request),
 	  1, 1u << 20, "4096", "most keys in one request", true },
-	{ "limits", "max_namespaces", KNOB_U32, FIELD(max_namespaces), 1, 65536,
+	{ "limits", "max_namespaces", KNOB_U32, FIELD(max_namespaces), 1, 65535,
 	  "64", "most namespaces the daemon holds", false },
 	{ "host", "size", KNOB_SIZE, FIELD(host_size), 4096, 1ull << 50, "1G",
-	  "capacity of the host (shared memory) tier", true },
+	  "capacity of the host (shared memory) tier, used in whole segments (rounded down): at least one, at most 16384", true },
 	{ "host", "segment_size", KNOB_SIZE, FIELD(host_segment_size), 4096,
 	  1ull << 40, "64M",
-	  "size of one host segment, a multiple of 4K (of the huge page with huge pages); also the largest page", false },
+	  "size of one host segment, a multiple of 4K (of the huge page with huge pages), at most size; also the largest page", false },
 	{ "host", "huge_pages", KNOB_STRING, FIELD(huge_pages), 0, 0, "auto",
-	  "page size of the host tier: 2M or 1G (hugetlb pages reserved by the operator, see nr_hugepages; start fails when too few are free), off (4K pages), or auto (2M when enough are free for the whole tier, else 4K)", false },
+	  "host tier pages: 2M or 1G (hugetlb; reserve them with nr_hugepages, too few free fails the start), off (4K), or auto (2M when enough are free for the whole tier, else 4K)", false },
 	{ "host", "lock", KNOB_STRING, FIELD(host_lock), 0, 0, "false",
-	  "true: lock the host tier in RAM (mlock; needs RLIMIT_MEMLOCK, LimitMEMLOCK=infinity in the unit), so it is never swapped out", false },
+	  "true: lock the host tier in RAM, never swapped out (mlock; needs LimitMEMLOCK=infinity in the unit)", false },
 	{ "policy", "eviction", KNOB_STRING, FIELD(eviction), 0, 0, "leaf-first",
 	  "leaf-first (children before parents, then priority, then LRU) or lru", false },
 	{ "policy", "default_priority", KNOB_U32, FIELD(default_priority), 0, 100,
 	  "35", "retention priority of blocks a request gives none (0..100)", true },
 	{ "policy", "idle_ttl", KNOB_DURATION, FIELD(idle_ttl_ms), 0,
-	  UINT64_MAX / 1000000, "0",
-	  "unpinned blocks unused this long expire; a namespace may set its own (0: never)", true },
+	  KVT_DURATION_MS_MAX, "0",
+	  "unpinned blocks unused this long expire; a namespace may set its own (0: never; at most 3650d)", true },
 	{ "policy", "lease_ttl", KNOB_DURATION, FIELD(lease_ttl_ms), 0,
-	  UINT64_MAX / 1000000, "5m",
-	  "a pin is released after this long even if its worker forgot (0: never)", true },
+	  KVT_DURATION_MS_MAX, "5m",
+	  "a pin is released after this long even if its worker forgot (0: never; at most 3650d)", true },
 	{ "policy", "max_wait", KNOB_DURATION, FIELD(max_wait_ms), 0,
 	  3600000, "30s", "longest wait an Acquire may ask for", true },
 	{ "tenants", "shared_namespaces", KNOB_STRING, FIELD(shared_namespaces),
 	  0, 0, "", "comma-separated namespaces whose blocks all tenants share", false },
 	{ "tenants", "host_quota", KNOB_STRING, FIELD(host_quota), 0, 0, "0",
-	  "host bytes (or % of the tier) each tenant keeps against others, and above which it evicts its own blocks first (0: none)", true },
+	  "host bytes (or 0..100% of the tier) each tenant keeps against others, and above which it evicts its own blocks first (0: none)", true },
 	{ "tenants", "host_quotas", KNOB_STRING, FIELD(host_quotas), 0, 0, "",
-	  "per-tenant overrides: user:size,... (user: a name or uid; size: bytes or %)", true },
+	  "per-tenant overrides: user:size,... (user: an existing name or a uid, each listed once; size: bytes or %)", true },
 	{ "nvme", "paths", KNOB_STRING, FIELD(nvme_paths), 0, 0, "",
-	  "comma-separated files or block devices of the nvme tier, written O_DIRECT (empty: no nvme tier)", false },
+	  "comma-separated absolute paths of files or block devices of the nvme tier, each listed once, written O_DIRECT (empty: no nvme tier)", false },
 	{ "nvme", "size", KNOB_SIZE, FIELD(nvme_size), 1ull << 20, 1ull << 60,
 	  "16G", "bytes used on each path (a block device: at most its size)", false },
 	{ "nvme", "region_size", KNOB_SIZE, FIELD(nvme_region_size), 1ull << 16,
 	  1ull << 40, "256M",
-	  "unit of nvme space reuse, oldest first; holds records of one namespace; at least segment_size + 8K", false },
+	  "unit of nvme space reuse, oldest first; holds records of one namespace; a multiple of 4K, at least segment_size + 12K", false },
 	{ "nvme", "queue_depth", KNOB_U32, FIELD(nvme_queue_depth), 1, 1024, "32",
 	  "nvme reads and writes in flight", false },
 	{ "nvme", "retry_interval", KNOB_DURATION, FIELD(nvme_retry_ms), 1,
@@ -89,10 +96,10 @@ static const struct knob knobs[] = {
 	{ "hbm", "size", KNOB_SIZE, FIELD(hbm_size), 0, 1ull << 50, "0",
 	  "GPU memory of the hbm tier on each of its GPUs, allocated at start (0: no hbm tier); the host tier is then registered with CUDA, so committed and pinned at start", false },
 	{ "hbm", "devices", KNOB_STRING, FIELD(hbm_devices), 0, 0, "all",
-	  "comma-separated CUDA ordinals of the hbm tier's GPUs, as the daemon sees them, or all", false },
+	  "comma-separated CUDA ordinals (0..1023, each listed once) of the hbm tier's GPUs, as the daemon sees them, or all", false },
 	{ "metrics", "listen", KNOB_STRING, FIELD(metrics_listen), 0, 0,
 	  "127.0.0.1:9400",
-	  "HOST:PORT serving Prometheus /metrics and /healthz over HTTP (port 0: any free one; empty: off)",
+	  "HOST:PORT serving Prometheus /metrics and /healthz over HTTP, port 0..65535 (port 0: any free one; empty: off)",
 	  false },
 };
 
@@ -109,17 +116,25 @@ int kvt_huge_pages_parse(const char *s)
 	return -1;
 }
 
+/* A number in base 10 (or 8) that starts with a digit: no sign, no blank,
+ * no "0x". *end: the first character after it. 0, or -1 (also on overflow). */
+static int parse_digits(const char *s, int base, unsigned long long *v,
+			char **end)
+{
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	*v = strtoull(s, end, base);
+	return errno ? -1 : 0;
+}
+
 int kvt_parse_size(const char *s, uint64_t *out)
 {
 	unsigned long long v;
 	char *end;
 	int shift = 0;
 
-	errno = 0;
-	if (*s < '0' || *s > '9')
-		return -1;
-	v = strtoull(s, &end, 10);
-	if (errno)
+	if (parse_digits(s, 10, &v, &end) < 0)
 		return -1;
 	switch (*end) {
 	case 'K': case 'k': shift = 10; end++; break;
@@ -148,11 +163,7 @@ int kvt_parse_duration(const char *s, uint64_t *ms)
 	unsigned long long v;
 	char *end;
 
-	errno = 0;
-	if (*s < '0' || *s > '9')
-		return -1;
-	v = strtoull(s, &end, 10);
-	if (errno)
+	if (parse_digits(s, 10, &v, &end) < 0)
 		return -1;
 	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
 		if (strcmp(end, units[i].unit) != 0)
@@ -188,6 +199,42 @@ static const struct knob *knob_find(const char *section, const char *name)
 		    strcmp(knobs[i].name, name) == 0)
 			return &knobs[i];
 	return NULL;
+}
+
+/* The index of the knob whose field is at offset in struct kvt_config. */
+static size_t knob_index(size_t offset)
+{
+	size_t i = 0;
+
+	while (knobs[i].offset != offset)
+		i++;
+	return i;
+}
+
+#define KNOB_OF(f) knob_index(offsetof(struct kvt_config, f))
+
+/* "HOST:PORT": a name or IPv4 address, or an IPv6 one in brackets, and a
+ * port in 0..65535 (0: any free one). The metrics endpoint also takes an
+ * empty host (every address); gRPC (daemon.tcp) does not. 0, or -1 with the
+ * reason in err. */
+static int check_listen(const char *s, bool grpc, char *err, size_t len)
+{
+	const char *colon = strrchr(s, ':');
+	unsigned long long port;
+	char *end;
+
+	if (!colon || (grpc && colon == s) || s[strcspn(s, " \t")] ||
+	    (s[0] == '[' ? colon[-1] != ']' || colon - s < 3 :
+			   memchr(s, ':', (size_t)(colon - s)) != NULL)) {
+		snprintf(err, len, "'%s' is not HOST:PORT (write e.g. 127.0.0.1:7420 or [::1]:7420)",
+			 s);
+		return -1;
+	}
+	if (parse_digits(colon + 1, 10, &port, &end) < 0 || *end || port > 65535) {
+		snprintf(err, len, "port '%s' is not a number in 0..65535", colon + 1);
+		return -1;
+	}
+	return 0;
 }
 
 /* Stores value into the knob's field. 0, or -1 with the reason in err. */
@@ -226,6 +273,8 @@ static int knob_apply(struct kvt_config *c, const struct knob *k,
 			snprintf(err, len, "'%s' is not true or false", value);
 			return -1;
 		}
+		if ((field == c->tcp || field == c->metrics_listen) && value[0])
+			return check_listen(value, field == c->tcp, err, len);
 		return 0;
 	case KNOB_SIZE:
 	case KNOB_DURATION: {
@@ -245,14 +294,19 @@ static int knob_apply(struct kvt_config *c, const struct knob *k,
 				 (unsigned long long)k->max, is_size ? "bytes" : "ms");
 			return -1;
 		}
+		/* Both are cut into 4K pages and headers. */
+		if ((field == (char *)&c->host_segment_size ||
+		     field == (char *)&c->nvme_region_size) && size % 4096) {
+			snprintf(err, len, "%s is not a multiple of 4096 (4K)", value);
+			return -1;
+		}
 		*(uint64_t *)field = size;
 		return 0;
 	}
 	case KNOB_U32:
 	case KNOB_MODE:
-		errno = 0;
-		v = strtoull(value, &end, k->type == KNOB_MODE ? 8 : 10);
-		if (errno || end == value || *end != '\0' || *value == '-') {
+		if (parse_digits(value, k->type == KNOB_MODE ? 8 : 10, &v, &end) < 0 ||
+		    *end != '\0') {
 			snprintf(err, len, "'%s' is not %s", value,
 				 k->type == KNOB_MODE ? "an octal mode like 0660" :
 							"a whole number");
@@ -296,10 +350,26 @@ void kvt_config_defaults(struct kvt_config *c)
 struct load_ctx {
 	struct kvt_config *c;
 	FILE *f;
-	int line;
+	int line, err_line;
+	uint32_t seen[NKNOBS]; /* the line of each knob in this file; 0: none */
 	char err[384];
 	bool failed;
 };
+
+/* Keeps the first error, at the line being read. */
+__attribute__((format(printf, 2, 3)))
+static void load_fail(struct load_ctx *ctx, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (ctx->failed)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(ctx->err, sizeof(ctx->err), fmt, ap);
+	va_end(ap);
+	ctx->err_line = ctx->line;
+	ctx->failed = true;
+}
 
 static int on_ini_entry(void *user, const char *section, const char *name,
 		       const char *value)
@@ -308,40 +378,97 @@ static int on_ini_entry(void *user, const char *section, const char *name,
 	const struct knob *k = knob_find(section, name);
 	char why[256];
 
-	if (ctx->failed)
-		return 0; /* keep the first error */
 	if (!k) {
-		snprintf(ctx->err, sizeof(ctx->err), "[%s] %s: unknown key",
-			 section, name);
-		ctx->failed = true;
+		if (section[0])
+			load_fail(ctx, "[%s] %s: unknown key", section, name);
+		else
+			load_fail(ctx, "%s: key before the first [section]", name);
+		return 0;
+	}
+	if (ctx->seen[k - knobs]) {
+		load_fail(ctx, "[%s] %s: duplicate key (first set at line %u)",
+			  section, name, ctx->seen[k - knobs]);
 		return 0;
 	}
 	if (knob_apply(ctx->c, k, value, why, sizeof(why)) < 0) {
-		snprintf(ctx->err, sizeof(ctx->err), "[%s] %s: %s", section,
-			 name, why);
-		ctx->failed = true;
+		load_fail(ctx, "[%s] %s: %s", section, name, why);
 		return 0;
 	}
+	ctx->seen[k - knobs] = (uint32_t)ctx->line;
 	ctx->c->source[k - knobs] = KVT_CONFIG_FROM_FILE;
 	ctx->c->line[k - knobs] = (uint32_t)ctx->line;
 	return 1;
 }
 
-/* inih passes no line number to the handler: count lines as we read. */
+static bool section_known(const char *name, size_t n)
+{
+	for (size_t i = 0; i < NKNOBS; i++)
+		if (strlen(knobs[i].section) == n &&
+		    strncmp(knobs[i].section, name, n) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * inih's reader: counts lines (inih passes no line number to the handler)
+ * and refuses, at the line's number, what inih would let pass: a NUL byte
+ * (it would cut the value short), a line longer than inih's buffer (its
+ * rest would be read as a line of its own), a section header without its
+ * ']' or with text after it, an unknown section. Leading blanks are
+ * dropped, so that an indented line is never read as the continuation of
+ * the value before it. After an error it ends the file: the first one wins.
+ */
 static char *read_line(char *str, int num, void *stream)
 {
 	struct load_ctx *ctx = stream;
-	char *line = fgets(str, num, ctx->f);
+	bool nul = false;
+	int n = 0, ch = EOF;
+	size_t blanks;
+	char *end, *rest;
 
-	if (line)
-		ctx->line++;
-	return line;
+	if (ctx->failed)
+		return NULL;
+	while (n < num - 1 && (ch = getc(ctx->f)) != EOF && ch != '\n') {
+		nul |= ch == '\0';
+		str[n++] = (char)ch;
+	}
+	if (n == 0 && ch == EOF)
+		return NULL;
+	str[n] = '\0';
+	ctx->line++;
+	if (nul) {
+		load_fail(ctx, "NUL byte in the line");
+		return NULL;
+	}
+	if (n == num - 1 && ch != '\n' && (ch = getc(ctx->f)) != '\n' && ch != EOF) {
+		load_fail(ctx, "line longer than %d bytes", num - 1);
+		return NULL;
+	}
+	if (ctx->line == 1 && strncmp(str, "\xEF\xBB\xBF", 3) == 0)
+		memmove(str, str + 3, (size_t)n - 2); /* a UTF-8 byte order mark */
+	blanks = strspn(str, " \t");
+	memmove(str, str + blanks, strlen(str + blanks) + 1);
+	if (str[0] != '[')
+		return str;
+	end = strchr(str, ']');
+	rest = end ? end + 1 + strspn(end + 1, " \t\r") : NULL;
+	if (!end) {
+		str[strcspn(str, "\r")] = '\0';
+		load_fail(ctx, "unterminated section header '%s'", str);
+	} else if (*rest && *rest != ';' && *rest != '#') {
+		load_fail(ctx, "text after section header '%.*s'",
+			  (int)(end + 1 - str), str);
+	} else if (!section_known(str + 1, (size_t)(end - str - 1))) {
+		load_fail(ctx, "unknown section '%.*s'", (int)(end + 1 - str), str);
+	}
+	return ctx->failed ? NULL : str;
 }
 
 int kvt_config_load(struct kvt_config *c, const char *path, char *err,
 		    size_t len)
 {
 	struct load_ctx ctx = { .c = c, .f = fopen(path, "re") };
+	bool read_error;
 	int line;
 
 	if (!ctx.f) {
@@ -349,6 +476,7 @@ int kvt_config_load(struct kvt_config *c, const char *path, char *err,
 		return -1;
 	}
 	line = ini_parse_stream(read_line, &ctx, on_ini_entry, &ctx);
+	read_error = ferror(ctx.f);
 	fclose(ctx.f);
 	if (snprintf(c->file, sizeof(c->file), "%s", path) >= (int)sizeof(c->file)) {
 		snprintf(err, len, "%s: path too long", path);
@@ -358,9 +486,18 @@ int kvt_config_load(struct kvt_config *c, const char *path, char *err,
 		snprintf(err, len, "%s: out of memory", path);
 		return -1;
 	}
+	/* The first error: inih's (syntax) or ours, whichever line is first. */
+	if (ctx.failed && (line <= 0 || ctx.err_line <= line)) {
+		snprintf(err, len, "%s:%d: %s", path, ctx.err_line, ctx.err);
+		return -1;
+	}
 	if (line > 0) {
-		snprintf(err, len, "%s:%d: %s", path, line,
-			 ctx.failed ? ctx.err : "syntax error (expected [section] or key = value)");
+		snprintf(err, len, "%s:%d: syntax error (expected [section] or key = value)",
+			 path, line);
+		return -1;
+	}
+	if (read_error) {
+		snprintf(err, len, "%s: read error", path);
 		return -1;
 	}
 	return 0;
@@ -411,18 +548,74 @@ int kvt_config_build(struct kvt_config *c, const char *file,
 	return kvt_config_finish(c, err, len);
 }
 
+/* An error found once every knob is read, about knob i: where its value
+ * came from ("FILE:LINE" or "command line"; nothing for a default), its
+ * section and key, and why. Returns -1. */
+__attribute__((format(printf, 5, 6)))
+static int knob_error(const struct kvt_config *c, size_t i, char *err,
+		      size_t len, const char *fmt, ...)
+{
+	char from[PATH_MAX + 16] = "", why[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (c->source[i] != KVT_CONFIG_FROM_DEFAULT) {
+		kvt_config_source(c, i, from, sizeof(from));
+		strcat(from, ": ");
+	}
+	snprintf(err, len, "%s[%s] %s: %s", from, knobs[i].section,
+		 knobs[i].name, why);
+	return -1;
+}
+
+/* Knob i as another knob's error names it: "[host] size 1G (FILE:LINE)". */
+static void knob_describe(const struct kvt_config *c, size_t i, char *buf,
+			  size_t len)
+{
+	char value[64], from[PATH_MAX + 16];
+
+	kvt_config_value(c, i, value, sizeof(value));
+	kvt_config_source(c, i, from, sizeof(from));
+	snprintf(buf, len, "[%s] %s %s (%s)", knobs[i].section, knobs[i].name,
+		 value, from);
+}
+
+/* Of two knobs that do not fit together, the one an error names: a,
+ * unless a has its default and b does not (the operator changed b). */
+static size_t blame(const struct kvt_config *c, size_t a, size_t b)
+{
+	return c->source[a] == KVT_CONFIG_FROM_DEFAULT &&
+			       c->source[b] != KVT_CONFIG_FROM_DEFAULT ? b : a;
+}
+
+/* A cross-check's error: knob a (or b, see blame) does not fit the other
+ * one; a_says/b_says: how, when the error names a or b. Returns -1. */
+static int cross_error(const struct kvt_config *c, size_t a, size_t b,
+		       const char *a_says, const char *b_says, char *err,
+		       size_t len)
+{
+	size_t i = blame(c, a, b), other = i == a ? b : a;
+	char value[64], desc[PATH_MAX + 192];
+
+	kvt_config_value(c, i, value, sizeof(value));
+	knob_describe(c, other, desc, sizeof(desc));
+	return knob_error(c, i, err, len, "%s %s %s", value,
+			  i == a ? a_says : b_says, desc);
+}
+
 /* "25%" of the host tier, or a size. 0, or -1. */
 static int parse_quota(const struct kvt_config *c, const char *s,
 		       uint64_t *bytes)
 {
 	size_t n = strlen(s);
-	unsigned long pct;
+	unsigned long long pct;
 	char *end;
 
 	if (n > 1 && s[n - 1] == '%') {
-		errno = 0;
-		pct = strtoul(s, &end, 10);
-		if (errno || end != s + n - 1 || pct > 100 || *s == '-')
+		if (parse_digits(s, 10, &pct, &end) < 0 || end != s + n - 1 ||
+		    pct > 100)
 			return -1;
 		*bytes = c->host_size / 100 * pct;
 		return 0;
@@ -434,11 +627,9 @@ int kvt_parse_user(const char *s, uint32_t *uid)
 {
 	struct passwd pw, *res = NULL;
 	char buf[1024], *end;
-	unsigned long v;
+	unsigned long long v;
 
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (*s && *end == '\0' && !errno && v < UINT32_MAX) {
+	if (parse_digits(s, 10, &v, &end) == 0 && *end == '\0' && v < UINT32_MAX) {
 		*uid = (uint32_t)v;
 		return 0;
 	}
@@ -448,44 +639,45 @@ int kvt_parse_user(const char *s, uint32_t *uid)
 	return 0;
 }
 
+#define QUOTA_SYNTAX "(write bytes like 1G, or 0..100%% of [host] size)"
+
 static int finish_quotas(struct kvt_config *c, char *err, size_t len)
 {
+	size_t knob = KNOB_OF(host_quotas);
 	const char *p = c->host_quotas;
 
-	if (parse_quota(c, c->host_quota, &c->default_host_quota) < 0) {
-		snprintf(err, len, "[tenants] host_quota: '%s' is not a size or a percentage",
-			 c->host_quota);
-		return -1;
-	}
+	if (parse_quota(c, c->host_quota, &c->default_host_quota) < 0)
+		return knob_error(c, KNOB_OF(host_quota), err, len,
+				  "'%s' is not a size or a percentage " QUOTA_SYNTAX,
+				  c->host_quota);
 	c->nquotas = 0;
 	while (*(p += strspn(p, " ,"))) {
+		struct kvt_config_quota *q = &c->quotas[c->nquotas];
 		char item[128], *colon;
 		size_t n = strcspn(p, " ,");
 
-		if (n >= sizeof(item) || c->nquotas == KVT_CONFIG_QUOTAS_MAX) {
-			snprintf(err, len, "[tenants] host_quotas: entry too long, or more than %d entries",
-				 KVT_CONFIG_QUOTAS_MAX);
-			return -1;
-		}
+		if (n >= sizeof(item) || c->nquotas == KVT_CONFIG_QUOTAS_MAX)
+			return knob_error(c, knob, err, len,
+					  "entry too long, or more than %d entries",
+					  KVT_CONFIG_QUOTAS_MAX);
 		memcpy(item, p, n);
 		item[n] = '\0';
 		p += n;
 		colon = strchr(item, ':');
-		if (!colon) {
-			snprintf(err, len, "[tenants] host_quotas: '%s' is not user:size",
-				 item);
-			return -1;
-		}
+		if (!colon)
+			return knob_error(c, knob, err, len, "'%s' is not user:size", item);
 		*colon = '\0';
-		if (kvt_parse_user(item, &c->quotas[c->nquotas].uid) < 0) {
-			snprintf(err, len, "[tenants] host_quotas: no user '%s'", item);
-			return -1;
-		}
-		if (parse_quota(c, colon + 1, &c->quotas[c->nquotas].bytes) < 0) {
-			snprintf(err, len, "[tenants] host_quotas: '%s' is not a size or a percentage",
-				 colon + 1);
-			return -1;
-		}
+		if (kvt_parse_user(item, &q->uid) < 0)
+			return knob_error(c, knob, err, len, "no user '%s'", item);
+		if (parse_quota(c, colon + 1, &q->bytes) < 0)
+			return knob_error(c, knob, err, len,
+					  "%s: '%s' is not a size or a percentage " QUOTA_SYNTAX,
+					  item, colon + 1);
+		for (uint32_t i = 0; i < c->nquotas; i++)
+			if (c->quotas[i].uid == q->uid)
+				return knob_error(c, knob, err, len,
+						  "user '%s' (uid %u) is listed twice",
+						  item, q->uid);
 		c->nquotas++;
 	}
 	return 0;
@@ -499,101 +691,131 @@ static int finish_hbm(struct kvt_config *c, char *err, size_t len)
 	c->hbm_ndevices = 0;
 	if (strcmp(s, "all") == 0)
 		return 0;
-	while (*s) {
+	while (*(s += strspn(s, " ,"))) {
+		unsigned long long v;
 		char *end;
-		long v;
 
-		s += strspn(s, " ,");
-		if (!*s)
-			break;
-		errno = 0;
-		v = strtol(s, &end, 10);
-		if (end == s || errno || v < 0 || v > 1023 || (*end && !strchr(" ,", *end)) ||
-		    c->hbm_ndevices == KVT_CONFIG_HBM_DEVICES_MAX) {
-			snprintf(err, len, "[hbm] devices: '%s' is not all or a list of at most %d CUDA ordinals",
-				 c->hbm_devices, KVT_CONFIG_HBM_DEVICES_MAX);
-			return -1;
-		}
+		if (parse_digits(s, 10, &v, &end) < 0 || v > 1023 ||
+		    (*end && !strchr(" ,", *end)) ||
+		    c->hbm_ndevices == KVT_CONFIG_HBM_DEVICES_MAX)
+			return knob_error(c, KNOB_OF(hbm_devices), err, len,
+					  "'%s' is not all or a list of at most %d CUDA ordinals (0..1023)",
+					  c->hbm_devices, KVT_CONFIG_HBM_DEVICES_MAX);
+		for (uint32_t i = 0; i < c->hbm_ndevices; i++)
+			if (c->hbm_device[i] == (int)v)
+				return knob_error(c, KNOB_OF(hbm_devices), err, len,
+						  "device %llu is listed twice", v);
 		c->hbm_device[c->hbm_ndevices++] = (int)v;
 		s = end;
 	}
-	if (c->hbm_ndevices == 0) {
-		snprintf(err, len, "[hbm] devices: empty (write all, or ordinals like 0,1)");
-		return -1;
-	}
+	if (c->hbm_ndevices == 0)
+		return knob_error(c, KNOB_OF(hbm_devices), err, len,
+				  "empty (write all, or ordinals like 0,1)");
 	return 0;
 }
 
 /* Splits [nvme] paths and checks the sizes against the host segment. */
 static int finish_nvme(struct kvt_config *c, char *err, size_t len)
 {
+	size_t paths = KNOB_OF(nvme_paths), size = KNOB_OF(nvme_size);
+	size_t region = KNOB_OF(nvme_region_size);
 	const char *s = c->nvme_paths;
 
 	c->nvme_npaths = 0;
-	while (*s) {
-		size_t n;
+	while (*(s += strspn(s, " ,"))) {
+		size_t n = strcspn(s, " ,");
 
-		s += strspn(s, " ,");
-		n = strcspn(s, " ,");
-		if (n == 0)
-			break;
 		if (c->nvme_npaths == KVT_CONFIG_NVME_PATHS_MAX || s[0] != '/' ||
-		    n >= sizeof(c->nvme_path[0])) {
-			snprintf(err, len, "[nvme] paths: at most %d absolute paths under %zu bytes",
-				 KVT_CONFIG_NVME_PATHS_MAX, sizeof(c->nvme_path[0]));
-			return -1;
-		}
+		    n >= sizeof(c->nvme_path[0]))
+			return knob_error(c, paths, err, len,
+					  "at most %d absolute paths under %zu bytes",
+					  KVT_CONFIG_NVME_PATHS_MAX, sizeof(c->nvme_path[0]));
 		memcpy(c->nvme_path[c->nvme_npaths], s, n);
-		c->nvme_path[c->nvme_npaths++][n] = '\0';
+		c->nvme_path[c->nvme_npaths][n] = '\0';
+		for (uint32_t i = 0; i < c->nvme_npaths; i++)
+			if (strcmp(c->nvme_path[i], c->nvme_path[c->nvme_npaths]) == 0)
+				return knob_error(c, paths, err, len,
+						  "%s is listed twice", c->nvme_path[i]);
+		c->nvme_npaths++;
 		s += n;
 	}
-	if (c->nvme_region_size % 4096 ||
-	    c->nvme_region_size < c->host_segment_size + 3 * 4096) {
-		snprintf(err, len, "[nvme] region_size: %llu must be a multiple of 4096 and at least segment_size + 12K (%llu)",
-			 (unsigned long long)c->nvme_region_size,
-			 (unsigned long long)(c->host_segment_size + 3 * 4096));
-		return -1;
+	if (!c->nvme_npaths)
+		return 0; /* no nvme tier: its sizes do not matter */
+	/* A region holds its header and a record (header and page) of the
+	 * largest page: see tiers/nvme.c. */
+	if (c->nvme_region_size < c->host_segment_size + 3 * KVT_NVME_HEADER_BYTES)
+		return cross_error(c, region, KNOB_OF(host_segment_size),
+				   "is less than segment_size + 12K:",
+				   "leaves no room for a record of one segment (+ 12K) in",
+				   err, len);
+	if (c->nvme_size < c->nvme_region_size + KVT_NVME_HEADER_BYTES)
+		return cross_error(c, size, region, "holds no region (+ 4K) of",
+				   "is larger than what a path holds (- 4K):",
+				   err, len);
+	/* Region counts are 32 bits, summed over the paths. */
+	if ((c->nvme_size - KVT_NVME_HEADER_BYTES) / c->nvme_region_size >
+	    UINT32_MAX / KVT_NVME_PATHS_MAX) {
+		char a_says[64], b_says[64];
+
+		snprintf(a_says, sizeof(a_says), "holds more than %u regions of",
+			 UINT32_MAX / KVT_NVME_PATHS_MAX);
+		snprintf(b_says, sizeof(b_says), "makes more than %u regions of",
+			 UINT32_MAX / KVT_NVME_PATHS_MAX);
+		return cross_error(c, size, region, a_says, b_says, err, len);
 	}
-	if (c->nvme_npaths && c->nvme_size < c->nvme_region_size + 4096) {
-		snprintf(err, len, "[nvme] size: %llu holds no region of %llu bytes",
-			 (unsigned long long)c->nvme_size,
-			 (unsigned long long)c->nvme_region_size);
-		return -1;
+	return 0;
+}
+
+/* [host] size against segment_size. */
+static int finish_host(struct kvt_config *c, char *err, size_t len)
+{
+	size_t size = KNOB_OF(host_size), segment = KNOB_OF(host_segment_size);
+
+	if (c->host_size < c->host_segment_size)
+		return cross_error(c, segment, size, "is larger than the tier:",
+				   "is smaller than one segment:", err, len);
+	if (c->host_size / c->host_segment_size > KVT_HOST_SEGMENTS_MAX) {
+		char says[64];
+
+		snprintf(says, sizeof(says), "makes more than %u segments of",
+			 KVT_HOST_SEGMENTS_MAX);
+		return cross_error(c, size, segment, says, says, err, len);
 	}
+	return 0;
+}
+
+/* [daemon] group: the group must exist. */
+static int finish_group(struct kvt_config *c, char *err, size_t len)
+{
+	struct group *g;
+
+	c->gid = (gid_t)-1;
+	if (!c->group[0])
+		return 0;
+	g = getgrnam(c->group);
+	if (!g)
+		return knob_error(c, KNOB_OF(group), err, len, "no group named '%s'",
+				  c->group);
+	c->gid = g->gr_gid;
 	return 0;
 }
 
 int kvt_config_finish(struct kvt_config *c, char *err, size_t len)
 {
-	if (c->run_dir[0] != '/') {
-		snprintf(err, len, "[daemon] run_dir: '%s' is not an absolute path",
-			 c->run_dir);
-		return -1;
-	}
+	if (c->run_dir[0] != '/')
+		return knob_error(c, KNOB_OF(run_dir), err, len,
+				  "'%s' is not an absolute path", c->run_dir);
 	if (c->socket[0] == '\0' &&
 	    snprintf(c->socket, sizeof(c->socket), "%s/kvtierd.sock",
-		     c->run_dir) >= 108) {
-		snprintf(err, len, "[daemon] run_dir: '%s' is too long for a unix socket path",
-			 c->run_dir);
-		return -1;
-	}
-	if (strlen(c->socket) >= 108 || c->socket[0] != '/') {
-		snprintf(err, len, "[daemon] socket: '%s' must be an absolute path under 108 bytes",
-			 c->socket);
-		return -1;
-	}
-	if (c->host_segment_size % 4096) {
-		snprintf(err, len, "[host] segment_size: %llu is not a multiple of 4096",
-			 (unsigned long long)c->host_segment_size);
-		return -1;
-	}
-	if (c->host_size < c->host_segment_size) {
-		snprintf(err, len, "[host] size: %llu is smaller than segment_size %llu",
-			 (unsigned long long)c->host_size,
-			 (unsigned long long)c->host_segment_size);
-		return -1;
-	}
-	if (finish_hbm(c, err, len) < 0 || finish_nvme(c, err, len) < 0)
+		     c->run_dir) >= 108)
+		return knob_error(c, KNOB_OF(run_dir), err, len,
+				  "'%s' is too long for a unix socket path", c->run_dir);
+	if (strlen(c->socket) >= 108 || c->socket[0] != '/')
+		return knob_error(c, KNOB_OF(socket), err, len,
+				  "'%s' must be an absolute path under 108 bytes",
+				  c->socket);
+	if (finish_group(c, err, len) < 0 || finish_host(c, err, len) < 0 ||
+	    finish_hbm(c, err, len) < 0 || finish_nvme(c, err, len) < 0)
 		return -1;
 	return finish_quotas(c, err, len);
 }

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #define KVT_CONFIG_QUOTAS_MAX 64
 #define KVT_CONFIG_KNOBS_MAX 48
@@ -78,12 +79,16 @@ struct kvt_config {
 	uint32_t nvme_npaths;
 	int hbm_device[KVT_CONFIG_HBM_DEVICES_MAX]; /* hbm_ndevices 0: all */
 	uint32_t hbm_ndevices;
+	gid_t gid; /* of group; (gid_t)-1: none given */
 };
 
 /* Fills in every default. The run directory depends on who runs the daemon. */
 void kvt_config_defaults(struct kvt_config *c);
 
-/* Reads an INI file over c. 0, or -1 with "FILE:LINE: [sec] key: why" in err. */
+/* Reads an INI file over c. 0, or -1 with "FILE:LINE: [sec] key: why" in
+ * err. Refused: a key twice, an unknown key or section, a section header
+ * without ']' or with text after it, a NUL byte, a line longer than inih
+ * reads; leading blanks are dropped (no multi-line values). */
 int kvt_config_load(struct kvt_config *c, const char *path, char *err,
 		    size_t len);
 
@@ -91,7 +96,10 @@ int kvt_config_load(struct kvt_config *c, const char *path, char *err,
 int kvt_config_set(struct kvt_config *c, const char *assignment, char *err,
 		   size_t len);
 
-/* Derives what depends on other knobs and checks them together. */
+/* Derives what depends on other knobs (quotas, paths, devices, gid) and
+ * checks them together. 0, or -1 with "WHERE: [sec] key: why" in err,
+ * WHERE being the knob's "FILE:LINE" or "command line" (nothing for a
+ * default); of two knobs that do not fit together, the one set is named. */
 int kvt_config_finish(struct kvt_config *c, char *err, size_t len);
 
 /* Defaults, then the file (NULL: none), then the --set assignments (the

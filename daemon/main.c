@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <grp.h>
 #include <grpc/grpc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -147,22 +146,6 @@ static int take_lock(const char *socket_path, char *lock_path, size_t len)
 	return fd;
 }
 
-static int resolve_group(const char *name, gid_t *gid)
-{
-	struct group *g;
-
-	*gid = (gid_t)-1;
-	if (!name[0])
-		return 0;
-	g = getgrnam(name);
-	if (!g) {
-		kvt_log(KVT_LOG_ERROR, "[daemon] group: no group named '%s'", name);
-		return -1;
-	}
-	*gid = g->gr_gid;
-	return 0;
-}
-
 /* The engine's view of c; quotas and paths are arrays of the config's
  * sizes that ec points into. */
 static void engine_config(const struct kvt_config *c,
@@ -292,7 +275,6 @@ int main(int argc, char **argv)
 	struct kvt_err err;
 	char lock_path[PATH_MAX + 8], msg[512];
 	sigset_t set;
-	gid_t gid;
 	int lock_fd, rc = 1;
 
 	if (load_config(argc, argv, &reload) < 0)
@@ -310,7 +292,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (resolve_group(cfg.group, &gid) < 0 || make_run_dir(cfg.run_dir, gid) < 0)
+	if (make_run_dir(cfg.run_dir, cfg.gid) < 0)
 		return 1;
 	lock_fd = take_lock(cfg.socket, lock_path, sizeof(lock_path));
 	if (lock_fd < 0)
@@ -329,7 +311,7 @@ int main(int argc, char **argv)
 
 		snprintf(path, sizeof(path), "%s%s", cfg.socket,
 			 KVT_SEGMENT_SOCKET_SUFFIX);
-		if (kvt_segsock_start(path, cfg.socket_mode, gid, d.engine,
+		if (kvt_segsock_start(path, cfg.socket_mode, cfg.gid, d.engine,
 				      &d.segsock, msg, sizeof(msg)) < 0) {
 			kvt_log(KVT_LOG_ERROR, "%s", msg);
 			kvt_engine_destroy(d.engine);
@@ -351,7 +333,7 @@ int main(int argc, char **argv)
 		.poll_us = cfg.poll_us,
 		.max_message_size = cfg.max_message_size,
 		.socket_mode = cfg.socket_mode,
-		.gid = gid,
+		.gid = cfg.gid,
 		.methods = kvt_rpc_methods,
 		.nmethods = kvt_rpc_nmethods,
 		.stream = &kvt_rpc_attach,

@@ -133,6 +133,20 @@ static grpc_status_code check_parent(const ProtobufCBinaryData *parent,
 	return GRPC_STATUS_OK;
 }
 
+/* A duration in ms from a request, in engine ns. At most
+ * KVT_DURATION_MS_MAX (10 years): deadlines are now + it, which must not
+ * wrap (a wrapped deadline is already past). */
+static grpc_status_code check_duration(const char *field, uint64_t ms,
+				       uint64_t *ns, struct kvt_reply *r)
+{
+	if (ms > KVT_DURATION_MS_MAX)
+		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+			      "%s %llu is above %llu (10 years)", field,
+			      (unsigned long long)ms, KVT_DURATION_MS_MAX);
+	*ns = ms * KVT_MS;
+	return GRPC_STATUS_OK;
+}
+
 static grpc_status_code check_retention(const Kvtier__V1__Retention *m,
 				       struct kvt_retention *out,
 				       const struct kvt_retention **ret,
@@ -145,12 +159,10 @@ static grpc_status_code check_retention(const Kvtier__V1__Retention *m,
 		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
 			      "retention.priority %u is outside 0..%d",
 			      m->priority, KVT_PRIORITY_MAX);
-	if (m->duration_ms > UINT64_MAX / KVT_MS)
-		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
-			      "retention.duration_ms %llu is too long",
-			      (unsigned long long)m->duration_ms);
+	if (check_duration("retention.duration_ms", m->duration_ms,
+			   &out->duration, r) != GRPC_STATUS_OK)
+		return GRPC_STATUS_INVALID_ARGUMENT;
 	out->priority = (uint8_t)m->priority;
-	out->duration = m->duration_ms * KVT_MS;
 	*ret = out;
 	return GRPC_STATUS_OK;
 }
@@ -305,6 +317,7 @@ static grpc_status_code open_namespace(void *ctx, struct kvt_call *call,
 	grpc_status_code code;
 	bool created = false;
 	uint32_t tenant;
+	uint64_t idle_ttl = 0;
 	int rc;
 
 	if (!q)
@@ -312,15 +325,12 @@ static grpc_status_code open_namespace(void *ctx, struct kvt_call *call,
 	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK)
 		goto out;
 	p.shared = kvt_config_listed(d->shared_namespaces, q->name);
-	if (q->idle_ttl_ms > UINT64_MAX / KVT_MS) {
-		code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
-			      "idle_ttl_ms %llu is too long",
-			      (unsigned long long)q->idle_ttl_ms);
+	code = check_duration("idle_ttl_ms", q->idle_ttl_ms, &idle_ttl, r);
+	if (code != GRPC_STATUS_OK)
 		goto out;
-	}
 	rc = kvt_engine_open_namespace(d->engine, tenant, q->name, q->page_bytes,
 				       q->block_tokens, p.shared,
-				       q->idle_ttl_ms * KVT_MS, &p.namespace_id,
+				       idle_ttl, &p.namespace_id,
 				       &created, &p.slot_stride, &err);
 	p.created = created;
 	code = engine_status(rc, &err, r);

@@ -15,6 +15,18 @@ An INI file: \fB[section]\fR headers and \fBkey = value\fR lines; \fB#\fR or
 what differs. \fBkvtierd \-\-set\fR \fIsection.key=value\fR overrides a knob
 from the command line (the command line wins over the file).
 .PP
+The file is read strictly: a key given twice, a key outside a known
+section, a section header without its \fB]\fR or with text after it, a
+NUL byte, a line longer than 199 bytes, and a value out of range or with
+trailing text (a sign, a blank, a unit the knob does not take) are errors.
+Leading blanks are ignored; a value never continues on the next line.
+Every error names the file and line (or \fIcommand line\fR for \fB\-\-set\fR),
+the section and the key. An error about two knobs together names the one
+that was set; when both were, the one that does not fit the other:
+\fBsegment_size\fR for a segment larger than the tier, \fBsize\fR for a
+tier of more than 16384 segments, \fBregion_size\fR for a region too
+small for a segment.
+.PP
 Sizes take units: \fB4096\fR, \fB512K\fR, \fB512M\fR, \fB64G\fR, \fB1T\fR
 (powers of 1024; \fBKiB\fR, \fBMB\fR spellings are accepted). Durations take
 units: \fB250ms\fR, \fB30s\fR, \fB5m\fR, \fB2h\fR, \fB1d\fR; a bare number is

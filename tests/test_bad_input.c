@@ -117,25 +117,38 @@ static void count_errors(void *arg, const char *name, const char *value)
 		e->unimplemented = atol(value);
 }
 
-static void broken_config(void)
+/* kvtierd -c FILE with text in FILE: exits 2 before it starts anything, and
+ * says FILE:LINE: want. */
+static void broken_config(const char *text, int line, const char *want)
 {
-	char path[] = "/tmp/kvtier-bad-XXXXXX", cmd[512], out[1024] = "";
+	char path[] = "/tmp/kvtier-bad-XXXXXX", cmd[512], out[1024] = "", where[64];
 	int fd = mkstemp(path), status;
+	size_t n = strlen(text);
 	FILE *p;
-	size_t n;
 
 	CHECK(fd >= 0);
-	CHECK(write(fd, "[daemon]\nthreads = 2\n[host]\nsize = 1G\nsegment_size = big\n", 57) == 57);
+	CHECK(write(fd, text, n) == (ssize_t)n);
 	close(fd);
-	snprintf(cmd, sizeof(cmd), "%s -c %s 2>&1", getenv("KVTIERD"), path);
+	/* A run dir of its own: a daemon that wrongly starts fails the test,
+	 * not another's. */
+	snprintf(cmd, sizeof(cmd), "%s -c %s --set daemon.run_dir=%s.run 2>&1",
+		 getenv("KVTIERD"), path, path);
 	p = popen(cmd, "r");
 	CHECK(p);
 	n = fread(out, 1, sizeof(out) - 1, p);
 	out[n] = '\0';
 	status = pclose(p);
-	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 2);
-	CHECK(strstr(out, path) && strstr(out, ":5:") && strstr(out, "segment_size"));
+	snprintf(where, sizeof(where), "%s:%d: ", path, line);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 2 ||
+	    !strstr(out, "kvtierd: configuration error: ") || !strstr(out, where) ||
+	    !strstr(out, want)) {
+		fprintf(stderr, "kvtierd -c '%s': status %d, said '%s'; want exit 2 and '%s%s'\n",
+			text, status, out, where, want);
+		exit(1);
+	}
 	unlink(path);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s.run", path);
+	CHECK(system(cmd) == 0);
 }
 
 int main(void)
@@ -158,7 +171,20 @@ int main(void)
 	char msg[512];
 	size_t ready, n;
 
-	broken_config();
+	broken_config("[daemon]\nthreads = 2\n[host]\nsize = 1G\nsegment_size = big\n", 5,
+		      "[host] segment_size: 'big' is not a size");
+	/* gRPC took port 99999 as 34463. */
+	broken_config("[daemon]\ntcp = 127.0.0.1:99999\n", 2,
+		      "[daemon] tcp: port '99999' is not a number in 0..65535");
+	/* These stopped the daemon only once it was starting (exit 1), or
+	 * never. */
+	broken_config("[daemon]\ngroup = no-such-group-kvtier\n", 2,
+		      "[daemon] group: no group named 'no-such-group-kvtier'");
+	broken_config("[host]\nsize = 100T\n", 2,
+		      "[host] size: 100T makes more than 16384 segments");
+	broken_config("[host]\nsize = 1G\n[host]\nsize = 2G\n", 4,
+		      "[host] size: duplicate key (first set at line 2)");
+	broken_config("[host\nsize = 1G\n", 1, "unterminated section header '[host'");
 	test_daemon_start(&d, sets);
 	for (int i = 0; i < 9; i++)
 		test_fill(keys[i].bytes, 16, (unsigned)i);
@@ -194,8 +220,21 @@ int main(void)
 		struct kvt_retention too_high = { 101, 0 };
 		struct kvt_lease none;
 
+		/* A duration whose deadline (now + it, in ns) wrapped fell back
+		 * to the default priority at once: refused above 10 years. */
+		struct kvt_retention too_long = { 50, UINT64_MAX / 1000000 - 1 };
+		struct kvt_retention ten_years = { 50, 315360000000ull };
+
 		EXPECT_MSG(c, kvt_put(c, &ns, NULL, keys, pages, 1, &too_high, &n), -EINVAL,
 			   "retention.priority 101 is outside 0..100");
+		EXPECT_MSG(c, kvt_put(c, &ns, NULL, keys, pages, 1, &too_long, &n), -EINVAL,
+			   "retention.duration_ms 18446744073708 is above 315360000000 (10 years)");
+		too_long.duration_ms = UINT64_MAX;
+		EXPECT_MSG(c, kvt_reserve(c, &ns, NULL, keys, 1, &too_long, slots), -EINVAL,
+			   "retention.duration_ms 18446744073709551615 is above");
+		CHECK_RC(c, kvt_put(c, &ns, NULL, &keys[8], pages, 1, &ten_years, &n), 0);
+		EXPECT_MSG(c, kvt_open_namespace(c, "ns2", PAGE, 16, 315360000001ull, &wrong),
+			   -EINVAL, "idle_ttl_ms 315360000001 is above 315360000000");
 		EXPECT_MSG(c, kvt_acquire(c, &ns, keys, 1, 3600 * 1000, &none), -EINVAL,
 			   "exceeds max_wait");
 		EXPECT_MSG(c, kvt_drop_tenant(c, "no-such-user-kvtier", &n), -EINVAL,

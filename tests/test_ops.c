@@ -168,11 +168,24 @@ int main(void)
 	CHECK(test_stat(c, "host_capacity_bytes") == 2 * MIB);
 	CHECK(ctl(&d, "config", out, sizeof(out)) == 0);
 	CHECK(strstr(out, "last reload FAILED") && strstr(out, ":2: [host] size: 'lots' is not a size"));
+	/* So do a key given twice and a tier of too many segments: refused
+	 * when the file is read, not by the engine. */
+	write_conf(conf, "[host]\nsize = 2M\nsegment_size = 1M\nsize = 8M\n");
+	CHECK(kill(d.pid, SIGHUP) == 0);
+	wait_stat(c, "config_reload_failures_total", 2);
+	CHECK(ctl(&d, "config", out, sizeof(out)) == 0);
+	CHECK(strstr(out, "kvtierd.conf:4: [host] size: duplicate key (first set at line 2)"));
+	write_conf(conf, "[host]\nsize = 32G\nsegment_size = 1M\n");
+	CHECK(kill(d.pid, SIGHUP) == 0);
+	wait_stat(c, "config_reload_failures_total", 3);
+	CHECK(ctl(&d, "config", out, sizeof(out)) == 0);
+	CHECK(strstr(out, "kvtierd.conf:2: [host] size: 32G makes more than 16384 segments"));
+	CHECK(test_stat(c, "host_capacity_bytes") == 2 * MIB);
 
 	/* segment_size cannot change live: it stays, reported as pending. */
 	write_conf(conf, "[host]\nsize = 4M\nsegment_size = 2M\n[policy]\nmax_wait = 5s\n");
 	CHECK(kill(d.pid, SIGHUP) == 0);
-	wait_stat(c, "config_reloads_total", 4);
+	wait_stat(c, "config_reloads_total", 6);
 	wait_stat(c, "host_capacity_bytes", 4 * MIB);
 	CHECK(test_stat(c, "config_last_reload_ok") == 1);
 	CHECK(ctl(&d, "config", out, sizeof(out)) == 0);

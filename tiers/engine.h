@@ -42,6 +42,9 @@
 /* Tenant 0 owns the blocks of shared namespaces. */
 #define KVT_TENANT_SHARED 0
 #define KVT_MS 1000000ull /* engine clock units (ns) per millisecond */
+/* The longest duration (TTL, retention) the engine takes, in ms: 10 years.
+ * Deadlines are now + duration in ns; with this bound they never wrap. */
+#define KVT_DURATION_MS_MAX (3650ull * 86400000)
 
 /* The nvme tier; npaths 0: none. */
 struct kvt_engine_nvme {
