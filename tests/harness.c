@@ -105,6 +105,7 @@ void test_daemon_restart(struct test_daemon *d, const char *const *sets)
 		kill(d->pid, SIGKILL);
 		exit(1);
 	}
+	snprintf(d->said, sizeof(d->said), "%s", line);
 	d->metrics_port = 0;
 	if (strstr(line, " metrics http://127.0.0.1:"))
 		d->metrics_port = atoi(strstr(line, " metrics http://127.0.0.1:") +
@@ -175,4 +176,28 @@ int test_memfds(pid_t pid, const char *prefix, long long *blocks)
 	}
 	closedir(d);
 	return n;
+}
+
+int test_daemon_refuses(const char *const *sets, char *out, size_t len)
+{
+	char dir[] = "/tmp/kvtier-refuse-XXXXXX", cmd[2048];
+	size_t n, at;
+	int status;
+	FILE *p;
+
+	CHECK(mkdtemp(dir) != NULL);
+	at = (size_t)snprintf(cmd, sizeof(cmd), "timeout 20 %s --set daemon.run_dir=%s/run "
+			      "--set metrics.listen=", getenv("KVTIERD"), dir);
+	for (int i = 0; sets[i] && at < sizeof(cmd); i++)
+		at += (size_t)snprintf(cmd + at, sizeof(cmd) - at, " --set '%s'", sets[i]);
+	CHECK(at + 8 < sizeof(cmd));
+	strcat(cmd, " 2>&1");
+	p = popen(cmd, "r");
+	CHECK(p != NULL);
+	n = fread(out, 1, len - 1, p);
+	out[n] = '\0';
+	status = pclose(p);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	CHECK(system(cmd) == 0);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

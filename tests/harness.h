@@ -18,10 +18,14 @@ struct test_daemon {
 	char addr[160]; /* "unix:<dir>/kvtierd.sock" */
 	int metrics_port; /* on 127.0.0.1; 0: none */
 	char config[192];  /* a file for -c (restart only; start clears it) */
+	char said[512];    /* its start-up line ("... listening on ...") */
 };
 
 /* sets: NULL-terminated "section.key=value" overrides. Exits on failure. */
 void test_daemon_start(struct test_daemon *d, const char *const *sets);
+/* Runs kvtierd with sets (in a run directory of its own) expecting it to
+ * refuse to start: its exit status, its output (stdout and stderr) in out. */
+int test_daemon_refuses(const char *const *sets, char *out, size_t len);
 /* Starts it again in the same directory (after a stop without cleanup). */
 void test_daemon_restart(struct test_daemon *d, const char *const *sets);
 /* Sends sig, waits, leaves the directory for a restart; returns the exit

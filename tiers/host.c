@@ -43,22 +43,36 @@ static int say(char *why, size_t len, int rc, const char *fmt, ...)
 	return rc;
 }
 
-/* "512M", "1.5G": sizes as the config file writes them. */
-static const char *size_str(uint64_t b, char buf[32])
+/* "512M", "4000G", "23.1G": sizes as the config file writes them, exact
+ * in the largest unit that divides them, else (or when !exact) to a tenth
+ * of the largest unit below them. */
+static const char *size_fmt(uint64_t b, bool exact, char buf[32])
 {
 	static const char units[] = "KMGT";
-	int u = -1;
 
-	while (u < 3 && b >= (1024ull << (10 * (u + 1))))
-		u++;
-	if (u < 0)
-		snprintf(buf, 32, "%" PRIu64, b);
-	else if (b % (1ull << (10 * (u + 1))) == 0)
-		snprintf(buf, 32, "%" PRIu64 "%c", b >> (10 * (u + 1)), units[u]);
-	else
-		snprintf(buf, 32, "%.1f%c", (double)b / (double)(1ull << (10 * (u + 1))),
-			 units[u]);
+	for (int u = 3; exact && u >= 0; u--) {
+		uint64_t unit = 1ull << (10 * (u + 1));
+
+		if (b >= unit && b % unit == 0) {
+			snprintf(buf, 32, "%" PRIu64 "%c", b / unit, units[u]);
+			return buf;
+		}
+	}
+	for (int u = 3; u >= 0; u--) {
+		uint64_t unit = 1ull << (10 * (u + 1));
+
+		if (b >= unit) {
+			snprintf(buf, 32, "%.1f%c", (double)b / (double)unit, units[u]);
+			return buf;
+		}
+	}
+	snprintf(buf, 32, "%" PRIu64, b);
 	return buf;
+}
+
+static const char *size_str(uint64_t b, char buf[32])
+{
+	return size_fmt(b, true, buf);
 }
 
 static bool read_u64(const char *path, uint64_t *out)
@@ -147,14 +161,18 @@ static int check_fit(const struct kvt_host *h, uint32_t have, uint32_t add,
 	if (h->page > 4096) {
 		int64_t nfree = huge_free(h->page);
 
+		uint64_t fits;
+
 		room = nfree > 0 ? (uint64_t)nfree * h->page : 0;
+		fits = (room / seg + have) * seg;
 		if (need > room)
 			return say(why, len, -ENOMEM,
-				   "host.huge_pages: host.size=%s needs %" PRIu64 " more free %s huge pages, and %" PRId64 " are free; reserve them (as root: echo %" PRIu64 " > %s/nr_hugepages, or vm.nr_hugepages in sysctl.conf) or set host.size=%s, which fits",
+				   "host.huge_pages: host.size=%s needs %" PRIu64 " more free %s huge pages, and %" PRId64 " are free; reserve them (as root: echo %" PRIu64 " > %s/nr_hugepages, or vm.nr_hugepages in sysctl.conf)%s%s%s",
 				   size_str(total, a), need / h->page,
 				   size_str(h->page, b), nfree > 0 ? nfree : 0,
 				   (total + h->page - 1) / h->page, huge_dir(h->page),
-				   size_str((room / seg + have) * seg, c));
+				   fits ? " or set host.size=" : "",
+				   fits ? size_str(fits, c) : "", fits ? ", which fits" : "");
 	} else {
 		const char *where;
 		uint64_t avail = memory_available(&where);
@@ -163,7 +181,7 @@ static int check_fit(const struct kvt_host *h, uint32_t have, uint32_t add,
 		if (need > room)
 			return say(why, len, -ENOMEM,
 				   "host.size=%s does not fit in memory: %s is available (%s) and a tenth of it stays for the rest of the node; host.size=%s would fit",
-				   size_str(total, a), size_str(avail, b), where,
+				   size_str(total, a), size_fmt(avail, false, b), where,
 				   size_str((room / seg + have) * seg, c));
 	}
 	if (h->cfg.lock && geteuid() != 0 && getrlimit(RLIMIT_MEMLOCK, &rl) == 0 &&
