@@ -1,6 +1,6 @@
 /*
  * kvtierd: reads its configuration, takes the socket's lock file, creates
- * the engine (host tier shm segments), serves gRPC and metrics until
+ * the engine (host tier segments), serves gRPC and metrics until
  * SIGTERM/SIGINT, reloading its configuration on SIGHUP, then drains calls
  * and removes its socket, lock file and segments.
  */

@@ -1,5 +1,5 @@
 /*
- * Engine on real shm segments, with a fake clock: LRU eviction, pins never
+ * Engine on real memfd segments, with a fake clock: LRU eviction, pins never
  * evicted, tenants kept apart, session end releases everything, ownership
  * checks, early reuse (waits completed by commit, abort, deadline, session
  * end), drop while pinned, drop scopes, lease TTL, husks, reclaim of another

@@ -221,7 +221,7 @@ struct kvt_session;
 
 int kvt_engine_create(const struct kvt_engine_config *cfg,
 		      struct kvt_engine **out, struct kvt_err *err);
-/* Stops the timer, frees everything, unlinks the shm segments. No call may be
+/* Stops the timer, frees everything, closes the host segments. No call may be
  * running; waiters must have been flushed. */
 void kvt_engine_destroy(struct kvt_engine *e);
 

@@ -244,7 +244,8 @@ static int make_segment(struct kvt_host *h, uint32_t i, char *why, size_t len)
 			 strerror(errno));
 		goto out_close;
 	}
-	if (h->cfg.lock && mlock(p, bytes) < 0) {
+	/* mlock2, not mlock: sanitizers make mlock a no-op. */
+	if (h->cfg.lock && mlock2(p, bytes, 0) < 0) {
 		rc = say(why, len, -errno,
 			 "host.lock: cannot lock host segment %u (%s): %s; raise RLIMIT_MEMLOCK (LimitMEMLOCK=infinity) or set host.lock=false",
 			 i, size_str(bytes, a), strerror(errno));

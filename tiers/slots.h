@@ -1,6 +1,6 @@
 /*
  * Slot allocator: hands out fixed-size page slots inside a fixed set of
- * equally sized segments (the host tier's shared-memory objects).
+ * equally sized segments (the host tier's memfds).
  *
  * A free segment is carved for one namespace at a time, into slots of that
  * namespace's stride; when its last slot is freed it returns to the pool and
