@@ -550,15 +550,17 @@ static void *slot_ptr(kvt_client *c, uint32_t segment, uint32_t generation,
 		     segment, got, generation);
 		return NULL;
 	}
-	/* The daemon committed the memory: populating maps it in one go. */
-	p = mmap(NULL, c->segment_bytes, PROT_READ | PROT_WRITE,
-		 MAP_SHARED | MAP_POPULATE, fd, 0);
+	p = mmap(NULL, c->segment_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	close(fd);
 	if (p == MAP_FAILED) {
 		fail(c, -errno, "cannot map host segment %u: %s", segment,
 		     strerror(errno));
 		return NULL;
 	}
+	/* The daemon committed the memory: map it writable in one go, not a
+	 * fault per 4 KiB page on first write (MAP_POPULATE maps shared pages
+	 * read-only). Best effort: older kernels lack it. */
+	(void)madvise(p, c->segment_bytes, MADV_POPULATE_WRITE);
 	c->maps[segment] = p;
 	c->map_gen[segment] = generation;
 	if (c->on_map)

@@ -88,7 +88,7 @@ void test_daemon_restart(struct test_daemon *d, const char *const *sets)
 	/* Ready when it prints where it listens. */
 	pfd.fd = out[0];
 	pfd.events = POLLIN;
-	while (got < sizeof(line) - 1 && poll(&pfd, 1, 10000) == 1) {
+	while (got < sizeof(line) - 1 && poll(&pfd, 1, 120000) == 1) {
 		ssize_t n = read(out[0], line + got, sizeof(line) - 1 - got);
 
 		if (n <= 0)

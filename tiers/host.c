@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,12 +240,15 @@ static int make_segment(struct kvt_host *h, uint32_t i, char *why, size_t len)
 		goto out_close;
 	}
 	p = mmap(s->map, bytes, PROT_READ | PROT_WRITE,
-		 MAP_SHARED | MAP_POPULATE | (s->map ? MAP_FIXED : 0), fd, 0);
+		 MAP_SHARED | (s->map ? MAP_FIXED : 0), fd, 0);
 	if (p == MAP_FAILED) {
 		rc = say(why, len, -errno, "cannot map host segment %u: %s", i,
 			 strerror(errno));
 		goto out_close;
 	}
+	/* Writable page tables now (MAP_POPULATE maps shared pages read-only,
+	 * so each first write would still fault). */
+	(void)madvise(p, bytes, MADV_POPULATE_WRITE);
 	/* mlock2, not mlock: sanitizers make mlock a no-op. */
 	if (h->cfg.lock && mlock2(p, bytes, 0) < 0) {
 		rc = say(why, len, -errno,
@@ -338,9 +343,46 @@ int kvt_host_create(const struct kvt_host_config *cfg, uint32_t segments,
 	return 0;
 }
 
+/* Segments are committed by several threads: zeroing memory is what a
+ * large tier's start waits for, and one core does it at a few GB/s. */
+#define MAKERS_MAX 8
+
+struct makers {
+	struct kvt_host *h;
+	uint32_t segments;
+	_Atomic uint32_t next;
+	_Atomic int rc;
+	pthread_mutex_t lock; /* why */
+	char why[256];
+};
+
+static void *maker_main(void *arg)
+{
+	struct makers *m = arg;
+	char why[256];
+	uint32_t i;
+
+	while (m->rc == 0 && (i = m->next++) < m->segments) {
+		int rc;
+
+		if (m->h->seg[i].fd >= 0 || (rc = make_segment(m->h, i, why, sizeof(why))) == 0)
+			continue;
+		pthread_mutex_lock(&m->lock);
+		if (m->rc == 0) {
+			m->rc = rc;
+			snprintf(m->why, sizeof(m->why), "%s", why);
+		}
+		pthread_mutex_unlock(&m->lock);
+	}
+	return NULL;
+}
+
 int kvt_host_grow(struct kvt_host *h, uint32_t segments, char *why, size_t len)
 {
-	uint32_t missing = 0;
+	struct makers m = { .h = h, .segments = segments };
+	pthread_t threads[MAKERS_MAX];
+	uint32_t missing = 0, nthreads = 0, want;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	int rc;
 
 	if (segments > KVT_HOST_SEGMENTS_MAX)
@@ -350,14 +392,22 @@ int kvt_host_grow(struct kvt_host *h, uint32_t segments, char *why, size_t len)
 		missing += h->seg[i].fd < 0;
 	if ((rc = check_fit(h, segments - missing, missing, why, len)) < 0)
 		return rc;
-	for (uint32_t i = 0; i < segments; i++) {
-		if (h->seg[i].fd >= 0)
-			continue;
-		if ((rc = make_segment(h, i, why, len)) < 0)
-			return rc;
-		if (i >= h->segments)
+	pthread_mutex_init(&m.lock, NULL);
+	want = cpus > MAKERS_MAX ? MAKERS_MAX : cpus > 1 ? (uint32_t)cpus : 1;
+	want = want < missing ? want : missing;
+	/* This thread makes segments too; the others help. */
+	while (nthreads + 1 < want &&
+	       pthread_create(&threads[nthreads], NULL, maker_main, &m) == 0)
+		nthreads++;
+	maker_main(&m);
+	while (nthreads)
+		pthread_join(threads[--nthreads], NULL);
+	pthread_mutex_destroy(&m.lock);
+	for (uint32_t i = 0; i < segments; i++)
+		if (h->seg[i].fd >= 0 && i >= h->segments)
 			h->segments = i + 1;
-	}
+	if (m.rc < 0)
+		return say(why, len, m.rc, "%s", m.why);
 	return 0;
 }
 

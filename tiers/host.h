@@ -4,7 +4,7 @@
  *
  * A segment is a memfd, sealed so that nobody can shrink or grow it, its
  * memory allocated when the segment is made (fallocate, then mapped with
- * MAP_POPULATE; optionally huge pages, optionally locked), so no later
+ * MADV_POPULATE_WRITE; optionally huge pages, optionally locked), so no later
  * access faults for want of memory. It has no name: workers get its file
  * descriptor from the daemon (kvt_host_share), only for segments that hold
  * their own tenant's blocks. A segment that changes hands is renewed: a new
