@@ -30,6 +30,7 @@ static const struct {
 	{ ENOSPC, GRPC_STATUS_RESOURCE_EXHAUSTED },
 	{ ENOMEM, GRPC_STATUS_RESOURCE_EXHAUSTED },
 	{ EACCES, GRPC_STATUS_PERMISSION_DENIED },
+	{ EDQUOT, GRPC_STATUS_RESOURCE_EXHAUSTED },
 };
 
 static grpc_status_code engine_status(int rc, const struct kvt_err *err,
@@ -193,6 +194,13 @@ static grpc_status_code caller(struct kvt_daemon *d, struct kvt_call *call,
 	return GRPC_STATUS_OK;
 }
 
+void kvt_rpc_peer_name(void *ctx, const struct kvt_peer *p, char *buf,
+		       size_t len)
+{
+	(void)ctx;
+	tenant_name(p->unix_socket ? (uint32_t)p->uid : TCP_UID, buf, len);
+}
+
 /* Root and the daemon's own user may act on every tenant's blocks. */
 static bool is_admin(struct kvt_call *call)
 {
@@ -235,6 +243,13 @@ static grpc_status_code attach_open(void *ctx, struct kvt_call *call,
 	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK)
 		goto out;
 	rc = kvt_engine_session_open(d->engine, tenant, token, &s);
+	if (rc == -EDQUOT) {
+		tenant_name(caller_uid(call), name, sizeof(name));
+		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+			      "tenants.max_sessions (%u) reached for tenant %s: close a session first",
+			      d->max_sessions, name);
+		goto out;
+	}
 	if (rc < 0) {
 		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
 			      "cannot open a session: %s", strerror(-rc));
@@ -290,6 +305,39 @@ const struct kvt_stream_method kvt_rpc_attach = {
 
 /* ---- unary methods ---- */
 
+/* Notes that tenant opened namespace ns (for ns_visible). */
+static void note_opener(struct kvt_daemon *d, uint32_t ns, uint32_t tenant)
+{
+	if (ns >= d->max_namespaces || tenant >= KVT_TENANTS_MAX || !d->ns_openers)
+		return;
+	pthread_mutex_lock(&d->ns_lock);
+	if (!d->ns_openers[ns])
+		d->ns_openers[ns] = calloc(KVT_TENANTS_MAX / 8, 1);
+	if (d->ns_openers[ns])
+		d->ns_openers[ns][tenant / 8] |= (uint8_t)(1u << (tenant % 8));
+	pthread_mutex_unlock(&d->ns_lock);
+}
+
+/*
+ * Whether a tenant that is not an admin sees namespace ns in Stats: the
+ * shared ones and those it opened. When namespaces get an owner tenant,
+ * this is the one line to change: owner == tenant || owner == KVT_TENANT_SHARED.
+ */
+static bool ns_visible(struct kvt_daemon *d, uint32_t ns,
+		       const struct kvt_namespace_stats *st, uint32_t tenant)
+{
+	bool opened = false;
+
+	if (st->shared)
+		return true;
+	pthread_mutex_lock(&d->ns_lock);
+	if (d->ns_openers && ns < d->max_namespaces && d->ns_openers[ns] &&
+	    tenant < KVT_TENANTS_MAX)
+		opened = d->ns_openers[ns][tenant / 8] & (1u << (tenant % 8));
+	pthread_mutex_unlock(&d->ns_lock);
+	return opened;
+}
+
 static grpc_status_code open_namespace(void *ctx, struct kvt_call *call,
 				       const uint8_t *req, size_t len,
 				       struct kvt_reply *r)
@@ -301,11 +349,13 @@ static grpc_status_code open_namespace(void *ctx, struct kvt_call *call,
 	struct kvt_err err;
 	grpc_status_code code;
 	bool created = false;
+	uint32_t tenant;
 	int rc;
 
 	if (!q)
 		return GRPC_STATUS_INVALID_ARGUMENT;
-	(void)call;
+	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK)
+		goto out;
 	p.shared = kvt_config_listed(d->shared_namespaces, q->name);
 	if (q->idle_ttl_ms > UINT64_MAX / KVT_MS) {
 		code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
@@ -320,6 +370,7 @@ static grpc_status_code open_namespace(void *ctx, struct kvt_call *call,
 	p.created = created;
 	code = engine_status(rc, &err, r);
 	if (code == GRPC_STATUS_OK) {
+		note_opener(d, p.namespace_id, tenant);
 		if (created)
 			kvt_log(KVT_LOG_INFO, "namespace %s: page %llu bytes, %u tokens per block%s",
 				q->name, (unsigned long long)q->page_bytes,
@@ -886,6 +937,8 @@ static void stats_fill_engine(struct kvt_daemon *d, struct stats_buf *b,
 	p->host_out_bytes_total = st.host_out_bytes_total;
 	p->sessions_active = st.sessions_active;
 	p->sessions_total = st.sessions_total;
+	p->sessions_refused_total = st.sessions_refused_total;
+	p->leases_refused_total = st.leases_refused_total;
 	p->leases_active = st.leases_active;
 	p->pinned_blocks = st.pinned_blocks;
 	p->ready_blocks = st.ready_blocks;
@@ -959,6 +1012,7 @@ static void stats_fill_rpcs(struct kvt_daemon *d, struct stats_buf *b,
 			    Kvtier__V1__StatsResponse *p)
 {
 	size_t n = kvt_server_method_slots(d->server);
+	struct kvt_server_connections conns;
 
 	for (size_t i = 0; i < n && i < 32; i++) {
 		const char *path;
@@ -991,12 +1045,17 @@ static void stats_fill_rpcs(struct kvt_daemon *d, struct stats_buf *b,
 		b->listen[p->n_listen++] =
 			(char *)kvt_server_listen_address(d->server, i);
 	p->listen = b->listen;
+	kvt_server_connections(d->server, &conns);
+	p->connections_active = conns.active;
+	p->connections_idle_closed_total = conns.idle_closed_total;
+	p->connections_refused_total = conns.refused_total;
 }
 
 static int stats_fill_namespaces(struct kvt_daemon *d, struct stats_buf *b,
+				 bool all, uint32_t tenant,
 				 Kvtier__V1__StatsResponse *p)
 {
-	uint32_t n = 0;
+	uint32_t n = 0, shown = 0;
 	struct kvt_namespace_stats tmp;
 
 	while (kvt_engine_namespace_stats(d->engine, n, &tmp) == 0)
@@ -1008,9 +1067,11 @@ static int stats_fill_namespaces(struct kvt_daemon *d, struct stats_buf *b,
 	if (!b->ns || !b->ns_msgs || !b->ns_ptrs)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < n; i++) {
-		Kvtier__V1__NamespaceStats *m = &b->ns_msgs[i];
+		Kvtier__V1__NamespaceStats *m = &b->ns_msgs[shown];
 
 		kvt_engine_namespace_stats(d->engine, i, &b->ns[i]);
+		if (!all && !ns_visible(d, i, &b->ns[i], tenant))
+			continue;
 		kvtier__v1__namespace_stats__init(m);
 		m->name = b->ns[i].name;
 		m->namespace_id = i;
@@ -1026,17 +1087,18 @@ static int stats_fill_namespaces(struct kvt_daemon *d, struct stats_buf *b,
 		m->expired = b->ns[i].expired;
 		m->lookup_hits_nvme = b->ns[i].lookup_hits_nvme;
 		m->nvme_blocks = b->ns[i].nvme_blocks;
-		b->ns_ptrs[i] = m;
+		b->ns_ptrs[shown++] = m;
 	}
 	p->namespaces = b->ns_ptrs;
-	p->n_namespaces = n;
+	p->n_namespaces = shown;
 	return 0;
 }
 
 static int stats_fill_tenants(struct kvt_daemon *d, struct stats_buf *b,
+			      bool all, uint32_t tenant,
 			      Kvtier__V1__StatsResponse *p)
 {
-	uint32_t n = 0;
+	uint32_t n = 0, shown = 0;
 	struct kvt_tenant_stats tmp;
 
 	while (kvt_engine_tenant_stats(d->engine, n, &tmp) == 0)
@@ -1048,8 +1110,10 @@ static int stats_fill_tenants(struct kvt_daemon *d, struct stats_buf *b,
 	if (!b->t || !b->t_msgs || !b->t_ptrs)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < n; i++) {
-		Kvtier__V1__TenantStats *m = &b->t_msgs[i];
+		Kvtier__V1__TenantStats *m = &b->t_msgs[shown];
 
+		if (!all && i != tenant)
+			continue;
 		kvt_engine_tenant_stats(d->engine, i, &b->t[i]);
 		kvtier__v1__tenant_stats__init(m);
 		m->name = b->t[i].name;
@@ -1059,14 +1123,17 @@ static int stats_fill_tenants(struct kvt_daemon *d, struct stats_buf *b,
 		m->lookup_keys = b->t[i].lookup_keys;
 		m->lookup_hits = b->t[i].lookup_hits;
 		m->evictions = b->t[i].evictions;
-		b->t_ptrs[i] = m;
+		m->sessions_active = b->t[i].sessions;
+		m->leases_active = b->t[i].leases;
+		b->t_ptrs[shown++] = m;
 	}
 	p->tenants = b->t_ptrs;
-	p->n_tenants = n;
+	p->n_tenants = shown;
 	return 0;
 }
 
-grpc_status_code kvt_rpc_stats(struct kvt_daemon *d, struct kvt_reply *r)
+grpc_status_code kvt_rpc_stats(struct kvt_daemon *d, bool all, uint32_t tenant,
+			       struct kvt_reply *r)
 {
 	Kvtier__V1__StatsResponse p = KVTIER__V1__STATS_RESPONSE__INIT;
 	struct stats_buf *b = calloc(1, sizeof(*b));
@@ -1082,7 +1149,8 @@ grpc_status_code kvt_rpc_stats(struct kvt_daemon *d, struct kvt_reply *r)
 	p.metrics_address = d->metrics_address;
 	stats_fill_engine(d, b, &p);
 	stats_fill_rpcs(d, b, &p);
-	if (stats_fill_namespaces(d, b, &p) < 0 || stats_fill_tenants(d, b, &p) < 0)
+	if (stats_fill_namespaces(d, b, all, tenant, &p) < 0 ||
+	    stats_fill_tenants(d, b, all, tenant, &p) < 0)
 		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 	else
 		code = pack(&p, r);
@@ -1100,14 +1168,19 @@ static grpc_status_code stats(void *ctx, struct kvt_call *call,
 			      const uint8_t *req, size_t len,
 			      struct kvt_reply *r)
 {
+	struct kvt_daemon *d = ctx;
 	Kvtier__V1__StatsRequest *q =
 		unpack(&kvtier__v1__stats_request__descriptor, req, len, r);
+	grpc_status_code code;
+	uint32_t tenant;
 
-	(void)call;
 	if (!q)
 		return GRPC_STATUS_INVALID_ARGUMENT;
 	protobuf_c_message_free_unpacked(&q->base, NULL);
-	return kvt_rpc_stats(ctx, r);
+	/* An admin sees every tenant; anyone else, its own (and the totals). */
+	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK)
+		return code;
+	return kvt_rpc_stats(d, is_admin(call), tenant, r);
 }
 
 static grpc_status_code get_config(void *ctx, struct kvt_call *call,
