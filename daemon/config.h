@@ -36,6 +36,7 @@ struct kvt_config {
 	uint32_t socket_mode;
 	char group[64]; /* group of the socket and the run directory */
 	char log_level[16];
+	uint64_t idle_timeout_ms;
 	/* [limits] */
 	uint64_t max_message_size;
 	uint32_t max_keys_per_request;
@@ -53,6 +54,7 @@ struct kvt_config {
 	char shared_namespaces[1024];
 	char host_quota[32];
 	char host_quotas[1024];
+	uint32_t max_connections, max_sessions, max_leases;
 	/* [nvme] */
 	char nvme_paths[4096];
 	uint64_t nvme_size, nvme_region_size, nvme_retry_ms;
@@ -62,6 +64,7 @@ struct kvt_config {
 	char hbm_devices[256];
 	/* [metrics] */
 	char metrics_listen[128];
+	char metrics_auth_file[PATH_MAX];
 
 	/* Where each knob's value came from; line: in file. */
 	uint8_t source[KVT_CONFIG_KNOBS_MAX];

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -171,6 +172,8 @@ static void engine_config(const struct kvt_config *c,
 		.default_host_quota = c->default_host_quota,
 		.quotas = quotas,
 		.nquotas = c->nquotas,
+		.max_sessions = c->max_sessions,
+		.max_leases = c->max_leases,
 		.nvme = { .paths = nvme_paths, .npaths = c->nvme_npaths,
 			  .path_bytes = c->nvme_size,
 			  .region_bytes = c->nvme_region_size,
@@ -198,6 +201,8 @@ static void hbm_config(const struct kvt_config *c, int gpus,
 	};
 }
 
+static struct kvt_metrics *metrics;
+
 /* A reload's live knobs, applied to the running daemon. */
 static int apply_live(void *arg, const struct kvt_config *c, char *err,
 		      size_t len)
@@ -206,13 +211,21 @@ static int apply_live(void *arg, const struct kvt_config *c, char *err,
 	struct kvt_quota quotas[KVT_CONFIG_QUOTAS_MAX];
 	const char *nvme_paths[KVT_CONFIG_NVME_PATHS_MAX];
 	struct kvt_engine_config ec;
+	struct kvt_metrics_auth auth;
 	struct kvt_err e;
 
+	/* The one step that can fail on a file's content goes first. */
+	if (kvt_metrics_auth_read(c->metrics_auth_file, &auth, err, len) < 0)
+		return -1;
 	engine_config(c, &ec, quotas, nvme_paths);
 	if (kvt_engine_reconfigure(d->engine, &ec, &e) < 0) {
 		snprintf(err, len, "[host] size: %s", e.msg);
 		return -1;
 	}
+	kvt_metrics_set_auth(metrics, &auth);
+	explicit_bzero(&auth, sizeof(auth));
+	kvt_server_set_limits(d->server, c->idle_timeout_ms, c->max_connections);
+	d->max_sessions = c->max_sessions;
 	d->max_keys = c->max_keys_per_request;
 	kvt_log_set_level((enum kvt_log_level)kvt_log_level_parse(c->log_level));
 	return 0;
@@ -256,6 +269,30 @@ static void wait_for_stop(struct kvt_daemon *d)
 	}
 }
 
+/* Many clients, each with a connection: take every fd the hard limit
+ * allows (systemd leaves the soft limit at 1024 for select()'s sake; the
+ * daemon polls with epoll). */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+			kvt_log(KVT_LOG_WARN, "cannot raise RLIMIT_NOFILE from %llu to %llu: %s",
+				(unsigned long long)was, (unsigned long long)rl.rlim_max,
+				strerror(errno));
+			return;
+		}
+	}
+	kvt_log(KVT_LOG_INFO, "RLIMIT_NOFILE: %llu open files (the hard limit)",
+		(unsigned long long)rl.rlim_cur);
+}
+
 static void engine_log(bool error, const char *msg)
 {
 	kvt_log(error ? KVT_LOG_ERROR : KVT_LOG_INFO, "%s", msg);
@@ -266,7 +303,7 @@ int main(int argc, char **argv)
 	static struct kvt_reload reload; /* large */
 	struct kvt_config cfg;
 	struct kvt_daemon d = { 0 };
-	struct kvt_metrics *metrics = NULL;
+	struct kvt_metrics_auth auth;
 	struct kvt_engine_config ecfg;
 	struct kvt_server_config scfg;
 	struct kvt_quota quotas[KVT_CONFIG_QUOTAS_MAX];
@@ -294,6 +331,11 @@ int main(int argc, char **argv)
 
 	if (make_run_dir(cfg.run_dir, cfg.gid) < 0)
 		return 1;
+	if (kvt_metrics_auth_read(cfg.metrics_auth_file, &auth, msg, sizeof(msg)) < 0) {
+		kvt_log(KVT_LOG_ERROR, "%s", msg);
+		return 1;
+	}
+	raise_fd_limit();
 	lock_fd = take_lock(cfg.socket, lock_path, sizeof(lock_path));
 	if (lock_fd < 0)
 		return 1;
@@ -319,6 +361,7 @@ int main(int argc, char **argv)
 		}
 	}
 	d.max_keys = cfg.max_keys_per_request;
+	d.max_sessions = cfg.max_sessions;
 	d.shared_namespaces = cfg.shared_namespaces;
 	d.max_message_size = cfg.max_message_size;
 	d.started = time(NULL);
@@ -337,6 +380,9 @@ int main(int argc, char **argv)
 		.methods = kvt_rpc_methods,
 		.nmethods = kvt_rpc_nmethods,
 		.stream = &kvt_rpc_attach,
+		.idle_timeout_ms = cfg.idle_timeout_ms,
+		.max_connections = cfg.max_connections,
+		.peer_name = kvt_rpc_peer_name,
 		.ctx = &d,
 		.draining = kvt_rpc_draining,
 	};
@@ -345,12 +391,13 @@ int main(int argc, char **argv)
 		goto out_grpc;
 	}
 	if (cfg.metrics_listen[0] &&
-	    kvt_metrics_start(cfg.metrics_listen, &d, &metrics, msg, sizeof(msg)) < 0) {
+	    kvt_metrics_start(cfg.metrics_listen, &auth, &d, &metrics, msg, sizeof(msg)) < 0) {
 		kvt_log(KVT_LOG_ERROR, "%s", msg);
 		kvt_server_shutdown(d.server, 0);
 		kvt_server_destroy(d.server);
 		goto out_grpc;
 	}
+	explicit_bzero(&auth, sizeof(auth));
 	printf("kvtierd %s listening on", KVT_VERSION);
 	for (size_t i = 0; i < kvt_server_listen_count(d.server); i++)
 		printf(" %s", kvt_server_listen_address(d.server, i));

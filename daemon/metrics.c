@@ -1,14 +1,19 @@
 #include "metrics.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "kvtier.pb-c.h"
 #include "log.h"
@@ -18,6 +23,8 @@ struct kvt_metrics {
 	struct MHD_Daemon *mhd;
 	struct kvt_daemon *d;
 	atomic_bool draining;
+	pthread_mutex_t auth_lock;
+	struct kvt_metrics_auth auth;
 };
 
 /* ---- exposition ---- */
@@ -239,11 +246,13 @@ static void render_namespaces(FILE *f, const Kvtier__V1__StatsResponse *s)
 			const Kvtier__V1__NamespaceStats *n = s->namespaces[i];
 			double tokens = n->block_tokens, nvme = (double)n->lookup_hits_nvme;
 			double host = (double)(n->lookup_hits - n->lookup_hits_nvme);
-			const char *ns[] = { "namespace", n->name, NULL };
-			const char *h[] = { "namespace", n->name, "tier", "host", NULL };
-			const char *d[] = { "namespace", n->name, "tier", "nvme", NULL };
-			const char *r[] = { "namespace", n->name, "state", "ready", NULL };
-			const char *p[] = { "namespace", n->name, "state", "pending", NULL };
+			/* Namespaces are per tenant: two may share a name. */
+			const char *t = n->tenant;
+			const char *ns[] = { "namespace", n->name, "tenant", t, NULL };
+			const char *h[] = { "namespace", n->name, "tenant", t, "tier", "host", NULL };
+			const char *d[] = { "namespace", n->name, "tenant", t, "tier", "nvme", NULL };
+			const char *r[] = { "namespace", n->name, "tenant", t, "state", "ready", NULL };
+			const char *p[] = { "namespace", n->name, "tenant", t, "state", "pending", NULL };
 
 			switch (k) {
 			case 0: sample(f, fam[k].name, ns, (double)n->lookup_keys); break;
@@ -271,7 +280,8 @@ static void render_tenants(FILE *f, const Kvtier__V1__StatsResponse *s)
 	static const char *names[] = {
 		"kvtier_tenant_host_used_bytes", "kvtier_tenant_host_quota_bytes",
 		"kvtier_tenant_lookup_blocks_total", "kvtier_tenant_lookup_hit_blocks_total",
-		"kvtier_tenant_evictions_total",
+		"kvtier_tenant_evictions_total", "kvtier_tenant_sessions",
+		"kvtier_tenant_leases",
 	};
 	static const char *help[] = {
 		"Host tier bytes held by each tenant.",
@@ -279,19 +289,37 @@ static void render_tenants(FILE *f, const Kvtier__V1__StatsResponse *s)
 		"Blocks each tenant queried by Lookup.",
 		"Of those, blocks found cached.",
 		"Host evictions of each tenant's blocks.",
+		"Sessions each tenant holds open (tenants.max_sessions).",
+		"Leases each tenant holds (tenants.max_leases).",
 	};
 
-	for (size_t k = 0; k < 5; k++) {
-		family(f, names[k], k < 2 ? "gauge" : "counter", help[k]);
+	for (size_t k = 0; k < 7; k++) {
+		family(f, names[k], k < 2 || k > 4 ? "gauge" : "counter", help[k]);
 		for (size_t i = 0; i < s->n_tenants; i++) {
 			const Kvtier__V1__TenantStats *t = s->tenants[i];
 			const uint64_t v[] = { t->host_used_bytes, t->host_quota_bytes,
-					       t->lookup_keys, t->lookup_hits, t->evictions };
+					       t->lookup_keys, t->lookup_hits, t->evictions,
+					       t->sessions_active, t->leases_active };
 
 			sample(f, names[k], (const char *[]){ "tenant", t->name, NULL },
 			       (double)v[k]);
 		}
 	}
+}
+
+static void render_bounds(FILE *f, const Kvtier__V1__StatsResponse *s)
+{
+	single(f, "kvtier_connections", "gauge",
+	       "Unix-socket connections served (over tenants.max_connections ones not counted).",
+	       (double)s->connections_active);
+	single(f, "kvtier_connections_idle_closed_total", "counter",
+	       "Connections shut down after daemon.idle_timeout with no call in flight.",
+	       (double)s->connections_idle_closed_total);
+	SPLIT(f, "kvtier_limit_refusals_total", "counter",
+	      "Connections, Attaches and Acquires refused because the tenant was at its bound.",
+	      "limit", { "tenants.max_connections", (double)s->connections_refused_total },
+	      { "tenants.max_sessions", (double)s->sessions_refused_total },
+	      { "tenants.max_leases", (double)s->leases_refused_total });
 }
 
 static void render_rpcs(FILE *f, const Kvtier__V1__StatsResponse *s)
@@ -322,7 +350,7 @@ static char *render(struct kvt_daemon *d, size_t *len)
 	char *text = NULL;
 	FILE *f;
 
-	if (kvt_rpc_stats(d, &r) != GRPC_STATUS_OK)
+	if (kvt_rpc_stats(d, true, 0, &r) != GRPC_STATUS_OK)
 		return NULL;
 	s = kvtier__v1__stats_response__unpack(NULL, r.len, r.buf);
 	free(r.buf);
@@ -340,6 +368,7 @@ static char *render(struct kvt_daemon *d, size_t *len)
 		render_tiers(f, s);
 		render_namespaces(f, s);
 		render_tenants(f, s);
+		render_bounds(f, s);
 		render_rpcs(f, s);
 		single(f, "kvtier_config_reloads_total", "counter", "Configuration reloads (SIGHUP).",
 		       (double)s->config_reloads_total);
@@ -358,6 +387,100 @@ static char *render(struct kvt_daemon *d, size_t *len)
 }
 
 /* ---- HTTP ---- */
+
+int kvt_metrics_auth_read(const char *path, struct kvt_metrics_auth *out,
+			  char *err, size_t len)
+{
+	char buf[512], *colon;
+	struct stat st;
+	ssize_t n;
+	int fd;
+
+	memset(out, 0, sizeof(*out));
+	if (!path[0])
+		return 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		snprintf(err, len, "[metrics] auth_file: cannot open %s: %s", path,
+			 strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077)) {
+		snprintf(err, len, "[metrics] auth_file: %s must be a regular file that only its owner may read (mode %04o; chmod 0600 it)",
+			 path, (unsigned)(st.st_mode & 07777));
+		close(fd);
+		return -1;
+	}
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n < 0) {
+		snprintf(err, len, "[metrics] auth_file: cannot read %s: %s", path,
+			 strerror(errno));
+		return -1;
+	}
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	colon = strchr(buf, ':');
+	if (!colon || colon == buf || !colon[1] ||
+	    (size_t)(colon - buf) >= sizeof(out->user) ||
+	    strlen(colon + 1) >= sizeof(out->password)) {
+		snprintf(err, len, "[metrics] auth_file: %s does not hold one line user:password (user under %zu bytes, password under %zu)",
+			 path, sizeof(out->user), sizeof(out->password));
+		explicit_bzero(buf, sizeof(buf));
+		return -1;
+	}
+	*colon = '\0';
+	strcpy(out->user, buf);
+	strcpy(out->password, colon + 1);
+	out->on = true;
+	explicit_bzero(buf, sizeof(buf));
+	return 0;
+}
+
+void kvt_metrics_set_auth(struct kvt_metrics *m,
+			  const struct kvt_metrics_auth *auth)
+{
+	if (!m)
+		return;
+	pthread_mutex_lock(&m->auth_lock);
+	m->auth = *auth;
+	pthread_mutex_unlock(&m->auth_lock);
+}
+
+/* a == b, in time that depends on b's length only (b: what was sent). */
+static bool same_secret(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	unsigned char d = la != lb;
+
+	for (size_t i = 0; i < lb; i++)
+		d |= (unsigned char)(a[la ? i % la : 0] ^ b[i]);
+	return d == 0;
+}
+
+/* Whether the request carries the configured credentials (or none are). */
+static bool authorized(struct kvt_metrics *m, struct MHD_Connection *conn)
+{
+	char *pass = NULL, *user;
+	bool ok;
+
+	pthread_mutex_lock(&m->auth_lock);
+	if (!m->auth.on) {
+		pthread_mutex_unlock(&m->auth_lock);
+		return true;
+	}
+	user = MHD_basic_auth_get_username_password(conn, &pass);
+	ok = user && pass && (same_secret(m->auth.user, user) &
+			      same_secret(m->auth.password, pass));
+	pthread_mutex_unlock(&m->auth_lock);
+	if (pass) {
+		explicit_bzero(pass, strlen(pass));
+		MHD_free(pass);
+	}
+	if (user)
+		MHD_free(user);
+	return ok;
+}
 
 static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status,
 			     const char *type, char *body, size_t len,
@@ -401,6 +524,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		return reply(conn, MHD_HTTP_NOT_FOUND, plain,
 			     "not found: try /metrics or /healthz\n", 36,
 			     MHD_RESPMEM_PERSISTENT);
+	if (!authorized(m, conn)) {
+		static char body[] = "unauthorized: /metrics needs the user and password of metrics.auth_file\n";
+		struct MHD_Response *resp =
+			MHD_create_response_from_buffer(sizeof(body) - 1, body,
+							MHD_RESPMEM_PERSISTENT);
+		enum MHD_Result rc;
+
+		if (!resp)
+			return MHD_NO;
+		MHD_add_response_header(resp, "Content-Type", plain);
+		rc = MHD_queue_basic_auth_fail_response(conn, "kvtier metrics", resp);
+		MHD_destroy_response(resp);
+		return rc;
+	}
 	text = render(m->d, &len);
 	if (!text)
 		return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, plain,
@@ -419,8 +556,9 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	kvt_log(KVT_LOG_WARN, "metrics: %s", msg);
 }
 
-int kvt_metrics_start(const char *listen, struct kvt_daemon *d,
-		      struct kvt_metrics **out, char *err, size_t len)
+int kvt_metrics_start(const char *listen, const struct kvt_metrics_auth *auth,
+		      struct kvt_daemon *d, struct kvt_metrics **out, char *err,
+		      size_t len)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
 				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
@@ -455,7 +593,11 @@ int kvt_metrics_start(const char *listen, struct kvt_daemon *d,
 		return -1;
 	}
 	m->d = d;
-	m->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+	pthread_mutex_init(&m->auth_lock, NULL);
+	m->auth = *auth;
+	/* epoll (AUTO), not select(): with a raised RLIMIT_NOFILE a scrape's
+	 * socket may well be past FD_SETSIZE. */
+	m->mhd = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG |
 				  (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
 				  0, NULL, NULL, on_request, m,
 				  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
@@ -496,5 +638,7 @@ void kvt_metrics_stop(struct kvt_metrics *m)
 	if (!m)
 		return;
 	MHD_stop_daemon(m->mhd);
+	explicit_bzero(&m->auth, sizeof(m->auth));
+	pthread_mutex_destroy(&m->auth_lock);
 	free(m);
 }

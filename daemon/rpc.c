@@ -31,6 +31,7 @@ static const struct {
 	{ ENOSPC, GRPC_STATUS_RESOURCE_EXHAUSTED },
 	{ ENOMEM, GRPC_STATUS_RESOURCE_EXHAUSTED },
 	{ EACCES, GRPC_STATUS_PERMISSION_DENIED },
+	{ EDQUOT, GRPC_STATUS_RESOURCE_EXHAUSTED },
 };
 
 static grpc_status_code engine_status(int rc, const struct kvt_err *err,
@@ -206,6 +207,13 @@ static grpc_status_code caller(struct kvt_daemon *d, struct kvt_call *call,
 	return GRPC_STATUS_OK;
 }
 
+void kvt_rpc_peer_name(void *ctx, const struct kvt_peer *p, char *buf,
+		       size_t len)
+{
+	(void)ctx;
+	tenant_name(p->unix_socket ? (uint32_t)p->uid : TCP_UID, buf, len);
+}
+
 /* Root and the daemon's own user may act on every tenant's blocks. */
 static bool is_admin(struct kvt_call *call)
 {
@@ -248,6 +256,13 @@ static grpc_status_code attach_open(void *ctx, struct kvt_call *call,
 	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK)
 		goto out;
 	rc = kvt_engine_session_open(d->engine, tenant, token, &s);
+	if (rc == -EDQUOT) {
+		tenant_name(caller_uid(call), name, sizeof(name));
+		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+			      "tenants.max_sessions (%u) reached for tenant %s: close a session first",
+			      d->max_sessions, name);
+		goto out;
+	}
 	if (rc < 0) {
 		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
 			      "cannot open a session: %s", strerror(-rc));
@@ -304,6 +319,13 @@ const struct kvt_stream_method kvt_rpc_attach = {
 };
 
 /* ---- unary methods ---- */
+
+/* Whether a tenant that is not an admin sees namespace ns in Stats: its
+ * own and the shared ones. */
+static bool ns_visible(const struct kvt_namespace_stats *st, uint32_t tenant)
+{
+	return st->tenant == tenant || st->shared;
+}
 
 static grpc_status_code open_namespace(void *ctx, struct kvt_call *call,
 				       const uint8_t *req, size_t len,
@@ -902,6 +924,8 @@ static void stats_fill_engine(struct kvt_daemon *d, struct stats_buf *b,
 	p->host_out_bytes_total = st.host_out_bytes_total;
 	p->sessions_active = st.sessions_active;
 	p->sessions_total = st.sessions_total;
+	p->sessions_refused_total = st.sessions_refused_total;
+	p->leases_refused_total = st.leases_refused_total;
 	p->leases_active = st.leases_active;
 	p->pinned_blocks = st.pinned_blocks;
 	p->ready_blocks = st.ready_blocks;
@@ -984,6 +1008,7 @@ static void stats_fill_rpcs(struct kvt_daemon *d, struct stats_buf *b,
 			    Kvtier__V1__StatsResponse *p)
 {
 	size_t n = kvt_server_method_slots(d->server);
+	struct kvt_server_connections conns;
 
 	for (size_t i = 0; i < n && i < 32; i++) {
 		const char *path;
@@ -1016,12 +1041,17 @@ static void stats_fill_rpcs(struct kvt_daemon *d, struct stats_buf *b,
 		b->listen[p->n_listen++] =
 			(char *)kvt_server_listen_address(d->server, i);
 	p->listen = b->listen;
+	kvt_server_connections(d->server, &conns);
+	p->connections_active = conns.active;
+	p->connections_idle_closed_total = conns.idle_closed_total;
+	p->connections_refused_total = conns.refused_total;
 }
 
 static int stats_fill_namespaces(struct kvt_daemon *d, struct stats_buf *b,
+				 bool all, uint32_t tenant,
 				 Kvtier__V1__StatsResponse *p)
 {
-	uint32_t n = 0;
+	uint32_t n = 0, shown = 0;
 	struct kvt_namespace_stats tmp;
 
 	while (kvt_engine_namespace_stats(d->engine, n, &tmp) == 0)
@@ -1033,11 +1063,14 @@ static int stats_fill_namespaces(struct kvt_daemon *d, struct stats_buf *b,
 	if (!b->ns || !b->ns_msgs || !b->ns_ptrs)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < n; i++) {
-		Kvtier__V1__NamespaceStats *m = &b->ns_msgs[i];
+		Kvtier__V1__NamespaceStats *m = &b->ns_msgs[shown];
 
 		kvt_engine_namespace_stats(d->engine, i, &b->ns[i]);
+		if (!all && !ns_visible(&b->ns[i], tenant))
+			continue;
 		kvtier__v1__namespace_stats__init(m);
 		m->name = b->ns[i].name;
+		m->tenant = b->ns[i].tenant_name;
 		m->namespace_id = i;
 		m->page_bytes = b->ns[i].page_bytes;
 		m->block_tokens = b->ns[i].block_tokens;
@@ -1051,17 +1084,18 @@ static int stats_fill_namespaces(struct kvt_daemon *d, struct stats_buf *b,
 		m->expired = b->ns[i].expired;
 		m->lookup_hits_nvme = b->ns[i].lookup_hits_nvme;
 		m->nvme_blocks = b->ns[i].nvme_blocks;
-		b->ns_ptrs[i] = m;
+		b->ns_ptrs[shown++] = m;
 	}
 	p->namespaces = b->ns_ptrs;
-	p->n_namespaces = n;
+	p->n_namespaces = shown;
 	return 0;
 }
 
 static int stats_fill_tenants(struct kvt_daemon *d, struct stats_buf *b,
+			      bool all, uint32_t tenant,
 			      Kvtier__V1__StatsResponse *p)
 {
-	uint32_t n = 0;
+	uint32_t n = 0, shown = 0;
 	struct kvt_tenant_stats tmp;
 
 	while (kvt_engine_tenant_stats(d->engine, n, &tmp) == 0)
@@ -1073,8 +1107,10 @@ static int stats_fill_tenants(struct kvt_daemon *d, struct stats_buf *b,
 	if (!b->t || !b->t_msgs || !b->t_ptrs)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < n; i++) {
-		Kvtier__V1__TenantStats *m = &b->t_msgs[i];
+		Kvtier__V1__TenantStats *m = &b->t_msgs[shown];
 
+		if (!all && i != tenant)
+			continue;
 		kvt_engine_tenant_stats(d->engine, i, &b->t[i]);
 		kvtier__v1__tenant_stats__init(m);
 		m->name = b->t[i].name;
@@ -1084,14 +1120,17 @@ static int stats_fill_tenants(struct kvt_daemon *d, struct stats_buf *b,
 		m->lookup_keys = b->t[i].lookup_keys;
 		m->lookup_hits = b->t[i].lookup_hits;
 		m->evictions = b->t[i].evictions;
-		b->t_ptrs[i] = m;
+		m->sessions_active = b->t[i].sessions;
+		m->leases_active = b->t[i].leases;
+		b->t_ptrs[shown++] = m;
 	}
 	p->tenants = b->t_ptrs;
-	p->n_tenants = n;
+	p->n_tenants = shown;
 	return 0;
 }
 
-grpc_status_code kvt_rpc_stats(struct kvt_daemon *d, struct kvt_reply *r)
+grpc_status_code kvt_rpc_stats(struct kvt_daemon *d, bool all, uint32_t tenant,
+			       struct kvt_reply *r)
 {
 	Kvtier__V1__StatsResponse p = KVTIER__V1__STATS_RESPONSE__INIT;
 	struct stats_buf *b = calloc(1, sizeof(*b));
@@ -1107,7 +1146,8 @@ grpc_status_code kvt_rpc_stats(struct kvt_daemon *d, struct kvt_reply *r)
 	p.metrics_address = d->metrics_address;
 	stats_fill_engine(d, b, &p);
 	stats_fill_rpcs(d, b, &p);
-	if (stats_fill_namespaces(d, b, &p) < 0 || stats_fill_tenants(d, b, &p) < 0)
+	if (stats_fill_namespaces(d, b, all, tenant, &p) < 0 ||
+	    stats_fill_tenants(d, b, all, tenant, &p) < 0)
 		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 	else
 		code = pack(&p, r);
@@ -1125,14 +1165,19 @@ static grpc_status_code stats(void *ctx, struct kvt_call *call,
 			      const uint8_t *req, size_t len,
 			      struct kvt_reply *r)
 {
+	struct kvt_daemon *d = ctx;
 	Kvtier__V1__StatsRequest *q =
 		unpack(&kvtier__v1__stats_request__descriptor, req, len, r);
+	grpc_status_code code;
+	uint32_t tenant;
 
-	(void)call;
 	if (!q)
 		return GRPC_STATUS_INVALID_ARGUMENT;
 	protobuf_c_message_free_unpacked(&q->base, NULL);
-	return kvt_rpc_stats(ctx, r);
+	/* An admin sees every tenant; anyone else, its own (and the totals). */
+	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK)
+		return code;
+	return kvt_rpc_stats(d, is_admin(call), tenant, r);
 }
 
 static grpc_status_code get_config(void *ctx, struct kvt_call *call,

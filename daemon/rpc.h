@@ -7,6 +7,7 @@
 #ifndef KVT_RPC_H
 #define KVT_RPC_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -20,6 +21,7 @@ struct kvt_daemon {
 	struct kvt_segsock *segsock; /* hands host segments to workers */
 	struct kvt_reload *reload;
 	_Atomic uint32_t max_keys; /* changes on reload */
+	_Atomic uint32_t max_sessions; /* the engine's bound, for messages */
 	const char *shared_namespaces; /* comma-separated */
 	uint64_t max_message_size;
 	time_t started;
@@ -33,8 +35,14 @@ extern const size_t kvt_rpc_nmethods;
 extern const struct kvt_stream_method kvt_rpc_attach;
 
 /* A packed kvtier.v1.StatsResponse in r: what the Stats RPC answers and
- * what /metrics exposes. */
-grpc_status_code kvt_rpc_stats(struct kvt_daemon *d, struct kvt_reply *r);
+ * what /metrics exposes. all: every tenant and namespace (admins,
+ * /metrics); else only tenant's own and the namespaces it may see. */
+grpc_status_code kvt_rpc_stats(struct kvt_daemon *d, bool all, uint32_t tenant,
+			       struct kvt_reply *r);
+
+/* The name a peer's tenant goes by, for messages. */
+void kvt_rpc_peer_name(void *ctx, const struct kvt_peer *p, char *buf,
+		       size_t len);
 
 /* The server's draining hook: answers the Acquires still waiting. */
 void kvt_rpc_draining(void *ctx);

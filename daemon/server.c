@@ -10,10 +10,24 @@
  * start_batch on a listed call happens under that lock. A deferred call sits
  * in READING until its handler's kvt_call_reply.
  *
- * The unix socket: a thread accepts, records the peer's SO_PEERCRED under
- * the connection's fd and hands the fd to gRPC, whose calls then name their
- * peer "fd:N". An fd number is reused only after gRPC closed it, which it
- * does only after the connection's last call is gone.
+ * The unix socket: a thread (the acceptor) accepts, records the peer's
+ * SO_PEERCRED under the connection's fd and hands the fd to gRPC, whose
+ * calls then name their peer "fd:N". An fd number is reused only after gRPC
+ * closed it, which it does only after the connection's last call is gone.
+ *
+ * Each connection also has a record of our own (struct conn), keyed by a
+ * dup of its fd, the "watch" fd, which the acceptor keeps in its epoll set:
+ * the socket hangs up (EPOLLHUP) when the client closes it or either side
+ * shuts it down, and only then is the record dropped. The watch fd lets us
+ * shut the socket down (SHUT_RDWR: gRPC reads EOF and cleans up) without
+ * ever touching, or racing for, the fd number gRPC owns. The record counts
+ * the calls in flight on the connection; the acceptor shuts down one that
+ * has had none for daemon.idle_timeout (an open Attach stream is a call in
+ * flight, so attached workers are never idle), and counts connections per
+ * uid against tenants.max_connections: one over the bound is still handed
+ * to gRPC, but every call on it fails with RESOURCE_EXHAUSTED naming the
+ * knob, and it is shut down shortly after. Lock order: s->lock, then
+ * nothing (the record is touched only under s->lock).
  */
 #include "server.h"
 
@@ -32,6 +46,7 @@
 #include <string.h>
 #include <grpc/grpc_posix.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -43,6 +58,26 @@
 
 #define ACCEPTS_IN_FLIGHT 16
 #define MAX_LISTEN 2
+/* A refused connection is shut down this long after its last call ended
+ * (time for the status to reach the client), and this long at most after
+ * it came. */
+#define REFUSED_GRACE_NS (500 * 1000000ull)
+#define REFUSED_MAX_NS (5000 * 1000000ull)
+/* The acceptor looks at idle connections at least this often. */
+#define SWEEP_MAX_MS 1000
+
+/* A unix-socket connection, from accept until its socket hangs up. */
+struct conn {
+	uint64_t id;         /* 0: the slot is free */
+	int grpc_fd;         /* the fd gRPC owns; calls name it "fd:N" */
+	struct kvt_peer peer;
+	uint32_t calls;      /* in flight on it, Attach streams included */
+	uint32_t limit;      /* refused: the bound it went over */
+	uint64_t accepted_ns;
+	uint64_t since_ns;   /* accepted, or a call began or ended */
+	bool refused;        /* over tenants.max_connections */
+	bool shut;           /* shut down by us: its hang-up follows */
+};
 
 struct tag {
 	void (*done)(struct tag *t, bool ok);
@@ -67,15 +102,24 @@ struct kvt_server {
 	atomic_uint_fast64_t by_code[KVT_STATUS_CODES];
 
 	/* The unix listener. */
-	int listen_fd, wake_fd[2];
+	int listen_fd, wake_fd[2], epoll_fd;
 	pthread_t acceptor;
 	bool acceptor_running;
 	grpc_server_credentials *creds;
-	struct kvt_peer *peers; /* by connection fd */
-	size_t npeers;
+	struct conn *conns; /* by watch fd */
+	size_t nconns;
+	int *watch_of;      /* by gRPC's fd: the watch fd, or -1 */
+	size_t nwatch_of;
+	uint64_t next_conn_id;
+	time_t last_refusal_log;
+	/* Bounds (live), counters. */
+	atomic_uint_fast64_t idle_timeout_ms;
+	atomic_uint max_connections;
+	atomic_uint_fast64_t idle_closed, refused;
+	atomic_uint connections;
 
 	struct tag shutdown_tag;
-	pthread_mutex_t lock; /* guards shutdown_done, accepting, streams, peers */
+	pthread_mutex_t lock; /* guards shutdown_done, accepting, streams, conns */
 	pthread_cond_t cond;
 	bool shutdown_done, accepting;
 	struct kvt_call *streams;
@@ -94,6 +138,8 @@ struct kvt_call {
 	size_t method; /* index into counters */
 	uint64_t started_ns; /* when the request message arrived */
 	struct kvt_peer peer;
+	int conn_fd;       /* the watch fd of its connection's record, or -1 */
+	uint64_t conn_id;
 	enum { ACCEPTING, READING, REPLYING, STREAMING } phase;
 	atomic_int refs;
 	void *state;                 /* streams: from open() */
@@ -102,9 +148,35 @@ struct kvt_call {
 
 static void accept_one(struct kvt_server *s);
 static void call_done(struct tag *t, bool ok);
+static uint32_t conns_of(struct kvt_server *s, uid_t uid, uint32_t max,
+			 bool check_up);
+
+static uint64_t monotonic_ns(void);
+
+/* The record of c's connection, under s->lock; NULL once it is gone. */
+static struct conn *call_conn(struct kvt_call *c)
+{
+	struct kvt_server *s = c->srv;
+
+	if (c->conn_fd < 0 || (size_t)c->conn_fd >= s->nconns ||
+	    s->conns[c->conn_fd].id != c->conn_id)
+		return NULL;
+	return &s->conns[c->conn_fd];
+}
 
 static void call_free(struct kvt_call *c)
 {
+	if (c->conn_fd >= 0) {
+		struct conn *cn;
+
+		pthread_mutex_lock(&c->srv->lock);
+		cn = call_conn(c);
+		if (cn) {
+			cn->calls--;
+			cn->since_ns = monotonic_ns();
+		}
+		pthread_mutex_unlock(&c->srv->lock);
+	}
 	if (c->call)
 		grpc_call_unref(c->call);
 	if (c->recv)
@@ -327,32 +399,63 @@ void kvt_call_reply(struct kvt_call *c, grpc_status_code code,
 	send_reply(c, code, r, false);
 }
 
-/* Fills c->peer from the credentials recorded when its connection came. */
-static void resolve_peer(struct kvt_call *c)
+/* A refused connection is served after all if its uid has gone under the
+ * bound since (a client that retries need not wait for the shutdown). */
+static void unrefuse(struct kvt_server *s, struct conn *cn)
+{
+	uint32_t max = atomic_load(&s->max_connections);
+
+	if (max && conns_of(s, cn->peer.uid, max, true) >= max)
+		return;
+	cn->refused = false;
+	atomic_fetch_add(&s->connections, 1);
+}
+
+/*
+ * Fills c->peer from the credentials recorded when its connection came, and
+ * counts the call on the connection. Returns the bound the connection went
+ * over, 0 if it was not refused.
+ */
+static uint32_t resolve_peer(struct kvt_call *c)
 {
 	struct kvt_server *s = c->srv;
 	char *peer = grpc_call_get_peer(c->call);
+	uint32_t refused = 0;
 	char *end;
 	long fd;
 
 	if (peer && strncmp(peer, "fd:", 3) == 0) {
 		fd = strtol(peer + 3, &end, 10);
 		pthread_mutex_lock(&s->lock);
-		if (*end == '\0' && fd >= 0 && (size_t)fd < s->npeers)
-			c->peer = s->peers[fd];
+		if (*end == '\0' && fd >= 0 && (size_t)fd < s->nwatch_of &&
+		    s->watch_of[fd] >= 0) {
+			struct conn *cn = &s->conns[s->watch_of[fd]];
+
+			c->peer = cn->peer;
+			c->conn_fd = s->watch_of[fd];
+			c->conn_id = cn->id;
+			cn->calls++;
+			cn->since_ns = monotonic_ns();
+			if (cn->refused && !cn->shut)
+				unrefuse(s, cn);
+			if (cn->refused)
+				refused = cn->limit;
+		}
 		pthread_mutex_unlock(&s->lock);
 	}
 	gpr_free(peer);
+	return refused;
 }
 
 static void call_accepted(struct kvt_call *c)
 {
 	struct kvt_server *s = c->srv;
+	uint32_t refused;
 	grpc_op ops[2];
 	size_t i;
 
 	accept_one(s);
-	resolve_peer(c);
+	refused = resolve_peer(c);
 	for (i = 0; i < s->cfg.nmethods; i++)
 		if (method_is(c->details.method, s->cfg.methods[i].path))
 			break;
@@ -368,6 +471,19 @@ static void call_accepted(struct kvt_call *c)
 			 (int)GRPC_SLICE_LENGTH(c->details.method),
 			 (const char *)GRPC_SLICE_START_PTR(c->details.method));
 		send_reply(c, GRPC_STATUS_UNIMPLEMENTED, &r, true);
+		return;
+	}
+	if (refused) {
+		struct kvt_reply r = { 0 };
+		char name[64] = "?";
+
+		if (s->cfg.peer_name)
+			s->cfg.peer_name(s->cfg.ctx, &c->peer, name, sizeof(name));
+		c->started_ns = monotonic_ns();
+		snprintf(r.msg, sizeof(r.msg),
+			 "tenants.max_connections (%u) reached for tenant %s: this connection is refused and will be closed",
+			 refused, name);
+		send_reply(c, GRPC_STATUS_RESOURCE_EXHAUSTED, &r, true);
 		return;
 	}
 	memset(ops, 0, sizeof(ops));
@@ -423,6 +539,7 @@ static void accept_one(struct kvt_server *s)
 		return;
 	}
 	c->srv = s;
+	c->conn_fd = -1;
 	c->tag.done = call_done;
 	c->phase = ACCEPTING;
 	atomic_init(&c->refs, 1);
@@ -510,68 +627,225 @@ static int add_port(struct kvt_server *s, const char *addr, char *err,
 
 /* ---- the unix listener ---- */
 
-static int record_peer(struct kvt_server *s, int fd)
+/* Grows a table of n elements of size sz to hold index i. 0, or -1. */
+static int grow(void **table, size_t *n, size_t sz, size_t i, int fill)
+{
+	size_t want = i * 2 + 64;
+	char *p;
+
+	if (i < *n)
+		return 0;
+	p = realloc(*table, want * sz);
+	if (!p)
+		return -1;
+	memset(p + *n * sz, fill, (want - *n) * sz);
+	*table = p;
+	*n = want;
+	return 0;
+}
+
+/* Whether the socket under watch fd w is still up: the client may have
+ * closed it a moment ago, before the acceptor saw it hang up. */
+static bool conn_up(int w)
+{
+	struct pollfd p = { .fd = w, .events = 0 };
+
+	return poll(&p, 1, 0) == 0 || !(p.revents & (POLLHUP | POLLERR));
+}
+
+/* The connections uid holds (not refused, not shut down; up, when
+ * check_up), counting no further than max; under s->lock. */
+static uint32_t conns_of(struct kvt_server *s, uid_t uid, uint32_t max,
+			 bool check_up)
+{
+	uint32_t n = 0;
+
+	for (size_t w = 0; w < s->nconns && n < max; w++) {
+		const struct conn *cn = &s->conns[w];
+
+		if (cn->id && !cn->refused && !cn->shut && cn->peer.uid == uid &&
+		    (!check_up || conn_up((int)w)))
+			n++;
+	}
+	return n;
+}
+
+/*
+ * Records the connection fd (its credentials, a watch fd in the epoll set)
+ * and hands it to gRPC; refused when its uid holds max_connections already.
+ */
+static void conn_new(struct kvt_server *s, int fd)
 {
 	struct ucred cr;
 	socklen_t len = sizeof(cr);
+	uint32_t max = atomic_load(&s->max_connections);
+	struct epoll_event ev = { .events = 0 };
+	bool refused = false, complain = false;
+	struct conn *cn;
+	int w;
 
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
-		return -1;
-	pthread_mutex_lock(&s->lock);
-	if ((size_t)fd >= s->npeers) {
-		size_t n = (size_t)fd * 2 + 64;
-		struct kvt_peer *p = realloc(s->peers, n * sizeof(*p));
-
-		if (!p) {
-			pthread_mutex_unlock(&s->lock);
-			return -1;
-		}
-		memset(p + s->npeers, 0, (n - s->npeers) * sizeof(*p));
-		s->peers = p;
-		s->npeers = n;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
+		kvt_log(KVT_LOG_WARN, "cannot read the peer credentials of a connection: %s",
+			strerror(errno));
+		close(fd);
+		return;
 	}
-	s->peers[fd] = (struct kvt_peer){ .unix_socket = true, .uid = cr.uid,
-					  .gid = cr.gid, .pid = cr.pid };
+	w = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (w < 0) {
+		close(fd); /* out of fds: better one client refused than a blind one */
+		return;
+	}
+	pthread_mutex_lock(&s->lock);
+	if (grow((void **)&s->conns, &s->nconns, sizeof(*s->conns), (size_t)w, 0) < 0 ||
+	    grow((void **)&s->watch_of, &s->nwatch_of, sizeof(*s->watch_of),
+		 (size_t)fd, -1) < 0) {
+		pthread_mutex_unlock(&s->lock);
+		close(w);
+		close(fd);
+		return;
+	}
+	/* A client that closed and reconnected at once is not over the bound. */
+	if (max && conns_of(s, cr.uid, max, false) >= max &&
+	    conns_of(s, cr.uid, max, true) >= max) {
+		refused = true;
+		atomic_fetch_add(&s->refused, 1);
+		if (time(NULL) - s->last_refusal_log >= 10) {
+			s->last_refusal_log = time(NULL);
+			complain = true;
+		}
+	}
+	cn = &s->conns[w];
+	*cn = (struct conn){ .id = ++s->next_conn_id, .grpc_fd = fd,
+			     .peer = { .unix_socket = true, .uid = cr.uid,
+				       .gid = cr.gid, .pid = cr.pid },
+			     .limit = max, .refused = refused };
+	cn->accepted_ns = cn->since_ns = monotonic_ns();
+	s->watch_of[fd] = w;
+	ev.data.fd = w;
+	if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, w, &ev) < 0) {
+		/* Not watched, it could never be reaped: refuse it. */
+		cn->id = 0;
+		s->watch_of[fd] = -1;
+		pthread_mutex_unlock(&s->lock);
+		close(w);
+		close(fd);
+		return;
+	}
+	if (!refused)
+		atomic_fetch_add(&s->connections, 1);
 	pthread_mutex_unlock(&s->lock);
-	return 0;
+	if (complain)
+		kvt_log(KVT_LOG_WARN, "uid %u (pid %d) holds tenants.max_connections (%u) connections: refusing more (counted in kvtier_limit_refusals_total; logged once per 10 s)",
+			(unsigned)cr.uid, (int)cr.pid, max);
+	grpc_server_add_channel_from_fd(s->server, fd, s->creds);
+}
+
+/* The socket under watch fd w hung up: forget the connection. */
+static void conn_gone(struct kvt_server *s, int w)
+{
+	struct conn *cn;
+
+	pthread_mutex_lock(&s->lock);
+	cn = &s->conns[w];
+	if (cn->id) {
+		if (!cn->refused && !cn->shut)
+			atomic_fetch_sub(&s->connections, 1);
+		if ((size_t)cn->grpc_fd < s->nwatch_of && s->watch_of[cn->grpc_fd] == w)
+			s->watch_of[cn->grpc_fd] = -1;
+		cn->id = 0;
+	}
+	pthread_mutex_unlock(&s->lock);
+	epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, w, NULL);
+	close(w);
+}
+
+/*
+ * Shuts down the connections that are idle (no call in flight for
+ * idle_timeout) and the refused ones whose grace is over. Returns the
+ * milliseconds until the next one is due (at most SWEEP_MAX_MS).
+ */
+static int sweep(struct kvt_server *s)
+{
+	uint64_t idle = atomic_load(&s->idle_timeout_ms) * 1000000ull;
+	uint64_t now = monotonic_ns();
+	uint64_t next = now + SWEEP_MAX_MS * 1000000ull;
+
+	pthread_mutex_lock(&s->lock);
+	for (size_t w = 0; w < s->nconns; w++) {
+		struct conn *cn = &s->conns[w];
+		uint64_t due;
+
+		if (!cn->id || cn->shut)
+			continue;
+		if (cn->refused) {
+			due = cn->accepted_ns + REFUSED_MAX_NS;
+			if (cn->calls == 0 && cn->since_ns + REFUSED_GRACE_NS < due)
+				due = cn->since_ns + REFUSED_GRACE_NS;
+		} else if (idle && cn->calls == 0) {
+			due = cn->since_ns + idle;
+		} else {
+			continue;
+		}
+		if (due > now) {
+			if (due < next)
+				next = due;
+			continue;
+		}
+		/* gRPC reads EOF and ends the connection; the hang-up reaps it. */
+		shutdown((int)w, SHUT_RDWR);
+		cn->shut = true;
+		if (!cn->refused) {
+			atomic_fetch_sub(&s->connections, 1);
+			atomic_fetch_add(&s->idle_closed, 1);
+			kvt_log(KVT_LOG_DEBUG, "closed an idle connection of uid %u (pid %d)",
+				(unsigned)cn->peer.uid, (int)cn->peer.pid);
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return (int)((next - now + 999999) / 1000000);
 }
 
 static void *acceptor_main(void *arg)
 {
 	struct kvt_server *s = arg;
-	struct pollfd pfd[2] = { { .fd = s->listen_fd, .events = POLLIN },
-				 { .fd = s->wake_fd[0], .events = POLLIN } };
 	time_t last_complaint = 0;
 
 	for (;;) {
-		int fd;
+		struct epoll_event evs[64];
+		int n = epoll_wait(s->epoll_fd, evs, 64, sweep(s));
 
-		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+		if (n < 0 && errno != EINTR)
 			break;
-		if (pfd[1].revents)
-			break;
-		if (!(pfd[0].revents & POLLIN))
-			continue;
-		fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) {
-				/* Out of fds: say so now and then, and let
-				 * connections close before trying again. */
-				if (time(NULL) - last_complaint >= 10) {
-					kvt_log(KVT_LOG_WARN, "accept: %s", strerror(errno));
-					last_complaint = time(NULL);
-				}
-				poll(NULL, 0, 100);
+		for (int i = 0; i < n; i++) {
+			int fd = evs[i].data.fd;
+
+			if (fd == s->wake_fd[0])
+				return NULL;
+			if (fd != s->listen_fd) {
+				conn_gone(s, fd);
+				continue;
 			}
-			continue;
+			/* A burst of clients: take up to 64 before looking around. */
+			for (int k = 0; k < 64; k++) {
+				int c = accept4(s->listen_fd, NULL, NULL,
+						SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+				if (c >= 0) {
+					conn_new(s, c);
+					continue;
+				}
+				if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) {
+					/* Out of fds: say so now and then, and let
+					 * connections close before trying again. */
+					if (time(NULL) - last_complaint >= 10) {
+						kvt_log(KVT_LOG_WARN, "accept: %s", strerror(errno));
+						last_complaint = time(NULL);
+					}
+					poll(NULL, 0, 100);
+				}
+				break;
+			}
 		}
-		if (record_peer(s, fd) < 0) {
-			kvt_log(KVT_LOG_WARN, "cannot read the peer credentials of a connection: %s",
-				strerror(errno));
-			close(fd);
-			continue;
-		}
-		grpc_server_add_channel_from_fd(s->server, fd, s->creds);
 	}
 	return NULL;
 }
@@ -611,6 +885,15 @@ static void stop_acceptor(struct kvt_server *s)
 	if (s->listen_fd >= 0)
 		close(s->listen_fd);
 	s->listen_fd = -1;
+	/* The watch fds are ours; closing them leaves gRPC's sockets alone. */
+	for (size_t w = 0; w < s->nconns; w++)
+		if (s->conns[w].id) {
+			s->conns[w].id = 0;
+			close((int)w);
+		}
+	if (s->epoll_fd >= 0)
+		close(s->epoll_fd);
+	s->epoll_fd = -1;
 }
 
 int kvt_server_start(const struct kvt_server_config *cfg,
@@ -626,7 +909,9 @@ int kvt_server_start(const struct kvt_server_config *cfg,
 		return -1;
 	}
 	s->cfg = *cfg;
-	s->listen_fd = s->wake_fd[0] = s->wake_fd[1] = -1;
+	s->listen_fd = s->wake_fd[0] = s->wake_fd[1] = s->epoll_fd = -1;
+	atomic_init(&s->idle_timeout_ms, cfg->idle_timeout_ms);
+	atomic_init(&s->max_connections, cfg->max_connections);
 	s->counters = calloc(cfg->nmethods + 2, sizeof(*s->counters));
 	for (size_t i = 0; s->counters && i < cfg->nmethods + 2; i++)
 		kvt_histogram_init(&s->counters[i].latency, &kvt_latency_bounds);
@@ -650,6 +935,15 @@ int kvt_server_start(const struct kvt_server_config *cfg,
 	}
 	if (listen_unix(s, cfg->unix_path, err, len) < 0)
 		goto fail;
+	s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (s->epoll_fd < 0 ||
+	    epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->listen_fd,
+		      &(struct epoll_event){ .events = EPOLLIN, .data.fd = s->listen_fd }) < 0 ||
+	    epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->wake_fd[0],
+		      &(struct epoll_event){ .events = EPOLLIN, .data.fd = s->wake_fd[0] }) < 0) {
+		snprintf(err, len, "epoll: %s", strerror(errno));
+		goto fail;
+	}
 	if (cfg->tcp && cfg->tcp[0] && add_port(s, cfg->tcp, err, len) < 0)
 		goto fail;
 	grpc_server_start(s->server);
@@ -757,7 +1051,8 @@ void kvt_server_destroy(struct kvt_server *s)
 	for (int i = 0; i < 2; i++)
 		if (s->wake_fd[i] >= 0)
 			close(s->wake_fd[i]);
-	free(s->peers);
+	free(s->conns);
+	free(s->watch_of);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
 	free(s->counters);
@@ -798,6 +1093,21 @@ void kvt_server_method_latency(const struct kvt_server *s, size_t i,
 			       struct kvt_histogram_snapshot *out)
 {
 	kvt_histogram_read(&s->counters[i].latency, out);
+}
+
+void kvt_server_set_limits(struct kvt_server *s, uint64_t idle_timeout_ms,
+			   uint32_t max_connections)
+{
+	atomic_store(&s->idle_timeout_ms, idle_timeout_ms);
+	atomic_store(&s->max_connections, max_connections);
+}
+
+void kvt_server_connections(const struct kvt_server *s,
+			    struct kvt_server_connections *out)
+{
+	out->active = atomic_load(&s->connections);
+	out->idle_closed_total = atomic_load(&s->idle_closed);
+	out->refused_total = atomic_load(&s->refused);
 }
 
 uint64_t kvt_server_errors_by_code(const struct kvt_server *s,

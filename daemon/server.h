@@ -12,7 +12,9 @@
  * shuts down.
  *
  * The unix socket is accepted here, not by gRPC, so that every call knows
- * its peer's credentials (SO_PEERCRED), which gRPC core does not expose.
+ * its peer's credentials (SO_PEERCRED), which gRPC core does not expose,
+ * and so that idle connections can be shut down and each uid's connections
+ * bounded. TCP connections (daemon.tcp) are gRPC's own: neither.
  */
 #ifndef KVT_SERVER_H
 #define KVT_SERVER_H
@@ -86,6 +88,14 @@ struct kvt_server_config {
 	const struct kvt_method *methods;
 	size_t nmethods;
 	const struct kvt_stream_method *stream;
+	/* Shut down a unix-socket connection with no call in flight for this
+	 * long (0: never); a uid's connections past max_connections fail every
+	 * call with RESOURCE_EXHAUSTED (0: no bound). See kvt_server_set_limits. */
+	uint64_t idle_timeout_ms;
+	uint32_t max_connections;
+	/* The tenant name of a peer, for messages; NULL: none. */
+	void (*peer_name)(void *ctx, const struct kvt_peer *p, char *buf,
+			  size_t len);
 	void *ctx; /* passed to every handler */
 	/* Called once shutdown has begun, before in-flight calls are awaited:
 	 * answer the deferred ones. */
@@ -118,6 +128,18 @@ size_t kvt_server_method_slots(const struct kvt_server *s);
 /* Latency of method i's unary calls, request received to reply sent. */
 void kvt_server_method_latency(const struct kvt_server *s, size_t i,
 			       struct kvt_histogram_snapshot *out);
+/* Changes the bounds of kvt_server_config while the server runs (reload). */
+void kvt_server_set_limits(struct kvt_server *s, uint64_t idle_timeout_ms,
+			   uint32_t max_connections);
+
+struct kvt_server_connections {
+	uint64_t active;            /* unix-socket connections served */
+	uint64_t idle_closed_total; /* shut down after idle_timeout */
+	uint64_t refused_total;     /* over max_connections */
+};
+void kvt_server_connections(const struct kvt_server *s,
+			    struct kvt_server_connections *out);
+
 uint64_t kvt_server_errors_by_code(const struct kvt_server *s,
 				   grpc_status_code code);
 

@@ -4,8 +4,10 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -112,6 +114,11 @@ void test_daemon_restart(struct test_daemon *d, const char *const *sets)
 				       strlen(" metrics http://127.0.0.1:"));
 }
 
+void test_daemon_open_to_workers(struct test_daemon *d)
+{
+	CHECK(chmod(d->dir, 0755) == 0);
+}
+
 int test_daemon_signal(struct test_daemon *d, int sig)
 {
 	int status;
@@ -133,6 +140,45 @@ int test_daemon_stop(struct test_daemon *d)
 	if (system(cmd) != 0)
 		fprintf(stderr, "harness: cannot remove %s\n", d->dir);
 	return rc;
+}
+
+static atomic_int *steps;
+
+void test_steps_init(void)
+{
+	steps = mmap(NULL, sizeof(*steps), PROT_READ | PROT_WRITE,
+		     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	CHECK(steps != MAP_FAILED);
+	atomic_init(steps, 0);
+}
+
+void test_step_set(int step)
+{
+	atomic_store(steps, step);
+}
+
+int test_step(void)
+{
+	return atomic_load(steps);
+}
+
+void test_step_wait(int step)
+{
+	while (atomic_load(steps) < step)
+		usleep(500);
+}
+
+pid_t test_spawn(void (*fn)(const char *arg), const char *arg)
+{
+	pid_t pid = fork();
+
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		fn(arg);
+		fflush(NULL);
+		_exit(0);
+	}
+	return pid;
 }
 
 void test_fill(void *page, size_t len, unsigned seed)

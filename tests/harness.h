@@ -28,11 +28,26 @@ void test_daemon_start(struct test_daemon *d, const char *const *sets);
 int test_daemon_refuses(const char *const *sets, char *out, size_t len);
 /* Starts it again in the same directory (after a stop without cleanup). */
 void test_daemon_restart(struct test_daemon *d, const char *const *sets);
+/* Lets workers running under other uids reach the socket: the run
+ * directory is the daemon's (0750, its group), the temp dir above it the
+ * test's (0700 from mkdtemp). */
+void test_daemon_open_to_workers(struct test_daemon *d);
 /* Sends sig, waits, leaves the directory for a restart; returns the exit
  * status as test_daemon_stop does. */
 int test_daemon_signal(struct test_daemon *d, int sig);
 /* SIGTERM, wait; returns the daemon's exit status (0 for a clean stop). */
 int test_daemon_stop(struct test_daemon *d);
+
+/* A script's position shared by a test and the workers it forks after
+ * test_steps_init (shared memory): whoever finishes a step moves it on. */
+void test_steps_init(void);
+void test_step_set(int step);
+int test_step(void);
+void test_step_wait(int step); /* until the position is at least step */
+
+/* Forks a worker process that runs fn(arg) and exits 0 (or as fn's CHECKs
+ * say). Exits on failure to fork. */
+pid_t test_spawn(void (*fn)(const char *arg), const char *arg);
 
 /* Fills a page with bytes derived from seed. */
 void test_fill(void *page, size_t len, unsigned seed);

@@ -10,9 +10,7 @@
  */
 #include <errno.h>
 #include <grp.h>
-#include <stdatomic.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,18 +26,6 @@
 #define UID_B 61002
 #define GID 65534             /* nogroup: the socket's and segments' group */
 #define PREFIX 8
-
-struct shared {
-	atomic_int step; /* the script's position, moved by whoever finishes */
-};
-
-static struct shared *sh;
-
-static void wait_step(int step)
-{
-	while (atomic_load(&sh->step) < step)
-		usleep(500);
-}
 
 static void make_keys(struct kvt_key *keys, int n, unsigned base)
 {
@@ -96,16 +82,16 @@ static void tenant_a(const char *addr)
 	CHECK(sns.shared);
 	make_keys(shared, 4, 900);
 	put_chain(c, &sns, shared, 4);
-	atomic_store(&sh->step, 1);
+	test_step_set(1);
 
-	wait_step(2); /* B looked and filled its quota */
+	test_step_wait(2); /* B looked and filled its quota */
 	CHECK(hits(c, &ns, prefix, PREFIX) == PREFIX);
 	/* Flood: twice the tier, in chains of 64. */
 	for (unsigned i = 0; i < 2 * CAPACITY / 64; i++) {
 		make_keys(flood, 64, 10000 + 64 * i);
 		put_chain(c, &ns, flood, 64);
 	}
-	atomic_store(&sh->step, 3);
+	test_step_set(3);
 	kvt_close(c);
 }
 
@@ -119,19 +105,19 @@ static void tenant_b(const char *addr)
 	make_keys(prefix, PREFIX, 100);
 	make_keys(mine, QUOTA, 5000);
 	make_keys(shared, 4, 900);
-	wait_step(1);
+	test_step_wait(1);
 	CHECK(hits(c, &ns, prefix, PREFIX) == 0);
 	CHECK_RC(c, kvt_open_namespace(c, "common", PAGE, 16, 0, &sns), 0);
 	CHECK(hits(c, &sns, shared, 4) == 4);
 	put_chain(c, &ns, mine, QUOTA);
-	atomic_store(&sh->step, 2);
+	test_step_set(2);
 
-	wait_step(3); /* A flooded */
+	test_step_wait(3); /* A flooded */
 	CHECK(hits(c, &ns, mine, QUOTA) == QUOTA);
 	CHECK(hits(c, &ns, prefix, PREFIX) == 0);
 	CHECK_RC(c, kvt_drop_tenant(c, "61001", &dropped), -EACCES);
 	CHECK(strstr(kvt_errmsg(c), "admin"));
-	atomic_store(&sh->step, 4);
+	test_step_set(4);
 	kvt_close(c);
 }
 
@@ -169,27 +155,12 @@ int main(void)
 		fprintf(stderr, "needs root to run workers under other uids\n");
 		return 77;
 	}
-	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
-		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	CHECK(sh != MAP_FAILED);
-	atomic_init(&sh->step, 0);
+	test_steps_init();
 	test_daemon_start(&d, sets);
-	/* The run directory is the daemon's (0750, group nogroup); the test's
-	 * temp dir above it must let the workers through. */
-	CHECK(chmod(d.dir, 0755) == 0);
+	test_daemon_open_to_workers(&d);
 
-	a = fork();
-	CHECK(a >= 0);
-	if (a == 0) {
-		tenant_a(d.addr);
-		_exit(0);
-	}
-	b = fork();
-	CHECK(b >= 0);
-	if (b == 0) {
-		tenant_b(d.addr);
-		_exit(0);
-	}
+	a = test_spawn(tenant_a, d.addr);
+	b = test_spawn(tenant_b, d.addr);
 	CHECK(waitpid(a, &status, 0) == a && WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	CHECK(waitpid(b, &status, 0) == b && WIFEXITED(status) && WEXITSTATUS(status) == 0);
 

@@ -54,6 +54,9 @@ struct tenant {
 	char name[KVT_TENANT_NAME_MAX];
 	uint64_t used, quota;
 	uint64_t lookup_keys, lookup_hits, evictions;
+	/* Against max_sessions, max_leases: leases held, and Acquires that
+	 * may become one (waiting, promoting). */
+	uint32_t sessions, leases, acquiring;
 };
 
 struct lease {
@@ -1019,6 +1022,8 @@ int kvt_engine_reconfigure(struct kvt_engine *e,
 				  cfg->default_priority : KVT_PRIORITY_MAX;
 	e->cfg.lease_ttl = cfg->lease_ttl;
 	e->cfg.max_wait = cfg->max_wait;
+	e->cfg.max_sessions = cfg->max_sessions;
+	e->cfg.max_leases = cfg->max_leases;
 	e->cfg.idle_ttl = cfg->idle_ttl;
 	for (uint32_t i = 0; i < e->nns; i++)
 		if (!e->ns[i].own_ttl)
@@ -1066,6 +1071,13 @@ int kvt_engine_session_open(struct kvt_engine *e, uint32_t tenant,
 	s->hbm_pool = -1;
 	memcpy(token, s->token, sizeof(s->token));
 	pthread_mutex_lock(&e->lock);
+	if (e->cfg.max_sessions && e->tenants[tenant].sessions >= e->cfg.max_sessions) {
+		e->st.sessions_refused_total++;
+		pthread_mutex_unlock(&e->lock);
+		free(s);
+		return -EDQUOT;
+	}
+	e->tenants[tenant].sessions++;
 	s->next = e->sessions;
 	if (s->next)
 		s->next->prev = s;
@@ -1114,6 +1126,7 @@ static struct lease *lease_new(struct kvt_engine *e, struct kvt_session *s,
 		e->oldest_lease = l;
 	e->newest_lease = l;
 	e->st.leases_active++;
+	e->tenants[s->tenant].leases++;
 	e->st.pins_total += n;
 	if (n)
 		e->st.host_out_bytes_total += n * e->ns[blocks[0]->ns].page_bytes;
@@ -1127,6 +1140,7 @@ static void lease_free(struct kvt_engine *e, struct lease *l)
 	for (uint32_t i = 0; i < l->n; i++)
 		block_unpin(e, l->blocks[i]);
 	e->st.leases_active--;
+	e->tenants[l->session->tenant].leases--;
 	free(l);
 }
 
@@ -1206,6 +1220,8 @@ static void waiter_finish(struct kvt_engine *e, struct kvt_waiter *w, int rc,
 			  struct done_list *done)
 {
 	waiter_detach(e, w);
+	if (w->session)
+		e->tenants[w->session->tenant].acquiring--;
 	w->rc = rc;
 	if (rc == 0 && w->got) {
 		struct lease *l = lease_new(e, w->session, w->pinned, w->got);
@@ -1442,6 +1458,7 @@ void kvt_engine_session_close(struct kvt_engine *e, struct kvt_session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	e->st.sessions_active--;
+	e->tenants[s->tenant].sessions--;
 	pthread_mutex_unlock(&e->lock);
 	run_done(&done);
 	free(s);
@@ -1949,7 +1966,18 @@ int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
 		rc = fail(err, -ENOENT, "unknown session");
 	else
 		rc = ns_check(e, q->ns, q->tenant, err);
+	if (rc == 0 && e->cfg.max_leases) {
+		struct tenant *t = &e->tenants[s->tenant];
+
+		if (t->leases + t->acquiring >= e->cfg.max_leases) {
+			e->st.leases_refused_total++;
+			rc = fail(err, -EDQUOT,
+				  "tenants.max_leases (%u) reached for tenant %s: release leases first",
+				  e->cfg.max_leases, t->name);
+		}
+	}
 	if (rc == 0) {
+		e->tenants[s->tenant].acquiring++;
 		w->session = s;
 		w->tenant = scope(e, q->ns);
 		w->wait_deadline = now_locked(e) + wait;
@@ -2527,6 +2555,8 @@ int kvt_engine_namespace_stats(struct kvt_engine *e, uint32_t ns,
 	}
 	n = &e->ns[ns];
 	memcpy(st->name, n->name, sizeof(st->name));
+	st->tenant = n->tenant;
+	memcpy(st->tenant_name, e->tenants[n->tenant].name, sizeof(st->tenant_name));
 	st->page_bytes = n->page_bytes;
 	st->block_tokens = n->block_tokens;
 	st->shared = n->shared;
@@ -2563,6 +2593,8 @@ int kvt_engine_tenant_stats(struct kvt_engine *e, uint32_t tenant,
 	st->lookup_keys = t->lookup_keys;
 	st->lookup_hits = t->lookup_hits;
 	st->evictions = t->evictions;
+	st->sessions = t->sessions;
+	st->leases = t->leases;
 out:
 	pthread_mutex_unlock(&e->lock);
 	return rc;

@@ -19,6 +19,7 @@
  *   -EINVAL  a bad argument              -ENOENT  unknown namespace/session/lease
  *   -EPERM   not allowed in this state   -ENOSPC  no slot or no room
  *   -ENOMEM  out of memory               -EACCES  not this tenant's to do
+ *   -EDQUOT  the tenant holds max_sessions / max_leases already
  */
 #ifndef KVT_ENGINE_H
 #define KVT_ENGINE_H
@@ -85,6 +86,9 @@ struct kvt_engine_config {
 	uint64_t default_host_quota;
 	const struct kvt_quota *quotas; /* per uid, overriding the default */
 	uint32_t nquotas;
+	/* Sessions a tenant may hold open, and leases it may hold (counting
+	 * the Acquires under way); 0: no bound. */
+	uint32_t max_sessions, max_leases;
 
 	struct kvt_engine_nvme nvme;
 	struct kvt_engine_hbm hbm;
@@ -181,6 +185,8 @@ struct kvt_engine_stats {
 	/* Blocks pinned by leases; page bytes into the host tier (commits,
 	 * puts, promotions) and out of it (pinned for reading). */
 	uint64_t pins_total, host_in_bytes_total, host_out_bytes_total;
+	/* Session opens and Acquires refused: the tenant was at its bound. */
+	uint64_t sessions_refused_total, leases_refused_total;
 	/* hbm: copies of host blocks in GPU pools (hbm.h). */
 	struct kvt_hbm_stats hbm;
 	bool hbm_enabled;
@@ -188,6 +194,8 @@ struct kvt_engine_stats {
 
 struct kvt_namespace_stats {
 	char name[KVT_NAMESPACE_NAME_MAX + 1];
+	uint32_t tenant; /* its owner; KVT_TENANT_SHARED for a shared one */
+	char tenant_name[KVT_TENANT_NAME_MAX];
 	uint64_t page_bytes;
 	uint32_t block_tokens;
 	bool shared;
@@ -202,6 +210,7 @@ struct kvt_tenant_stats {
 	char name[KVT_TENANT_NAME_MAX];
 	uint64_t host_used_bytes, host_quota_bytes;
 	uint64_t lookup_keys, lookup_hits, evictions;
+	uint32_t sessions, leases; /* open, held */
 };
 
 /* What an Acquire got: keys[0..count) pinned under lease (0: none). */
@@ -231,7 +240,8 @@ void kvt_engine_destroy(struct kvt_engine *e);
  * demoting or evicting their blocks, pinned ones when unpinned, and their
  * memory is given back), default_priority (for blocks created after),
  * idle_ttl (for namespaces that did not set their own), lease_ttl (for
- * every lease), max_wait, and the quotas. The rest of cfg is ignored.
+ * every lease), max_wait, the quotas, max_sessions and max_leases (for
+ * what is opened or acquired after). The rest of cfg is ignored.
  * On error nothing has changed, except that a tier that could only grow part
  * of the way keeps the segments it made (inactive).
  */
@@ -262,7 +272,8 @@ int kvt_engine_segment_fd(struct kvt_engine *e, uint32_t tenant,
 int kvt_engine_tenant(struct kvt_engine *e, uint32_t uid, const char *name,
 		      uint32_t *tenant);
 
-/* Opens a session of tenant; its token (random) is written to token. */
+/* Opens a session of tenant; its token (random) is written to token.
+ * -EDQUOT when the tenant holds max_sessions already. */
 int kvt_engine_session_open(struct kvt_engine *e, uint32_t tenant,
 			    uint8_t token[KVT_SESSION_TOKEN_BYTES],
 			    struct kvt_session **out);
