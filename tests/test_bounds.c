@@ -151,11 +151,12 @@ static void idle_connections(void)
 	CHECK_RC(worker, kvt_abort(worker, &ns, keys, 2), 0);
 	/* The casual client was idle too long: it reconnects on its next call. */
 	CHECK_RC(casual, kvt_lookup(casual, &ns, keys, 1, &ready, NULL), 0);
-	/* Most by the idle timeout; a few the daemon had no fd left to watch
-	 * with, it closed at accept. */
+	/* Those the daemon had fds for (two each, of 256) by the idle
+	 * timeout; the others it closed at accept, having no fd left to watch
+	 * them with. How many of each depends on timing. */
 	closed = (size_t)stat_of(late, "connections_idle_closed_total");
 	printf("idle: the daemon counts %zu idle closures\n", closed);
-	CHECK(closed >= SILENT / 2);
+	CHECK(closed >= 64);
 	kvt_close(late);
 	kvt_close(casual);
 	kvt_close(worker);

@@ -31,6 +31,7 @@
 
 #include <kvtier/kvtier.h>
 
+#include "client_util.h"
 #include "harness.h"
 #include "kvtier/v1/segments.h"
 
@@ -268,22 +269,6 @@ static void tenant_b(const char *addr, pid_t daemon)
 	kvt_close(c);
 }
 
-struct counters {
-	long renewed, served, refused;
-};
-
-static void collect(void *arg, const char *name, const char *value)
-{
-	struct counters *n = arg;
-
-	if (strcmp(name, "host_segments_renewed_total") == 0)
-		n->renewed = atol(value);
-	else if (strcmp(name, "segment_fds_total") == 0)
-		n->served = atol(value);
-	else if (strcmp(name, "segment_fd_refusals_total") == 0)
-		n->refused = atol(value);
-}
-
 int main(void)
 {
 	static const char *const sets[] = {
@@ -291,7 +276,7 @@ int main(void)
 		"daemon.socket_mode=0660", NULL,
 	};
 	struct test_daemon d;
-	struct counters n = { 0 };
+	unsigned long long renewed, refused;
 	pid_t a, b;
 	int status;
 	kvt_client *c;
@@ -329,11 +314,12 @@ int main(void)
 	/* The daemon lived through it all, and counted. */
 	CHECK(kill(d.pid, 0) == 0);
 	CHECK(kvt_connect(d.addr, &c) == 0);
-	CHECK_RC(c, kvt_stats(c, collect, &n), 0);
-	printf("segments renewed %ld, descriptors served %ld, refused %ld\n",
-	       n.renewed, n.served, n.refused);
-	CHECK(n.renewed >= SEGMENTS / 2);
-	CHECK(n.refused >= SEGMENTS + 5);
+	renewed = test_stat(c, "host_segments_renewed_total");
+	refused = test_stat(c, "segment_fd_refusals_total");
+	printf("segments renewed %llu, descriptors served %llu, refused %llu\n",
+	       renewed, test_stat(c, "segment_fds_total"), refused);
+	CHECK(renewed >= SEGMENTS / 2);
+	CHECK(refused >= SEGMENTS + 5);
 	kvt_close(c);
 	CHECK(test_daemon_stop(&d) == 0);
 	return 0;
