@@ -152,6 +152,9 @@ static void render_tiers(FILE *f, const Kvtier__V1__StatsResponse *s)
 	single(f, "kvtier_host_segments_renewed_total", "counter",
 	       "Host segments given a new memfd as they passed to another tenant.",
 	       (double)s->host_segments_renewed_total);
+	single(f, "kvtier_host_segment_faults_total", "counter",
+	       "Host segments a worker punched holes in that the daemon then found without memory (read as zeros, blocks dropped, made anew).",
+	       (double)s->host_segment_faults_total);
 	SPLIT(f, "kvtier_segment_socket_requests_total", "counter",
 	      "Segment socket: descriptors served, requests refused, connections dropped without a request.",
 	      "result", { "served", (double)s->segment_fds_total },

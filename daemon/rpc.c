@@ -954,6 +954,7 @@ static void stats_fill_engine(struct kvt_daemon *d, struct stats_buf *b,
 	p->host_segments_used = st.host_segments_used;
 	p->host_segments_retiring = st.host_segments_retiring;
 	p->host_segments_renewed_total = st.host_segments_renewed_total;
+	p->host_segment_faults_total = st.host_segment_faults_total;
 	{
 		struct kvt_segsock_stats ss;
 

@@ -247,3 +247,71 @@ int test_daemon_refuses(const char *const *sets, char *out, size_t len)
 	CHECK(system(cmd) == 0);
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
+
+long test_read_long(const char *path, const char *key)
+{
+	char line[256];
+	long v = -1;
+	FILE *f = fopen(path, "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (!key ? sscanf(line, "%ld", &v) == 1 :
+			   strncmp(line, key, strlen(key)) == 0 &&
+			   sscanf(line + strlen(key), "%ld", &v) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+#define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
+
+static long hugepages_added; /* by this process, to give back */
+
+static int write_long(const char *path, long v)
+{
+	FILE *f = fopen(path, "w");
+	int rc;
+
+	if (!f)
+		return -1;
+	rc = fprintf(f, "%ld\n", v) > 0 ? 0 : -1;
+	return fclose(f) == 0 ? rc : -1;
+}
+
+long test_hugepages_free(void)
+{
+	long nfree = test_read_long("/proc/meminfo", "HugePages_Free:");
+	long resv = test_read_long("/proc/meminfo", "HugePages_Rsvd:");
+
+	return nfree < 0 || resv < 0 ? -1 : nfree - resv;
+}
+
+/* Relative to the pool as it is now: other tests may be resizing it too. */
+void test_hugepages_give_back(void)
+{
+	long now = test_read_long(NR_HUGEPAGES, NULL);
+
+	if (hugepages_added > 0 && now >= hugepages_added)
+		write_long(NR_HUGEPAGES, now - hugepages_added);
+	hugepages_added = 0;
+}
+
+int test_hugepages_reserve(long n)
+{
+	static bool registered;
+	long before = test_read_long(NR_HUGEPAGES, NULL), free_before = test_hugepages_free();
+
+	if (before < 0 || free_before < 0 || write_long(NR_HUGEPAGES, before + n) < 0)
+		return -1;
+	hugepages_added += test_read_long(NR_HUGEPAGES, NULL) - before;
+	if (!registered) {
+		atexit(test_hugepages_give_back);
+		registered = true;
+	}
+	if (test_hugepages_free() < free_before + n) {
+		test_hugepages_give_back();
+		return -1;
+	}
+	return 0;
+}

@@ -56,6 +56,17 @@ void test_fill(void *page, size_t len, unsigned seed);
  * the 512-byte blocks they hold together. */
 int test_memfds(pid_t pid, const char *prefix, long long *blocks);
 
+/* A number from a /proc or /sys file: the first one, or with key the one
+ * after key at the start of a line ("HugePages_Free:"). -1: none. */
+long test_read_long(const char *path, const char *key);
+/* 2M huge pages free for new mappings (free less reserved); -1: no hugetlb. */
+long test_hugepages_free(void);
+/* As root: n more 2M huge pages in the pool (vm.nr_hugepages), given back
+ * at exit (also after a failed CHECK) or by test_hugepages_give_back.
+ * 0 when n more are free after it; -1 (nothing kept) when not. */
+int test_hugepages_reserve(long n);
+void test_hugepages_give_back(void);
+
 #define CHECK(cond)                                                          \
 	do {                                                                 \
 		if (!(cond)) {                                               \

@@ -20,44 +20,7 @@
 
 #include "harness.h"
 
-#define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
 #define PAGE 4096
-
-static long hugepages_before = -1;
-
-static long read_long(const char *path, const char *key)
-{
-	char line[256];
-	long v = -1;
-	FILE *f = fopen(path, "r");
-
-	while (f && fgets(line, sizeof(line), f))
-		if (!key ? sscanf(line, "%ld", &v) == 1 :
-			   strncmp(line, key, strlen(key)) == 0 &&
-			   sscanf(line + strlen(key), "%ld", &v) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return v;
-}
-
-static int write_long(const char *path, long v)
-{
-	FILE *f = fopen(path, "w");
-	int rc;
-
-	if (!f)
-		return -1;
-	rc = fprintf(f, "%ld\n", v) > 0 ? 0 : -1;
-	return fclose(f) == 0 ? rc : -1;
-}
-
-/* Gives back the huge pages this test reserved, however it ends. */
-static void give_back(void)
-{
-	if (hugepages_before >= 0)
-		write_long(NR_HUGEPAGES, hugepages_before);
-}
 
 static void refused(const char *const *sets, const char *want1, const char *want2)
 {
@@ -149,19 +112,17 @@ int main(void)
 		test_daemon_start(&d, sets);
 		CHECK(strstr(d.said, "locked"));
 		snprintf(path, sizeof(path), "/proc/%d/status", (int)d.pid);
-		CHECK(read_long(path, "VmLck:") >= 4096);
+		CHECK(test_read_long(path, "VmLck:") >= 4096);
 		CHECK(test_daemon_stop(&d) == 0);
 	}
 
-	hugepages_before = read_long(NR_HUGEPAGES, NULL);
-	free_pages = read_long("/proc/meminfo", "HugePages_Free:") -
-		     read_long("/proc/meminfo", "HugePages_Rsvd:");
-	if (hugepages_before < 0 || free_pages < 0) {
+	free_pages = test_hugepages_free();
+	if (free_pages < 0) {
 		fprintf(stderr, "no hugetlb here: huge page cases skipped\n");
 		return 0;
 	}
 	{
-		char want[64];
+		char want[96];
 		const char *sets[] = { "host.huge_pages=2M", "host.size=4000M",
 				       "host.segment_size=2M", NULL };
 
@@ -170,10 +131,7 @@ int main(void)
 			 free_pages);
 		refused(sets, want, "nr_hugepages");
 	}
-	atexit(give_back);
-	CHECK(write_long(NR_HUGEPAGES, hugepages_before + 8) == 0);
-	if (read_long("/proc/meminfo", "HugePages_Free:") -
-	    read_long("/proc/meminfo", "HugePages_Rsvd:") < free_pages + 8) {
+	if (test_hugepages_reserve(8) < 0) {
 		fprintf(stderr, "could not reserve 8 huge pages: huge page cases skipped\n");
 		return 0;
 	}
@@ -184,8 +142,7 @@ int main(void)
 		test_daemon_start(&d, sets);
 		CHECK(strstr(d.said, "2M pages (hugetlb)"));
 		/* Taken from the pool at start, not on first touch. */
-		CHECK(read_long("/proc/meminfo", "HugePages_Free:") -
-		      read_long("/proc/meminfo", "HugePages_Rsvd:") == free_pages + 4);
+		CHECK(test_hugepages_free() == free_pages + 4);
 		round_trip(&d, 8);
 		CHECK(test_daemon_stop(&d) == 0);
 	}
@@ -202,7 +159,7 @@ int main(void)
 		CHECK(strstr(d.said, "4K pages"));
 		CHECK(test_daemon_stop(&d) == 0);
 	}
-	give_back();
+	test_hugepages_give_back();
 	printf("huge pages: 2M tier ran on the reserved pool; given back\n");
 	return 0;
 }

@@ -36,6 +36,29 @@ static void test_tags(void)
 	kvt_slots_destroy(s);
 }
 
+/* A held segment takes no new slots, says when it empties, and is carved
+ * for no one until let go. */
+static void test_hold(void)
+{
+	struct kvt_slots *s = kvt_slots_create(2, 65536, 2);
+	uint32_t g, k, k2;
+
+	CHECK(alloc(s, 0, 32768, &g, &k) == 0 && g == 0);
+	kvt_slots_hold(s, 0, true);
+	/* Namespace 0's half-free segment 0 is passed over. */
+	CHECK(alloc(s, 0, 32768, &g, &k2) == 0 && g == 1);
+	CHECK(kvt_slots_free(s, 1, k2) == false);
+	/* Empty and held: reported, and not carved again... */
+	CHECK(kvt_slots_free(s, 0, k) == true);
+	CHECK(kvt_slots_segment_owner(s, 0) == KVT_SLOTS_FREE_SEGMENT);
+	CHECK(alloc(s, 1, 65536, &g, &k) == 0 && g == 1);
+	CHECK(alloc(s, 1, 65536, &g, &k) == -ENOSPC);
+	/* ...until let go. */
+	kvt_slots_hold(s, 0, false);
+	CHECK(alloc(s, 1, 65536, &g, &k) == 0 && g == 0);
+	kvt_slots_destroy(s);
+}
+
 int main(void)
 {
 	/* 3 segments of 64 KiB; namespaces 0 (16 KiB stride) and 1 (8 KiB). */
@@ -77,5 +100,6 @@ int main(void)
 	CHECK(g == seg[2] && k == slot[2]);
 	kvt_slots_destroy(s);
 	test_tags();
+	test_hold();
 	return 0;
 }

@@ -134,6 +134,11 @@ struct kvt_engine {
 	uint64_t demoting_bytes;   /* host bytes pinned until written */
 	void **segments;           /* the host segments' base addresses */
 	uint32_t retiring;         /* retired host segments still in use */
+	/* Per host segment: 0 whole, else damaged (see damage_sweep): 1, 2
+	 * when a remake failed and was logged. */
+	uint8_t *damaged;
+	uint32_t ndamaged;
+	uint64_t faults_seen;      /* kvt_host_faults at the last sweep */
 	struct kvt_histogram eviction_age; /* since last use, at host eviction */
 	struct promotion *promotions;
 	struct done_list io_done;  /* waits the mover completed */
@@ -278,7 +283,8 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 	}
 	e->st.host_capacity_bytes = (uint64_t)segments * cfg->segment_bytes;
 	e->segments = calloc(KVT_HOST_SEGMENTS_MAX, sizeof(*e->segments));
-	if (!e->segments) {
+	e->damaged = calloc(KVT_HOST_SEGMENTS_MAX, sizeof(*e->damaged));
+	if (!e->segments || !e->damaged) {
 		kvt_engine_destroy(e);
 		return fail(err, -ENOMEM, "out of memory");
 	}
@@ -361,6 +367,7 @@ void kvt_engine_destroy(struct kvt_engine *e)
 	free(e->quotas);
 	free(e->found);
 	free(e->segments);
+	free(e->damaged);
 	free(e->recovered);
 	pthread_cond_destroy(&e->timer_cond);
 	pthread_mutex_destroy(&e->lock);
@@ -965,6 +972,91 @@ static uint32_t retire_sweep(struct kvt_engine *e)
 			busy++;
 	}
 	return busy;
+}
+
+/* ---- host segments a worker punched ---- */
+
+/* Segment g was found damaged: says so once, and it takes no new blocks. */
+static void damage_found(struct kvt_engine *e, uint32_t g)
+{
+	uint32_t tag = kvt_slots_segment_tag(e->slots, g);
+	char who[96], msg[384];
+
+	if (tag == KVT_TENANT_SHARED)
+		snprintf(who, sizeof(who), "a tenant writing a shared namespace");
+	else if (tag < e->ntenants)
+		snprintf(who, sizeof(who), "tenant %s (uid %u)", e->tenants[tag].name,
+			 e->tenants[tag].uid);
+	else
+		snprintf(who, sizeof(who), "its tenant");
+	snprintf(msg, sizeof(msg),
+		 "host segment %u (generation %u): a worker of %s punched holes in it and the daemon found no memory there (it reads zeros); the blocks it held are dropped and it is made anew",
+		 g, kvt_host_generation(e->host, g), who);
+	nvme_log(e, true, msg);
+	e->damaged[g] = 1;
+	e->ndamaged++;
+	kvt_slots_hold(e->slots, g, true);
+}
+
+/*
+ * Empties damaged segment g: its blocks are its tenant's own, destroyed by
+ * that tenant's worker; they leave the index (pinned ones free their slot
+ * at their last unpin). Once empty, it is given back and, if still in the
+ * tier, made anew (nvme and hbm registrations in step, as in
+ * segment_handover); until then, a later sweep tries again.
+ */
+static void damage_repair(struct kvt_engine *e, uint32_t g)
+{
+	uint32_t nslots = kvt_slots_segment_slots(e->slots, g);
+	struct kvt_err why;
+	char msg[sizeof(why.msg) + 96];
+
+	for (uint32_t s = 0; s < nslots &&
+	     kvt_slots_segment_owner(e->slots, g) != KVT_SLOTS_FREE_SEGMENT; s++) {
+		struct kvt_block *b = kvt_slots_user(e->slots, g, s);
+
+		if (b && b->indexed && b->state == KVT_BLOCK_READY)
+			block_unindex(e, b);
+	}
+	if (kvt_slots_segment_owner(e->slots, g) != KVT_SLOTS_FREE_SEGMENT)
+		return; /* pinned or PENDING blocks: a later sweep */
+	segment_release(e, g);
+	if (g < kvt_slots_active(e->slots)) {
+		if (kvt_host_renew(e->host, g, why.msg, sizeof(why.msg)) < 0) {
+			if (e->damaged[g] == 1) {
+				snprintf(msg, sizeof(msg), "host segment %u stays out of use until it can be made anew: %s",
+					 g, why.msg);
+				nvme_log(e, true, msg);
+				e->damaged[g] = 2;
+			}
+			return;
+		}
+		kvt_nvme_segment(e->nvme, g, e->segments[g]);
+		hbm_register(e, g, true);
+	}
+	kvt_slots_hold(e->slots, g, false);
+	e->damaged[g] = 0;
+	e->ndamaged--;
+}
+
+/*
+ * Acts on the segments the host tier's SIGBUS guard found damaged (a
+ * worker punched holes in them, then the daemon touched one): see
+ * damage_found and damage_repair.
+ */
+static void damage_sweep(struct kvt_engine *e)
+{
+	uint32_t n = kvt_host_segments(e->host);
+
+	if (n > kvt_slots_segments(e->slots))
+		n = kvt_slots_segments(e->slots);
+	e->faults_seen = kvt_host_faults(e->host);
+	for (uint32_t g = 0; g < n; g++) {
+		if (!e->damaged[g] && kvt_host_damaged(e->host, g))
+			damage_found(e, g);
+		if (e->damaged[g])
+			damage_repair(e, g);
+	}
 }
 
 static int host_resize(struct kvt_engine *e, uint64_t bytes, struct kvt_err *err)
@@ -2452,6 +2544,10 @@ uint64_t kvt_engine_tick(struct kvt_engine *e)
 	next = now + TIMER_PERIOD;
 	if (e->retiring && (e->retiring = retire_sweep(e)))
 		next = now + RETIRE_PERIOD;
+	if (e->ndamaged || kvt_host_faults(e->host) != e->faults_seen)
+		damage_sweep(e);
+	if (e->ndamaged)
+		next = now + RETIRE_PERIOD;
 	if (e->waiters && e->waiters->deadline < next)
 		next = e->waiters->deadline;
 	if (kvt_policy_next_deadline(e->policy) < next)
@@ -2515,6 +2611,7 @@ void kvt_engine_stats(struct kvt_engine *e, struct kvt_engine_stats *st)
 	st->host_segments = kvt_slots_active(e->slots);
 	st->host_segments_retiring = e->retiring;
 	st->host_segments_used = kvt_slots_segments_carved(e->slots);
+	st->host_segment_faults_total = kvt_host_faults(e->host);
 	if (e->nvme) {
 		struct kvt_nvme_stats n;
 

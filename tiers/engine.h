@@ -167,6 +167,8 @@ struct kvt_engine_stats {
 	uint32_t host_segments_retiring; /* shrunk away, still holding blocks */
 	/* given a new memfd as they passed to another tenant (kvt_host_renew) */
 	uint64_t host_segments_renewed_total;
+	/* damaged by a worker's punched holes (kvt_host_damaged) */
+	uint64_t host_segment_faults_total;
 	/* nvme: hits served from it, blocks written to it (demotions), host
 	 * evictions that kept the block there, blocks it lost to region reuse,
 	 * promotions and failed ones (bad checksum, I/O error), committed blocks
@@ -379,7 +381,8 @@ int kvt_engine_drop(struct kvt_engine *e, const struct kvt_req *q,
 		    enum kvt_drop_scope scope, bool admin, uint32_t target_uid,
 		    uint32_t *dropped, struct kvt_err *err);
 
-/* Fires what is due: waits, priority fallbacks, idle TTLs, lease TTLs.
+/* Fires what is due: waits, priority fallbacks, idle TTLs, lease TTLs;
+ * empties and remakes host segments a worker punched (kvt_host_damaged).
  * Returns the engine clock time of the next deadline. */
 uint64_t kvt_engine_tick(struct kvt_engine *e);
 

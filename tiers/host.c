@@ -1,3 +1,15 @@
+/*
+ * The SIGBUS guard. A worker may punch holes in its own segments (sealing
+ * cannot forbid it without forbidding writes). On tmpfs the daemon's next
+ * touch refaults a zero page; on hugetlb it needs a free huge page, which
+ * the worker may have taken meanwhile, and the kernel answers SIGBUS. So
+ * while a host tier lives, a SIGBUS handler looks up the faulting address
+ * in a lock-free registry of the segments' ranges; inside one, it maps
+ * anonymous memory over the (huge) page, so that the faulting access
+ * retries and reads zeros, marks the segment damaged and returns. The
+ * engine then empties and remakes the segment (kvt_host_damaged). Any
+ * other SIGBUS goes to the handler that was there before, or kills.
+ */
 #include "host.h"
 
 #include <errno.h>
@@ -5,6 +17,7 @@
 #include <inttypes.h>
 #include <linux/falloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,6 +25,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #ifndef MFD_HUGE_2MB
@@ -19,11 +33,20 @@
 #define MFD_HUGE_1GB (30u << 26)
 #endif
 
+/* The SIGBUS handler reads these; lock-free atomics are signal-safe. */
+_Static_assert(ATOMIC_POINTER_LOCK_FREE == 2 && ATOMIC_BOOL_LOCK_FREE == 2 &&
+	       ATOMIC_LLONG_LOCK_FREE == 2 && ATOMIC_INT_LOCK_FREE == 2,
+	       "the SIGBUS guard needs lock-free atomics");
+
 struct segment {
 	uint8_t *map;  /* NULL: never made; else reserved or mapped */
 	int fd;        /* -1: not made (released) */
 	uint32_t generation;
 	bool shared;   /* its fd went to a worker */
+	/* For the SIGBUS guard: map, once set; whether the guard replaced a
+	 * page of it since it was made. */
+	_Atomic(uintptr_t) base;
+	atomic_bool damaged;
 };
 
 struct kvt_host {
@@ -31,6 +54,8 @@ struct kvt_host {
 	uint64_t page;        /* 4K, 2M or 1G */
 	unsigned memfd_flags;
 	uint32_t segments;
+	atomic_uint guarded;  /* seg[0..guarded) may have a base */
+	atomic_ullong faults; /* segments damaged (whole -> damaged) */
 	char describe[160];
 	struct segment seg[KVT_HOST_SEGMENTS_MAX];
 };
@@ -194,6 +219,125 @@ static int check_fit(const struct kvt_host *h, uint32_t have, uint32_t add,
 	return 0;
 }
 
+/* ---- the SIGBUS guard (see the top of this file) ---- */
+
+#define GUARD_HOSTS 64 /* host tiers alive at once in one process */
+
+static _Atomic(struct kvt_host *) guard_hosts[GUARD_HOSTS];
+static pthread_mutex_t guard_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned guard_users;        /* hosts registered; under guard_lock */
+static struct sigaction guard_prev; /* read before the handler goes in */
+
+/*
+ * If addr lies in one of h's segments, puts anonymous memory over its page
+ * there and marks the segment damaged. Async-signal-safe: atomics and the
+ * mmap system call (raw: no sanitizer interceptor, no lock) only.
+ */
+static bool guard_repair(struct kvt_host *h, uintptr_t addr)
+{
+	unsigned n = atomic_load(&h->guarded);
+
+	for (unsigned i = 0; i < n; i++) {
+		struct segment *s = &h->seg[i];
+		uintptr_t base = atomic_load(&s->base), page;
+		long p;
+
+		if (!base || addr - base >= h->cfg.segment_bytes)
+			continue;
+		/* A hugetlb mapping splits only at its page boundaries, and
+		 * segments begin at one. */
+		page = base + ((addr - base) & ~(uintptr_t)(h->page - 1));
+		p = syscall(SYS_mmap, page, (size_t)h->page, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+			    -1, 0);
+		if (p == -1 || (uintptr_t)p != page)
+			return false;
+		if (!atomic_exchange(&s->damaged, true))
+			atomic_fetch_add(&h->faults, 1);
+		return true;
+	}
+	return false;
+}
+
+static void guard_handler(int sig, siginfo_t *si, void *uc)
+{
+	int saved = errno;
+	bool fault = si && si->si_code > 0; /* raised by the kernel, at an address */
+
+	for (unsigned k = 0; fault && k < GUARD_HOSTS; k++) {
+		struct kvt_host *h = atomic_load(&guard_hosts[k]);
+
+		if (h && guard_repair(h, (uintptr_t)si->si_addr)) {
+			errno = saved; /* the access retries and reads zeros */
+			return;
+		}
+	}
+	errno = saved;
+	if (guard_prev.sa_flags & SA_SIGINFO) {
+		guard_prev.sa_sigaction(sig, si, uc);
+	} else if (guard_prev.sa_handler != SIG_DFL &&
+		   guard_prev.sa_handler != SIG_IGN) {
+		guard_prev.sa_handler(sig);
+	} else if (fault || guard_prev.sa_handler == SIG_DFL) {
+		/* Die of it as without the guard (a fault is never ignored):
+		 * blocked in here, it is delivered on return. */
+		struct sigaction dfl = { .sa_handler = SIG_DFL };
+
+		sigemptyset(&dfl.sa_mask);
+		sigaction(sig, &dfl, NULL);
+		raise(sig);
+	}
+}
+
+/* Registers h with the guard, installing the handler for the first. */
+static int guard_add(struct kvt_host *h, char *why, size_t len)
+{
+	struct sigaction sa = { .sa_sigaction = guard_handler,
+				.sa_flags = SA_SIGINFO | SA_ONSTACK };
+	unsigned k;
+	int rc = 0;
+
+	sigemptyset(&sa.sa_mask);
+	pthread_mutex_lock(&guard_lock);
+	for (k = 0; k < GUARD_HOSTS && atomic_load(&guard_hosts[k]); k++)
+		;
+	if (k == GUARD_HOSTS) {
+		rc = say(why, len, -EMFILE, "more than %d host tiers in one process",
+			 GUARD_HOSTS);
+		goto out;
+	}
+	if (guard_users == 0 && (sigaction(SIGBUS, NULL, &guard_prev) < 0 ||
+				 sigaction(SIGBUS, &sa, NULL) < 0)) {
+		rc = say(why, len, -errno, "cannot install the SIGBUS guard: %s",
+			 strerror(errno));
+		goto out;
+	}
+	guard_users++;
+	atomic_store(&guard_hosts[k], h);
+out:
+	pthread_mutex_unlock(&guard_lock);
+	return rc;
+}
+
+/* Unregisters h; the last one out puts the previous handler back (unless
+ * someone replaced ours meanwhile). */
+static void guard_remove(struct kvt_host *h)
+{
+	struct sigaction cur;
+
+	pthread_mutex_lock(&guard_lock);
+	for (unsigned k = 0; k < GUARD_HOSTS; k++) {
+		if (atomic_load(&guard_hosts[k]) != h)
+			continue;
+		atomic_store(&guard_hosts[k], NULL);
+		if (--guard_users == 0 && sigaction(SIGBUS, NULL, &cur) == 0 &&
+		    (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == guard_handler)
+			sigaction(SIGBUS, &guard_prev, NULL);
+		break;
+	}
+	pthread_mutex_unlock(&guard_lock);
+}
+
 /* Puts back what segment s's address showed before a failed remake: its
  * memfd, or nothing. */
 static void restore_mapping(struct kvt_host *h, struct segment *s)
@@ -264,6 +408,13 @@ static int make_segment(struct kvt_host *h, uint32_t i, char *why, size_t len)
 	s->fd = fd;
 	s->generation++;
 	s->shared = false;
+	/* The new memfd covers any page the guard replaced. */
+	atomic_store(&s->damaged, false);
+	if (!atomic_load(&s->base)) {
+		atomic_store(&s->base, (uintptr_t)p);
+		if (atomic_load(&h->guarded) <= i)
+			atomic_store(&h->guarded, i + 1);
+	}
 	return 0;
 
 out_close:
@@ -332,6 +483,7 @@ int kvt_host_create(const struct kvt_host_config *cfg, uint32_t segments,
 	for (uint32_t i = 0; i < KVT_HOST_SEGMENTS_MAX; i++)
 		h->seg[i].fd = -1;
 	if ((rc = choose_pages(h, segments, why, len)) < 0 ||
+	    (rc = guard_add(h, why, len)) < 0 ||
 	    (rc = kvt_host_grow(h, segments, why, len)) < 0) {
 		kvt_host_destroy(h);
 		return rc;
@@ -426,6 +578,7 @@ void kvt_host_release(struct kvt_host *h, uint32_t segment)
 	s->fd = -1;
 	restore_mapping(h, s); /* the address range stays, backed by nothing */
 	s->shared = false;
+	atomic_store(&s->damaged, false);
 }
 
 int kvt_host_renew(struct kvt_host *h, uint32_t segment, char *why, size_t len)
@@ -468,10 +621,21 @@ uint32_t kvt_host_generation(const struct kvt_host *h, uint32_t segment)
 	return h->seg[segment].generation;
 }
 
+bool kvt_host_damaged(const struct kvt_host *h, uint32_t segment)
+{
+	return atomic_load(&h->seg[segment].damaged);
+}
+
+uint64_t kvt_host_faults(const struct kvt_host *h)
+{
+	return atomic_load(&h->faults);
+}
+
 void kvt_host_destroy(struct kvt_host *h)
 {
 	if (!h)
 		return;
+	guard_remove(h);
 	for (uint32_t i = 0; i < h->segments; i++) {
 		if (h->seg[i].map)
 			munmap(h->seg[i].map, h->cfg.segment_bytes);

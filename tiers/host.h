@@ -16,7 +16,15 @@
  * The tier grows by making segments and shrinks by releasing them (the
  * memory goes back to the system; the address range stays reserved, so
  * addresses never move and reading one needs no lock).
- * Not thread-safe: the engine calls it under its lock.
+ *
+ * A worker can still punch holes in its segments. On huge pages the
+ * daemon's next touch there may find no free huge page: while a tier
+ * lives, a SIGBUS handler (installed by the first kvt_host_create, the
+ * previous one put back by the last kvt_host_destroy, and called for any
+ * other SIGBUS) puts zeros (anonymous memory) over the page and marks the
+ * segment damaged, for its owner to empty and remake.
+ * Not thread-safe: the engine calls it under its lock (kvt_host_damaged
+ * and kvt_host_faults excepted: they may be called from any thread).
  */
 #ifndef KVT_HOST_H
 #define KVT_HOST_H
@@ -74,6 +82,11 @@ int kvt_host_share(struct kvt_host *h, uint32_t segment, uint32_t *generation);
 /* Whether a worker may have mapped the segment's current memfd. */
 bool kvt_host_shared(const struct kvt_host *h, uint32_t segment);
 uint32_t kvt_host_generation(const struct kvt_host *h, uint32_t segment);
+/* Whether the SIGBUS guard put zeros over a page of segment i since it was
+ * last made or released: a worker punched a hole there. */
+bool kvt_host_damaged(const struct kvt_host *h, uint32_t segment);
+/* How many times a segment went from whole to damaged. */
+uint64_t kvt_host_faults(const struct kvt_host *h);
 
 /* Unmaps and closes every segment. */
 void kvt_host_destroy(struct kvt_host *h);

@@ -18,6 +18,7 @@ struct segment {
 	void **users;
 	uint32_t prev, next; /* partial list of the owner, or free list */
 	bool in_partial;
+	bool held; /* kvt_slots_hold: in neither list */
 };
 
 struct kvt_slots {
@@ -175,7 +176,7 @@ static void free_list_rebuild(struct kvt_slots *s)
 {
 	s->free_head = NIL;
 	for (uint32_t i = s->nactive; i-- > 0;)
-		if (s->segs[i].owner == KVT_SLOTS_FREE_SEGMENT) {
+		if (s->segs[i].owner == KVT_SLOTS_FREE_SEGMENT && !s->segs[i].held) {
 			s->segs[i].next = s->free_head;
 			s->free_head = i;
 		}
@@ -184,7 +185,7 @@ static void free_list_rebuild(struct kvt_slots *s)
 bool kvt_slots_free(struct kvt_slots *s, uint32_t segment, uint32_t slot)
 {
 	struct segment *g = &s->segs[segment];
-	bool retired = segment >= s->nactive;
+	bool retired = segment >= s->nactive || g->held;
 
 	g->users[slot] = NULL;
 	g->free_stack[g->nfree++] = slot;
@@ -229,12 +230,29 @@ int kvt_slots_resize(struct kvt_slots *s, uint32_t active)
 
 		if (i >= active && g->in_partial)
 			partial_unlink(s, i);
-		else if (i < active && carved && !g->in_partial && g->nfree)
+		else if (i < active && carved && !g->in_partial && g->nfree &&
+			 !g->held)
 			partial_push(s, i);
 	}
 	s->nactive = active;
 	free_list_rebuild(s);
 	return 0;
+}
+
+void kvt_slots_hold(struct kvt_slots *s, uint32_t segment, bool hold)
+{
+	struct segment *g = &s->segs[segment];
+
+	if (g->held == hold)
+		return;
+	g->held = hold;
+	if (hold && g->in_partial)
+		partial_unlink(s, segment);
+	else if (!hold && segment < s->nactive && g->owner != KVT_SLOTS_FREE_SEGMENT &&
+		 g->nfree)
+		partial_push(s, segment);
+	if (g->owner == KVT_SLOTS_FREE_SEGMENT)
+		free_list_rebuild(s);
 }
 
 uint32_t kvt_slots_active(const struct kvt_slots *s)

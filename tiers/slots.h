@@ -40,8 +40,13 @@ int kvt_slots_alloc(struct kvt_slots *s, uint32_t ns, uint64_t stride,
 		    uint32_t tag, uint32_t *segment, uint32_t *slot,
 		    bool *retagged);
 
-/* Returns a slot taken by alloc. true: that emptied a retired segment. */
+/* Returns a slot taken by alloc. true: that emptied a retired or held
+ * segment. */
 bool kvt_slots_free(struct kvt_slots *s, uint32_t segment, uint32_t slot);
+
+/* A held segment takes no new slots and, once empty, is carved for no one
+ * until let go (hold false); its blocks stay until freed. */
+void kvt_slots_hold(struct kvt_slots *s, uint32_t segment, bool hold);
 
 /* Makes segments [0, active) usable and retires the rest (see above);
  * segments past the last one known are added free. 0 or -ENOMEM. */
