@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -314,4 +315,10 @@ int test_hugepages_reserve(long n)
 		return -1;
 	}
 	return 0;
+}
+
+void test_become(uid_t uid, gid_t gid)
+{
+	CHECK(setgroups(1, &gid) == 0 && setresgid(gid, gid, gid) == 0 &&
+	      setresuid(uid, uid, uid) == 0);
 }

@@ -52,6 +52,9 @@ pid_t test_spawn(void (*fn)(const char *arg), const char *arg);
 /* Fills a page with bytes derived from seed. */
 void test_fill(void *page, size_t len, unsigned seed);
 
+/* Becomes uid, in group gid only (root only: a worker of another tenant). */
+void test_become(uid_t uid, gid_t gid);
+
 /* Process pid's open memfds whose name starts with prefix: how many, and
  * the 512-byte blocks they hold together. */
 int test_memfds(pid_t pid, const char *prefix, long long *blocks);

@@ -166,14 +166,6 @@ static void idle_connections(void)
 
 /* ---- bounds: tenants A and B ---- */
 
-static void become(uid_t uid)
-{
-	gid_t gid = GID;
-
-	CHECK(setgroups(1, &gid) == 0 && setresgid(GID, GID, GID) == 0 &&
-	      setresuid(uid, uid, uid) == 0);
-}
-
 static void put_blocks(kvt_client *c, const struct kvt_namespace *ns,
 		       const struct kvt_key *keys, size_t n)
 {
@@ -201,7 +193,7 @@ static void tenant_a(const char *addr)
 	int raw[3], rc = -1;
 	long refused;
 
-	become(UID_A);
+	test_become(UID_A, GID);
 	test_fill(keys, sizeof(keys), 1);
 	/* Connections: three silent ones are held, a fourth is refused. (The
 	 * clients of one process share one connection: gRPC's subchannel
@@ -278,7 +270,7 @@ static void tenant_b(const char *addr)
 	struct kvt_lease l;
 	kvt_client *c;
 
-	become(UID_B);
+	test_become(UID_B, GID);
 	test_fill(keys, sizeof(keys), 2);
 	test_step_wait(1); /* A is over its connection bound */
 	CHECK(kvt_connect(addr, &c) == 0);

@@ -65,11 +65,9 @@ static void wait_step(int step)
 
 static kvt_client *become(uid_t uid, const char *addr, struct kvt_namespace *ns)
 {
-	gid_t gid = GID;
 	kvt_client *c;
 
-	CHECK(setgroups(1, &gid) == 0 && setresgid(GID, GID, GID) == 0 &&
-	      setresuid(uid, uid, uid) == 0);
+	test_become(uid, GID);
 	CHECK(kvt_connect(addr, &c) == 0);
 	CHECK_RC(c, kvt_attach(c, "isolation-test"), 0);
 	CHECK_RC(c, kvt_open_namespace(c, "m", PAGE, 16, 0, ns), 0);

@@ -36,11 +36,9 @@ static void make_keys(struct kvt_key *keys, int n, unsigned base)
 static kvt_client *become(uid_t uid, const char *addr, const char *ns_name,
 			  struct kvt_namespace *ns)
 {
-	gid_t gid = GID;
 	kvt_client *c;
 
-	CHECK(setgroups(1, &gid) == 0 && setresgid(GID, GID, GID) == 0 &&
-	      setresuid(uid, uid, uid) == 0);
+	test_become(uid, GID);
 	CHECK(kvt_connect(addr, &c) == 0);
 	CHECK_RC(c, kvt_attach(c, "tenant-test"), 0);
 	CHECK_RC(c, kvt_open_namespace(c, ns_name, PAGE, 16, 0, ns), 0);
