@@ -519,22 +519,23 @@ out:
 	return fd;
 }
 
-/* The address of (segment, offset) of that segment's generation, mapping
- * the segment on first use (again when the mapping is of an older one). */
-static void *slot_ptr(kvt_client *c, uint32_t segment, uint32_t generation,
-		      uint64_t offset)
+/* *out: the address of (segment, offset) of that segment's generation,
+ * mapping the segment on first use (again when the mapping is of an older
+ * one). 0 or -errno with the reason in errmsg. */
+static int slot_ptr(kvt_client *c, uint32_t segment, uint32_t generation,
+		    uint64_t offset, void **out)
 {
 	uint32_t got;
 	void *p;
 	int fd;
 
-	if (segment >= c->segments || offset >= c->segment_bytes) {
-		fail(c, -EIO, "daemon sent a location outside the host tier (segment %u offset %llu)",
-		     segment, (unsigned long long)offset);
-		return NULL;
+	if (segment >= c->segments || offset >= c->segment_bytes)
+		return fail(c, -EIO, "daemon sent a location outside the host tier (segment %u offset %llu)",
+			    segment, (unsigned long long)offset);
+	if (c->maps[segment] && c->map_gen[segment] == generation) {
+		*out = c->maps[segment] + offset;
+		return 0;
 	}
-	if (c->maps[segment] && c->map_gen[segment] == generation)
-		return c->maps[segment] + offset;
 	if (c->maps[segment]) {
 		if (c->on_unmap)
 			c->on_unmap(c->hook_arg, c->maps[segment]);
@@ -543,20 +544,17 @@ static void *slot_ptr(kvt_client *c, uint32_t segment, uint32_t generation,
 	}
 	fd = kvt_segment_fd(c, segment, &got);
 	if (fd < 0)
-		return NULL;
+		return fd;
 	if (got != generation) {
 		close(fd);
-		fail(c, -ESTALE, "host segment %u is of generation %u, the location of %u (a lease or reservation used after its end?)",
-		     segment, got, generation);
-		return NULL;
+		return fail(c, -ESTALE, "host segment %u is of generation %u, the location of %u (a lease or reservation used after its end?)",
+			    segment, got, generation);
 	}
 	p = mmap(NULL, c->segment_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	close(fd);
-	if (p == MAP_FAILED) {
-		fail(c, -errno, "cannot map host segment %u: %s", segment,
-		     strerror(errno));
-		return NULL;
-	}
+	if (p == MAP_FAILED)
+		return fail(c, -errno, "cannot map host segment %u: %s", segment,
+			    strerror(errno));
 	/* The daemon committed the memory: map it writable in one go, not a
 	 * fault per 4 KiB page on first write (MAP_POPULATE maps shared pages
 	 * read-only). Best effort: older kernels lack it. */
@@ -565,21 +563,21 @@ static void *slot_ptr(kvt_client *c, uint32_t segment, uint32_t generation,
 	c->map_gen[segment] = generation;
 	if (c->on_map)
 		c->on_map(c->hook_arg, p, c->segment_bytes);
-	return c->maps[segment] + offset;
+	*out = c->maps[segment] + offset;
+	return 0;
 }
 
 /* A page of a lease: a host segment's, or the hbm pool's on our GPU. */
-static const void *page_ptr(kvt_client *c, const Kvtier__V1__Location *l)
+static int page_ptr(kvt_client *c, const Kvtier__V1__Location *l, void **out)
 {
 	if (l->tier != KVTIER__V1__TIER__TIER_HBM)
-		return slot_ptr(c, l->segment, l->generation, l->offset);
-	if (!c->hbm_base || l->offset >= c->hbm_bytes) {
-		fail(c, -EIO, c->hbm_base ? "daemon sent an hbm location outside its pool (offset %llu)" :
-			      "daemon sent an hbm location, but the pool is not mapped (kvt_set_hbm_base)",
-		     (unsigned long long)l->offset);
-		return NULL;
-	}
-	return c->hbm_base + l->offset;
+		return slot_ptr(c, l->segment, l->generation, l->offset, out);
+	if (!c->hbm_base || l->offset >= c->hbm_bytes)
+		return fail(c, -EIO, c->hbm_base ? "daemon sent an hbm location outside its pool (offset %llu)" :
+				     "daemon sent an hbm location, but the pool is not mapped (kvt_set_hbm_base)",
+			    (unsigned long long)l->offset);
+	*out = c->hbm_base + l->offset;
+	return 0;
 }
 
 void kvt_set_segment_hooks(kvt_client *c,
@@ -740,6 +738,31 @@ int kvt_lookup(kvt_client *c, const struct kvt_namespace *ns,
 	return 0;
 }
 
+/* Gives up the reservations of a Reserve whose pages could not be mapped,
+ * so that they do not block other writers until the session ends; the
+ * first error's message stays. */
+static void abort_reserved(kvt_client *c, const struct kvt_namespace *ns,
+			   const struct kvt_key *keys,
+			   const Kvtier__V1__ReserveState *states,
+			   struct kvt_slot *slots, size_t n)
+{
+	struct kvt_key *held = malloc(sizeof(*held) * (n ? n : 1));
+	char why[sizeof(c->errmsg)];
+	size_t k = 0;
+
+	memcpy(why, c->errmsg, sizeof(why));
+	for (size_t i = 0; i < n; i++) {
+		if (states[i] == KVTIER__V1__RESERVE_STATE__RESERVE_STATE_RESERVED && held)
+			held[k++] = keys[i];
+		slots[i].state = (enum kvt_slot_state)states[i];
+		slots[i].page = NULL;
+	}
+	if (k)
+		kvt_abort(c, ns, held, k);
+	free(held);
+	memcpy(c->errmsg, why, sizeof(why));
+}
+
 int kvt_reserve(kvt_client *c, const struct kvt_namespace *ns,
 		const struct kvt_key *parent, const struct kvt_key *keys,
 		size_t n, const struct kvt_retention *retention,
@@ -775,14 +798,14 @@ int kvt_reserve(kvt_client *c, const struct kvt_namespace *ns,
 		slots[i].page = NULL;
 		if (slots[i].state != KVT_SLOT_RESERVED)
 			continue;
-		slots[i].page = slot_ptr(c, resp->locations[i]->segment,
-					 resp->locations[i]->generation,
-					 resp->locations[i]->offset);
-		if (!slots[i].page) {
-			rc = -EIO;
-			goto out;
-		}
+		rc = slot_ptr(c, resp->locations[i]->segment,
+			      resp->locations[i]->generation,
+			      resp->locations[i]->offset, &slots[i].page);
+		if (rc < 0)
+			break;
 	}
+	if (rc < 0)
+		abort_reserved(c, ns, keys, resp->states, slots, n);
 out:
 	FREE_MSG(resp);
 	return rc;
@@ -872,11 +895,9 @@ int kvt_acquire(kvt_client *c, const struct kvt_namespace *ns,
 	for (size_t i = 0; i < resp->blocks; i++) {
 		((unsigned char *)lease->hbm)[i] =
 			resp->locations[i]->tier == KVTIER__V1__TIER__TIER_HBM;
-		lease->pages[i] = page_ptr(c, resp->locations[i]);
-		if (!lease->pages[i]) {
-			rc = -EIO;
+		rc = page_ptr(c, resp->locations[i], (void **)&lease->pages[i]);
+		if (rc < 0)
 			goto out_release;
-		}
 	}
 	FREE_MSG(resp);
 	return 0;

@@ -81,8 +81,10 @@ static void serve(struct kvt_segsock *s, int conn)
 	ssize_t n = recv(conn, &req, sizeof(req), MSG_DONTWAIT | MSG_TRUNC);
 	int fd = -1;
 
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+	if (n == 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+		s->dropped++; /* it hung up without asking */
 		return;
+	}
 	if (n != (ssize_t)sizeof(req) || req.version != KVT_SEGMENT_WIRE_VERSION) {
 		rep.status = -EINVAL;
 		snprintf(rep.message, sizeof(rep.message),

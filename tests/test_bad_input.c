@@ -151,6 +151,38 @@ static void broken_config(const char *text, int line, const char *want)
 	CHECK(system(cmd) == 0);
 }
 
+/* Over TCP no segment can be mapped: Reserve says so and gives up the
+ * reservations it got, instead of leaving them PENDING until the session
+ * ends. */
+static void reserve_over_tcp(void)
+{
+	const char *sets[] = { "daemon.tcp=127.0.0.1:0", NULL };
+	struct test_daemon d;
+	struct kvt_namespace ns;
+	struct kvt_key keys[2];
+	struct kvt_slot slots[2];
+	char addr[64];
+	size_t ready, pending;
+	const char *tcp;
+	kvt_client *c;
+
+	test_daemon_start(&d, sets);
+	tcp = strstr(d.said, " 127.0.0.1:");
+	CHECK(tcp && sscanf(tcp + 1, "%63s", addr) == 1);
+	for (int i = 0; i < 2; i++)
+		test_fill(keys[i].bytes, 16, 900u + (unsigned)i);
+	CHECK(kvt_connect(addr, &c) == 0);
+	CHECK_RC(c, kvt_attach(c, "tcp-worker"), 0);
+	CHECK_RC(c, kvt_open_namespace(c, "tcp-ns", 4096, 16, 0, &ns), 0);
+	CHECK_RC(c, kvt_reserve(c, &ns, NULL, keys, 2, NULL, slots), -EOPNOTSUPP);
+	CHECK(strstr(kvt_errmsg(c), "cannot be mapped over TCP"));
+	CHECK(slots[0].page == NULL && slots[1].page == NULL);
+	CHECK_RC(c, kvt_lookup(c, &ns, keys, 2, &ready, &pending), 0);
+	CHECK(ready == 0 && pending == 0);
+	kvt_close(c);
+	CHECK(test_daemon_stop(&d) == 0);
+}
+
 int main(void)
 {
 	struct test_daemon d;
@@ -322,5 +354,6 @@ int main(void)
 	kvt_close(c);
 	kvt_close(other);
 	CHECK(test_daemon_stop(&d) == 0);
+	reserve_over_tcp();
 	return 0;
 }

@@ -432,7 +432,6 @@ int kvt_engine_tenant(struct kvt_engine *e, uint32_t uid, const char *name,
 	return rc;
 }
 
-/* The tenant that keys of ns are scoped by, for a caller of tenant t. */
 /* The tenant that a namespace's keys belong to. */
 static uint32_t scope(const struct kvt_engine *e, uint32_t ns)
 {
@@ -518,6 +517,23 @@ static void segment_release(struct kvt_engine *e, uint32_t seg)
  * that worker cannot see or touch the new tenant's pages. With no memory
  * for that, the carve is undone and the caller finds no slot.
  */
+/* Gives segment seg a new memfd (kvt_host_renew) with its io_uring and
+ * CUDA registrations redone in step; on failure, those of whatever memory
+ * it still has. */
+static int segment_renew(struct kvt_engine *e, uint32_t seg, struct kvt_err *why)
+{
+	int rc;
+
+	hbm_register(e, seg, false);
+	kvt_nvme_segment(e->nvme, seg, NULL);
+	rc = kvt_host_renew(e->host, seg, why->msg, sizeof(why->msg));
+	if (kvt_host_backed(e->host, seg)) {
+		kvt_nvme_segment(e->nvme, seg, e->segments[seg]);
+		hbm_register(e, seg, true);
+	}
+	return rc;
+}
+
 static int segment_handover(struct kvt_engine *e, uint32_t seg, uint32_t slot)
 {
 	struct kvt_err why;
@@ -525,11 +541,7 @@ static int segment_handover(struct kvt_engine *e, uint32_t seg, uint32_t slot)
 
 	if (!kvt_host_shared(e->host, seg))
 		return 0;
-	hbm_register(e, seg, false);
-	kvt_nvme_segment(e->nvme, seg, NULL);
-	rc = kvt_host_renew(e->host, seg, why.msg, sizeof(why.msg));
-	kvt_nvme_segment(e->nvme, seg, e->segments[seg]);
-	hbm_register(e, seg, true);
+	rc = segment_renew(e, seg, &why);
 	if (rc == 0) {
 		e->st.host_segments_renewed_total++;
 		return 0;
@@ -1002,8 +1014,7 @@ static void damage_found(struct kvt_engine *e, uint32_t g)
  * Empties damaged segment g: its blocks are its tenant's own, destroyed by
  * that tenant's worker; they leave the index (pinned ones free their slot
  * at their last unpin). Once empty, it is given back and, if still in the
- * tier, made anew (nvme and hbm registrations in step, as in
- * segment_handover); until then, a later sweep tries again.
+ * tier, made anew; until then, a later sweep tries again.
  */
 static void damage_repair(struct kvt_engine *e, uint32_t g)
 {
@@ -1021,18 +1032,14 @@ static void damage_repair(struct kvt_engine *e, uint32_t g)
 	if (kvt_slots_segment_owner(e->slots, g) != KVT_SLOTS_FREE_SEGMENT)
 		return; /* pinned or PENDING blocks: a later sweep */
 	segment_release(e, g);
-	if (g < kvt_slots_active(e->slots)) {
-		if (kvt_host_renew(e->host, g, why.msg, sizeof(why.msg)) < 0) {
-			if (e->damaged[g] == 1) {
-				snprintf(msg, sizeof(msg), "host segment %u stays out of use until it can be made anew: %s",
-					 g, why.msg);
-				nvme_log(e, true, msg);
-				e->damaged[g] = 2;
-			}
-			return;
+	if (g < kvt_slots_active(e->slots) && segment_renew(e, g, &why) < 0) {
+		if (e->damaged[g] == 1) {
+			snprintf(msg, sizeof(msg), "host segment %u stays out of use until it can be made anew: %s",
+				 g, why.msg);
+			nvme_log(e, true, msg);
+			e->damaged[g] = 2;
 		}
-		kvt_nvme_segment(e->nvme, g, e->segments[g]);
-		hbm_register(e, g, true);
+		return;
 	}
 	kvt_slots_hold(e->slots, g, false);
 	e->damaged[g] = 0;
@@ -1571,9 +1578,10 @@ int kvt_engine_segment_fd(struct kvt_engine *e, uint32_t tenant,
 		rc = fail(err, -ENOENT, "no such session");
 		goto out;
 	}
-	if (segment >= kvt_slots_active(e->slots)) {
+	/* Retiring segments too: their blocks are readable until they go. */
+	if (segment >= kvt_slots_segments(e->slots)) {
 		rc = fail(err, -ENOENT, "no host segment %u (the tier has %u)",
-			  segment, kvt_slots_active(e->slots));
+			  segment, kvt_slots_segments(e->slots));
 		goto out;
 	}
 	tag = kvt_slots_segment_tag(e->slots, segment);

@@ -411,9 +411,12 @@ static int make_segment(struct kvt_host *h, uint32_t i, char *why, size_t len)
 	/* The new memfd covers any page the guard replaced. */
 	atomic_store(&s->damaged, false);
 	if (!atomic_load(&s->base)) {
+		unsigned g = atomic_load(&h->guarded);
+
 		atomic_store(&s->base, (uintptr_t)p);
-		if (atomic_load(&h->guarded) <= i)
-			atomic_store(&h->guarded, i + 1);
+		/* Segments are made by several threads: raise, never lower. */
+		while (g <= i && !atomic_compare_exchange_weak(&h->guarded, &g, i + 1))
+			;
 	}
 	return 0;
 
@@ -587,8 +590,9 @@ int kvt_host_renew(struct kvt_host *h, uint32_t segment, char *why, size_t len)
 	int old = s->fd, rc;
 
 	/* The new memfd replaces the old mapping in place (MAP_FIXED), so
-	 * the old one goes only once the new one is there. */
-	if ((rc = check_fit(h, h->segments, 1, why, len)) < 0 ||
+	 * the old one goes only once the new one is there: for a moment the
+	 * tier holds one segment more than its size. */
+	if ((rc = check_fit(h, h->segments - 1, 1, why, len)) < 0 ||
 	    (rc = make_segment(h, segment, why, len)) < 0)
 		return rc;
 	if (old >= 0)
@@ -609,6 +613,11 @@ int kvt_host_share(struct kvt_host *h, uint32_t segment, uint32_t *generation)
 	s->shared = true;
 	*generation = s->generation;
 	return fd;
+}
+
+bool kvt_host_backed(const struct kvt_host *h, uint32_t segment)
+{
+	return h->seg[segment].fd >= 0;
 }
 
 bool kvt_host_shared(const struct kvt_host *h, uint32_t segment)

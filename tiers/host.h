@@ -79,6 +79,8 @@ int kvt_host_renew(struct kvt_host *h, uint32_t segment, char *why, size_t len);
  * its generation. Marks the segment shared with a worker. -ENOENT for a
  * segment not made. */
 int kvt_host_share(struct kvt_host *h, uint32_t segment, uint32_t *generation);
+/* Whether segment i has memory (made, not released). */
+bool kvt_host_backed(const struct kvt_host *h, uint32_t segment);
 /* Whether a worker may have mapped the segment's current memfd. */
 bool kvt_host_shared(const struct kvt_host *h, uint32_t segment);
 uint32_t kvt_host_generation(const struct kvt_host *h, uint32_t segment);

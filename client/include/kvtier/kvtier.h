@@ -148,7 +148,9 @@ struct kvt_slot {
 
 /*
  * Reserves slots for keys[0..n) (parent: the key before keys[0], or NULL).
- * slots[n] receives the outcome per key. Needs kvt_attach.
+ * slots[n] receives the outcome per key. Needs kvt_attach. When a reserved
+ * page cannot be mapped (kvt_segment_fd's errors), the reservations are
+ * given up and that error returned.
  */
 int kvt_reserve(kvt_client *c, const struct kvt_namespace *ns,
 		const struct kvt_key *parent, const struct kvt_key *keys,
