@@ -33,7 +33,7 @@
 enum method {
 	M_OPEN_NAMESPACE, M_LOOKUP, M_RESERVE, M_COMMIT, M_ABORT, M_ACQUIRE,
 	M_RELEASE, M_PUT, M_GET, M_DROP, M_STATS, M_HEALTH, M_ATTACH,
-	M_GET_CONFIG, M_COUNT
+	M_GET_CONFIG, M_DROP_NAMESPACE, M_COUNT
 };
 
 static const char *const method_paths[M_COUNT] = {
@@ -44,6 +44,7 @@ static const char *const method_paths[M_COUNT] = {
 	"/kvtier.v1.KvTier/Get",           "/kvtier.v1.KvTier/Drop",
 	"/kvtier.v1.KvTier/Stats",         "/grpc.health.v1.Health/Check",
 	"/kvtier.v1.KvTier/Attach",        "/kvtier.v1.KvTier/GetConfig",
+	"/kvtier.v1.KvTier/DropNamespace",
 };
 
 struct kvt_client {
@@ -1055,6 +1056,28 @@ int kvt_drop_tenant(kvt_client *c, const char *tenant, size_t *dropped)
 	req.scope = KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT;
 	req.tenant = (char *)(tenant ? tenant : "");
 	return drop_call(c, &req, dropped);
+}
+
+int kvt_drop_namespace(kvt_client *c, uint32_t namespace_id, size_t *dropped,
+		       size_t *pending)
+{
+	Kvtier__V1__DropNamespaceRequest req =
+		KVTIER__V1__DROP_NAMESPACE_REQUEST__INIT;
+	Kvtier__V1__DropNamespaceResponse *resp;
+	int rc;
+
+	req.namespace_id = namespace_id;
+	rc = call(c, M_DROP_NAMESPACE, &req,
+		  &kvtier__v1__drop_namespace_response__descriptor,
+		  (void **)&resp);
+	if (rc < 0)
+		return rc;
+	if (dropped)
+		*dropped = resp->dropped;
+	if (pending)
+		*pending = resp->pending;
+	FREE_MSG(resp);
+	return 0;
 }
 
 /* ---- stats: walk the reply by its descriptor, so new fields show up ---- */

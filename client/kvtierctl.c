@@ -5,6 +5,7 @@
  *   top               a refreshing view of hit rates, tier use and RPC latency
  *   config            the effective configuration, each knob's source
  *   drop              drop a namespace's or a tenant's blocks
+ *   drop-namespace    delete a namespace
  */
 #include <errno.h>
 #include <getopt.h>
@@ -311,34 +312,84 @@ static int cmd_top(kvt_client *c, double interval, long count)
 	return rc;
 }
 
+/*
+ * The id of namespace name in l, of tenant (its owner's name, or "shared")
+ * when given: 0, or 1 after saying why there is none, or several and not
+ * first_ok (an admin sees every tenant's).
+ */
+static int namespace_id(const struct stat_list *l, const char *name,
+			const char *tenant, bool first_ok, uint32_t *id)
+{
+	char id_key[300], tenant_key[300];
+	size_t found = 0;
+
+	snprintf(id_key, sizeof(id_key), "namespaces.%s.namespace_id", name);
+	snprintf(tenant_key, sizeof(tenant_key), "namespaces.%s.tenant", name);
+	for (size_t i = 0; i < l->n; i++) {
+		const char *owner = "";
+
+		if (strcmp(l->names[i], id_key) != 0)
+			continue;
+		/* The element's tenant follows its id. */
+		for (size_t j = i + 1; j < l->n && strcmp(l->names[j], id_key); j++)
+			if (strcmp(l->names[j], tenant_key) == 0) {
+				owner = l->values[j];
+				break;
+			}
+		if (tenant && strcmp(owner, tenant) != 0)
+			continue;
+		if (found++ == 0)
+			*id = (uint32_t)strtoul(l->values[i], NULL, 10);
+	}
+	if (found == 1 || (found && first_ok))
+		return 0;
+	if (found)
+		fprintf(stderr, "kvtierctl: %zu namespaces are named '%s': pick one with --tenant USER (\"shared\" for a shared one)\n",
+			found, name);
+	else
+		fprintf(stderr, "kvtierctl: no namespace '%s'%s%s (kvtierctl stats lists them)\n",
+			name, tenant ? " of tenant " : "", tenant ? tenant : "");
+	return 1;
+}
+
 static int cmd_drop(kvt_client *c, const char *ns_name, const char *tenant)
 {
 	struct stat_list l = { 0 };
 	struct kvt_namespace ns = { 0 };
 	size_t dropped = 0;
-	char key[512];
 	int rc;
 
 	if (tenant) {
 		rc = kvt_drop_tenant(c, tenant[0] ? tenant : NULL, &dropped);
 	} else {
-		if ((rc = read_stats(c, &l)) < 0)
-			return rc;
-		snprintf(key, sizeof(key), "namespaces.%s.namespace_id", ns_name);
-		if (strcmp(find(&l, key), "?") == 0) {
-			fprintf(stderr, "kvtierctl: no namespace '%s' (kvtierctl stats lists them)\n",
-				ns_name);
-			free(l.names);
-			free(l.values);
-			return 1;
-		}
-		ns.id = (uint32_t)num(&l, key);
+		if ((rc = read_stats(c, &l)) == 0 &&
+		    (rc = namespace_id(&l, ns_name, NULL, true, &ns.id)) == 0)
+			rc = kvt_drop(c, &ns, NULL, 0, &dropped);
 		free(l.names);
 		free(l.values);
-		rc = kvt_drop(c, &ns, NULL, 0, &dropped);
 	}
 	if (rc == 0)
 		printf("dropped %zu blocks\n", dropped);
+	return rc;
+}
+
+/* Deletes the namespace itself (DropNamespace); tenant picks among
+ * same-named ones an admin sees. */
+static int cmd_drop_namespace(kvt_client *c, const char *ns_name,
+			      const char *tenant)
+{
+	struct stat_list l = { 0 };
+	size_t dropped = 0, pending = 0;
+	uint32_t id = 0;
+	int rc;
+
+	if ((rc = read_stats(c, &l)) == 0 &&
+	    (rc = namespace_id(&l, ns_name, tenant, false, &id)) == 0 &&
+	    (rc = kvt_drop_namespace(c, id, &dropped, &pending)) == 0)
+		printf("namespace %s deleted: %zu blocks dropped, %zu reservations left to their producers\n",
+		       ns_name, dropped, pending);
+	free(l.names);
+	free(l.values);
 	return rc;
 }
 
@@ -351,6 +402,9 @@ static void usage(FILE *out)
 		     "  config                          effective configuration and where each value came from\n"
 		     "  drop --namespace NAME           drop a namespace's blocks (yours; every tenant's as root)\n"
 		     "  drop --tenant USER              drop a tenant's blocks in every namespace\n"
+		     "  drop-namespace --namespace NAME [--tenant USER]\n"
+		     "                                  delete a namespace (yours; any as root: --tenant\n"
+		     "                                  picks among same-named ones, \"shared\" a shared one)\n"
 		     "ADDR defaults to $KVTIER_ADDR, else " KVT_DEFAULT_ADDR "\n");
 }
 
@@ -366,7 +420,8 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	static const char *const commands[] = { "status", "stats", "top", "config", "drop" };
+	static const char *const commands[] = { "status", "stats", "top", "config",
+						"drop", "drop-namespace" };
 	const char *addr = NULL, *cmd, *ns_name = NULL, *tenant = NULL;
 	struct stat_list l = { 0 };
 	double interval = 2;
@@ -402,6 +457,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kvtierctl: drop needs one of --namespace NAME or --tenant USER\n");
 		return 2;
 	}
+	if (strcmp(cmd, "drop-namespace") == 0 && !ns_name) {
+		fprintf(stderr, "kvtierctl: drop-namespace needs --namespace NAME\n");
+		return 2;
+	}
 	if (strcmp(cmd, "top") == 0 && !(interval >= 0.05 && interval <= 3600)) {
 		fprintf(stderr, "kvtierctl: --interval must be 0.05 to 3600 seconds\n");
 		return 2;
@@ -433,6 +492,8 @@ int main(int argc, char **argv)
 		rc = cmd_config(c);
 	else if (strcmp(cmd, "drop") == 0)
 		rc = cmd_drop(c, ns_name, tenant);
+	else if (strcmp(cmd, "drop-namespace") == 0)
+		rc = cmd_drop_namespace(c, ns_name, tenant);
 	if (rc < 0)
 		fprintf(stderr, "kvtierctl: %s: %s\n", cmd, kvt_errmsg(c));
 	free(l.names);

@@ -284,7 +284,7 @@ static void render_tenants(FILE *f, const Kvtier__V1__StatsResponse *s)
 		"kvtier_tenant_host_used_bytes", "kvtier_tenant_host_quota_bytes",
 		"kvtier_tenant_lookup_blocks_total", "kvtier_tenant_lookup_hit_blocks_total",
 		"kvtier_tenant_evictions_total", "kvtier_tenant_sessions",
-		"kvtier_tenant_leases",
+		"kvtier_tenant_leases", "kvtier_tenant_namespaces",
 	};
 	static const char *help[] = {
 		"Host tier bytes held by each tenant.",
@@ -294,15 +294,17 @@ static void render_tenants(FILE *f, const Kvtier__V1__StatsResponse *s)
 		"Host evictions of each tenant's blocks.",
 		"Sessions each tenant holds open (tenants.max_sessions).",
 		"Leases each tenant holds (tenants.max_leases).",
+		"Namespaces each tenant created and has not dropped (tenants.max_namespaces).",
 	};
 
-	for (size_t k = 0; k < 7; k++) {
+	for (size_t k = 0; k < 8; k++) {
 		family(f, names[k], k < 2 || k > 4 ? "gauge" : "counter", help[k]);
 		for (size_t i = 0; i < s->n_tenants; i++) {
 			const Kvtier__V1__TenantStats *t = s->tenants[i];
 			const uint64_t v[] = { t->host_used_bytes, t->host_quota_bytes,
 					       t->lookup_keys, t->lookup_hits, t->evictions,
-					       t->sessions_active, t->leases_active };
+					       t->sessions_active, t->leases_active,
+					       t->namespaces };
 
 			sample(f, names[k], (const char *[]){ "tenant", t->name, NULL },
 			       (double)v[k]);
@@ -319,10 +321,14 @@ static void render_bounds(FILE *f, const Kvtier__V1__StatsResponse *s)
 	       "Connections shut down after daemon.idle_timeout with no call in flight.",
 	       (double)s->connections_idle_closed_total);
 	SPLIT(f, "kvtier_limit_refusals_total", "counter",
-	      "Connections, Attaches and Acquires refused because the tenant was at its bound.",
+	      "Connections, Attaches, Acquires and new namespaces refused because the tenant was at its bound.",
 	      "limit", { "tenants.max_connections", (double)s->connections_refused_total },
 	      { "tenants.max_sessions", (double)s->sessions_refused_total },
-	      { "tenants.max_leases", (double)s->leases_refused_total });
+	      { "tenants.max_leases", (double)s->leases_refused_total },
+	      { "tenants.max_namespaces", (double)s->namespaces_refused_total });
+	single(f, "kvtier_namespaces_dropped_total", "counter",
+	       "Namespaces deleted by DropNamespace.",
+	       (double)s->namespaces_dropped_total);
 }
 
 static void render_rpcs(FILE *f, const Kvtier__V1__StatsResponse *s)

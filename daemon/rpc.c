@@ -868,6 +868,39 @@ out:
 	return code;
 }
 
+static grpc_status_code drop_namespace(void *ctx, struct kvt_call *call,
+				       const uint8_t *req, size_t len,
+				       struct kvt_reply *r)
+{
+	struct kvt_daemon *d = ctx;
+	Kvtier__V1__DropNamespaceRequest *q =
+		unpack(&kvtier__v1__drop_namespace_request__descriptor, req, len, r);
+	Kvtier__V1__DropNamespaceResponse p =
+		KVTIER__V1__DROP_NAMESPACE_RESPONSE__INIT;
+	struct kvt_err err;
+	grpc_status_code code;
+	uint32_t tenant;
+
+	if (!q)
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK)
+		goto out;
+	code = engine_status(kvt_engine_drop_namespace(d->engine, tenant,
+						       q->namespace_id,
+						       is_admin(call),
+						       &p.dropped, &p.pending,
+						       &err),
+			     &err, r);
+	if (code == GRPC_STATUS_OK) {
+		kvt_log(KVT_LOG_INFO, "namespace_id %u dropped (%u blocks, %u reservations left to their producers)",
+			q->namespace_id, p.dropped, p.pending);
+		code = pack(&p, r);
+	}
+out:
+	protobuf_c_message_free_unpacked(&q->base, NULL);
+	return code;
+}
+
 /* ---- Stats ---- */
 
 static const char *const status_names[KVT_STATUS_CODES] = {
@@ -926,6 +959,8 @@ static void stats_fill_engine(struct kvt_daemon *d, struct stats_buf *b,
 	p->sessions_total = st.sessions_total;
 	p->sessions_refused_total = st.sessions_refused_total;
 	p->leases_refused_total = st.leases_refused_total;
+	p->namespaces_refused_total = st.namespaces_refused_total;
+	p->namespaces_dropped_total = st.namespaces_dropped_total;
 	p->leases_active = st.leases_active;
 	p->pinned_blocks = st.pinned_blocks;
 	p->ready_blocks = st.ready_blocks;
@@ -1057,7 +1092,7 @@ static int stats_fill_namespaces(struct kvt_daemon *d, struct stats_buf *b,
 
 	while (kvt_engine_namespace_stats(d->engine, n, &tmp) == 0)
 		n++;
-	/* Namespaces are never removed, so n only grows: read at most n. */
+	/* The table only grows (dropped entries are reused): read at most n. */
 	b->ns = calloc(n + 1, sizeof(*b->ns));
 	b->ns_msgs = calloc(n + 1, sizeof(*b->ns_msgs));
 	b->ns_ptrs = calloc(n + 1, sizeof(*b->ns_ptrs));
@@ -1067,12 +1102,12 @@ static int stats_fill_namespaces(struct kvt_daemon *d, struct stats_buf *b,
 		Kvtier__V1__NamespaceStats *m = &b->ns_msgs[shown];
 
 		kvt_engine_namespace_stats(d->engine, i, &b->ns[i]);
-		if (!all && !ns_visible(&b->ns[i], tenant))
+		if (!b->ns[i].live || (!all && !ns_visible(&b->ns[i], tenant)))
 			continue;
 		kvtier__v1__namespace_stats__init(m);
 		m->name = b->ns[i].name;
 		m->tenant = b->ns[i].tenant_name;
-		m->namespace_id = i;
+		m->namespace_id = b->ns[i].id;
 		m->page_bytes = b->ns[i].page_bytes;
 		m->block_tokens = b->ns[i].block_tokens;
 		m->ready_blocks = b->ns[i].ready_blocks;
@@ -1123,6 +1158,7 @@ static int stats_fill_tenants(struct kvt_daemon *d, struct stats_buf *b,
 		m->evictions = b->t[i].evictions;
 		m->sessions_active = b->t[i].sessions;
 		m->leases_active = b->t[i].leases;
+		m->namespaces = b->t[i].namespaces;
 		b->t_ptrs[shown++] = m;
 	}
 	p->tenants = b->t_ptrs;
@@ -1287,6 +1323,7 @@ const struct kvt_method kvt_rpc_methods[] = {
 	{ "/kvtier.v1.KvTier/Put", put },
 	{ "/kvtier.v1.KvTier/Get", get },
 	{ "/kvtier.v1.KvTier/Drop", drop },
+	{ "/kvtier.v1.KvTier/DropNamespace", drop_namespace },
 	{ "/kvtier.v1.KvTier/Stats", stats },
 	{ "/kvtier.v1.KvTier/GetConfig", get_config },
 	{ "/grpc.health.v1.Health/Check", health_check },

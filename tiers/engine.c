@@ -38,7 +38,13 @@
  * does not answer in this time is treated as a miss. */
 #define PROMOTE_TIMEOUT (10000 * KVT_MS)
 
+/* A namespace table entry: in use, dropped (its id unknown, its blocks
+ * going), or free for the next namespace once the dropped one is empty. */
+enum ns_state { NS_FREE, NS_LIVE, NS_DROPPED };
+
 struct namespace {
+	enum ns_state state;
+	uint16_t generation; /* times the entry was reused: the id's high half */
 	char name[KVT_NAMESPACE_NAME_MAX + 1];
 	uint64_t page_bytes, stride, idle_ttl;
 	uint32_t block_tokens;
@@ -47,7 +53,10 @@ struct namespace {
 	uint64_t ready, pending, lookup_keys, lookup_hits, evictions, expired;
 	uint64_t lookup_hits_nvme, nvme_blocks;
 	uint64_t last_use; /* the latest use of any of its blocks */
+	uint32_t creator; /* the tenant it counts against (max_tenant_namespaces) */
+	uint64_t blocks;  /* struct kvt_block of it, in any state */
 };
+
 
 struct tenant {
 	uint32_t uid;
@@ -160,6 +169,21 @@ static int fail(struct kvt_err *err, int rc, const char *fmt, ...)
 		va_end(ap);
 	}
 	return rc;
+}
+
+/* A namespace's id: its entry in the low half, the entry's generation in
+ * the high one, so that a dropped namespace's id never names the next. */
+static uint32_t ns_id(const struct kvt_engine *e, uint32_t i)
+{
+	return (uint32_t)e->ns[i].generation << 16 | i;
+}
+
+/* A block of namespace i is freed: the last of a dropped one frees its
+ * entry for reuse. */
+static void ns_block_gone(struct kvt_engine *e, uint32_t i)
+{
+	if (--e->ns[i].blocks == 0 && e->ns[i].state == NS_DROPPED)
+		e->ns[i].state = NS_FREE;
 }
 
 static const char *key_hex(const uint8_t *key, char buf[17])
@@ -616,6 +640,7 @@ static void block_settle(struct kvt_engine *e, struct kvt_block *b)
 		if (b->children)
 			return;
 		parent = b->parent;
+		ns_block_gone(e, b->ns);
 		free(b);
 		if (!parent)
 			return;
@@ -1122,6 +1147,7 @@ int kvt_engine_reconfigure(struct kvt_engine *e,
 	e->cfg.lease_ttl = cfg->lease_ttl;
 	e->cfg.max_wait = cfg->max_wait;
 	e->cfg.max_sessions = cfg->max_sessions;
+	e->cfg.max_tenant_namespaces = cfg->max_tenant_namespaces;
 	e->cfg.max_leases = cfg->max_leases;
 	e->cfg.idle_ttl = cfg->idle_ttl;
 	for (uint32_t i = 0; i < e->nns; i++)
@@ -1468,7 +1494,8 @@ static void waiter_advance(struct kvt_engine *e, struct kvt_waiter *w,
 	uint64_t now = now_locked(e);
 
 	w->list = NULL;
-	while (w->got < w->n) {
+	/* A dropped namespace's blocks are no longer to be had. */
+	while (w->got < w->n && e->ns[w->ns].state == NS_LIVE) {
 		struct kvt_block *b = kvt_index_find(e->index, w->ns, w->tenant,
 						     w->keys[w->got]);
 		struct promotion *p;
@@ -1619,19 +1646,60 @@ static bool name_valid(const char *name)
 	return true;
 }
 
-/* Namespaces are the tenant's own, like keys, unless shared: tenant is
- * KVT_TENANT_SHARED for a shared one. */
+/* Namespaces the tenant created and has not dropped. */
+static uint32_t ns_created_by(const struct kvt_engine *e, uint32_t tenant)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < e->nns; i++)
+		n += e->ns[i].state == NS_LIVE && e->ns[i].creator == tenant;
+	return n;
+}
+
+/* A table entry for a new namespace: a free one (its generation moves on),
+ * else the next unused one. */
+static struct namespace *ns_entry(struct kvt_engine *e, struct kvt_err *err)
+{
+	uint32_t dropped = 0;
+
+	for (uint32_t i = 0; i < e->nns; i++) {
+		struct namespace *n = &e->ns[i];
+		uint16_t generation = (uint16_t)(n->generation + 1);
+
+		if (n->state == NS_FREE) {
+			memset(n, 0, sizeof(*n));
+			n->generation = generation;
+			return n;
+		}
+		dropped += n->state == NS_DROPPED;
+	}
+	if (e->nns < e->cfg.max_namespaces)
+		return &e->ns[e->nns++];
+	fail(err, -ENOSPC, "limits.max_namespaces (%u) reached: the daemon holds that many namespaces%s",
+	     e->cfg.max_namespaces,
+	     dropped ? ", some of them dropped and waiting for their last pinned or reserved blocks" : "");
+	return NULL;
+}
+
+/*
+ * Namespaces are the tenant's own, like keys, unless shared: tenant is
+ * KVT_TENANT_SHARED for a shared one. A new one counts against creator's
+ * max_tenant_namespaces (KVT_TENANT_SHARED: against nobody, for recovery).
+ * *ns: its entry.
+ */
 static int ns_open_locked(struct kvt_engine *e, const char *name,
 			  uint64_t page_bytes, uint32_t block_tokens,
-			  uint32_t tenant, uint64_t idle_ttl, uint32_t *ns,
-			  bool *created, struct kvt_err *err)
+			  uint32_t tenant, uint32_t creator, uint64_t idle_ttl,
+			  uint32_t *ns, bool *created, struct kvt_err *err)
 {
 	bool shared = tenant == KVT_TENANT_SHARED;
 	struct namespace *n;
+	uint32_t i;
 
-	for (uint32_t i = 0; i < e->nns; i++) {
+	for (i = 0; i < e->nns; i++) {
 		n = &e->ns[i];
-		if (n->tenant != tenant || strcmp(n->name, name) != 0)
+		if (n->state != NS_LIVE || n->tenant != tenant ||
+		    strcmp(n->name, name) != 0)
 			continue;
 		if (n->page_bytes != page_bytes || n->block_tokens != block_tokens)
 			return fail(err, -EPERM,
@@ -1647,15 +1715,23 @@ static int ns_open_locked(struct kvt_engine *e, const char *name,
 		*created = false;
 		return 0;
 	}
-	if (e->nns == e->cfg.max_namespaces)
-		return fail(err, -ENOSPC, "the daemon already holds %u namespaces (max_namespaces)",
-			    e->cfg.max_namespaces);
-	n = &e->ns[e->nns];
+	if (creator != KVT_TENANT_SHARED && e->cfg.max_tenant_namespaces &&
+	    ns_created_by(e, creator) >= e->cfg.max_tenant_namespaces) {
+		e->st.namespaces_refused_total++;
+		return fail(err, -EDQUOT,
+			    "tenants.max_namespaces (%u) reached for tenant %s: drop a namespace first (DropNamespace)",
+			    e->cfg.max_tenant_namespaces, e->tenants[creator].name);
+	}
+	if (!(n = ns_entry(e, err)))
+		return -ENOSPC;
+	i = (uint32_t)(n - e->ns);
+	n->state = NS_LIVE;
 	strcpy(n->name, name);
 	n->page_bytes = page_bytes;
 	n->block_tokens = block_tokens;
 	n->shared = shared;
 	n->tenant = tenant;
+	n->creator = creator;
 	n->idle_ttl = idle_ttl ? idle_ttl : e->cfg.idle_ttl;
 	n->own_ttl = idle_ttl != 0;
 	n->stride = (page_bytes + KVT_SLOT_ALIGN - 1) / KVT_SLOT_ALIGN *
@@ -1669,9 +1745,9 @@ static int ns_open_locked(struct kvt_engine *e, const char *name,
 
 		snprintf(d.name, sizeof(d.name), "%s", name);
 		snprintf(d.tenant, sizeof(d.tenant), "%s", e->tenants[tenant].name);
-		kvt_nvme_namespace(e->nvme, e->nns, &d);
+		kvt_nvme_namespace(e->nvme, i, &d);
 	}
-	*ns = e->nns++;
+	*ns = i;
 	*created = true;
 	return 0;
 }
@@ -1700,22 +1776,48 @@ int kvt_engine_open_namespace(struct kvt_engine *e, uint32_t tenant,
 
 	pthread_mutex_lock(&e->lock);
 	rc = ns_open_locked(e, name, page_bytes, block_tokens,
-			    shared ? KVT_TENANT_SHARED : tenant, idle_ttl, ns,
-			    created, err);
-	if (rc == 0)
+			    shared ? KVT_TENANT_SHARED : tenant, tenant,
+			    idle_ttl, ns, created, err);
+	if (rc == 0) {
 		*stride = e->ns[*ns].stride;
+		*ns = ns_id(e, *ns);
+	}
 	pthread_mutex_unlock(&e->lock);
 	return rc;
 }
 
-/* Caller holds the lock. Another tenant's namespace is as unknown as one
- * that does not exist: its id says nothing. */
-static int ns_check(struct kvt_engine *e, uint32_t ns, uint32_t tenant,
-		    struct kvt_err *err)
+/*
+ * The entry of namespace id `id`, if tenant may use it. Another tenant's
+ * namespace is as unknown as one that does not exist: its id says nothing.
+ * A dropped one is -ENOENT too, saying so, unless dropped_ok. Caller holds
+ * the lock.
+ */
+static int ns_index(struct kvt_engine *e, uint32_t id, uint32_t tenant,
+		    bool dropped_ok, struct kvt_err *err)
 {
-	if (ns >= e->nns || (e->ns[ns].tenant != tenant &&
-			     e->ns[ns].tenant != KVT_TENANT_SHARED))
-		return fail(err, -ENOENT, "unknown namespace_id %u", ns);
+	uint32_t i = id & 0xffff;
+	const struct namespace *n = i < e->nns ? &e->ns[i] : NULL;
+
+	if (!n || n->generation != id >> 16 || n->state == NS_FREE ||
+	    (n->tenant != tenant && n->tenant != KVT_TENANT_SHARED))
+		return fail(err, -ENOENT, "unknown namespace_id %u", id);
+	if (n->state == NS_DROPPED && !dropped_ok)
+		return fail(err, -ENOENT, "namespace %s (namespace_id %u) was dropped",
+			    n->name, id);
+	return (int)i;
+}
+
+/* q with its namespace id resolved to the entry (see ns_index): what the
+ * engine's own functions take. */
+static int req_resolve(struct kvt_engine *e, const struct kvt_req *q,
+		       struct kvt_req *r, bool dropped_ok, struct kvt_err *err)
+{
+	int i = ns_index(e, q->ns, q->tenant, dropped_ok, err);
+
+	*r = *q;
+	if (i < 0)
+		return i;
+	r->ns = (uint32_t)i;
 	return 0;
 }
 
@@ -1725,9 +1827,11 @@ int kvt_engine_page_bytes(struct kvt_engine *e, uint32_t tenant, uint32_t ns,
 	int rc;
 
 	pthread_mutex_lock(&e->lock);
-	rc = ns_check(e, ns, tenant, err);
-	if (rc == 0)
-		*page_bytes = e->ns[ns].page_bytes;
+	rc = ns_index(e, ns, tenant, false, err);
+	if (rc >= 0) {
+		*page_bytes = e->ns[rc].page_bytes;
+		rc = 0;
+	}
 	pthread_mutex_unlock(&e->lock);
 	return rc;
 }
@@ -1774,11 +1878,14 @@ int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
 		      uint32_t *ready, uint32_t *pending, struct kvt_err *err)
 {
 	uint32_t r, p, on_nvme = 0;
+	struct kvt_req rq;
 	int rc;
 
 	pthread_mutex_lock(&e->lock);
-	if ((rc = ns_check(e, q->ns, q->tenant, err)) < 0 ||
-	    (rc = ready_prefix(e, q, &r, err)) < 0)
+	if ((rc = req_resolve(e, q, &rq, false, err)) < 0)
+		goto out;
+	q = &rq;
+	if ((rc = ready_prefix(e, q, &r, err)) < 0)
 		goto out;
 	for (p = r; p < q->n && find(e, q, p); p++)
 		;
@@ -1851,6 +1958,7 @@ static struct kvt_block *block_reserve(struct kvt_engine *e,
 	host_attach(e, b, seg, slot);
 	kvt_block_list_insert(pending, NULL, b);
 	block_retain(e, b, ret, now);
+	e->ns[ns].blocks++;
 	e->ns[ns].pending++;
 	e->st.reserved_total++;
 	return b;
@@ -1924,14 +2032,15 @@ int kvt_engine_reserve(struct kvt_engine *e, const struct kvt_req *q,
 		       struct kvt_location *locs, struct kvt_err *err)
 {
 	struct kvt_session *s;
+	struct kvt_req rq;
 	int rc;
 
 	pthread_mutex_lock(&e->lock);
 	s = session_find(e, q->session, q->tenant);
 	if (!s)
 		rc = fail(err, -ENOENT, "unknown session");
-	else if ((rc = ns_check(e, q->ns, q->tenant, err)) == 0)
-		rc = reserve_locked(e, &s->pending, s, q, parent, retention,
+	else if ((rc = req_resolve(e, q, &rq, false, err)) == 0)
+		rc = reserve_locked(e, &s->pending, s, &rq, parent, retention,
 				    states, locs, err);
 	pthread_mutex_unlock(&e->lock);
 	return rc;
@@ -1998,21 +2107,34 @@ static void abort_locked(struct kvt_engine *e, struct kvt_block_list *pending,
 typedef void (*owned_op)(struct kvt_engine *e, struct kvt_block_list *pending,
 			 const struct kvt_req *q, struct done_list *done);
 
-/* Commit and Abort: all keys must be this session's reservations. */
+/*
+ * Commit and Abort: all keys must be this session's reservations. In a
+ * namespace dropped since they were made, both abort them, and a Commit
+ * says it could not publish them.
+ */
 static int owned_call(struct kvt_engine *e, const struct kvt_req *q,
 		      owned_op op, struct kvt_err *err)
 {
 	struct done_list done = { 0 };
 	struct kvt_session *s;
+	struct kvt_req rq;
 	int rc;
 
 	pthread_mutex_lock(&e->lock);
 	s = session_find(e, q->session, q->tenant);
 	if (!s)
 		rc = fail(err, -ENOENT, "unknown session");
-	else if ((rc = ns_check(e, q->ns, q->tenant, err)) == 0 &&
-		 (rc = check_owned(e, s, q, err)) == 0)
-		op(e, &s->pending, q, &done);
+	else if ((rc = req_resolve(e, q, &rq, true, err)) == 0 &&
+		 (rc = check_owned(e, s, &rq, err)) == 0) {
+		if (e->ns[rq.ns].state == NS_DROPPED) {
+			if (op == commit_locked)
+				rc = fail(err, -ENOENT,
+					  "namespace %s (namespace_id %u) was dropped: its reservations are aborted",
+					  e->ns[rq.ns].name, q->ns);
+			op = abort_locked;
+		}
+		op(e, &s->pending, &rq, &done);
+	}
 	pthread_mutex_unlock(&e->lock);
 	run_done(&done);
 	return rc;
@@ -2054,7 +2176,6 @@ int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
 	w->keys = (uint8_t(*)[KVT_KEY_BYTES])(w->locs + q->n);
 	w->result.locs = w->locs;
 	w->n = q->n;
-	w->ns = q->ns;
 	w->done = done_fn;
 	w->arg = arg;
 	for (uint32_t i = 0; i < q->n; i++)
@@ -2064,9 +2185,9 @@ int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
 	s = session_find(e, q->session, q->tenant);
 	if (!s)
 		rc = fail(err, -ENOENT, "unknown session");
-	else
-		rc = ns_check(e, q->ns, q->tenant, err);
-	if (rc == 0 && e->cfg.max_leases) {
+	else if ((rc = ns_index(e, q->ns, q->tenant, false, err)) >= 0)
+		w->ns = (uint32_t)rc;
+	if (rc >= 0 && e->cfg.max_leases) {
 		struct tenant *t = &e->tenants[s->tenant];
 
 		if (t->leases + t->acquiring >= e->cfg.max_leases) {
@@ -2076,10 +2197,11 @@ int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
 				  e->cfg.max_leases, t->name);
 		}
 	}
-	if (rc == 0) {
+	if (rc >= 0) {
+		rc = 0;
 		e->tenants[s->tenant].acquiring++;
 		w->session = s;
-		w->tenant = scope(e, q->ns);
+		w->tenant = scope(e, w->ns);
 		w->wait_deadline = now_locked(e) + wait;
 		waiter_advance(e, w, &done);
 	}
@@ -2113,12 +2235,15 @@ int kvt_engine_pin(struct kvt_engine *e, const struct kvt_req *q,
 		   uint32_t max_pins, struct kvt_block **pinned,
 		   uint32_t *count, uint32_t *ready, struct kvt_err *err)
 {
+	struct kvt_req rq;
 	int rc;
 
 	*count = 0;
 	pthread_mutex_lock(&e->lock);
-	if ((rc = ns_check(e, q->ns, q->tenant, err)) == 0 &&
-	    (rc = ready_prefix(e, q, ready, err)) == 0) {
+	if ((rc = req_resolve(e, q, &rq, false, err)) == 0)
+		rc = ready_prefix(e, &rq, ready, err);
+	if (rc == 0) {
+		q = &rq;
 		for (; *count < *ready && *count < max_pins; (*count)++) {
 			struct kvt_block *b = e->found[*count];
 
@@ -2171,6 +2296,7 @@ int kvt_engine_put(struct kvt_engine *e, const struct kvt_req *q,
 	struct kvt_block_list mine = { 0 };
 	struct done_list done = { 0 };
 	uint64_t page_bytes = 0;
+	struct kvt_req rq;
 	int rc;
 
 	*stored = 0;
@@ -2179,8 +2305,9 @@ int kvt_engine_put(struct kvt_engine *e, const struct kvt_req *q,
 		goto out;
 	}
 	pthread_mutex_lock(&e->lock);
-	rc = ns_check(e, q->ns, q->tenant, err);
+	rc = req_resolve(e, q, &rq, false, err);
 	if (rc == 0) {
+		q = &rq;
 		page_bytes = e->ns[q->ns].page_bytes;
 		rc = reserve_locked(e, &mine, &mine, q, parent, retention,
 				    states, locs, err);
@@ -2201,7 +2328,13 @@ int kvt_engine_put(struct kvt_engine *e, const struct kvt_req *q,
 			       pages[i], page_bytes);
 
 	pthread_mutex_lock(&e->lock);
-	for (uint32_t i = 0; i < q->n; i++) {
+	if (e->ns[q->ns].state == NS_DROPPED) {
+		rc = fail(err, -ENOENT, "namespace %s was dropped during the Put",
+			  e->ns[q->ns].name);
+		while (mine.head)
+			pending_abort(e, &mine, mine.head, &done);
+	}
+	for (uint32_t i = 0; i < q->n && rc == 0; i++) {
 		struct kvt_req one = *q;
 
 		if (states[i] != KVT_RESERVE_RESERVED)
@@ -2318,7 +2451,7 @@ static int recover_ns(void *arg, const struct kvt_nvme_ns *d)
 	    d->block_tokens == 0 || d->block_tokens > KVT_BLOCK_TOKENS_MAX ||
 	    (!d->shared && tenant_locked(e, d->uid, d->tenant, &tenant) < 0) ||
 	    ns_open_locked(e, d->name, d->page_bytes, d->block_tokens, tenant,
-			   0, &ns, &created, &err) < 0 ||
+			   KVT_TENANT_SHARED, 0, &ns, &created, &err) < 0 ||
 	    e->ns[ns].stride != d->stride)
 		return -1;
 	return (int)ns;
@@ -2366,6 +2499,7 @@ static void *recover_record(void *arg, const struct kvt_nvme_record *r)
 	}
 	disk_set(e, b, r->loc);
 	block_retain(e, b, NULL, 0);
+	e->ns[r->ns].blocks++;
 	e->ns[r->ns].ready++;
 	/* Its own key for a parent means none. */
 	e->recovered[e->nrecovered].b = b;
@@ -2423,7 +2557,7 @@ static int nvme_start(struct kvt_engine *e, struct kvt_err *err)
 
 struct drop_all {
 	struct kvt_engine *e;
-	uint32_t ns, tenant, dropped;
+	uint32_t ns, tenant, dropped, pending;
 	bool any_ns, any_tenant; /* any_tenant: every namespace of ns's name */
 };
 
@@ -2438,6 +2572,8 @@ static void drop_all_cb(struct kvt_block *b, void *arg)
 	    (d->any_tenant || b->tenant == d->tenant)) {
 		block_unindex(d->e, b);
 		d->dropped++;
+	} else if (ns_match && b->state == KVT_BLOCK_PENDING) {
+		d->pending++; /* left to its producer */
 	}
 }
 
@@ -2465,7 +2601,8 @@ int kvt_engine_drop(struct kvt_engine *e, const struct kvt_req *q,
 		    enum kvt_drop_scope scope_kind, bool admin,
 		    uint32_t target_uid, uint32_t *dropped, struct kvt_err *err)
 {
-	struct drop_all d = { .e = e, .ns = q->ns };
+	struct drop_all d = { .e = e };
+	struct kvt_req rq;
 	int rc = 0;
 
 	pthread_mutex_lock(&e->lock);
@@ -2473,8 +2610,10 @@ int kvt_engine_drop(struct kvt_engine *e, const struct kvt_req *q,
 		rc = drop_tenant(e, q, admin, target_uid, &d, err);
 		goto out;
 	}
-	if ((rc = ns_check(e, q->ns, q->tenant, err)) < 0)
+	if ((rc = req_resolve(e, q, &rq, false, err)) < 0)
 		goto out;
+	q = &rq;
+	d.ns = q->ns;
 	if (scope_kind == KVT_DROP_NAMESPACE) {
 		if (e->ns[q->ns].shared && !admin) {
 			rc = fail(err, -EACCES,
@@ -2498,6 +2637,43 @@ int kvt_engine_drop(struct kvt_engine *e, const struct kvt_req *q,
 out:
 	e->st.dropped_total += d.dropped;
 	*dropped = d.dropped;
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+int kvt_engine_drop_namespace(struct kvt_engine *e, uint32_t tenant,
+			      uint32_t ns, bool admin, uint32_t *dropped,
+			      uint32_t *pending, struct kvt_err *err)
+{
+	struct drop_all d = { .e = e };
+	struct namespace *n;
+	int rc;
+
+	pthread_mutex_lock(&e->lock);
+	/* An admin may name any tenant's namespace: as its owner would. */
+	if (admin && (ns & 0xffff) < e->nns)
+		tenant = e->ns[ns & 0xffff].tenant;
+	if ((rc = ns_index(e, ns, tenant, false, err)) < 0)
+		goto out;
+	n = &e->ns[rc];
+	if (n->shared && !admin) {
+		rc = fail(err, -EACCES,
+			  "namespace %s is shared: only an admin may drop it",
+			  n->name);
+		goto out;
+	}
+	d.ns = (uint32_t)rc;
+	d.tenant = n->tenant;
+	kvt_index_foreach(e->index, drop_all_cb, &d);
+	n->state = n->blocks ? NS_DROPPED : NS_FREE;
+	if (e->nvme)
+		kvt_nvme_namespace_close(e->nvme, d.ns);
+	e->st.dropped_total += d.dropped;
+	e->st.namespaces_dropped_total++;
+	rc = 0;
+out:
+	*dropped = d.dropped;
+	*pending = d.pending;
 	pthread_mutex_unlock(&e->lock);
 	return rc;
 }
@@ -2609,12 +2785,12 @@ void kvt_engine_stats(struct kvt_engine *e, struct kvt_engine_stats *st)
 {
 	pthread_mutex_lock(&e->lock);
 	*st = e->st;
-	st->ready_blocks = st->pending_blocks = 0;
+	st->ready_blocks = st->pending_blocks = st->namespaces = 0;
 	for (uint32_t i = 0; i < e->nns; i++) {
 		st->ready_blocks += e->ns[i].ready;
 		st->pending_blocks += e->ns[i].pending;
+		st->namespaces += e->ns[i].state == NS_LIVE;
 	}
-	st->namespaces = e->nns;
 	st->tenants = e->ntenants;
 	st->host_segments = kvt_slots_active(e->slots);
 	st->host_segments_retiring = e->retiring;
@@ -2659,6 +2835,10 @@ int kvt_engine_namespace_stats(struct kvt_engine *e, uint32_t ns,
 		goto out;
 	}
 	n = &e->ns[ns];
+	st->live = n->state == NS_LIVE;
+	if (!st->live)
+		goto out;
+	st->id = ns_id(e, ns);
 	memcpy(st->name, n->name, sizeof(st->name));
 	st->tenant = n->tenant;
 	memcpy(st->tenant_name, e->tenants[n->tenant].name, sizeof(st->tenant_name));
@@ -2700,6 +2880,7 @@ int kvt_engine_tenant_stats(struct kvt_engine *e, uint32_t tenant,
 	st->evictions = t->evictions;
 	st->sessions = t->sessions;
 	st->leases = t->leases;
+	st->namespaces = ns_created_by(e, tenant);
 out:
 	pthread_mutex_unlock(&e->lock);
 	return rc;

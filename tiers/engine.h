@@ -86,9 +86,11 @@ struct kvt_engine_config {
 	uint64_t default_host_quota;
 	const struct kvt_quota *quotas; /* per uid, overriding the default */
 	uint32_t nquotas;
-	/* Sessions a tenant may hold open, and leases it may hold (counting
-	 * the Acquires under way); 0: no bound. */
-	uint32_t max_sessions, max_leases;
+	/* Sessions a tenant may hold open, leases it may hold (counting the
+	 * Acquires under way), namespaces it may have created and not dropped
+	 * (shared ones count against the tenant that created them); 0: no
+	 * bound. */
+	uint32_t max_sessions, max_leases, max_tenant_namespaces;
 
 	struct kvt_engine_nvme nvme;
 	struct kvt_engine_hbm hbm;
@@ -187,14 +189,18 @@ struct kvt_engine_stats {
 	/* Blocks pinned by leases; page bytes into the host tier (commits,
 	 * puts, promotions) and out of it (pinned for reading). */
 	uint64_t pins_total, host_in_bytes_total, host_out_bytes_total;
-	/* Session opens and Acquires refused: the tenant was at its bound. */
+	/* Session opens, Acquires and namespace creations refused: the tenant
+	 * was at its bound. */
 	uint64_t sessions_refused_total, leases_refused_total;
+	uint64_t namespaces_refused_total, namespaces_dropped_total;
 	/* hbm: copies of host blocks in GPU pools (hbm.h). */
 	struct kvt_hbm_stats hbm;
 	bool hbm_enabled;
 };
 
 struct kvt_namespace_stats {
+	bool live; /* false: a dropped namespace; the rest is not filled in */
+	uint32_t id;
 	char name[KVT_NAMESPACE_NAME_MAX + 1];
 	uint32_t tenant; /* its owner; KVT_TENANT_SHARED for a shared one */
 	char tenant_name[KVT_TENANT_NAME_MAX];
@@ -213,6 +219,7 @@ struct kvt_tenant_stats {
 	uint64_t host_used_bytes, host_quota_bytes;
 	uint64_t lookup_keys, lookup_hits, evictions;
 	uint32_t sessions, leases; /* open, held */
+	uint32_t namespaces; /* created and not dropped */
 };
 
 /* What an Acquire got: keys[0..count) pinned under lease (0: none). */
@@ -299,13 +306,31 @@ void kvt_engine_session_close(struct kvt_engine *e, struct kvt_session *s);
 /* Opens tenant's namespace name, or the shared one of that name: its keys
  * are not scoped by tenant. Another tenant's namespace of the same name is
  * a different namespace; its id is unknown to this tenant. idle_ttl 0: the
- * daemon default. Reopening with another idle_ttl changes it. */
+ * daemon default. Reopening with another idle_ttl changes it.
+ * A namespace id is its table index in the low 16 bits and the number of
+ * times that entry was reused in the high 16: the id of a dropped
+ * namespace never names the one that takes its place.
+ * -EDQUOT: the tenant created max_tenant_namespaces already; -ENOSPC: the
+ * daemon's table (max_namespaces) is full. */
 int kvt_engine_open_namespace(struct kvt_engine *e, uint32_t tenant,
 			      const char *name,
 			      uint64_t page_bytes, uint32_t block_tokens,
 			      bool shared, uint64_t idle_ttl, uint32_t *ns,
 			      bool *created, uint64_t *stride,
 			      struct kvt_err *err);
+/*
+ * Drops namespace ns (its tenant's own, or any for an admin; a shared one
+ * only for an admin): its READY blocks go as with Drop, its id is unknown
+ * from now on, and it no longer counts against max_tenant_namespaces.
+ * Reservations in it stay their producer's until committed (which then
+ * fails with -ENOENT and aborts them), aborted or their session ends; its
+ * table entry is reused once its last block is gone. *dropped: the READY
+ * blocks dropped; *pending: the reservations still open.
+ */
+int kvt_engine_drop_namespace(struct kvt_engine *e, uint32_t tenant,
+			      uint32_t ns, bool admin, uint32_t *dropped,
+			      uint32_t *pending, struct kvt_err *err);
+
 /* -ENOENT for an unknown ns, or another tenant's. */
 int kvt_engine_page_bytes(struct kvt_engine *e, uint32_t tenant, uint32_t ns,
 			  uint64_t *page_bytes, struct kvt_err *err);
@@ -396,7 +421,7 @@ void kvt_engine_stats(struct kvt_engine *e, struct kvt_engine_stats *st);
 /* Time since last use of the blocks the host tier evicted. */
 void kvt_engine_eviction_ages(struct kvt_engine *e,
 			      struct kvt_histogram_snapshot *out);
-/* -ENOENT past the last namespace / tenant. */
+/* -ENOENT past the last namespace (table entry) / tenant. */
 int kvt_engine_namespace_stats(struct kvt_engine *e, uint32_t ns,
 			       struct kvt_namespace_stats *st);
 int kvt_engine_tenant_stats(struct kvt_engine *e, uint32_t tenant,

@@ -421,39 +421,59 @@ static bool region_hdr_valid(const struct kvt_nvme *nv, const struct path *p,
 	       memchr(h->tenant, 0, sizeof(h->tenant)) != NULL;
 }
 
-/* The namespace a recovered region names: its index in the list given to
- * ns_fn, or the engine's id from ns_fn. */
-static int recovered_ns(struct kvt_nvme *nv, const struct disk_region *h,
+/* The namespace a recovered region's header names. */
+static void region_ns(const struct disk_region *h, struct kvt_nvme_ns *d)
+{
+	memset(d, 0, sizeof(*d));
+	snprintf(d->name, sizeof(d->name), "%s", h->ns);
+	d->page_bytes = h->page_bytes;
+	d->stride = h->stride;
+	d->block_tokens = h->block_tokens;
+	d->shared = h->shared != 0;
+	d->uid = h->uid;
+	snprintf(d->tenant, sizeof(d->tenant), "%s", h->tenant);
+}
+
+/* The engine's id (from ns_fn) for a recovered namespace, or -1. */
+static int recovered_ns(struct kvt_nvme *nv, const struct kvt_nvme_ns *d,
 			int (*ns_fn)(void *, const struct kvt_nvme_ns *),
 			void *arg)
 {
-	struct kvt_nvme_ns d = { 0 };
-	int id;
+	int id = ns_fn(arg, d);
 
-	snprintf(d.name, sizeof(d.name), "%s", h->ns);
-	d.page_bytes = h->page_bytes;
-	d.stride = h->stride;
-	d.block_tokens = h->block_tokens;
-	d.shared = h->shared != 0;
-	d.uid = h->uid;
-	snprintf(d.tenant, sizeof(d.tenant), "%s", h->tenant);
-	id = ns_fn(arg, &d);
 	if (id < 0 || (uint32_t)id >= nv->cfg.max_namespaces)
 		return -1;
 	if (!nv->ns[id].known) {
-		nv->ns[id].d = d;
+		nv->ns[id].d = *d;
 		nv->ns[id].known = true;
 	}
 	return id;
 }
 
-/* Reads the record headers of region r in batches through the ring. */
+/* A recovered region that holds nothing to keep is free again. */
+static void region_forget(struct region *g)
+{
+	free(g->slots);
+	g->slots = NULL;
+	g->state = REGION_FREE;
+	g->ns = NO_REGION;
+}
+
+/*
+ * Reads the record headers of region r in batches through the ring. Its
+ * namespace (d) is brought back at its first whole record only, so that
+ * a dropped namespace, whose records were all invalidated, stays dropped;
+ * a region with none is free.
+ */
 static void recover_records(struct kvt_nvme *nv, uint32_t r, uint8_t *bufs,
+			    const struct kvt_nvme_ns *d,
+			    int (*ns_fn)(void *, const struct kvt_nvme_ns *),
 			    void *(*rec_fn)(void *, const struct kvt_nvme_record *),
 			    void *arg)
 {
 	struct region *g = &nv->regions[r];
 	struct path *p = &nv->paths[g->path];
+	int id = -1;
 
 	for (uint32_t base = 0; base < g->nslots; base += RECOVERY_BATCH) {
 		uint32_t n = g->nslots - base < RECOVERY_BATCH ? g->nslots - base :
@@ -475,7 +495,7 @@ static void recover_records(struct kvt_nvme *nv, uint32_t r, uint8_t *bufs,
 		io_uring_submit(&nv->ring);
 		for (uint32_t i = 0; i < n; i++) {
 			if (io_uring_wait_cqe(&nv->ring, &cqe) < 0)
-				return;
+				goto out;
 			res[io_uring_cqe_get_data64(cqe)] = cqe->res;
 			io_uring_cqe_seen(&nv->ring, cqe);
 		}
@@ -489,6 +509,9 @@ static void recover_records(struct kvt_nvme *nv, uint32_t r, uint8_t *bufs,
 			    !SEALED_OK(h) || h->seq != g->seq ||
 			    h->slot != base + i || h->page_bytes != g->page_bytes)
 				continue;
+			if (id < 0 && (id = recovered_ns(nv, d, ns_fn, arg)) < 0)
+				goto out; /* the engine does not take it */
+			g->ns = (uint32_t)id;
 			rec.ns = g->ns;
 			memcpy(rec.block.key, h->key, 16);
 			memcpy(rec.block.parent, h->parent, 16);
@@ -507,6 +530,9 @@ static void recover_records(struct kvt_nvme *nv, uint32_t r, uint8_t *bufs,
 			nv->st.recovered_records++;
 		}
 	}
+out:
+	if (g->live == 0)
+		region_forget(g);
 }
 
 static int by_seq(const void *a, const void *b, void *arg)
@@ -524,12 +550,16 @@ int kvt_nvme_recover(struct kvt_nvme *nv,
 {
 	uint8_t *bufs = aligned_alloc(HDR, (size_t)HDR * RECOVERY_BATCH);
 	uint32_t *order = calloc(nv->nregions ? nv->nregions : 1, sizeof(*order));
+	/* Per region: the namespace its header names. */
+	struct kvt_nvme_ns *descs = calloc(nv->nregions ? nv->nregions : 1,
+					   sizeof(*descs));
 	uint32_t nfound = 0;
 	uint64_t t0 = mono_ns();
 
-	if (!bufs || !order) {
+	if (!bufs || !order || !descs) {
 		free(bufs);
 		free(order);
+		free(descs);
 		return -ENOMEM;
 	}
 	for (uint32_t i = 0; i < nv->npaths; i++) {
@@ -550,13 +580,11 @@ int kvt_nvme_recover(struct kvt_nvme *nv,
 		     r < p->first_region + p->nregions; r++) {
 			const struct disk_region *h = (const void *)bufs;
 			struct region *g = &nv->regions[r];
-			int id;
 
 			if (read_at(p->fd, bufs, HDR, region_offset(nv, r)) < 0 ||
-			    !region_hdr_valid(nv, p, h) ||
-			    (id = recovered_ns(nv, h, ns_fn, arg)) < 0)
+			    !region_hdr_valid(nv, p, h))
 				continue;
-			g->ns = (uint32_t)id;
+			region_ns(h, &descs[r]);
 			g->seq = h->seq;
 			g->stride = h->stride;
 			g->page_bytes = h->page_bytes;
@@ -566,8 +594,7 @@ int kvt_nvme_recover(struct kvt_nvme *nv,
 			g->state = REGION_SEALED;
 			g->slots = calloc(g->nslots, sizeof(*g->slots));
 			if (!g->slots) {
-				g->state = REGION_FREE;
-				g->ns = NO_REGION;
+				region_forget(g);
 				continue;
 			}
 			if (g->seq >= nv->seq)
@@ -578,10 +605,12 @@ int kvt_nvme_recover(struct kvt_nvme *nv,
 	/* Oldest first, so that a key found twice ends up with its newest record. */
 	qsort_r(order, nfound, sizeof(*order), by_seq, nv->regions);
 	for (uint32_t i = 0; i < nfound; i++)
-		recover_records(nv, order[i], bufs, rec_fn, arg);
+		recover_records(nv, order[i], bufs, &descs[order[i]], ns_fn,
+				rec_fn, arg);
 	nv->st.recovery_ms = (mono_ns() - t0) / 1000000;
 	free(bufs);
 	free(order);
+	free(descs);
 	return 0;
 }
 
@@ -622,11 +651,25 @@ static bool path_writable(const struct path *p, uint64_t now)
 	return p->usable && p->failed_until <= now;
 }
 
+void kvt_nvme_namespace_close(struct kvt_nvme *nv, uint32_t ns)
+{
+	for (uint32_t r = 0; r < nv->nregions; r++) {
+		struct region *g = &nv->regions[r];
+
+		if (g->ns == ns && g->state == REGION_OPEN)
+			g->state = REGION_SEALED;
+	}
+	for (uint32_t p = 0; p < KVT_NVME_PATHS_MAX; p++)
+		nv->ns[ns].open[p] = NO_REGION;
+	nv->ns[ns].known = false;
+}
+
 int kvt_nvme_namespace(struct kvt_nvme *nv, uint32_t ns,
 		       const struct kvt_nvme_ns *desc)
 {
 	if (ns >= nv->cfg.max_namespaces)
 		return -EINVAL;
+	kvt_nvme_namespace_close(nv, ns);
 	nv->ns[ns].d = *desc;
 	nv->ns[ns].known = true;
 	return 0;
@@ -768,6 +811,8 @@ static int place_write(struct kvt_nvme *nv, struct io *io)
 	uint32_t p = 0, r;
 	int rc;
 
+	if (!d->known)
+		return -ECANCELED; /* its namespace was dropped */
 	for (uint32_t i = 0; i < nv->npaths; i++) {
 		p = (nv->next_path + i) % nv->npaths;
 		if (path_writable(&nv->paths[p], now))
@@ -828,7 +873,8 @@ static int place_write(struct kvt_nvme *nv, struct io *io)
 			reclaim(nv, g);
 			return rc;
 		}
-		d->open[p] = r;
+		if (g->state == REGION_OPEN) /* else closed meanwhile */
+			d->open[p] = r;
 	}
 	io->loc.region = (uint32_t)(g - nv->regions);
 	io->loc.slot = g->next++;

@@ -115,10 +115,11 @@ int kvt_nvme_open(const struct kvt_nvme_config *cfg, struct kvt_nvme **out,
 		  char *err, size_t errlen);
 
 /*
- * Reads back what the paths hold: ns_fn once per namespace found (returns
- * the engine's id for it, or <0 to skip its records), then rec_fn once per
- * whole record (returns the user pointer of its block, or NULL to drop
- * it). Before start, without the lock.
+ * Reads back what the paths hold: per region with a whole record, ns_fn
+ * for the namespace it names (returns the engine's id for it, or <0 to
+ * skip its records), then rec_fn once per whole record (returns the user
+ * pointer of its block, or NULL to drop it). A namespace none of whose
+ * records survive is not brought back. Before start, without the lock.
  */
 int kvt_nvme_recover(struct kvt_nvme *nv,
 		     int (*ns_fn)(void *arg, const struct kvt_nvme_ns *ns),
@@ -131,9 +132,15 @@ int kvt_nvme_start(struct kvt_nvme *nv);
 /* Finishes what is queued and in flight, stops the mover, closes. */
 void kvt_nvme_close(struct kvt_nvme *nv);
 
-/* Tells the tier how the engine's namespace ns looks. Locked. */
+/* Tells the tier how the engine's namespace ns looks (an entry reused
+ * for a new namespace: closed first, see below). Locked. */
 int kvt_nvme_namespace(struct kvt_nvme *nv, uint32_t ns,
 		       const struct kvt_nvme_ns *desc);
+/* The engine dropped namespace ns: its open regions are sealed, so that
+ * a namespace that later takes its entry opens its own, and writes for it
+ * are refused. Writes already queued still land (their blocks are no
+ * longer indexed: the engine forgets them). Locked. */
+void kvt_nvme_namespace_close(struct kvt_nvme *nv, uint32_t ns);
 
 /*
  * Queues a demotion of the page at host (segment, offset) of namespace ns.

@@ -213,6 +213,17 @@ int kvt_drop(kvt_client *c, const struct kvt_namespace *ns,
 int kvt_drop_tenant(kvt_client *c, const char *tenant, size_t *dropped);
 
 /*
+ * Deletes a namespace (DropNamespace): its ready blocks go, its id is
+ * unknown from then on, its name may be opened again with any layout, and
+ * it no longer counts against the tenant's tenants.max_namespaces. Your own
+ * namespaces; any, and shared ones, only for root or the daemon's user (who
+ * find ids in kvt_stats: "namespaces.<name>.namespace_id"). *pending: the
+ * reservations in it still open; their Commit fails (-ENOENT) and aborts.
+ */
+int kvt_drop_namespace(kvt_client *c, uint32_t namespace_id, size_t *dropped,
+		       size_t *pending);
+
+/*
  * Calls fn once per statistic, with a dotted name ("host_used_bytes",
  * "rpcs.Lookup.calls", "namespaces.<name>.lookup_hits",
  * "rpc_errors.INVALID_ARGUMENT") and its value as text.
