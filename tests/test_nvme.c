@@ -8,7 +8,11 @@
  *   4. kill -9 during heavy demotion, then restart: every block served
  *      matches what was written;
  *   5. disk full (a 1 MiB tmpfs; root only) and a missing path: the tier
- *      stops taking writes, the host tier keeps serving, nothing crashes.
+ *      stops taking writes, the host tier keeps serving, nothing crashes;
+ *   6. DropNamespace with blocks on nvme, its one table entry
+ *      (limits.max_namespaces=1) reused at once with half the page size:
+ *      the new namespace's blocks round-trip through nvme, and after a
+ *      restart they come back and the dropped namespace does not.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -297,6 +301,92 @@ static void faults(void)
 	printf("disk full: %llu write errors, host tier serves\n", errors);
 }
 
+/* Puts blocks [0, n) of ns (page bytes each, key tag), paced as above. */
+static void put_tagged(kvt_client *c, const struct kvt_namespace *ns,
+		       const char tag[8], unsigned n)
+{
+	void *page = malloc(ns->page_bytes);
+
+	for (unsigned i = 0; i < n; i++) {
+		struct kvt_key k = test_key(tag, i);
+		const void *pages[1] = { page };
+		size_t stored;
+
+		test_fill(page, ns->page_bytes, 1000 + i);
+		CHECK_RC(c, kvt_put(c, ns, NULL, &k, pages, 1, NULL, &stored), 0);
+		settle(c);
+	}
+	free(page);
+}
+
+/* Every block [0, n) of ns hits with the bytes put_tagged wrote. */
+static void check_tagged(kvt_client *c, const struct kvt_namespace *ns,
+			 const char tag[8], unsigned n)
+{
+	void *want = malloc(ns->page_bytes);
+
+	for (unsigned i = 0; i < n; i++) {
+		struct kvt_key k = test_key(tag, i);
+		struct kvt_lease l;
+
+		CHECK_RC(c, kvt_acquire(c, ns, &k, 1, 0, &l), 0);
+		CHECK(l.count == 1);
+		test_fill(want, ns->page_bytes, 1000 + i);
+		CHECK(memcmp(l.pages[0], want, ns->page_bytes) == 0);
+		CHECK_RC(c, kvt_release(c, &l), 0);
+	}
+	free(want);
+}
+
+static void dropped_namespace(void)
+{
+	char path[160], set[200];
+	const char *one[] = {
+		"host.size=8M", "host.segment_size=1M", set, "nvme.size=64M",
+		"nvme.region_size=2M", "limits.max_namespaces=1", NULL,
+	};
+	struct test_daemon d;
+	struct kvt_namespace old, young;
+	struct kvt_key k = test_key("old-tag", 0);
+	size_t dropped, pending, ready;
+	kvt_client *c;
+
+	snprintf(path, sizeof(path), "%s/dropped.kvt", nvme_dir);
+	snprintf(set, sizeof(set), "nvme.paths=%s", path);
+	test_daemon_start(&d, one);
+	c = test_client(d.addr, "test_nvme", "old", PAGE, &old);
+	put_tagged(c, &old, "old-tag", 40); /* 8 of them on nvme only */
+	CHECK(test_stat(c, "nvme_blocks") == 40);
+	CHECK_RC(c, kvt_drop_namespace(c, old.id, &dropped, &pending), 0);
+	CHECK(dropped == 40 && pending == 0);
+	CHECK(test_stat(c, "nvme_blocks") == 0);
+	CHECK_RC(c, kvt_open_namespace(c, "young", PAGE / 2, 16, 0, &young), 0);
+	CHECK(young.created && young.id != old.id);
+	put_tagged(c, &young, "yng-tag", 80); /* 16 on nvme only */
+	check_tagged(c, &young, "yng-tag", 80);
+	CHECK(test_stat(c, "promotions_total") >= 16);
+	kvt_close(c);
+
+	CHECK(test_daemon_signal(&d, SIGTERM) == 0);
+	test_daemon_restart(&d, one);
+	CHECK(kvt_connect(d.addr, &c) == 0);
+	CHECK_RC(c, kvt_attach(c, "test_nvme"), 0);
+	CHECK(test_stat(c, "nvme_recovered_blocks") == 80);
+	CHECK_RC(c, kvt_open_namespace(c, "young", PAGE / 2, 16, 0, &young), 0);
+	CHECK(!young.created);
+	check_tagged(c, &young, "yng-tag", 80);
+	/* "old" did not come back: the one entry is young's. */
+	CHECK_RC(c, kvt_open_namespace(c, "old", PAGE, 16, 0, &old), -ENOSPC);
+	CHECK_RC(c, kvt_drop_namespace(c, young.id, &dropped, &pending), 0);
+	CHECK_RC(c, kvt_open_namespace(c, "old", PAGE, 16, 0, &old), 0);
+	CHECK_RC(c, kvt_lookup(c, &old, &k, 1, &ready, NULL), 0);
+	CHECK(ready == 0);
+	kvt_close(c);
+	CHECK(test_daemon_stop(&d) == 0);
+	unlink(path);
+	printf("dropped namespace: its entry reused with another page size, nothing of it after a restart: ok\n");
+}
+
 int main(void)
 {
 	snprintf(nvme_dir, sizeof(nvme_dir), "/tmp/kvtier-nvme-XXXXXX");
@@ -306,6 +396,7 @@ int main(void)
 	round_trip_and_restart();
 	kill_during_demotion();
 	faults();
+	dropped_namespace();
 	unlink(nvme_path);
 	rmdir(nvme_dir);
 	return 0;
