@@ -892,8 +892,8 @@ static grpc_status_code drop_namespace(void *ctx, struct kvt_call *call,
 						       &err),
 			     &err, r);
 	if (code == GRPC_STATUS_OK) {
-		kvt_log(KVT_LOG_INFO, "namespace_id %u dropped (%u blocks, %u reservations left to their producers)",
-			q->namespace_id, p.dropped, p.pending);
+		kvt_log(KVT_LOG_INFO, "namespace_id %u dropped by uid %u (%u blocks, %u reservations left to their producers)",
+			q->namespace_id, caller_uid(call), p.dropped, p.pending);
 		code = pack(&p, r);
 	}
 out:

@@ -1684,13 +1684,15 @@ static struct namespace *ns_entry(struct kvt_engine *e, struct kvt_err *err)
 /*
  * Namespaces are the tenant's own, like keys, unless shared: tenant is
  * KVT_TENANT_SHARED for a shared one. A new one counts against creator's
- * max_tenant_namespaces (KVT_TENANT_SHARED: against nobody, for recovery).
+ * max_tenant_namespaces (KVT_TENANT_SHARED: against nobody), which bounds
+ * it unless recovering (what the nvme tier holds comes back regardless).
  * *ns: its entry.
  */
 static int ns_open_locked(struct kvt_engine *e, const char *name,
 			  uint64_t page_bytes, uint32_t block_tokens,
-			  uint32_t tenant, uint32_t creator, uint64_t idle_ttl,
-			  uint32_t *ns, bool *created, struct kvt_err *err)
+			  uint32_t tenant, uint32_t creator, bool recovering,
+			  uint64_t idle_ttl, uint32_t *ns, bool *created,
+			  struct kvt_err *err)
 {
 	bool shared = tenant == KVT_TENANT_SHARED;
 	struct namespace *n;
@@ -1715,7 +1717,7 @@ static int ns_open_locked(struct kvt_engine *e, const char *name,
 		*created = false;
 		return 0;
 	}
-	if (creator != KVT_TENANT_SHARED && e->cfg.max_tenant_namespaces &&
+	if (!recovering && e->cfg.max_tenant_namespaces &&
 	    ns_created_by(e, creator) >= e->cfg.max_tenant_namespaces) {
 		e->st.namespaces_refused_total++;
 		return fail(err, -EDQUOT,
@@ -1776,7 +1778,7 @@ int kvt_engine_open_namespace(struct kvt_engine *e, uint32_t tenant,
 
 	pthread_mutex_lock(&e->lock);
 	rc = ns_open_locked(e, name, page_bytes, block_tokens,
-			    shared ? KVT_TENANT_SHARED : tenant, tenant,
+			    shared ? KVT_TENANT_SHARED : tenant, tenant, false,
 			    idle_ttl, ns, created, err);
 	if (rc == 0) {
 		*stride = e->ns[*ns].stride;
@@ -2451,7 +2453,7 @@ static int recover_ns(void *arg, const struct kvt_nvme_ns *d)
 	    d->block_tokens == 0 || d->block_tokens > KVT_BLOCK_TOKENS_MAX ||
 	    (!d->shared && tenant_locked(e, d->uid, d->tenant, &tenant) < 0) ||
 	    ns_open_locked(e, d->name, d->page_bytes, d->block_tokens, tenant,
-			   KVT_TENANT_SHARED, 0, &ns, &created, &err) < 0 ||
+			   tenant, true, 0, &ns, &created, &err) < 0 ||
 	    e->ns[ns].stride != d->stride)
 		return -1;
 	return (int)ns;
