@@ -1,0 +1,527 @@
+"""kvtier: the Python client of kvtierd, the node-wide tiered KV-cache daemon.
+
+A worker connects, attaches (opens a session), opens the namespace of its
+KV layout and then offloads blocks it computed and restores blocks it would
+otherwise recompute::
+
+    import kvtier
+
+    with kvtier.connect(name="worker-0") as client:
+        ns = client.namespace("llama-3-8b:bf16:tp0of1:bt16", page_bytes, 16)
+        keys = ns.prompt_keys(tokens, secret)
+        ready, pending = ns.lookup(keys)
+        with ns.acquire(keys, wait_ms=100) as lease:    # pinned, read-only
+            for page in lease.pages: ...                 # memoryviews, no copy
+        with ns.reserve(keys[ready:]) as res:           # committed on exit,
+            for i, page in res.pages: page[:] = ...      # aborted on error
+
+Pages are views of the daemon's shared memory: nothing is copied between the
+daemon and the worker. kvtier.kv moves pages between a paged KV cache held
+in torch tensors and kvtier pages.
+
+Errors raise kvtier.Error subclasses carrying the daemon's message.
+
+Fork and threads:
+  * Connect after fork. A Client made before fork raises kvtier.Closed in
+    the child (gRPC cannot be used across fork); the parent's session is
+    untouched. Engines that fork their workers connect in each worker.
+  * A Client, its Namespaces, Leases and Reservations may be used from
+    several threads: libkvtier serializes the calls of one client, and
+    calls that wait on the daemon release the GIL. For calls in parallel,
+    use one Client per thread.
+  * Views of pages (memoryviews, tensors) must not outlive their lease or
+    reservation; once it is over, no new view can be made, and the memory
+    stays mapped (never a crash) until the last view and the Client are
+    gone. Client.close() ends the session at once unless views are alive,
+    then when the last goes.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import hashlib as _hashlib
+import os as _os
+from array import array as _array
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+from . import _native
+
+__all__ = [
+    "connect", "Client", "Namespace", "Lease", "Reservation", "Retention",
+    "Error", "InvalidArgument", "NotFound", "FailedPrecondition", "NoSpace",
+    "PermissionDenied", "Unavailable", "Timeout", "NotAttached", "Closed",
+    "Unsupported", "KEY_BYTES", "key_chain",
+]
+
+KEY_BYTES = 16
+DEFAULT_ADDR = "unix:/run/kvtier/kvtierd.sock"
+
+Key = bytes
+Keys = Union[bytes, Sequence[bytes]]
+
+
+# ---- errors ----
+
+class Error(Exception):
+    """A call failed. .errno is the negative errno libkvtier returned
+    (positive here), .message what the daemon or the library said."""
+
+    def __init__(self, errno: int, message: str):
+        super().__init__(errno, message)
+        self.errno = errno
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidArgument(Error, ValueError):
+    """The request was malformed (gRPC INVALID_ARGUMENT), or a tensor or
+    buffer does not fit the namespace."""
+
+
+class NotFound(Error, LookupError):
+    """Unknown namespace, session, lease or key (NOT_FOUND)."""
+
+
+class FailedPrecondition(Error):
+    """The state does not allow it, e.g. a namespace reopened with another
+    layout (FAILED_PRECONDITION)."""
+
+
+class NoSpace(Error):
+    """A bound or the tier is full (RESOURCE_EXHAUSTED); the message names
+    the knob."""
+
+
+class PermissionDenied(Error, PermissionError):
+    """Another tenant's data, or an admin's action (PERMISSION_DENIED)."""
+
+
+class Unavailable(Error, ConnectionError):
+    """No daemon answers at the address (UNAVAILABLE)."""
+
+
+class Timeout(Error, TimeoutError):
+    """The call's deadline passed."""
+
+
+class NotAttached(Error):
+    """The call needs a session: attach first (use the Client as a context
+    manager)."""
+
+
+class Closed(Error):
+    """The client is closed, was made before fork, or the lease or
+    reservation is over."""
+
+
+class Unsupported(Error):
+    """Not available here (e.g. over TCP, or without CUDA)."""
+
+
+_ERRORS = {
+    _errno.EINVAL: InvalidArgument, _errno.ENOENT: NotFound,
+    _errno.EPERM: FailedPrecondition, _errno.ENOSPC: NoSpace,
+    _errno.EACCES: PermissionDenied, _errno.ECONNREFUSED: Unavailable,
+    _errno.ETIMEDOUT: Timeout, _errno.ENOTCONN: NotAttached,
+    _errno.EBADF: Closed, _errno.ENOSYS: Unsupported,
+    _errno.EOPNOTSUPP: Unsupported,
+}
+_native._set_errors(Error, _ERRORS)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long blocks should stay: priority 0 (evicted first) .. 100
+    (last) for duration_ms (0: for good), then the daemon's default."""
+    priority: int = 35
+    duration_ms: int = 0
+
+    def _args(self) -> Tuple[int, int]:
+        if not 0 <= self.priority <= 100:
+            raise InvalidArgument(_errno.EINVAL,
+                                  f"priority {self.priority} is outside 0..100")
+        if self.duration_ms < 0:
+            raise InvalidArgument(_errno.EINVAL, "duration_ms must be >= 0")
+        return self.priority, self.duration_ms
+
+
+def _retention(r: Optional[Retention]) -> Tuple[int, int]:
+    return (-1, 0) if r is None else r._args()
+
+
+# ---- keys ----
+
+def _tokens_u32(tokens: Iterable[int]) -> bytes:
+    try:
+        a = _array("I", tokens)
+    except (OverflowError, TypeError) as e:
+        raise InvalidArgument(_errno.EINVAL,
+                              f"tokens must be integers in 0..2**32-1: {e}") from None
+    if a.itemsize != 4:  # pragma: no cover (every Linux ABI has 4)
+        a = _array("L", a)
+    return a.tobytes()
+
+
+def _secret(secret: bytes) -> bytes:
+    secret = bytes(secret)
+    if not 16 <= len(secret) <= 64:
+        raise InvalidArgument(_errno.EINVAL,
+                              f"secret must be 16..64 bytes (got {len(secret)})")
+    return secret
+
+
+def prompt_keys(tokens: Iterable[int], block_tokens: int, secret: bytes,
+                extra: bytes = b"") -> List[Key]:
+    """The chained keys of every full block of a prompt, bit-identical to
+    kvt_key_prompt (client/include/kvtier/key.h); a trailing partial block
+    gets none."""
+    if block_tokens <= 0:
+        raise InvalidArgument(_errno.EINVAL, "block_tokens must be positive")
+    blob = _native.prompt_keys(_secret(secret), _tokens_u32(tokens),
+                               block_tokens, bytes(extra))
+    return [blob[i:i + KEY_BYTES] for i in range(0, len(blob), KEY_BYTES)]
+
+
+def _hash_bytes(h: Union[int, bytes]) -> bytes:
+    if isinstance(h, (bytes, bytearray, memoryview)):
+        return bytes(h)
+    if isinstance(h, int):
+        try:
+            return h.to_bytes(32, "little", signed=True)
+        except OverflowError:
+            raise InvalidArgument(_errno.EINVAL,
+                                  "a block hash int must fit in 256 bits") from None
+    raise InvalidArgument(_errno.EINVAL,
+                          f"a block hash is an int or bytes, not {type(h).__name__}")
+
+
+def key_chain(hashes: Iterable[Union[int, bytes]], secret: bytes,
+              parent: Optional[Key] = None) -> List[Key]:
+    """Keys from an engine's own block hashes (vLLM's, SGLang's), so that an
+    engine that already hashes its blocks does not hash twice:
+
+        key_i = BLAKE2b-128(key=secret; key_{i-1} || hash_i)
+
+    with key_{-1} = parent or 16 zero bytes, and an int hash as 32 bytes
+    little-endian two's complement. Keyed by the secret like prompt_keys,
+    chained like them (equal keys mean equal prefixes even if the engine's
+    hashes are not chained), and the same in every process."""
+    secret = _secret(secret)
+    prev = bytes(KEY_BYTES) if parent is None else bytes(parent)
+    if len(prev) != KEY_BYTES:
+        raise InvalidArgument(_errno.EINVAL, "parent must be 16 bytes")
+    out = []
+    for h in hashes:
+        prev = _hashlib.blake2b(prev + _hash_bytes(h), digest_size=KEY_BYTES,
+                                key=secret).digest()
+        out.append(prev)
+    return out
+
+
+# ---- leases and reservations ----
+
+class Lease:
+    """Pinned blocks of a ready prefix: .pages are read-only memoryviews of
+    the daemon's shared memory, valid until release() (or the end of the
+    with block). .count is how many of the keys were pinned."""
+
+    def __init__(self, ns: "Namespace", native):
+        self.namespace = ns
+        self._native = native
+        self._views: Optional[List[memoryview]] = None
+
+    @property
+    def count(self) -> int:
+        return self._native.count
+
+    @property
+    def released(self) -> bool:
+        return self._native.released
+
+    @property
+    def pages(self) -> List[memoryview]:
+        """One read-only memoryview per pinned block."""
+        if self._views is None:
+            self._views = [memoryview(p) for p in self._native.pages]
+        elif self._native.released:
+            self._native.pages  # raises Closed
+        return self._views
+
+    def tensors(self, dtype=None, shape=None):
+        """The pages as torch tensors sharing their memory (uint8 unless
+        dtype; shape: e.g. the layout's page_shape). Read them only: a
+        lease's pages are other workers' blocks too."""
+        from .kv import page_tensors
+        return page_tensors(self.pages, dtype, shape)
+
+    def release(self) -> None:
+        """Unpins the blocks. Views already made stay readable (the memory
+        stays mapped) but may show other blocks from now on."""
+        self._views = None
+        self._native.release()
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __enter__(self) -> "Lease":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class Reservation:
+    """Slots reserved for keys: .pages lists (index, writable memoryview) of
+    the RESERVED ones; .states has every key's kvtier state (RESERVED,
+    PRESENT, BUSY, NO_SPACE). As a context manager, commits on a clean exit
+    and aborts on an exception."""
+
+    RESERVED = _native.SLOT_RESERVED
+    PRESENT = _native.SLOT_PRESENT
+    BUSY = _native.SLOT_BUSY
+    NO_SPACE = _native.SLOT_NO_SPACE
+
+    def __init__(self, ns: "Namespace", keys: List[Key], slots):
+        self.namespace = ns
+        self.keys = keys
+        self.states = [s for s, _ in slots]
+        self._pages = [p for _, p in slots]
+        self._views: Optional[List[Tuple[int, memoryview]]] = None
+        self.done = False
+
+    @property
+    def reserved_keys(self) -> List[Key]:
+        return [k for k, s in zip(self.keys, self.states) if s == self.RESERVED]
+
+    @property
+    def pages(self) -> List[Tuple[int, memoryview]]:
+        """(index into keys, writable memoryview) of each reserved slot."""
+        if self.done:
+            raise Closed(_errno.EBADF, "the reservation is over (committed or aborted)")
+        if self._views is None:
+            self._views = [(i, memoryview(p)) for i, p in enumerate(self._pages)
+                           if p is not None]
+        return self._views
+
+    def tensors(self, dtype=None, shape=None):
+        """(index, torch tensor over the slot) of each reserved slot."""
+        from .kv import page_tensors
+        idx = [i for i, _ in self.pages]
+        return list(zip(idx, page_tensors([v for _, v in self.pages], dtype, shape)))
+
+    def _finish(self, op) -> None:
+        if self.done:
+            raise Closed(_errno.EBADF, "the reservation is over (committed or aborted)")
+        self.done = True
+        self._views = None
+        for p in self._pages:
+            if p is not None:
+                p.revoke()
+        keys = self.reserved_keys
+        if keys:
+            op(self.namespace._ns, b"".join(keys))
+
+    def commit(self) -> None:
+        """Publishes the reserved blocks (their pages must be written)."""
+        self._finish(self.namespace.client._c.commit)
+
+    def abort(self) -> None:
+        """Gives the reservations up."""
+        self._finish(self.namespace.client._c.abort)
+
+    def __enter__(self) -> "Reservation":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.done:
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+# ---- namespaces ----
+
+def _keys_blob(keys: Keys) -> bytes:
+    if isinstance(keys, (bytes, bytearray, memoryview)):
+        return bytes(keys)
+    try:
+        return b"".join(_check_key(k, i) for i, k in enumerate(keys))
+    except TypeError:
+        raise InvalidArgument(_errno.EINVAL,
+                              "keys must be bytes or a sequence of 16-byte keys") from None
+
+
+def _check_key(k, i: int) -> bytes:
+    k = bytes(k)
+    if len(k) != KEY_BYTES:
+        raise InvalidArgument(_errno.EINVAL, f"keys[{i}] is {len(k)} bytes, not 16")
+    return k
+
+
+def _key_list(keys: Keys) -> List[Key]:
+    blob = _keys_blob(keys)
+    if not blob or len(blob) % KEY_BYTES:
+        raise InvalidArgument(_errno.EINVAL,
+                              f"{len(blob)} bytes is not a whole, non-zero number of 16-byte keys")
+    return [blob[i:i + KEY_BYTES] for i in range(0, len(blob), KEY_BYTES)]
+
+
+class Namespace:
+    """One KV layout in the daemon (see Client.namespace). Its keys are the
+    caller's tenant's own unless the daemon shares the namespace."""
+
+    def __init__(self, client: "Client", name: str, block_tokens: int, info):
+        self.client = client
+        self.name = name
+        self.block_tokens = block_tokens
+        self.id, self.page_bytes, self.slot_stride, self.created, self.shared = info
+        self._ns = (self.id, self.page_bytes)
+
+    def __repr__(self) -> str:
+        return (f"Namespace({self.name!r}, id={self.id}, page_bytes={self.page_bytes}, "
+                f"block_tokens={self.block_tokens}, shared={self.shared})")
+
+    def prompt_keys(self, tokens: Iterable[int], secret: bytes,
+                    extra: bytes = b"") -> List[Key]:
+        """Keys of the prompt's full blocks of block_tokens tokens each."""
+        return prompt_keys(tokens, self.block_tokens, secret, extra)
+
+    def keys_from_hashes(self, hashes: Iterable[Union[int, bytes]], secret: bytes,
+                         parent: Optional[Key] = None) -> List[Key]:
+        """Keys from the engine's own block hashes: see kvtier.key_chain."""
+        return key_chain(hashes, secret, parent)
+
+    def lookup(self, keys: Keys) -> Tuple[int, int]:
+        """(ready, pending): how many leading keys are cached, and how many
+        after them are being produced by some worker (early reuse)."""
+        return self.client._c.lookup(self._ns, _keys_blob(keys))
+
+    def acquire(self, keys: Keys, wait_ms: int = 0) -> Lease:
+        """Pins the ready prefix of keys (waiting at most wait_ms for blocks
+        being produced). Use as a context manager, or release()."""
+        if wait_ms < 0:
+            raise InvalidArgument(_errno.EINVAL, "wait_ms must be >= 0")
+        return Lease(self, self.client._c.acquire(self._ns, _keys_blob(keys), wait_ms))
+
+    def reserve(self, keys: Keys, parent: Optional[Key] = None,
+                retention: Optional[Retention] = None) -> Reservation:
+        """Reserves slots for keys (parent: the key before keys[0]); write the
+        RESERVED pages, then commit (on leaving the with block)."""
+        klist = _key_list(keys)
+        prio, dur = _retention(retention)
+        slots = self.client._c.reserve(self._ns, parent, b"".join(klist), prio, dur)
+        return Reservation(self, klist, slots)
+
+    def put(self, keys: Keys, pages: Sequence, parent: Optional[Key] = None,
+            retention: Optional[Retention] = None) -> int:
+        """Stores pages (bytes-like, page_bytes each) inline; returns how
+        many were new. Needs no session and no shared memory."""
+        prio, dur = _retention(retention)
+        return self.client._c.put(self._ns, parent, _keys_blob(keys), list(pages),
+                                  prio, dur)
+
+    def get(self, keys: Keys) -> List[bytes]:
+        """Copies of the pages of the ready prefix."""
+        return self.client._c.get(self._ns, _keys_blob(keys))
+
+    def drop(self, keys: Optional[Keys] = None) -> int:
+        """Drops keys, or every block of the namespace (keys None) that the
+        caller may drop; returns how many."""
+        return self.client._c.drop(self._ns, None if keys is None else _keys_blob(keys))
+
+    def delete(self) -> Tuple[int, int]:
+        """Deletes the namespace (DropNamespace): (blocks dropped,
+        reservations left to their producers)."""
+        return self.client._c.drop_namespace(self.id)
+
+
+# ---- the client ----
+
+class Client:
+    """A connection to kvtierd (see kvtier.connect). As a context manager it
+    attaches (opens the session) on entry and closes on exit."""
+
+    def __init__(self, addr: Optional[str] = None, name: Optional[str] = None,
+                 timeout_ms: Optional[int] = None):
+        self.addr = addr or _os.environ.get("KVTIER_ADDR") or DEFAULT_ADDR
+        self.name = name or f"python:{_os.getpid()}"
+        self.tenant: Optional[str] = None
+        self._c = _native.Client(self.addr)
+        if timeout_ms is not None:
+            self._c.set_timeout_ms(timeout_ms)
+
+    def attach(self) -> str:
+        """Opens the session; returns the tenant the daemon sees."""
+        self.tenant = self._c.attach(self.name)
+        return self.tenant
+
+    def close(self) -> None:
+        """Ends the session (its pins and reservations are released)."""
+        self._c.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._c.closed
+
+    def __enter__(self) -> "Client":
+        try:
+            self.attach()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def namespace(self, name: str, page_bytes: int, block_tokens: int,
+                  idle_ttl_ms: int = 0) -> Namespace:
+        """Opens (creating on first use) the namespace of one KV layout,
+        e.g. "llama-3-8b:bf16:tp0of1:bt16"."""
+        if page_bytes <= 0 or block_tokens <= 0 or idle_ttl_ms < 0:
+            raise InvalidArgument(_errno.EINVAL,
+                                  "page_bytes and block_tokens must be positive, idle_ttl_ms >= 0")
+        info = self._c.open_namespace(name, page_bytes, block_tokens, idle_ttl_ms)
+        return Namespace(self, name, block_tokens, info)
+
+    def health(self) -> bool:
+        """True when the daemon answers SERVING; raises otherwise."""
+        self._c.health()
+        return True
+
+    def stats(self) -> dict:
+        """Every statistic by dotted name ("host_used_bytes",
+        "rpcs.Lookup.calls", "namespaces.<name>.lookup_hits"); numbers as
+        int or float, the rest as str."""
+        out = {}
+        for k, v in self._c.stats().items():
+            try:
+                out[k] = int(v)
+            except ValueError:
+                try:
+                    out[k] = float(v)
+                except ValueError:
+                    out[k] = v
+        return out
+
+    def drop_tenant(self, tenant: Optional[str] = None) -> int:
+        """Drops every block of a tenant (None: the caller's own)."""
+        return self._c.drop_tenant(tenant)
+
+    def drop_namespace(self, namespace_id: int) -> Tuple[int, int]:
+        """Deletes a namespace by id (an admin's tool: ids from stats())."""
+        return self._c.drop_namespace(namespace_id)
+
+
+def connect(addr: Optional[str] = None, name: Optional[str] = None,
+            timeout_ms: Optional[int] = None) -> Client:
+    """A Client for the daemon at addr ("unix:/path" or "host:port"; None:
+    $KVTIER_ADDR, else unix:/run/kvtier/kvtierd.sock). Nothing is sent yet:
+    use it as a context manager (attach on entry, close on exit) or call
+    attach()."""
+    return Client(addr, name, timeout_ms)
