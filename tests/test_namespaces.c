@@ -138,6 +138,99 @@ static void tenant_b(const char *addr)
 	kvt_close(c);
 }
 
+/*
+ * Run before main's scenario. A tenant may not fill the daemon's table with namespaces it dropped while
+ * keeping a reservation in each (tenants.max_namespaces=2,
+ * limits.max_namespaces=6): its third such drop-and-create is refused, and
+ * another tenant still gets its namespaces. Once A aborts a reservation, the
+ * entry is free and A may create again.
+ */
+static void hog_a(const char *addr)
+{
+	struct kvt_namespace ns[3], extra;
+	struct kvt_slot slot;
+	char name[16];
+	kvt_client *c;
+
+	test_become(UID_A, GID);
+	c = test_client(addr, "hog", "h0", PAGE, &ns[0]);
+	for (unsigned i = 0; i < 3; i++) {
+		struct kvt_key k = test_key("hog-key", i);
+
+		snprintf(name, sizeof(name), "h%u", i);
+		if (i > 0 && i < 2)
+			CHECK_RC(c, kvt_open_namespace(c, name, PAGE, 16, 0, &ns[i]), 0);
+		if (i == 2) {
+			CHECK_RC(c, kvt_open_namespace(c, name, PAGE, 16, 0, &ns[i]),
+				 -ENOSPC);
+			fprintf(stderr, "A with two dropped namespaces held: %s\n",
+				kvt_errmsg(c));
+			CHECK(strstr(kvt_errmsg(c), "tenants.max_namespaces (2) reached for tenant uid:61001") &&
+			      strstr(kvt_errmsg(c), "namespaces it dropped still wait"));
+			break;
+		}
+		CHECK_RC(c, kvt_reserve(c, &ns[i], NULL, &k, 1, NULL, &slot), 0);
+		CHECK(slot.state == KVT_SLOT_RESERVED);
+		CHECK_RC(c, kvt_drop_namespace(c, ns[i].id, NULL, NULL), 0);
+	}
+	test_step_set(1);
+	test_step_wait(2); /* B got its namespaces */
+	{
+		struct kvt_key k = test_key("hog-key", 0);
+
+		CHECK_RC(c, kvt_abort(c, &ns[0], &k, 1), 0);
+	}
+	CHECK_RC(c, kvt_open_namespace(c, "h2", PAGE, 16, 0, &extra), 0);
+	CHECK(extra.created);
+	kvt_close(c);
+}
+
+static void hog_b(const char *addr)
+{
+	struct kvt_namespace b1, b2;
+	kvt_client *c;
+
+	test_become(UID_B, GID);
+	test_step_wait(1);
+	c = test_client(addr, "hog-victim", "v1", PAGE, &b1);
+	CHECK_RC(c, kvt_open_namespace(c, "v2", PAGE, 16, 0, &b2), 0);
+	CHECK(b2.created);
+	test_step_set(2);
+	kvt_close(c);
+}
+
+static void hog(void)
+{
+	static const char *const sets[] = {
+		"host.size=1M", "host.segment_size=64K", "daemon.group=nogroup",
+		"daemon.socket_mode=0660", "limits.max_namespaces=6",
+		"tenants.max_namespaces=2", NULL,
+	};
+	struct test_daemon d;
+	pid_t a, b;
+	int status;
+
+	test_steps_init();
+	test_daemon_start(&d, sets);
+	test_daemon_open_to_workers(&d);
+	a = test_spawn(hog_a, d.addr);
+	b = test_spawn(hog_b, d.addr);
+	for (int done = 0; done < 2; done++) {
+		pid_t gone = waitpid(-1, &status, 0);
+
+		CHECK(gone == a || gone == b);
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			kill(a, SIGKILL);
+			kill(b, SIGKILL);
+			fprintf(stderr, "hog: tenant %s failed\n", gone == a ? "A" : "B");
+			exit(1);
+		}
+	}
+	CHECK(test_daemon_stop(&d) == 0);
+	printf("namespaces: dropped namespaces held by their tenant count against it: ok\n");
+	fflush(stdout); /* before the next workers fork */
+}
+
 /* Runs kvtierctl as root; 0 when it printed want. */
 static int kvtierctl(const char *addr, const char *args, const char *want)
 {
@@ -172,6 +265,7 @@ int main(void)
 		fprintf(stderr, "needs root to run clients under other uids\n");
 		return 77;
 	}
+	hog(); /* first: its workers fork before this process runs gRPC */
 	snprintf(id_file, sizeof(id_file), "/tmp/kvtier-ns-%d", (int)getpid());
 	test_steps_init();
 	test_daemon_start(&d, sets);

@@ -1656,6 +1656,19 @@ static uint32_t ns_created_by(const struct kvt_engine *e, uint32_t tenant)
 	return n;
 }
 
+/* The tenant's own namespaces it dropped whose entries still wait for
+ * their last blocks: only it can hold those (by its leases and
+ * reservations), so they count against it too, separately. */
+static uint32_t ns_dropped_by(const struct kvt_engine *e, uint32_t tenant)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < e->nns; i++)
+		n += e->ns[i].state == NS_DROPPED && !e->ns[i].shared &&
+		     e->ns[i].creator == tenant;
+	return n;
+}
+
 /* A table entry for a new namespace: a free one (its generation moves on),
  * else the next unused one. */
 static struct namespace *ns_entry(struct kvt_engine *e, struct kvt_err *err)
@@ -1722,6 +1735,15 @@ static int ns_open_locked(struct kvt_engine *e, const char *name,
 		e->st.namespaces_refused_total++;
 		return fail(err, -EDQUOT,
 			    "tenants.max_namespaces (%u) reached for tenant %s: drop a namespace first (DropNamespace)",
+			    e->cfg.max_tenant_namespaces, e->tenants[creator].name);
+	}
+	/* Nor may its dropped ones, which hold their entries while it keeps
+	 * their leases and reservations, fill the daemon's table. */
+	if (!recovering && e->cfg.max_tenant_namespaces &&
+	    ns_dropped_by(e, creator) >= e->cfg.max_tenant_namespaces) {
+		e->st.namespaces_refused_total++;
+		return fail(err, -EDQUOT,
+			    "tenants.max_namespaces (%u) reached for tenant %s: that many namespaces it dropped still wait for their last leased or reserved blocks (release the leases; commit, abort or close the sessions of the reservations)",
 			    e->cfg.max_tenant_namespaces, e->tenants[creator].name);
 	}
 	if (!(n = ns_entry(e, err)))
