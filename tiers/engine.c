@@ -1822,10 +1822,11 @@ static int ns_index(struct kvt_engine *e, uint32_t id, uint32_t tenant,
 	uint32_t i = id & 0xffff;
 	const struct namespace *n = i < e->nns ? &e->ns[i] : NULL;
 
-	if (!n || n->generation != id >> 16 || n->state == NS_FREE ||
+	if (!n || n->generation != id >> 16 ||
 	    (n->tenant != tenant && n->tenant != KVT_TENANT_SHARED))
 		return fail(err, -ENOENT, "unknown namespace_id %u", id);
-	if (n->state == NS_DROPPED && !dropped_ok)
+	/* A free entry of the same generation is a dropped one, emptied. */
+	if (n->state == NS_FREE || (n->state == NS_DROPPED && !dropped_ok))
 		return fail(err, -ENOENT, "namespace %s (namespace_id %u) was dropped",
 			    n->name, id);
 	return (int)i;

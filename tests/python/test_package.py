@@ -211,17 +211,20 @@ def test_unavailable():
     c.close()
 
 
-def test_timeout(daemon, ns):
-    keys = keys_of(ns, 1)
-    with kvtier.connect(daemon.addr, name="producer") as producer:
-        pns = producer.namespace(ns.name, PAGE, 16)
-        r = pns.reserve(keys)  # pending, never committed in time
-        with kvtier.connect(daemon.addr, name="waiter", timeout_ms=300) as waiter:
-            wns = waiter.namespace(ns.name, PAGE, 16)
-            assert wns.lookup(keys) == (0, 1)
-            with pytest.raises(kvtier.Timeout):
-                wns.acquire(keys, wait_ms=3000)
-        r.abort()
+def test_timeout(tmp_path):
+    """A peer that accepts and never answers: the call's deadline passes."""
+    import socket
+    path = str(tmp_path / "silent.sock")
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.bind(path)
+    silent.listen(8)
+    c = kvtier.connect("unix:" + path, timeout_ms=300)
+    try:
+        with pytest.raises(kvtier.Timeout):
+            c.health()
+    finally:
+        c.close()
+        silent.close()
 
 
 def test_not_attached_and_closed(daemon, ns):
