@@ -290,6 +290,7 @@ class Reservation:
         self.states = [s for s, _ in slots]
         self._pages = [p for _, p in slots]
         self._views: Optional[List[Tuple[int, memoryview]]] = None
+        self._open = {i for i, s in enumerate(self.states) if s == self.RESERVED}
         self.done = False
 
     @property
@@ -298,12 +299,12 @@ class Reservation:
 
     @property
     def pages(self) -> List[Tuple[int, memoryview]]:
-        """(index into keys, writable memoryview) of each reserved slot."""
+        """(index into keys, writable memoryview) of each reserved slot not
+        committed or aborted yet."""
         if self.done:
             raise Closed(_errno.EBADF, "the reservation is over (committed or aborted)")
-        if self._views is None:
-            self._views = [(i, memoryview(p)) for i, p in enumerate(self._pages)
-                           if p is not None]
+        if self._views is None or len(self._views) != len(self._open):
+            self._views = [(i, memoryview(self._pages[i])) for i in sorted(self._open)]
         return self._views
 
     def tensors(self, dtype=None, shape=None):
@@ -312,25 +313,35 @@ class Reservation:
         idx = [i for i, _ in self.pages]
         return list(zip(idx, page_tensors([v for _, v in self.pages], dtype, shape)))
 
-    def _finish(self, op) -> None:
+    def _finish(self, op, indices=None) -> None:
         if self.done:
             raise Closed(_errno.EBADF, "the reservation is over (committed or aborted)")
-        self.done = True
-        self._views = None
-        for p in self._pages:
-            if p is not None:
-                p.revoke()
-        keys = self.reserved_keys
-        if keys:
-            op(self.namespace._ns, b"".join(keys))
+        if indices is None:
+            todo = sorted(self._open)
+        else:
+            todo = sorted(set(indices))
+            bad = [i for i in todo if i not in self._open]
+            if bad:
+                raise InvalidArgument(_errno.EINVAL,
+                                      f"keys[{bad[0]}] is not an open reservation of this call")
+        self._open.difference_update(todo)
+        if not self._open:
+            self.done = True
+            self._views = None
+        for i in todo:
+            self._pages[i].revoke()
+        if todo:
+            op(self.namespace._ns, b"".join(self.keys[i] for i in todo))
 
-    def commit(self) -> None:
-        """Publishes the reserved blocks (their pages must be written)."""
-        self._finish(self.namespace.client._c.commit)
+    def commit(self, indices: Optional[Iterable[int]] = None) -> None:
+        """Publishes the reserved blocks (their pages written): all of them,
+        or those at indices into keys, so that readers waiting on a long
+        prefix get each block as soon as it is done (early reuse)."""
+        self._finish(self.namespace.client._c.commit, indices)
 
-    def abort(self) -> None:
-        """Gives the reservations up."""
-        self._finish(self.namespace.client._c.abort)
+    def abort(self, indices: Optional[Iterable[int]] = None) -> None:
+        """Gives the reservations up (all, or those at indices)."""
+        self._finish(self.namespace.client._c.abort, indices)
 
     def __enter__(self) -> "Reservation":
         return self
