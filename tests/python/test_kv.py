@@ -102,3 +102,31 @@ def test_bad_tensors_raise():
         KVLayout(num_layers=1, block_tokens=1, kv_heads=1, head_dim=3, dtype=torch.float16)
     with pytest.raises(kvtier.InvalidArgument, match="format"):
         KVLayout(dtype=torch.float16, format="paged", **SHAPE)
+
+
+def test_namespace_offload_onload(daemon):
+    """Namespace.offload/onload: the engine-facing calls (CPU caches here;
+    CUDA caches take libkvtier-cuda's path on a GPU)."""
+    layout = KVLayout(dtype=torch.float32, **SHAPE)
+    src = random_cache(layout, 3)
+    with kvtier.connect(daemon.addr, name="kv-calls") as c:
+        ns = c.namespace("py:kv-calls", layout.page_bytes, layout.block_tokens)
+        keys = ns.prompt_keys(range(1000, 1000 + 16 * 4), SECRET)
+        assert ns.offload(layout, src, [5, 6, 7, 8], keys) == 4
+        assert ns.offload(layout, src, [5, 6, 7, 8], keys) == 0  # cached already
+        dst = layout.new_cache(BLOCKS)
+        assert ns.onload(layout, dst, [0, 1, 2, 3], keys) == 4
+        for layer in range(layout.num_layers):
+            assert torch.equal(dst[layer][:, :4], src[layer][:, 5:9])
+        assert c.stats()["leases_active"] == 0
+        with pytest.raises(kvtier.InvalidArgument, match="keys for 3 block ids"):
+            ns.offload(layout, src, [1, 2, 3], ns.prompt_keys(range(16 * 4), SECRET))
+        assert c.stats()["pending_blocks"] == 0  # the reservation was given up
+
+
+def test_gpu_binding_without_gpu(daemon):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: test_gpu_path covers the binding")
+    with pytest.raises(kvtier.Error) as e:
+        kvtier.connect(daemon.addr, device=0)
+    print("connect(device=0) without a GPU:", e.value)

@@ -333,6 +333,24 @@ class Reservation:
         if todo:
             op(self.namespace._ns, b"".join(self.keys[i] for i in todo))
 
+    def offload_cuda(self, layout, cache, block_ids: Sequence[int],
+                     indices: Sequence[int], stream=None) -> None:
+        """Copies cache blocks block_ids[j] into the slots of keys[indices[j]]
+        on stream through libkvtier-cuda, which commits them once the stream
+        has passed the copy (needs a client bound to the cache's GPU)."""
+        indices = list(indices)
+        bad = [i for i in indices if i not in self._open]
+        if bad or len(indices) != len(block_ids):
+            raise InvalidArgument(_errno.EINVAL, "one open reservation index per block id")
+        self.namespace.client._c.cuda_offload(
+            self.namespace._ns, layout._native(cache), list(block_ids),
+            b"".join(self.keys[i] for i in indices), [self._pages[i] for i in indices],
+            _stream(stream))
+        self._open.difference_update(indices)
+        if not self._open:
+            self.done = True
+            self._views = None
+
     def commit(self, indices: Optional[Iterable[int]] = None) -> None:
         """Publishes the reserved blocks (their pages written): all of them,
         or those at indices into keys, so that readers waiting on a long
@@ -445,6 +463,60 @@ class Namespace:
         caller may drop; returns how many."""
         return self.client._c.drop(self._ns, None if keys is None else _keys_blob(keys))
 
+    def offload(self, layout, cache, block_ids: Sequence[int], keys: Keys,
+                parent: Optional[Key] = None, retention: Optional[Retention] = None,
+                stream=None) -> int:
+        """Stores cache blocks block_ids[i] under keys[i] (those not cached
+        yet); returns how many were reserved. With a CUDA cache and a client
+        bound to its GPU (connect(device=)), the copy runs on stream (default:
+        torch's current) through libkvtier-cuda and the blocks are committed
+        once the stream has passed it; otherwise it is done and committed
+        before this returns."""
+        res = self.reserve(keys, parent, retention)
+        if len(block_ids) != len(res.keys):
+            res.abort()
+            raise InvalidArgument(_errno.EINVAL,
+                                  f"{len(res.keys)} keys for {len(block_ids)} block ids")
+        n = len(res._open)
+        if n and self.client._gpu_path(cache):
+            idx = sorted(res._open)
+            try:
+                res.offload_cuda(layout, cache, [block_ids[i] for i in idx], idx, stream)
+            except BaseException:
+                res.abort()
+                raise
+        elif n:
+            try:
+                idx = [i for i, _ in res.pages]
+                layout.gather(cache, [block_ids[i] for i in idx], [v for _, v in res.pages])
+            except BaseException:
+                res.abort()
+                raise
+            res.commit()
+        return n
+
+    def onload(self, layout, cache, block_ids: Sequence[int], keys: Keys,
+               wait_ms: int = 0, stream=None) -> int:
+        """Copies the ready prefix of keys into cache blocks block_ids[i];
+        returns how many. With a CUDA cache and a client bound to its GPU
+        the copy runs on stream and the pins are released once the stream
+        has passed it; otherwise before this returns."""
+        lease = self.acquire(keys, wait_ms)
+        n = lease.count
+        if n > len(block_ids):
+            lease.release()
+            raise InvalidArgument(_errno.EINVAL, f"{n} blocks ready for {len(block_ids)} block ids")
+        if n and self.client._gpu_path(cache):
+            self.client._c.cuda_onload(layout._native(cache), list(block_ids), lease._native,
+                                       _stream(stream))
+        else:
+            try:
+                if n:
+                    layout.scatter(lease.pages, cache, list(block_ids)[:n])
+            finally:
+                lease.release()
+        return n
+
     def delete(self) -> Tuple[int, int]:
         """Deletes the namespace (DropNamespace): (blocks dropped,
         reservations left to their producers)."""
@@ -458,13 +530,24 @@ class Client:
     attaches (opens the session) on entry and closes on exit."""
 
     def __init__(self, addr: Optional[str] = None, name: Optional[str] = None,
-                 timeout_ms: Optional[int] = None):
+                 timeout_ms: Optional[int] = None, device: Optional[int] = None,
+                 staging_bytes: int = 0):
         self.addr = addr or _os.environ.get("KVTIER_ADDR") or DEFAULT_ADDR
         self.name = name or f"python:{_os.getpid()}"
         self.tenant: Optional[str] = None
+        self.device = device
         self._c = _native.Client(self.addr)
         if timeout_ms is not None:
             self._c.set_timeout_ms(timeout_ms)
+        if device is not None:
+            self._c.cuda_bind(device, staging_bytes)
+
+    def _gpu_path(self, cache) -> bool:
+        """Whether cache is on the GPU this client is bound to."""
+        t = cache[0] if isinstance(cache, (list, tuple)) else cache
+        dev = getattr(t, "device", None)
+        return (self.device is not None and dev is not None and dev.type == "cuda"
+                and (dev.index or 0) == self.device)
 
     def attach(self) -> str:
         """Opens the session; returns the tenant the daemon sees."""
@@ -530,9 +613,22 @@ class Client:
 
 
 def connect(addr: Optional[str] = None, name: Optional[str] = None,
-            timeout_ms: Optional[int] = None) -> Client:
+            timeout_ms: Optional[int] = None, device: Optional[int] = None,
+            staging_bytes: int = 0) -> Client:
     """A Client for the daemon at addr ("unix:/path" or "host:port"; None:
     $KVTIER_ADDR, else unix:/run/kvtier/kvtierd.sock). Nothing is sent yet:
     use it as a context manager (attach on entry, close on exit) or call
-    attach()."""
-    return Client(addr, name, timeout_ms)
+    attach(). device: the CUDA device of this worker's KV cache, for
+    Namespace.offload/onload through libkvtier-cuda (the daemon's hbm pool
+    on that GPU, host pages read by DMA or in place); raises Unsupported
+    where kvtier was built without CUDA."""
+    return Client(addr, name, timeout_ms, device, staging_bytes)
+
+
+def _stream(stream) -> int:
+    """A CUDA stream handle: a torch.cuda.Stream, an int, or None (torch's
+    current stream)."""
+    if stream is None:
+        import torch
+        return torch.cuda.current_stream().cuda_stream
+    return int(getattr(stream, "cuda_stream", stream))

@@ -25,6 +25,9 @@
 #include <unistd.h>
 
 #include <kvtier/kvtier.h>
+#ifdef KVT_PY_CUDA
+#include <kvtier/cuda.h>
+#endif
 
 #include "kv_layout.h"
 
@@ -73,6 +76,9 @@ typedef struct {
 	pid_t pid;     /* the process that connected */
 	bool closing;  /* close() was called: no more calls */
 	Py_ssize_t exports; /* buffers of its pages held by views */
+#ifdef KVT_PY_CUDA
+	kvt_cuda *cuda; /* bound to a GPU (cuda_bind), or NULL */
+#endif
 } Client;
 
 static PyTypeObject Client_Type;
@@ -84,6 +90,11 @@ static void client_finish(Client *self)
 
 		self->c = NULL;
 		Py_BEGIN_ALLOW_THREADS
+#ifdef KVT_PY_CUDA
+		if (self->cuda)
+			kvt_cuda_close(self->cuda); /* before kvt_close */
+		self->cuda = NULL;
+#endif
 		kvt_close(c);
 		Py_END_ALLOW_THREADS
 	}
@@ -143,7 +154,12 @@ static PyObject *Client_attach(Client *self, PyObject *args)
 	if (!PyArg_ParseTuple(args, "s", &name) || client_ready(self) < 0)
 		return NULL;
 	Py_BEGIN_ALLOW_THREADS
-	rc = kvt_attach(self->c, name);
+#ifdef KVT_PY_CUDA
+	if (self->cuda)
+		rc = kvt_cuda_attach(self->cuda, name);
+	else
+#endif
+		rc = kvt_attach(self->c, name);
 	Py_END_ALLOW_THREADS
 	if (rc < 0)
 		return client_fail(self, rc);
@@ -927,7 +943,226 @@ static PyObject *Client_stats(Client *self, PyObject *unused)
 	return d;
 }
 
+/* ---- the GPU data path (libkvtier-cuda), where built with CUDA ---- */
+
+#ifdef KVT_PY_CUDA
+/* A cache layout as kvtier.kv passes it: (format, [base addresses],
+ * num_layers, num_blocks, block_tokens, kv_heads, head_dim, dtype_bytes). */
+static int parse_layout(PyObject *o, struct kvt_kv_layout *l)
+{
+	PyObject *bases_o;
+	unsigned int fmt, layers, blocks, tokens, heads, dim, bytes;
+	const void *bases[KVT_KV_LAYERS_MAX];
+	const char *why = NULL;
+	Py_ssize_t nb;
+
+	if (!PyArg_ParseTuple(o, "IO!IIIIII;layout", &fmt, &PyList_Type, &bases_o,
+			      &layers, &blocks, &tokens, &heads, &dim, &bytes))
+		return -1;
+	nb = PyList_GET_SIZE(bases_o);
+	if (nb < 1 || nb > KVT_KV_LAYERS_MAX) {
+		invalid("layout: 1..%d base addresses", KVT_KV_LAYERS_MAX);
+		return -1;
+	}
+	for (Py_ssize_t i = 0; i < nb; i++) {
+		bases[i] = PyLong_AsVoidPtr(PyList_GET_ITEM(bases_o, i));
+		if (PyErr_Occurred())
+			return -1;
+	}
+	if (kvt_kv_layout_init(l, (enum kvt_kv_format)fmt, bases, layers, blocks,
+			       tokens, heads, dim, bytes, &why) < 0) {
+		invalid("layout: %s", why);
+		return -1;
+	}
+	return 0;
+}
+
+static int parse_ids(PyObject *o, uint32_t **ids, size_t *n)
+{
+	PyObject *seq = PySequence_Fast(o, "block ids must be a sequence of ints");
+
+	if (!seq)
+		return -1;
+	*n = (size_t)PySequence_Fast_GET_SIZE(seq);
+	*ids = calloc(*n + 1, sizeof(**ids));
+	for (size_t i = 0; *ids && i < *n; i++) {
+		(*ids)[i] = (uint32_t)PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(seq, (Py_ssize_t)i));
+		if (PyErr_Occurred()) {
+			free(*ids);
+			*ids = NULL;
+			break;
+		}
+	}
+	Py_DECREF(seq);
+	if (!*ids && !PyErr_Occurred())
+		PyErr_NoMemory();
+	return *ids ? 0 : -1;
+}
+
+static PyObject *cuda_fail(Client *self, int rc)
+{
+	return raise_errno(rc, self->cuda ? kvt_cuda_errmsg(self->cuda) : kvt_errmsg(self->c));
+}
+
+static PyObject *Client_cuda_bind(Client *self, PyObject *args)
+{
+	int device, rc;
+	unsigned long long staging;
+
+	if (!PyArg_ParseTuple(args, "iK", &device, &staging) || client_ready(self) < 0)
+		return NULL;
+	if (self->cuda)
+		return invalid("the client is bound to a GPU already");
+	Py_BEGIN_ALLOW_THREADS
+	rc = kvt_cuda_bind(self->c, device, staging, &self->cuda);
+	Py_END_ALLOW_THREADS
+	if (rc < 0) {
+		const char *why = kvt_errmsg(self->c);
+		char msg[512];
+
+		self->cuda = NULL;
+		snprintf(msg, sizeof(msg), "cannot use CUDA device %d: %s", device,
+			 why && *why ? why : strerror(-rc));
+		return raise_errno(rc, msg);
+	}
+	Py_RETURN_NONE;
+}
+
+/* cuda_offload(ns, layout, block_ids, keys, pages (Page or None per key),
+ * stream): commits once the stream has passed the copy. */
+static PyObject *Client_cuda_offload(Client *self, PyObject *args)
+{
+	PyObject *nso, *layout_o, *ids_o, *keys_o, *pages_o, *seq = NULL, *ret = NULL;
+	struct kvt_namespace ns;
+	struct kvt_kv_layout layout;
+	struct kvt_key *keys = NULL;
+	struct kvt_slot *slots = NULL;
+	uint32_t *ids = NULL;
+	unsigned long long stream;
+	size_t n, nids;
+	int rc;
+
+	if (!PyArg_ParseTuple(args, "OOOOOK", &nso, &layout_o, &ids_o, &keys_o, &pages_o,
+			      &stream) || client_ready(self) < 0 || parse_ns(nso, &ns) < 0 ||
+	    parse_layout(layout_o, &layout) < 0 || parse_ids(ids_o, &ids, &nids) < 0)
+		return NULL;
+	if (!self->cuda) {
+		raise_errno(-EOPNOTSUPP, "the client is not bound to a GPU (connect with device=)");
+		goto out;
+	}
+	if (parse_keys(keys_o, &keys, &n, "keys") < 0 ||
+	    !(seq = PySequence_Fast(pages_o, "pages must be a sequence")))
+		goto out;
+	if (nids != n || (size_t)PySequence_Fast_GET_SIZE(seq) != n) {
+		invalid("%zu keys, %zu block ids and %zd pages", n, nids,
+			PySequence_Fast_GET_SIZE(seq));
+		goto out;
+	}
+	slots = calloc(n, sizeof(*slots));
+	if (!slots) {
+		PyErr_NoMemory();
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		PyObject *p = PySequence_Fast_GET_ITEM(seq, (Py_ssize_t)i);
+
+		if (p == Py_None) {
+			slots[i].state = KVT_SLOT_PRESENT; /* skipped */
+			continue;
+		}
+		if (!PyObject_TypeCheck(p, &Page_Type) || ((Page *)p)->revoked ||
+		    ((Page *)p)->readonly) {
+			invalid("pages[%zu] is not an open reservation's page", i);
+			goto out;
+		}
+		slots[i].state = KVT_SLOT_RESERVED;
+		slots[i].page = ((Page *)p)->ptr;
+		((Page *)p)->revoked = true; /* committed by the library */
+	}
+	Py_BEGIN_ALLOW_THREADS
+	rc = kvt_cuda_offload(self->cuda, &ns, &layout, ids, keys, slots, n,
+			      (cudaStream_t)(uintptr_t)stream);
+	Py_END_ALLOW_THREADS
+	if (rc < 0)
+		cuda_fail(self, rc);
+	else
+		ret = Py_NewRef(Py_None);
+out:
+	Py_XDECREF(seq);
+	free(slots);
+	free(keys);
+	free(ids);
+	return ret;
+}
+
+/* cuda_onload(layout, block_ids, lease, stream): the lease's pages into
+ * the cache; the library releases the lease once the stream has passed the
+ * copy (the Lease is over at once for Python). */
+static PyObject *Client_cuda_onload(Client *self, PyObject *args)
+{
+	PyObject *layout_o, *ids_o, *lease_o;
+	struct kvt_kv_layout layout;
+	unsigned long long stream;
+	uint32_t *ids = NULL;
+	Lease *l;
+	size_t nids;
+	int rc;
+
+	if (!PyArg_ParseTuple(args, "OOO!K", &layout_o, &ids_o, &Lease_Type, &lease_o,
+			      &stream) || client_ready(self) < 0 ||
+	    parse_layout(layout_o, &layout) < 0 || parse_ids(ids_o, &ids, &nids) < 0)
+		return NULL;
+	l = (Lease *)lease_o;
+	if (!self->cuda || l->client != self || l->released || nids < l->lease.count) {
+		free(ids);
+		return self->cuda ? invalid("the lease is released, another client's, or has more pages than block ids")
+				  : raise_errno(-EOPNOTSUPP, "the client is not bound to a GPU (connect with device=)");
+	}
+	l->released = true;
+	lease_revoke(l);
+	Py_BEGIN_ALLOW_THREADS
+	rc = kvt_cuda_onload(self->cuda, &layout, ids, &l->lease, (cudaStream_t)(uintptr_t)stream);
+	Py_END_ALLOW_THREADS
+	free(ids);
+	if (rc < 0)
+		return cuda_fail(self, rc);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Client_cuda_sync(Client *self, PyObject *unused)
+{
+	int rc;
+
+	(void)unused;
+	if (client_ready(self) < 0)
+		return NULL;
+	if (!self->cuda)
+		Py_RETURN_NONE;
+	Py_BEGIN_ALLOW_THREADS
+	rc = kvt_cuda_sync(self->cuda);
+	Py_END_ALLOW_THREADS
+	if (rc < 0)
+		return cuda_fail(self, rc);
+	Py_RETURN_NONE;
+}
+#else
+static PyObject *no_cuda(Client *self, PyObject *args) /* args NULL for cuda_sync */
+{
+	(void)self;
+	(void)args;
+	return raise_errno(-EOPNOTSUPP, "this kvtier was built without CUDA (libkvtier-cuda)");
+}
+#define Client_cuda_bind no_cuda
+#define Client_cuda_offload no_cuda
+#define Client_cuda_onload no_cuda
+#define Client_cuda_sync no_cuda
+#endif
+
 static PyMethodDef Client_methods[] = {
+	{ "cuda_bind", (PyCFunction)Client_cuda_bind, METH_VARARGS, NULL },
+	{ "cuda_offload", (PyCFunction)Client_cuda_offload, METH_VARARGS, NULL },
+	{ "cuda_onload", (PyCFunction)Client_cuda_onload, METH_VARARGS, NULL },
+	{ "cuda_sync", (PyCFunction)Client_cuda_sync, METH_NOARGS, NULL },
 	{ "attach", (PyCFunction)Client_attach, METH_VARARGS, NULL },
 	{ "close", (PyCFunction)Client_close, METH_NOARGS, NULL },
 	{ "health", (PyCFunction)Client_health, METH_NOARGS, NULL },

@@ -153,6 +153,17 @@ class KVLayout:
             out.append(t.view(self.dtype).view(self.page_shape))
         return out
 
+    def _native(self, cache):
+        """The cache as kernels/kv_layout.h describes it, for libkvtier-cuda."""
+        from . import _native
+        layers = self._layers(cache)
+        if self.format == PER_LAYER:
+            fmt, bases = _native.KV_PER_LAYER, [t.data_ptr() for t in cache]
+        else:
+            fmt, bases = _native.KV_LAYER_MAJOR, [cache.data_ptr()]
+        return (fmt, bases, self.num_layers, layers[0].shape[1], self.block_tokens,
+                self.kv_heads, self.head_dim, self.itemsize)
+
     # ---- copies ----
 
     def gather(self, cache, block_ids: Sequence[int], pages) -> None:

@@ -163,7 +163,11 @@ class Worker:
         self.bt = block_tokens
         self.chunk = chunk
         self.device = device
-        self.client = kvtier.connect(addr, name=name, timeout_ms=120000) if addr else None
+        # On a GPU, pages move through libkvtier-cuda on torch's stream.
+        self.gpu = str(device).startswith("cuda")
+        gpu_index = torch.device(device).index or 0 if self.gpu else None
+        self.client = kvtier.connect(addr, name=name, timeout_ms=120000,
+                                     device=gpu_index) if addr else None
         self.ns = None
         if self.client:
             self.client.attach()
@@ -227,9 +231,12 @@ class Worker:
             ready, pending = self.ns.lookup(keys[have:])
             if ready or (pending and wait_ms):
                 with self.ns.acquire(keys[have:], wait_ms=wait_ms if pending else 0) as lease:
-                    if lease.count:
-                        self.layout.scatter(lease.pages, cache,
-                                            list(range(have, have + lease.count)))
+                    ids = list(range(have, have + lease.count))
+                    if lease.count and self.gpu:
+                        self.client._c.cuda_onload(self.layout._native(cache), ids,
+                                                   lease._native, kvtier._stream(None))
+                    elif lease.count:
+                        self.layout.scatter(lease.pages, cache, ids)
                     have += lease.count
             if have == len(keys):
                 return None, have
@@ -245,6 +252,9 @@ class Worker:
         idx = [b - have for b in range(lo, hi)
                if res.states[b - have] == res.RESERVED]
         if not idx:
+            return
+        if self.gpu:
+            res.offload_cuda(self.layout, cache, [have + i for i in idx], idx)
             return
         views = dict(res.pages)
         self.layout.gather(cache, [have + i for i in idx], [views[i] for i in idx])
