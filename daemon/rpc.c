@@ -385,6 +385,8 @@ static grpc_status_code lookup(void *ctx, struct kvt_call *call,
 	Kvtier__V1__LookupRequest *q =
 		unpack(&kvtier__v1__lookup_request__descriptor, req, len, r);
 	Kvtier__V1__LookupResponse p = KVTIER__V1__LOOKUP_RESPONSE__INIT;
+	Kvtier__V1__Tier *tiers = NULL;
+	enum kvt_tier *where = NULL;
 	const uint8_t **keys = NULL;
 	struct kvt_err err;
 	struct kvt_req h;
@@ -395,26 +397,29 @@ static grpc_status_code lookup(void *ctx, struct kvt_call *call,
 		return GRPC_STATUS_INVALID_ARGUMENT;
 	if ((code = caller(d, call, &tenant, r)) == GRPC_STATUS_OK &&
 	    (code = check_keys(d, q->n_keys, q->keys, &keys, r)) == GRPC_STATUS_OK) {
+		where = malloc(sizeof(*where) * (q->n_keys + 1));
+		tiers = malloc(sizeof(*tiers) * (q->n_keys + 1));
+		if (!where || !tiers)
+			code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	}
+	if (code == GRPC_STATUS_OK) {
 		h = req_head(tenant, NULL, q->namespace_id, keys, q->n_keys);
 		code = engine_status(kvt_engine_lookup(d->engine, &h,
 						       &p.ready_blocks,
-						       &p.pending_blocks, &err),
+						       &p.pending_blocks, where,
+						       &err),
 				     &err, r);
 	}
 	if (code == GRPC_STATUS_OK) {
-		Kvtier__V1__Tier *tiers = malloc(sizeof(*tiers) * (p.ready_blocks + 1));
-
-		if (!tiers) {
-			code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-		} else {
-			for (uint32_t i = 0; i < p.ready_blocks; i++)
-				tiers[i] = KVTIER__V1__TIER__TIER_HOST;
-			p.tiers = tiers;
-			p.n_tiers = p.ready_blocks;
-			code = pack(&p, r);
-			free(tiers);
-		}
+		/* enum kvt_tier's values are the proto's. */
+		for (uint32_t i = 0; i < p.ready_blocks; i++)
+			tiers[i] = (Kvtier__V1__Tier)where[i];
+		p.tiers = tiers;
+		p.n_tiers = p.ready_blocks;
+		code = pack(&p, r);
 	}
+	free(where);
+	free(tiers);
 	free(keys);
 	protobuf_c_message_free_unpacked(&q->base, NULL);
 	return code;

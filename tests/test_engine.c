@@ -40,7 +40,7 @@ static uint32_t ready(struct kvt_engine *e, uint32_t ns, int i)
 	uint32_t r, p;
 	struct kvt_err err;
 
-	CHECK(kvt_engine_lookup(e, &q, &r, &p, &err) == 0);
+	CHECK(kvt_engine_lookup(e, &q, &r, &p, NULL, &err) == 0);
 	return r;
 }
 
@@ -135,13 +135,13 @@ int main(void)
 		uint32_t r, p, bob_a;
 
 		q = (struct kvt_req){ .tenant = other, .ns = a, .keys = keys, .n = 1 };
-		CHECK(kvt_engine_lookup(e, &q, &r, &p, &err) == -ENOENT);
+		CHECK(kvt_engine_lookup(e, &q, &r, &p, NULL, &err) == -ENOENT);
 		CHECK(strstr(err.msg, "unknown namespace_id"));
 		CHECK(kvt_engine_open_namespace(e, other, "a", PAGE, 16, false, 0, &bob_a,
 						&created, &stride, &err) == 0 &&
 		      created && bob_a != a);
 		q.ns = bob_a;
-		CHECK(kvt_engine_lookup(e, &q, &r, &p, &err) == 0 && r == 0);
+		CHECK(kvt_engine_lookup(e, &q, &r, &p, NULL, &err) == 0 && r == 0);
 	}
 	kvt_engine_stats(e, &st);
 	CHECK(st.evictions_total == 1 && st.ready_blocks == 16);
@@ -204,7 +204,7 @@ int main(void)
 		uint32_t r, p;
 
 		q = req(NULL, a, 20, 2);
-		CHECK(kvt_engine_lookup(e, &q, &r, &p, &err) == 0 && r == 0 && p == 2);
+		CHECK(kvt_engine_lookup(e, &q, &r, &p, NULL, &err) == 0 && r == 0 && p == 2);
 	}
 	q = req(t2, a, 20, 1);
 	CHECK(kvt_engine_commit(e, &q, &err) == -EPERM);

@@ -89,7 +89,7 @@ static uint32_t ready_len(struct kvt_engine *e, uint32_t tenant, uint32_t ns,
 	struct kvt_err err;
 	uint32_t r, p;
 
-	CHECK(kvt_engine_lookup(e, &q, &r, &p, &err) == 0);
+	CHECK(kvt_engine_lookup(e, &q, &r, &p, NULL, &err) == 0);
 	return r;
 }
 

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import grpc
 import health_pb2
@@ -17,12 +18,40 @@ import kvtier_pb2_grpc as rpc
 PAGE = 8192
 
 
+def lookup_tells_the_tier(stub, ns_id, keys, pages):
+    """Once written to nvme and evicted from host by other blocks, keys are
+    reported as TIER_NVME; read back by Gets, as TIER_HOST again."""
+    deadline = time.monotonic() + 10
+    while stub.Stats(pb.StatsRequest()).nvme_blocks < len(keys):
+        assert time.monotonic() < deadline, "the blocks were never written to nvme"
+        time.sleep(0.02)
+    fill = stub.OpenNamespace(pb.OpenNamespaceRequest(
+        name="py:fill", page_bytes=PAGE, block_tokens=16))
+    for batch in range(40):  # 2560 pages of 8 KiB through a 16 MiB host tier
+        stub.Put(pb.PutRequest(
+            namespace_id=fill.namespace_id,
+            keys=[b"F" + (batch * 64 + i).to_bytes(15, "big") for i in range(64)],
+            pages=[bytes([batch]) * PAGE] * 64))
+    look = stub.Lookup(pb.LookupRequest(namespace_id=ns_id, keys=keys))
+    assert look.ready_blocks == len(keys), look
+    assert list(look.tiers) == [pb.TIER_NVME] * len(keys), look.tiers
+    assert stub.Stats(pb.StatsRequest()).lookup_hits_nvme >= len(keys)
+    # A Get returns what is in host and starts reading the rest back.
+    while list(stub.Get(pb.GetRequest(namespace_id=ns_id, keys=keys)).pages) != pages:
+        assert time.monotonic() < deadline + 10, "the blocks never came back from nvme"
+        time.sleep(0.02)
+    look = stub.Lookup(pb.LookupRequest(namespace_id=ns_id, keys=keys))
+    assert list(look.tiers) == [pb.TIER_HOST] * len(keys), look.tiers
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="kvtier-py-")
     run_dir = os.path.join(tmp, "run")
     daemon = subprocess.Popen(
         [os.environ["KVTIERD"], "--set", "daemon.run_dir=" + run_dir,
          "--set", "host.size=16M", "--set", "host.segment_size=1M",
+         "--set", "nvme.paths=" + os.path.join(tmp, "nvme.kvt"),
+         "--set", "nvme.size=64M", "--set", "nvme.region_size=2M",
          "--set", "daemon.tcp=127.0.0.1:0",
          "--set", "metrics.listen=127.0.0.1:0"],
         stdout=subprocess.PIPE, text=True)
@@ -104,7 +133,10 @@ def main():
         st = stub.Stats(pb.StatsRequest())
         assert sorted(t.name for t in st.tenants if t.name != "shared") == sorted(
             ["tcp", pwd.getpwuid(os.getuid()).pw_name]), st.tenants
-        print("python client: health, put, lookup, get, stats, tcp tenant ok")
+
+        lookup_tells_the_tier(stub, ns.namespace_id, keys[:4], pages[:4])
+        print("python client: health, put, lookup, get, stats, tcp tenant, "
+              "nvme tier ok")
         channel.close()
     finally:
         daemon.terminate()

@@ -113,6 +113,8 @@ struct kvt_err {
 enum kvt_tier {
 	KVT_TIER_HOST = 1,
 	KVT_TIER_HBM = 2,
+	KVT_TIER_NVME = 3,
+	KVT_TIER_REMOTE = 4,
 };
 
 /* host: offset in host segment `segment` as made for the generation'th
@@ -335,11 +337,13 @@ int kvt_engine_drop_namespace(struct kvt_engine *e, uint32_t tenant,
 int kvt_engine_page_bytes(struct kvt_engine *e, uint32_t tenant, uint32_t ns,
 			  uint64_t *page_bytes, struct kvt_err *err);
 
-/* keys[0..*ready) are READY (in the host tier or on nvme);
+/* keys[0..*ready) are READY (in the host tier or kept by a lower tier);
  * keys[*ready..*ready + *pending) exist and keys[*ready] is PENDING. Counts
- * as a use of the ready ones. */
+ * as a use of the ready ones. where (NULL, or q->n entries): the tier each
+ * ready block is on, host when it holds a host slot. */
 int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
-		      uint32_t *ready, uint32_t *pending, struct kvt_err *err);
+		      uint32_t *ready, uint32_t *pending, enum kvt_tier *where,
+		      struct kvt_err *err);
 
 /*
  * parent may be NULL; retention NULL: the default. states[n] and locs[n]

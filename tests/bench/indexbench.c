@@ -119,7 +119,7 @@ static void run(uint64_t blocks)
 				r = r * 6364136223846793005ull + 1442695040888963407ull;
 				key_of((r >> 11) % blocks, kb[k]);
 			}
-			CHECK(kvt_engine_lookup(e, &q, &ready, &pending, &err) == 0);
+			CHECK(kvt_engine_lookup(e, &q, &ready, &pending, NULL, &err) == 0);
 			sink += ready;
 		}
 		l1 = now_s();

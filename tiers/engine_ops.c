@@ -1,0 +1,662 @@
+/*
+ * The keyed operations of engine.h: Lookup, Reserve, Commit, Abort,
+ * Acquire, Release, Pin, Put, Drop and DropNamespace. Each takes the
+ * engine lock once, resolves the caller's namespace id (engine_ns.c) and
+ * works on the blocks (engine_room.c, engine_wait.c).
+ */
+#include "engine_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "index.h"
+#include "policy.h"
+
+static struct kvt_block *find(struct kvt_engine *e, const struct kvt_req *q,
+			      uint32_t i)
+{
+	return kvt_index_find(e->index, q->ns, ns_scope(e, q->ns),
+			      q->keys[i]);
+}
+
+/*
+ * Walks the READY prefix of q's keys into e->found[0..*len), so that
+ * callers need not look its blocks up again. Caller holds the lock.
+ */
+static int ready_prefix(struct kvt_engine *e, const struct kvt_req *q,
+			uint32_t *len, struct kvt_err *err)
+{
+	uint32_t i, tenant = ns_scope(e, q->ns);
+
+	if (q->n > e->found_cap) {
+		struct kvt_block **f = realloc(e->found, sizeof(*f) * q->n);
+
+		if (!f)
+			return engine_fail(err, -ENOMEM, "out of memory");
+		e->found = f;
+		e->found_cap = q->n;
+	}
+	/* In a large index every probe misses the cache: overlap them. */
+	for (i = 0; i < q->n; i++)
+		kvt_index_prefetch(e->index, q->ns, tenant, q->keys[i]);
+	for (i = 0; i < q->n; i++) {
+		struct kvt_block *b = find(e, q, i);
+
+		if (!b || b->state != KVT_BLOCK_READY)
+			break;
+		e->found[i] = b;
+	}
+	*len = i;
+	return 0;
+}
+
+int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
+		      uint32_t *ready, uint32_t *pending, enum kvt_tier *where,
+		      struct kvt_err *err)
+{
+	uint32_t r, p, on_nvme = 0;
+	struct kvt_req rq;
+	int rc;
+
+	pthread_mutex_lock(&e->lock);
+	if ((rc = req_resolve(e, q, &rq, false, err)) < 0)
+		goto out;
+	q = &rq;
+	if ((rc = ready_prefix(e, q, &r, err)) < 0)
+		goto out;
+	for (p = r; p < q->n && find(e, q, p); p++)
+		;
+	/* Touch leaf first so that the chain's root is the most recent. */
+	for (uint32_t i = r; i-- > 0;) {
+		block_touch(e, e->found[i], engine_now_locked(e));
+		on_nvme += !e->found[i]->has_slot;
+		if (where)
+			where[i] = tiers_where(e, e->found[i]);
+	}
+	e->ns[q->ns].lookup_hits_nvme += on_nvme;
+	e->st.lookup_hits_nvme += on_nvme;
+	*ready = r;
+	*pending = p - r;
+	e->ns[q->ns].lookup_keys += q->n;
+	e->ns[q->ns].lookup_hits += r;
+	e->tenants[q->tenant].lookup_keys += q->n;
+	e->tenants[q->tenant].lookup_hits += r;
+	e->st.lookup_keys += q->n;
+	e->st.lookup_hits += r;
+	e->st.lookup_pending += p - r;
+out:
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+/* ---- reserve / commit / abort ---- */
+
+/*
+ * A new PENDING block for owner in a free slot, or NULL (rc in *rc). Its
+ * parent counts it as a child before the slot is sought, so that making
+ * room never evicts the block the chain is being extended from.
+ */
+static struct kvt_block *block_reserve(struct kvt_engine *e,
+				       struct kvt_block_list *pending, void *owner,
+				       uint32_t ns, uint32_t tenant,
+				       const uint8_t *key, const uint8_t *parent,
+				       const struct kvt_retention *ret,
+				       uint64_t now, int *rc)
+{
+	struct kvt_block *b = calloc(1, sizeof(*b));
+	uint32_t seg, slot;
+
+	if (!b) {
+		*rc = -ENOMEM;
+		return NULL;
+	}
+	if ((*rc = kvt_policy_prepare(e->policy, ns, tenant)) < 0) {
+		free(b);
+		return NULL;
+	}
+	b->parent = parent ? kvt_index_find(e->index, ns, tenant, parent) : NULL;
+	if (b->parent)
+		b->parent->children++;
+	host_child(e, b->parent, true);
+	if ((*rc = host_slot_alloc(e, ns, tenant, &seg, &slot)) < 0) {
+		if (b->parent) {
+			b->parent->children--;
+			host_child(e, b->parent, false);
+			block_settle(e, b->parent);
+		}
+		free(b);
+		return NULL;
+	}
+	memcpy(b->key, key, KVT_KEY_BYTES);
+	b->ns = (uint16_t)ns;
+	b->tenant = (uint16_t)tenant;
+	b->state = KVT_BLOCK_PENDING;
+	b->u.pending.owner = owner;
+	b->indexed = 1;
+	kvt_index_insert(e->index, b);
+	host_attach(e, b, seg, slot);
+	kvt_block_list_insert(pending, NULL, b);
+	block_retain(e, b, ret, now);
+	e->ns[ns].blocks++;
+	e->ns[ns].pending++;
+	e->st.reserved_total++;
+	return b;
+}
+
+/*
+ * Reserves q's keys for owner, whose PENDING blocks go on `pending` (a
+ * session's list, or a Put call's own). Stops taking slots at the first key
+ * that finds none. Caller holds the lock.
+ */
+static int reserve_locked(struct kvt_engine *e, struct kvt_block_list *pending,
+			  void *owner, const struct kvt_req *q,
+			  const uint8_t *parent,
+			  const struct kvt_retention *ret,
+			  enum kvt_reserve_state *states,
+			  struct kvt_location *locs, struct kvt_err *err)
+{
+	uint32_t tenant = ns_scope(e, q->ns);
+	uint32_t reserved = 0, no_space = 0;
+	uint64_t now = engine_now_locked(e);
+	int rc = 0;
+
+	for (uint32_t i = 0; i < q->n; i++) {
+		struct kvt_block *b = find(e, q, i);
+
+		memset(&locs[i], 0, sizeof(locs[i]));
+		if (b && b->state == KVT_BLOCK_READY) {
+			states[i] = KVT_RESERVE_PRESENT;
+			if (ret)
+				block_retain(e, b, ret, now);
+			continue;
+		}
+		if (b && b->u.pending.owner != owner) {
+			states[i] = KVT_RESERVE_BUSY;
+			continue;
+		}
+		if (!b && no_space == 0) {
+			b = block_reserve(e, pending, owner, q->ns, tenant,
+					  q->keys[i], i ? q->keys[i - 1] : parent,
+					  ret, now, &rc);
+			if (!b && rc != -ENOSPC)
+				return engine_fail(err, rc, "slot allocation: %s",
+						   strerror(-rc));
+			reserved += b != NULL;
+		}
+		if (!b) {
+			states[i] = KVT_RESERVE_NO_SPACE;
+			no_space++;
+			continue;
+		}
+		/* Reserved now, or earlier by the same owner: same slot. */
+		states[i] = KVT_RESERVE_RESERVED;
+		locs[i].segment = b->segment;
+		locs[i].generation = kvt_host_generation(e->host, b->segment);
+		locs[i].offset = kvt_slots_offset(e->slots, b->segment, b->slot);
+	}
+	if (no_space) {
+		e->st.reserve_no_space_total += no_space;
+		if (reserved == 0)
+			return engine_fail(err, -ENOSPC,
+					   "host tier full: nothing this tenant may evict for %u of %u keys",
+					   no_space, q->n);
+	}
+	return 0;
+}
+
+/* q's session (*s) and q resolved (*r, see req_resolve). */
+static int session_req(struct kvt_engine *e, const struct kvt_req *q,
+		       struct kvt_session **s, struct kvt_req *r,
+		       bool dropped_ok, struct kvt_err *err)
+{
+	*s = session_find(e, q->session, q->tenant);
+	if (!*s)
+		return engine_fail(err, -ENOENT, "unknown session");
+	return req_resolve(e, q, r, dropped_ok, err);
+}
+
+int kvt_engine_reserve(struct kvt_engine *e, const struct kvt_req *q,
+		       const uint8_t *parent,
+		       const struct kvt_retention *retention,
+		       enum kvt_reserve_state *states,
+		       struct kvt_location *locs, struct kvt_err *err)
+{
+	struct kvt_session *s;
+	struct kvt_req rq;
+	int rc;
+
+	pthread_mutex_lock(&e->lock);
+	if ((rc = session_req(e, q, &s, &rq, false, err)) == 0)
+		rc = reserve_locked(e, &s->pending, s, &rq, parent, retention,
+				    states, locs, err);
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+/* Checks that every key is PENDING and owned by owner. Caller holds the lock. */
+static int check_owned(struct kvt_engine *e, void *owner,
+		       const struct kvt_req *q, struct kvt_err *err)
+{
+	char hex[17];
+
+	for (uint32_t i = 0; i < q->n; i++) {
+		struct kvt_block *b = find(e, q, i);
+
+		if (!b || b->state != KVT_BLOCK_PENDING ||
+		    b->u.pending.owner != owner)
+			return engine_fail(err, -EPERM,
+					   "keys[%u] (%s...) is not reserved by this session (%s)",
+					   i, key_hex(q->keys[i], hex),
+					   !b ? "absent" :
+					   b->state == KVT_BLOCK_READY ? "already committed" :
+								  "reserved by another session");
+	}
+	return 0;
+}
+
+/* Publishes PENDING blocks and wakes their readers. Caller holds the lock. */
+static void commit_locked(struct kvt_engine *e, struct kvt_block_list *pending,
+			  const struct kvt_req *q, struct done_list *done)
+{
+	struct namespace *nsp = &e->ns[q->ns];
+
+	for (uint32_t i = 0; i < q->n; i++) {
+		struct kvt_block *b = find(e, q, i);
+		struct kvt_waiter *waiters;
+
+		if (b->state == KVT_BLOCK_READY)
+			continue; /* listed twice */
+		waiters = b->u.pending.waiters;
+		kvt_block_list_unlink(pending, b);
+		b->state = KVT_BLOCK_READY;
+		b->u.atime = nsp->last_use = engine_now_locked(e);
+		kvt_policy_update(e->policy, b);
+		nsp->pending--;
+		nsp->ready++;
+		e->st.committed_total++;
+		e->st.host_in_bytes_total += nsp->page_bytes;
+		wake_waiters(e, waiters, done);
+		tiers_save(e, b);
+	}
+}
+
+static void abort_locked(struct kvt_engine *e, struct kvt_block_list *pending,
+			 const struct kvt_req *q, struct done_list *done)
+{
+	for (uint32_t i = 0; i < q->n; i++) {
+		struct kvt_block *b = find(e, q, i);
+
+		if (b) /* NULL when listed twice */
+			pending_abort(e, pending, b, done);
+	}
+}
+
+typedef void (*owned_op)(struct kvt_engine *e, struct kvt_block_list *pending,
+			 const struct kvt_req *q, struct done_list *done);
+
+/*
+ * Commit and Abort: all keys must be this session's reservations. In a
+ * namespace dropped since they were made, both abort them, and a Commit
+ * says it could not publish them.
+ */
+static int owned_call(struct kvt_engine *e, const struct kvt_req *q,
+		      owned_op op, struct kvt_err *err)
+{
+	struct done_list done = { 0 };
+	struct kvt_session *s;
+	struct kvt_req rq;
+	int rc;
+
+	pthread_mutex_lock(&e->lock);
+	if ((rc = session_req(e, q, &s, &rq, true, err)) == 0 &&
+	    (rc = check_owned(e, s, &rq, err)) == 0) {
+		if (e->ns[rq.ns].state == NS_DROPPED) {
+			if (op == commit_locked)
+				rc = engine_fail(err, -ENOENT,
+						 "namespace %s (namespace_id %u) was dropped: its reservations are aborted",
+						 e->ns[rq.ns].name, q->ns);
+			op = abort_locked;
+		}
+		op(e, &s->pending, &rq, &done);
+	}
+	pthread_mutex_unlock(&e->lock);
+	done_run(&done);
+	return rc;
+}
+
+int kvt_engine_commit(struct kvt_engine *e, const struct kvt_req *q,
+		      struct kvt_err *err)
+{
+	return owned_call(e, q, commit_locked, err);
+}
+
+int kvt_engine_abort(struct kvt_engine *e, const struct kvt_req *q,
+		     struct kvt_err *err)
+{
+	return owned_call(e, q, abort_locked, err);
+}
+
+/* ---- acquire / release / pin ---- */
+
+int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
+		       uint64_t wait, kvt_acquire_done done_fn, void *arg,
+		       struct kvt_err *err)
+{
+	struct done_list done = { 0 };
+	struct kvt_waiter *w;
+	struct kvt_session *s;
+	size_t per_key = sizeof(*w->pinned) + sizeof(*w->locs) + KVT_KEY_BYTES;
+	int rc = 0;
+
+	w = calloc(1, sizeof(*w) + per_key * q->n);
+	if (!w)
+		return engine_fail(err, -ENOMEM, "out of memory");
+	w->pinned = (struct kvt_block **)(w + 1);
+	w->locs = (struct kvt_location *)(w->pinned + q->n);
+	w->keys = (uint8_t(*)[KVT_KEY_BYTES])(w->locs + q->n);
+	w->result.locs = w->locs;
+	w->n = q->n;
+	w->done = done_fn;
+	w->arg = arg;
+	for (uint32_t i = 0; i < q->n; i++)
+		memcpy(w->keys[i], q->keys[i], KVT_KEY_BYTES);
+
+	pthread_mutex_lock(&e->lock);
+	s = session_find(e, q->session, q->tenant);
+	if (wait > e->cfg.max_wait) /* reload changes it under the lock */
+		rc = engine_fail(err, -EINVAL, "wait_ms %llu exceeds max_wait (%llu ms)",
+				 (unsigned long long)(wait / KVT_MS),
+				 (unsigned long long)(e->cfg.max_wait / KVT_MS));
+	else if (!s)
+		rc = engine_fail(err, -ENOENT, "unknown session");
+	else if ((rc = ns_index(e, q->ns, q->tenant, false, err)) >= 0)
+		w->ns = (uint32_t)rc;
+	if (rc >= 0 && e->cfg.max_leases) {
+		struct tenant *t = &e->tenants[s->tenant];
+
+		if (t->leases + t->acquiring >= e->cfg.max_leases) {
+			e->st.leases_refused_total++;
+			rc = engine_fail(err, -EDQUOT,
+					 "tenants.max_leases (%u) reached for tenant %s: release leases first",
+					 e->cfg.max_leases, t->name);
+		}
+	}
+	if (rc >= 0) {
+		rc = 0;
+		e->tenants[s->tenant].acquiring++;
+		w->session = s;
+		w->tenant = ns_scope(e, w->ns);
+		w->wait_deadline = engine_now_locked(e) + wait;
+		waiter_advance(e, w, &done);
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (rc < 0)
+		free(w);
+	done_run(&done);
+	return rc;
+}
+
+int kvt_engine_release(struct kvt_engine *e, uint32_t tenant,
+		       const uint8_t token[KVT_SESSION_TOKEN_BYTES],
+		       uint64_t lease, struct kvt_err *err)
+{
+	struct kvt_session *s;
+	int rc = 0;
+
+	pthread_mutex_lock(&e->lock);
+	s = session_find(e, token, tenant);
+	if (!s)
+		rc = engine_fail(err, -ENOENT, "unknown session");
+	else if (!lease_remove(e, s, lease))
+		rc = engine_fail(err, -ENOENT,
+				 "lease %llu is not held by this session (released, or expired after lease_ttl)",
+				 (unsigned long long)lease);
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+int kvt_engine_pin(struct kvt_engine *e, const struct kvt_req *q,
+		   uint32_t max_pins, struct kvt_block **pinned,
+		   uint32_t *count, uint32_t *ready, struct kvt_err *err)
+{
+	struct kvt_req rq;
+	int rc;
+
+	*count = 0;
+	pthread_mutex_lock(&e->lock);
+	if ((rc = req_resolve(e, q, &rq, false, err)) == 0)
+		rc = ready_prefix(e, &rq, ready, err);
+	if (rc == 0) {
+		q = &rq;
+		for (; *count < *ready && *count < max_pins; (*count)++) {
+			struct kvt_block *b = e->found[*count];
+
+			if (!b->has_slot || b->promoting)
+				break;
+			pinned[*count] = b;
+			block_pin(e, b);
+			e->st.host_out_bytes_total += e->ns[q->ns].page_bytes;
+		}
+		/* Blocks kept by a lower tier only are read back for the next
+		 * call. Found anew: making room for one may evict the next. */
+		for (uint32_t i = *count; i < *ready; i++) {
+			struct kvt_block *b = find(e, q, i);
+
+			if (!b || b->state != KVT_BLOCK_READY ||
+			    (!b->has_slot && !block_promote(e, b)))
+				break;
+		}
+	}
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+void kvt_engine_unpin(struct kvt_engine *e, struct kvt_block **blocks,
+		      uint32_t n)
+{
+	pthread_mutex_lock(&e->lock);
+	for (uint32_t i = 0; i < n; i++)
+		block_unpin(e, blocks[i]);
+	pthread_mutex_unlock(&e->lock);
+}
+
+const void *kvt_engine_page(const struct kvt_engine *e,
+			    const struct kvt_block *b)
+{
+	return kvt_host_ptr(e->host, b->segment,
+			    kvt_slots_offset(e->slots, b->segment, b->slot));
+}
+
+/* ---- put ---- */
+
+int kvt_engine_put(struct kvt_engine *e, const struct kvt_req *q,
+		   const uint8_t *parent, const struct kvt_retention *retention,
+		   const void *const *pages, uint32_t *stored,
+		   struct kvt_err *err)
+{
+	enum kvt_reserve_state *states = malloc(sizeof(*states) * q->n);
+	struct kvt_location *locs = malloc(sizeof(*locs) * q->n);
+	/* The reservations of this call, owned by nobody else. */
+	struct kvt_block_list mine = { 0 };
+	struct done_list done = { 0 };
+	uint64_t page_bytes = 0;
+	struct kvt_req rq;
+	int rc;
+
+	*stored = 0;
+	if (!states || !locs) {
+		rc = engine_fail(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	pthread_mutex_lock(&e->lock);
+	rc = req_resolve(e, q, &rq, false, err);
+	if (rc == 0) {
+		q = &rq;
+		page_bytes = e->ns[q->ns].page_bytes;
+		rc = reserve_locked(e, &mine, &mine, q, parent, retention,
+				    states, locs, err);
+	}
+	if (rc < 0) {
+		while (mine.head)
+			pending_abort(e, &mine, mine.head, &done);
+		pthread_mutex_unlock(&e->lock);
+		goto out;
+	}
+	pthread_mutex_unlock(&e->lock);
+
+	/* The slots are PENDING and ours: copy without the lock. */
+	for (uint32_t i = 0; i < q->n; i++)
+		if (states[i] == KVT_RESERVE_RESERVED)
+			memcpy(kvt_host_ptr(e->host, locs[i].segment,
+					    locs[i].offset),
+			       pages[i], page_bytes);
+
+	pthread_mutex_lock(&e->lock);
+	if (e->ns[q->ns].state == NS_DROPPED) {
+		rc = engine_fail(err, -ENOENT, "namespace %s was dropped during the Put",
+				 e->ns[q->ns].name);
+		while (mine.head)
+			pending_abort(e, &mine, mine.head, &done);
+	}
+	for (uint32_t i = 0; i < q->n && rc == 0; i++) {
+		struct kvt_req one = *q;
+
+		if (states[i] != KVT_RESERVE_RESERVED)
+			continue;
+		one.keys = &q->keys[i];
+		one.n = 1;
+		if (find(e, &one, 0)->state == KVT_BLOCK_PENDING) /* once per key */
+			(*stored)++;
+		commit_locked(e, &mine, &one, &done);
+	}
+	pthread_mutex_unlock(&e->lock);
+out:
+	done_run(&done);
+	free(states);
+	free(locs);
+	return rc;
+}
+/* ---- drop ---- */
+
+struct drop_all {
+	struct kvt_engine *e;
+	uint32_t ns, tenant, dropped, pending;
+	bool any_ns, any_tenant; /* any_tenant: every namespace of ns's name */
+};
+
+static void drop_all_cb(struct kvt_block *b, void *arg)
+{
+	struct drop_all *d = arg;
+	const struct namespace *n = d->e->ns;
+	bool ns_match = d->any_ns || b->ns == d->ns ||
+			(d->any_tenant && strcmp(n[b->ns].name, n[d->ns].name) == 0);
+
+	if (b->state == KVT_BLOCK_READY && ns_match &&
+	    (d->any_tenant || b->tenant == d->tenant)) {
+		block_unindex(d->e, b);
+		d->dropped++;
+	} else if (ns_match && b->state == KVT_BLOCK_PENDING) {
+		d->pending++; /* left to its producer */
+	}
+}
+
+static int drop_tenant(struct kvt_engine *e, const struct kvt_req *q,
+		       bool admin, uint32_t uid, struct drop_all *d,
+		       struct kvt_err *err)
+{
+	uint32_t t;
+
+	if (!admin && uid != e->tenants[q->tenant].uid)
+		return engine_fail(err, -EACCES,
+				   "only an admin may drop another tenant's blocks (uid %u)",
+				   uid);
+	for (t = 1; t < e->ntenants && e->tenants[t].uid != uid; t++)
+		;
+	if (t == e->ntenants)
+		return 0; /* a tenant never seen has no blocks */
+	d->any_ns = true;
+	d->tenant = t;
+	kvt_index_foreach(e->index, drop_all_cb, d);
+	return 0;
+}
+
+int kvt_engine_drop(struct kvt_engine *e, const struct kvt_req *q,
+		    enum kvt_drop_scope scope_kind, bool admin,
+		    uint32_t target_uid, uint32_t *dropped, struct kvt_err *err)
+{
+	struct drop_all d = { .e = e };
+	struct kvt_req rq;
+	int rc = 0;
+
+	pthread_mutex_lock(&e->lock);
+	if (scope_kind == KVT_DROP_TENANT) {
+		rc = drop_tenant(e, q, admin, target_uid, &d, err);
+		goto out;
+	}
+	if ((rc = req_resolve(e, q, &rq, false, err)) < 0)
+		goto out;
+	q = &rq;
+	d.ns = q->ns;
+	if (scope_kind == KVT_DROP_NAMESPACE) {
+		if (e->ns[q->ns].shared && !admin) {
+			rc = engine_fail(err, -EACCES,
+					 "namespace %s is shared: only an admin may drop all of it",
+					 e->ns[q->ns].name);
+			goto out;
+		}
+		d.tenant = ns_scope(e, q->ns);
+		d.any_tenant = admin;
+		kvt_index_foreach(e->index, drop_all_cb, &d);
+		goto out;
+	}
+	for (uint32_t i = 0; i < q->n; i++) {
+		struct kvt_block *b = find(e, q, i);
+
+		if (b && b->state == KVT_BLOCK_READY) {
+			block_unindex(e, b);
+			d.dropped++;
+		}
+	}
+out:
+	e->st.dropped_total += d.dropped;
+	*dropped = d.dropped;
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+int kvt_engine_drop_namespace(struct kvt_engine *e, uint32_t tenant,
+			      uint32_t ns, bool admin, uint32_t *dropped,
+			      uint32_t *pending, struct kvt_err *err)
+{
+	struct drop_all d = { .e = e };
+	struct namespace *n;
+	int rc;
+
+	pthread_mutex_lock(&e->lock);
+	/* An admin may name any tenant's namespace: as its owner would. */
+	if (admin && (ns & 0xffff) < e->nns)
+		tenant = e->ns[ns & 0xffff].tenant;
+	if ((rc = ns_index(e, ns, tenant, false, err)) < 0)
+		goto out;
+	n = &e->ns[rc];
+	if (n->shared && !admin) {
+		rc = engine_fail(err, -EACCES,
+				 "namespace %s is shared: only an admin may drop it",
+				 n->name);
+		goto out;
+	}
+	d.ns = (uint32_t)rc;
+	d.tenant = n->tenant;
+	kvt_index_foreach(e->index, drop_all_cb, &d);
+	n->state = n->blocks ? NS_DROPPED : NS_FREE;
+	tiers_namespace(e, d.ns, false);
+	e->st.dropped_total += d.dropped;
+	e->st.namespaces_dropped_total++;
+	rc = 0;
+out:
+	*dropped = d.dropped;
+	*pending = d.pending;
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
