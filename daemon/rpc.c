@@ -24,7 +24,7 @@
 static const struct {
 	int err;
 	grpc_status_code code;
-} errno_status[] = {
+} errno_codes[] = {
 	{ EINVAL, GRPC_STATUS_INVALID_ARGUMENT },
 	{ ENOENT, GRPC_STATUS_NOT_FOUND },
 	{ EPERM, GRPC_STATUS_FAILED_PRECONDITION },
@@ -34,15 +34,16 @@ static const struct {
 	{ EDQUOT, GRPC_STATUS_RESOURCE_EXHAUSTED },
 };
 
-static grpc_status_code engine_status(int rc, const struct kvt_err *err,
-				      struct kvt_reply *r)
+/* The status of rc (0 or -errno), with err's message in r. */
+static grpc_status_code errno_status(int rc, const struct kvt_err *err,
+				     struct kvt_reply *r)
 {
 	if (rc == 0)
 		return GRPC_STATUS_OK;
 	snprintf(r->msg, sizeof(r->msg), "%s", err->msg);
-	for (size_t i = 0; i < sizeof(errno_status) / sizeof(errno_status[0]); i++)
-		if (errno_status[i].err == -rc)
-			return errno_status[i].code;
+	for (size_t i = 0; i < sizeof(errno_codes) / sizeof(errno_codes[0]); i++)
+		if (errno_codes[i].err == -rc)
+			return errno_codes[i].code;
 	return GRPC_STATUS_INTERNAL;
 }
 
@@ -57,17 +58,6 @@ reject(struct kvt_reply *r, grpc_status_code code, const char *fmt, ...)
 	return code;
 }
 
-static void *unpack(const ProtobufCMessageDescriptor *d, const uint8_t *req,
-		    size_t len, struct kvt_reply *r)
-{
-	void *m = protobuf_c_message_unpack(d, NULL, len, req);
-
-	if (!m)
-		snprintf(r->msg, sizeof(r->msg), "malformed %s: the bytes do not parse",
-			 d->name);
-	return m;
-}
-
 static grpc_status_code pack(const void *msg, struct kvt_reply *r)
 {
 	size_t len = protobuf_c_message_get_packed_size(msg);
@@ -79,93 +69,37 @@ static grpc_status_code pack(const void *msg, struct kvt_reply *r)
 	return GRPC_STATUS_OK;
 }
 
-/*
- * Checks a key list (count and lengths) and returns pointers to the keys in
- * *out (to free). `what` names the field in messages.
- */
-static grpc_status_code check_keys(const struct kvt_daemon *d, size_t n,
-				   const ProtobufCBinaryData *keys,
-				   const uint8_t ***out, struct kvt_reply *r)
-{
-	const uint8_t **p;
-
-	if (n == 0)
-		return reject(r, GRPC_STATUS_INVALID_ARGUMENT, "keys is empty");
-	if (n > d->max_keys)
-		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
-			      "%zu keys exceed max_keys_per_request (%u)", n,
-			      d->max_keys);
-	for (size_t i = 0; i < n; i++)
-		if (keys[i].len != KVT_KEY_BYTES)
-			return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
-				      "keys[%zu] is %zu bytes, keys must be %d",
-				      i, keys[i].len, KVT_KEY_BYTES);
-	p = malloc(sizeof(*p) * n);
-	if (!p)
-		return reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-	for (size_t i = 0; i < n; i++)
-		p[i] = keys[i].data;
-	*out = p;
-	return GRPC_STATUS_OK;
-}
-
-static grpc_status_code check_session(const ProtobufCBinaryData *token,
-				      struct kvt_reply *r)
-{
-	if (token->len != KVT_SESSION_TOKEN_BYTES)
-		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
-			      "session is %zu bytes; pass the %d-byte token from Attach",
-			      token->len, KVT_SESSION_TOKEN_BYTES);
-	return GRPC_STATUS_OK;
-}
-
-/* An optional parent key: empty, or 16 bytes. */
-static grpc_status_code check_parent(const ProtobufCBinaryData *parent,
-				     const uint8_t **out, struct kvt_reply *r)
-{
-	*out = NULL;
-	if (parent->len == 0)
-		return GRPC_STATUS_OK;
-	if (parent->len != KVT_KEY_BYTES)
-		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
-			      "parent is %zu bytes, keys must be %d", parent->len,
-			      KVT_KEY_BYTES);
-	*out = parent->data;
-	return GRPC_STATUS_OK;
-}
-
 /* A duration in ms from a request, in engine ns. At most
  * KVT_DURATION_MS_MAX (10 years): deadlines are now + it, which must not
  * wrap (a wrapped deadline is already past). */
-static grpc_status_code check_duration(const char *field, uint64_t ms,
-				       uint64_t *ns, struct kvt_reply *r)
+static int check_duration(const char *field, uint64_t ms, uint64_t *ns,
+			  struct kvt_err *err)
 {
 	if (ms > KVT_DURATION_MS_MAX)
-		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
-			      "%s %llu is above %llu (10 years)", field,
-			      (unsigned long long)ms, KVT_DURATION_MS_MAX);
+		return kvt_errf(err, -EINVAL, "%s %llu is above %llu (10 years)",
+				field, (unsigned long long)ms, KVT_DURATION_MS_MAX);
 	*ns = ms * KVT_MS;
-	return GRPC_STATUS_OK;
+	return 0;
 }
 
-static grpc_status_code check_retention(const Kvtier__V1__Retention *m,
-				       struct kvt_retention *out,
-				       const struct kvt_retention **ret,
-				       struct kvt_reply *r)
+static int check_retention(const Kvtier__V1__Retention *m,
+			   struct kvt_retention *out,
+			   const struct kvt_retention **ret, struct kvt_err *err)
 {
+	int rc;
+
 	*ret = NULL;
 	if (!m)
-		return GRPC_STATUS_OK;
+		return 0;
 	if (m->priority > KVT_PRIORITY_MAX)
-		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
-			      "retention.priority %u is outside 0..%d",
-			      m->priority, KVT_PRIORITY_MAX);
-	if (check_duration("retention.duration_ms", m->duration_ms,
-			   &out->duration, r) != GRPC_STATUS_OK)
-		return GRPC_STATUS_INVALID_ARGUMENT;
+		return kvt_errf(err, -EINVAL, "retention.priority %u is outside 0..%d",
+				m->priority, KVT_PRIORITY_MAX);
+	if ((rc = check_duration("retention.duration_ms", m->duration_ms,
+				 &out->duration, err)) < 0)
+		return rc;
 	out->priority = (uint8_t)m->priority;
 	*ret = out;
-	return GRPC_STATUS_OK;
+	return 0;
 }
 
 /* The name a tenant goes by: its user name, else "uid:N". */
@@ -190,21 +124,21 @@ static uint32_t caller_uid(struct kvt_call *call)
 	return peer->unix_socket ? (uint32_t)peer->uid : TCP_UID;
 }
 
-/* The engine tenant of the caller. */
-static grpc_status_code caller(struct kvt_daemon *d, struct kvt_call *call,
-			       uint32_t *tenant, struct kvt_reply *r)
+/* The engine tenant of the caller. A known one costs no lock (see
+ * kvt_engine_tenant); the user database is read once per tenant. */
+static int caller(struct kvt_daemon *d, struct kvt_call *call,
+		  uint32_t *tenant, struct kvt_err *err)
 {
 	uint32_t uid = caller_uid(call);
 	char name[KVT_TENANT_NAME_MAX];
 
-	/* The user database is read once per tenant, not per call. */
 	if (kvt_engine_tenant(d->engine, uid, NULL, tenant) == 0)
-		return GRPC_STATUS_OK;
+		return 0;
 	tenant_name(uid, name, sizeof(name));
 	if (kvt_engine_tenant(d->engine, uid, name, tenant) < 0)
-		return reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
-			      "the daemon already serves %d tenants", KVT_TENANTS_MAX);
-	return GRPC_STATUS_OK;
+		return kvt_errf(err, -ENOSPC, "the daemon already serves %d tenants",
+				KVT_TENANTS_MAX);
+	return 0;
 }
 
 void kvt_rpc_peer_name(void *ctx, const struct kvt_peer *p, char *buf,
@@ -224,50 +158,34 @@ static bool is_admin(struct kvt_call *call)
 
 /* ---- Attach ---- */
 
-static grpc_status_code attach_open(void *ctx, struct kvt_call *call,
-				    const uint8_t *req, size_t len,
-				    struct kvt_reply *r, void **state)
+static int attach(struct kvt_daemon *d, struct kvt_call *call,
+		  const Kvtier__V1__AttachRequest *q, struct kvt_reply *r,
+		  void **state, struct kvt_err *err)
 {
-	struct kvt_daemon *d = ctx;
-	Kvtier__V1__AttachRequest *q =
-		unpack(&kvtier__v1__attach_request__descriptor, req, len, r);
 	Kvtier__V1__AttachEvent ev = KVTIER__V1__ATTACH_EVENT__INIT;
 	Kvtier__V1__HbmPool pool = KVTIER__V1__HBM_POOL__INIT;
 	uint8_t token[KVT_SESSION_TOKEN_BYTES];
 	char name[KVT_TENANT_NAME_MAX];
 	struct kvt_session *s;
-	grpc_status_code code;
 	uint32_t tenant;
 	int rc;
 
-	if (!q)
-		return GRPC_STATUS_INVALID_ARGUMENT;
-	if (strlen(q->client_name) > CLIENT_NAME_MAX) {
-		code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
-			      "client_name is longer than %d bytes", CLIENT_NAME_MAX);
-		goto out;
-	}
-	if (q->gpu_uuid.len != 0 && q->gpu_uuid.len != KVT_GPU_UUID_BYTES) {
-		code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
-			      "gpu_uuid is %zu bytes; pass the %d-byte cudaDeviceProp.uuid or nothing",
-			      q->gpu_uuid.len, KVT_GPU_UUID_BYTES);
-		goto out;
-	}
-	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK)
-		goto out;
+	if (strlen(q->client_name) > CLIENT_NAME_MAX)
+		return kvt_errf(err, -EINVAL, "client_name is longer than %d bytes",
+				CLIENT_NAME_MAX);
+	if (q->gpu_uuid.len != 0 && q->gpu_uuid.len != KVT_GPU_UUID_BYTES)
+		return kvt_errf(err, -EINVAL,
+				"gpu_uuid is %zu bytes; pass the %d-byte cudaDeviceProp.uuid or nothing",
+				q->gpu_uuid.len, KVT_GPU_UUID_BYTES);
+	if ((rc = caller(d, call, &tenant, err)) < 0)
+		return rc;
+	tenant_name(caller_uid(call), name, sizeof(name));
 	rc = kvt_engine_session_open(d->engine, tenant, token, &s);
-	if (rc == -EDQUOT) {
-		tenant_name(caller_uid(call), name, sizeof(name));
-		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
-			      "tenants.max_sessions (%u) reached for tenant %s: close a session first",
-			      d->max_sessions, name);
-		goto out;
-	}
-	if (rc < 0) {
-		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
-			      "cannot open a session: %s", strerror(-rc));
-		goto out;
-	}
+	if (rc == -EDQUOT)
+		return kvt_errf(err, rc, "tenants.max_sessions (%u) reached for tenant %s: close a session first",
+				d->max_sessions, name);
+	if (rc < 0)
+		return kvt_errf(err, rc, "cannot open a session: %s", strerror(-rc));
 	ev.session.data = token;
 	ev.session.len = sizeof(token);
 	/* Over TCP there is no descriptor passing: Put and Get only. */
@@ -291,19 +209,34 @@ static grpc_status_code attach_open(void *ctx, struct kvt_call *call,
 			ev.hbm_pool = &pool;
 		}
 	}
-	tenant_name(caller_uid(call), name, sizeof(name));
 	ev.tenant = name;
-	code = pack(&ev, r);
-	if (code != GRPC_STATUS_OK) {
+	if (pack(&ev, r) != GRPC_STATUS_OK) {
 		kvt_engine_session_close(d->engine, s);
-		goto out;
+		return kvt_errf(err, -ENOMEM, "out of memory");
 	}
 	*state = s;
 	kvt_log(KVT_LOG_INFO, "session opened (client \"%s\", tenant %s, pid %d)",
 		q->client_name, name, (int)kvt_call_peer(call)->pid);
-out:
-	protobuf_c_message_free_unpacked(&q->base, NULL);
-	return code;
+	return 0;
+}
+
+static grpc_status_code attach_open(void *ctx, struct kvt_call *call,
+				    const uint8_t *req, size_t len,
+				    struct kvt_reply *r, void **state)
+{
+	Kvtier__V1__AttachRequest *q =
+		kvtier__v1__attach_request__unpack(NULL, len, req);
+	struct kvt_err err;
+	int rc;
+
+	if (!q)
+		rc = kvt_errf(&err, -EINVAL, "malformed %s: the bytes do not parse",
+			      kvtier__v1__attach_request__descriptor.name);
+	else
+		rc = attach(ctx, call, q, r, state, &err);
+	if (q)
+		protobuf_c_message_free_unpacked(&q->base, NULL);
+	return errno_status(rc, &err, r);
 }
 
 static void attach_close(void *ctx, void *state)
@@ -318,7 +251,160 @@ const struct kvt_stream_method kvt_rpc_attach = {
 	"/kvtier.v1.KvTier/Attach", attach_open, attach_close
 };
 
-/* ---- unary methods ---- */
+/* ---- unary methods: one prologue and epilogue, a body each ---- */
+
+/*
+ * One unary call as its body sees it: the request unpacked and its common
+ * fields checked (those it has of session, namespace_id, keys, parent and
+ * retention, found by name through the message's descriptor), the caller's
+ * tenant, and the response to fill in.
+ */
+struct rpc {
+	struct kvt_daemon *d;
+	struct kvt_call *call;
+	struct kvt_reply *r;
+	const void *in;                /* the request, of the method's type */
+	ProtobufCMessage *out;         /* the response, initialised */
+	struct kvt_req q;              /* tenant, session, ns and keys */
+	const uint8_t *parent;         /* NULL: none given */
+	const struct kvt_retention *retention; /* NULL: the default */
+	struct kvt_retention retention_buf;
+	struct kvt_err err;            /* why a body failed */
+	bool packed;                   /* the body packed r itself */
+	void *mem[8];                  /* freed once the reply is packed */
+};
+
+/* A body: 0 (the response is packed from c->out unless c->packed),
+ * RPC_DEFERRED (kvt_call_reply answers later), or -errno with c->err. */
+#define RPC_DEFERRED 1
+
+struct rpc_method {
+	const ProtobufCMessageDescriptor *in, *out;
+	bool keys_optional; /* an empty key list is the body's to judge */
+	int (*body)(struct rpc *c);
+};
+
+/* Zeroed memory that lives until the reply is packed; NULL when out of
+ * memory. */
+static void *rpc_alloc(struct rpc *c, size_t n, size_t size)
+{
+	for (size_t i = 0; i < sizeof(c->mem) / sizeof(c->mem[0]); i++)
+		if (!c->mem[i])
+			return c->mem[i] = calloc(n + 1, size);
+	return NULL;
+}
+
+/* The request's field `name`: its address and (repeated) count, or NULL
+ * when the message has no such field. */
+static const void *field(const ProtobufCMessage *m, const char *name,
+			 size_t *count)
+{
+	const ProtobufCFieldDescriptor *f =
+		protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
+
+	if (!f)
+		return NULL;
+	if (count)
+		*count = f->label == PROTOBUF_C_LABEL_REPEATED ?
+			 *(const size_t *)((const char *)m + f->quantifier_offset) : 1;
+	return (const char *)m + f->offset;
+}
+
+/* Checks the fields keyed calls share and fills c->q, c->parent and
+ * c->retention from them. */
+static int rpc_common(struct rpc *c, const struct rpc_method *m)
+{
+	const ProtobufCMessage *in = c->in;
+	const ProtobufCBinaryData *session = field(in, "session", NULL);
+	const ProtobufCBinaryData *parent = field(in, "parent", NULL);
+	const ProtobufCBinaryData *keys;
+	Kvtier__V1__Retention *const *retention = field(in, "retention", NULL);
+	const uint32_t *ns = field(in, "namespace_id", NULL);
+	const ProtobufCBinaryData *const *key_list = field(in, "keys", NULL);
+	size_t n = 0;
+	int rc;
+
+	if (session && session->len != KVT_SESSION_TOKEN_BYTES)
+		return kvt_errf(&c->err, -EINVAL,
+				"session is %zu bytes; pass the %d-byte token from Attach",
+				session->len, KVT_SESSION_TOKEN_BYTES);
+	if (parent && parent->len != 0 && parent->len != KVT_KEY_BYTES)
+		return kvt_errf(&c->err, -EINVAL, "parent is %zu bytes, keys must be %d",
+				parent->len, KVT_KEY_BYTES);
+	if (retention && (rc = check_retention(*retention, &c->retention_buf,
+					       &c->retention, &c->err)) < 0)
+		return rc;
+	c->q.session = session ? session->data : NULL;
+	c->q.ns = ns ? *ns : 0;
+	c->parent = parent && parent->len ? parent->data : NULL;
+	if (!key_list)
+		return 0;
+	field(in, "keys", &n);
+	keys = *key_list;
+	if (n == 0 && !m->keys_optional)
+		return kvt_errf(&c->err, -EINVAL, "keys is empty");
+	if (n > c->d->max_keys)
+		return kvt_errf(&c->err, -EINVAL, "%zu keys exceed max_keys_per_request (%u)",
+				n, c->d->max_keys);
+	for (size_t i = 0; i < n; i++)
+		if (keys[i].len != KVT_KEY_BYTES)
+			return kvt_errf(&c->err, -EINVAL, "keys[%zu] is %zu bytes, keys must be %d",
+					i, keys[i].len, KVT_KEY_BYTES);
+	const uint8_t **p = rpc_alloc(c, n, sizeof(*p));
+
+	if (!p)
+		return kvt_errf(&c->err, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		p[i] = keys[i].data;
+	c->q.keys = p;
+	c->q.n = (uint32_t)n;
+	return 0;
+}
+
+static int rpc_pack(struct rpc *c)
+{
+	if (pack(c->out, c->r) != GRPC_STATUS_OK)
+		return kvt_errf(&c->err, -ENOMEM, "out of memory");
+	c->packed = true;
+	return 0;
+}
+
+/* The prologue (unpack, tenant, common checks), the body, and the
+ * epilogue (pack, or -errno to a status and its message) of every unary
+ * method. */
+static grpc_status_code rpc_call(void *ctx, const void *method,
+				 struct kvt_call *call, const uint8_t *req,
+				 size_t len, struct kvt_reply *r)
+{
+	const struct rpc_method *m = method;
+	struct rpc c = { .d = ctx, .call = call, .r = r };
+	grpc_status_code code;
+	int rc;
+
+	c.in = protobuf_c_message_unpack(m->in, NULL, len, req);
+	c.out = calloc(1, m->out->sizeof_message);
+	if (c.out)
+		protobuf_c_message_init(m->out, c.out);
+	if (!c.in)
+		rc = kvt_errf(&c.err, -EINVAL, "malformed %s: the bytes do not parse",
+			      m->in->name);
+	else if (!c.out)
+		rc = kvt_errf(&c.err, -ENOMEM, "out of memory");
+	else if ((rc = caller(c.d, call, &c.q.tenant, &c.err)) == 0 &&
+		 (rc = rpc_common(&c, m)) == 0)
+		rc = m->body(&c);
+	if (rc == 0 && !c.packed)
+		rc = rpc_pack(&c);
+	code = rc == RPC_DEFERRED ? KVT_STATUS_DEFERRED : errno_status(rc, &c.err, r);
+	for (size_t i = 0; i < sizeof(c.mem) / sizeof(c.mem[0]); i++)
+		free(c.mem[i]);
+	free(c.out);
+	if (c.in)
+		protobuf_c_message_free_unpacked((ProtobufCMessage *)c.in, NULL);
+	return code;
+}
+
+/* ---- the bodies ---- */
 
 /* Whether a tenant that is not an admin sees namespace ns in Stats: its
  * own and the shared ones. */
@@ -327,252 +413,107 @@ static bool ns_visible(const struct kvt_namespace_stats *st, uint32_t tenant)
 	return st->tenant == tenant || st->shared;
 }
 
-static grpc_status_code open_namespace(void *ctx, struct kvt_call *call,
-				       const uint8_t *req, size_t len,
-				       struct kvt_reply *r)
+static int open_namespace(struct rpc *c)
 {
-	struct kvt_daemon *d = ctx;
-	Kvtier__V1__OpenNamespaceRequest *q =
-		unpack(&kvtier__v1__open_namespace_request__descriptor, req, len, r);
-	Kvtier__V1__OpenNamespaceResponse p = KVTIER__V1__OPEN_NAMESPACE_RESPONSE__INIT;
-	struct kvt_err err;
-	grpc_status_code code;
-	bool created = false;
-	uint32_t tenant;
+	const Kvtier__V1__OpenNamespaceRequest *q = c->in;
+	Kvtier__V1__OpenNamespaceResponse *p = (void *)c->out;
 	uint64_t idle_ttl = 0;
+	bool created;
 	int rc;
 
-	if (!q)
-		return GRPC_STATUS_INVALID_ARGUMENT;
-	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK)
-		goto out;
-	p.shared = kvt_config_listed(d->shared_namespaces, q->name);
-	code = check_duration("idle_ttl_ms", q->idle_ttl_ms, &idle_ttl, r);
-	if (code != GRPC_STATUS_OK)
-		goto out;
-	rc = kvt_engine_open_namespace(d->engine, tenant, q->name, q->page_bytes,
-				       q->block_tokens, p.shared,
-				       idle_ttl, &p.namespace_id,
-				       &created, &p.slot_stride, &err);
-	p.created = created;
-	code = engine_status(rc, &err, r);
-	if (code == GRPC_STATUS_OK) {
-		if (created)
-			kvt_log(KVT_LOG_INFO, "namespace %s: page %llu bytes, %u tokens per block%s",
-				q->name, (unsigned long long)q->page_bytes,
-				q->block_tokens, p.shared ? ", shared" : "");
-		code = pack(&p, r);
-	}
-out:
-	protobuf_c_message_free_unpacked(&q->base, NULL);
-	return code;
-}
-
-/* Fills the request head shared by keyed calls. */
-static struct kvt_req req_head(uint32_t tenant, const ProtobufCBinaryData *session,
-			       uint32_t ns, const uint8_t **keys, size_t n)
-{
-	return (struct kvt_req){ .tenant = tenant,
-				 .session = session ? session->data : NULL,
-				 .ns = ns, .keys = keys, .n = (uint32_t)n };
-}
-
-static grpc_status_code lookup(void *ctx, struct kvt_call *call,
-			       const uint8_t *req, size_t len,
-			       struct kvt_reply *r)
-{
-	struct kvt_daemon *d = ctx;
-	Kvtier__V1__LookupRequest *q =
-		unpack(&kvtier__v1__lookup_request__descriptor, req, len, r);
-	Kvtier__V1__LookupResponse p = KVTIER__V1__LOOKUP_RESPONSE__INIT;
-	Kvtier__V1__Tier *tiers = NULL;
-	enum kvt_tier *where = NULL;
-	const uint8_t **keys = NULL;
-	struct kvt_err err;
-	struct kvt_req h;
-	grpc_status_code code;
-	uint32_t tenant;
-
-	if (!q)
-		return GRPC_STATUS_INVALID_ARGUMENT;
-	if ((code = caller(d, call, &tenant, r)) == GRPC_STATUS_OK &&
-	    (code = check_keys(d, q->n_keys, q->keys, &keys, r)) == GRPC_STATUS_OK) {
-		where = malloc(sizeof(*where) * (q->n_keys + 1));
-		tiers = malloc(sizeof(*tiers) * (q->n_keys + 1));
-		if (!where || !tiers)
-			code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-	}
-	if (code == GRPC_STATUS_OK) {
-		h = req_head(tenant, NULL, q->namespace_id, keys, q->n_keys);
-		code = engine_status(kvt_engine_lookup(d->engine, &h,
-						       &p.ready_blocks,
-						       &p.pending_blocks, where,
-						       &err),
-				     &err, r);
-	}
-	if (code == GRPC_STATUS_OK) {
-		/* enum kvt_tier's values are the proto's. */
-		for (uint32_t i = 0; i < p.ready_blocks; i++)
-			tiers[i] = (Kvtier__V1__Tier)where[i];
-		p.tiers = tiers;
-		p.n_tiers = p.ready_blocks;
-		code = pack(&p, r);
-	}
-	free(where);
-	free(tiers);
-	free(keys);
-	protobuf_c_message_free_unpacked(&q->base, NULL);
-	return code;
-}
-
-/* Location messages for n engine locations, as an array of pointers. */
-struct locations {
-	Kvtier__V1__Location *msgs;
-	Kvtier__V1__Location **ptrs;
-};
-
-static int locations_fill(struct locations *l, const struct kvt_location *src,
-			  uint32_t n)
-{
-	l->msgs = calloc(n + 1, sizeof(*l->msgs));
-	l->ptrs = calloc(n + 1, sizeof(*l->ptrs));
-	if (!l->msgs || !l->ptrs)
-		return -ENOMEM;
-	for (uint32_t i = 0; i < n; i++) {
-		kvtier__v1__location__init(&l->msgs[i]);
-		l->msgs[i].tier = src[i].tier == KVT_TIER_HBM ?
-			KVTIER__V1__TIER__TIER_HBM : KVTIER__V1__TIER__TIER_HOST;
-		l->msgs[i].segment = src[i].segment;
-		l->msgs[i].generation = src[i].generation;
-		l->msgs[i].offset = src[i].offset;
-		l->ptrs[i] = &l->msgs[i];
-	}
+	p->shared = kvt_config_listed(c->d->shared_namespaces, q->name);
+	if ((rc = check_duration("idle_ttl_ms", q->idle_ttl_ms, &idle_ttl, &c->err)) < 0 ||
+	    (rc = kvt_engine_open_namespace(c->d->engine, c->q.tenant, q->name,
+					    q->page_bytes, q->block_tokens,
+					    p->shared, idle_ttl, &p->namespace_id,
+					    &created, &p->slot_stride, &c->err)) < 0)
+		return rc;
+	p->created = created;
+	if (created)
+		kvt_log(KVT_LOG_INFO, "namespace %s: page %llu bytes, %u tokens per block%s",
+			q->name, (unsigned long long)q->page_bytes,
+			q->block_tokens, p->shared ? ", shared" : "");
 	return 0;
 }
 
-static void locations_free(struct locations *l)
+static int lookup(struct rpc *c)
 {
-	free(l->msgs);
-	free(l->ptrs);
+	Kvtier__V1__LookupResponse *p = (void *)c->out;
+	enum kvt_tier *where = rpc_alloc(c, c->q.n, sizeof(*where));
+	Kvtier__V1__Tier *tiers = rpc_alloc(c, c->q.n, sizeof(*tiers));
+	int rc;
+
+	if (!where || !tiers)
+		return kvt_errf(&c->err, -ENOMEM, "out of memory");
+	rc = kvt_engine_lookup(c->d->engine, &c->q, &p->ready_blocks,
+			       &p->pending_blocks, where, &c->err);
+	/* enum kvt_tier's values are the proto's. */
+	for (uint32_t i = 0; rc == 0 && i < p->ready_blocks; i++)
+		tiers[i] = (Kvtier__V1__Tier)where[i];
+	p->tiers = tiers;
+	p->n_tiers = p->ready_blocks;
+	return rc;
 }
 
-static grpc_status_code reserve(void *ctx, struct kvt_call *call,
-				const uint8_t *req, size_t len,
-				struct kvt_reply *r)
+/* Location messages for n engine locations, as an array of pointers,
+ * allocated before the engine call whose result they carry so that it
+ * cannot be lost to a failed allocation after it; NULL: out of memory. */
+static Kvtier__V1__Location **locations_new(struct rpc *c, uint32_t n)
 {
-	struct kvt_daemon *d = ctx;
-	Kvtier__V1__ReserveRequest *q =
-		unpack(&kvtier__v1__reserve_request__descriptor, req, len, r);
-	Kvtier__V1__ReserveResponse p = KVTIER__V1__RESERVE_RESPONSE__INIT;
-	enum kvt_reserve_state *states = NULL;
-	struct kvt_location *locs = NULL;
-	struct locations l = { 0 };
-	const uint8_t **keys = NULL, *parent;
-	struct kvt_retention rbuf;
-	const struct kvt_retention *ret;
-	struct kvt_err err;
-	struct kvt_req h;
-	grpc_status_code code;
-	uint32_t tenant;
+	Kvtier__V1__Location *msgs = rpc_alloc(c, n, sizeof(*msgs));
+	Kvtier__V1__Location **ptrs = rpc_alloc(c, n, sizeof(*ptrs));
 
-	if (!q)
-		return GRPC_STATUS_INVALID_ARGUMENT;
-	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK ||
-	    (code = check_session(&q->session, r)) != GRPC_STATUS_OK ||
-	    (code = check_parent(&q->parent, &parent, r)) != GRPC_STATUS_OK ||
-	    (code = check_retention(q->retention, &rbuf, &ret, r)) != GRPC_STATUS_OK ||
-	    (code = check_keys(d, q->n_keys, q->keys, &keys, r)) != GRPC_STATUS_OK)
-		goto out;
-	h = req_head(tenant, &q->session, q->namespace_id, keys, q->n_keys);
-	states = malloc(sizeof(*states) * q->n_keys);
-	locs = malloc(sizeof(*locs) * q->n_keys);
-	if (!states || !locs) {
-		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-		goto out;
+	if (!msgs || !ptrs)
+		return NULL;
+	for (uint32_t i = 0; i < n; i++) {
+		kvtier__v1__location__init(&msgs[i]);
+		ptrs[i] = &msgs[i];
 	}
-	code = engine_status(kvt_engine_reserve(d->engine, &h, parent, ret,
-						states, locs, &err),
-			     &err, r);
-	if (code != GRPC_STATUS_OK)
-		goto out;
-	if (locations_fill(&l, locs, (uint32_t)q->n_keys) < 0) {
-		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-		goto out;
+	return ptrs;
+}
+
+static void locations_set(Kvtier__V1__Location **m,
+			  const struct kvt_location *src, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		/* enum kvt_tier's values are the proto's. */
+		m[i]->tier = (Kvtier__V1__Tier)src[i].tier;
+		m[i]->segment = src[i].segment;
+		m[i]->generation = src[i].generation;
+		m[i]->offset = src[i].offset;
 	}
+}
+
+static int reserve(struct rpc *c)
+{
+	Kvtier__V1__ReserveResponse *p = (void *)c->out;
+	enum kvt_reserve_state *states = rpc_alloc(c, c->q.n, sizeof(*states));
+	struct kvt_location *locs = rpc_alloc(c, c->q.n, sizeof(*locs));
+	int rc;
+
+	p->locations = locations_new(c, c->q.n);
+	if (!states || !locs || !p->locations)
+		return kvt_errf(&c->err, -ENOMEM, "out of memory");
+	rc = kvt_engine_reserve(c->d->engine, &c->q, c->parent, c->retention,
+				states, locs, &c->err);
+	if (rc < 0)
+		return rc;
+	locations_set(p->locations, locs, c->q.n);
 	/* The engine's values are kvtier.v1.ReserveState's by construction. */
-	p.states = (Kvtier__V1__ReserveState *)states;
-	p.n_states = q->n_keys;
-	p.locations = l.ptrs;
-	p.n_locations = q->n_keys;
-	code = pack(&p, r);
-out:
-	locations_free(&l);
-	free(states);
-	free(locs);
-	free(keys);
-	protobuf_c_message_free_unpacked(&q->base, NULL);
-	return code;
+	p->states = (Kvtier__V1__ReserveState *)states;
+	p->n_states = c->q.n;
+	p->n_locations = c->q.n;
+	return 0;
 }
 
-typedef int (*owned_fn)(struct kvt_engine *e, const struct kvt_req *q,
-			struct kvt_err *err);
-
-/* Commit and Abort share their request shape and their checks. */
-static grpc_status_code owned_keys(struct kvt_daemon *d, struct kvt_call *call,
-				   const ProtobufCBinaryData *session,
-				   uint32_t ns, size_t n,
-				   const ProtobufCBinaryData *key_list,
-				   owned_fn fn, const void *empty_reply,
-				   struct kvt_reply *r)
+static int commit(struct rpc *c)
 {
-	const uint8_t **keys = NULL;
-	struct kvt_err err;
-	struct kvt_req h;
-	grpc_status_code code;
-	uint32_t tenant;
-
-	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK ||
-	    (code = check_session(session, r)) != GRPC_STATUS_OK ||
-	    (code = check_keys(d, n, key_list, &keys, r)) != GRPC_STATUS_OK)
-		return code;
-	h = req_head(tenant, session, ns, keys, n);
-	code = engine_status(fn(d->engine, &h, &err), &err, r);
-	free(keys);
-	return code == GRPC_STATUS_OK ? pack(empty_reply, r) : code;
+	return kvt_engine_commit(c->d->engine, &c->q, &c->err);
 }
 
-static grpc_status_code commit(void *ctx, struct kvt_call *call,
-			       const uint8_t *req, size_t len,
-			       struct kvt_reply *r)
+static int abort_(struct rpc *c)
 {
-	Kvtier__V1__CommitRequest *q =
-		unpack(&kvtier__v1__commit_request__descriptor, req, len, r);
-	Kvtier__V1__CommitResponse p = KVTIER__V1__COMMIT_RESPONSE__INIT;
-	grpc_status_code code;
-
-	if (!q)
-		return GRPC_STATUS_INVALID_ARGUMENT;
-	code = owned_keys(ctx, call, &q->session, q->namespace_id, q->n_keys,
-			  q->keys, kvt_engine_commit, &p, r);
-	protobuf_c_message_free_unpacked(&q->base, NULL);
-	return code;
-}
-
-static grpc_status_code abort_(void *ctx, struct kvt_call *call,
-			       const uint8_t *req, size_t len,
-			       struct kvt_reply *r)
-{
-	Kvtier__V1__AbortRequest *q =
-		unpack(&kvtier__v1__abort_request__descriptor, req, len, r);
-	Kvtier__V1__AbortResponse p = KVTIER__V1__ABORT_RESPONSE__INIT;
-	grpc_status_code code;
-
-	if (!q)
-		return GRPC_STATUS_INVALID_ARGUMENT;
-	code = owned_keys(ctx, call, &q->session, q->namespace_id, q->n_keys,
-			  q->keys, kvt_engine_abort, &p, r);
-	protobuf_c_message_free_unpacked(&q->base, NULL);
-	return code;
+	return kvt_engine_abort(c->d->engine, &c->q, &c->err);
 }
 
 /* An Acquire in flight: answered by acquire_done, maybe after a wait. */
@@ -587,75 +528,53 @@ static void acquire_done(void *arg, int rc, const struct kvt_acquired *got)
 {
 	struct acquire_call *a = arg;
 	Kvtier__V1__AcquireResponse p = KVTIER__V1__ACQUIRE_RESPONSE__INIT;
-	struct locations l = { 0 };
+	struct rpc c = { .d = a->d, .call = a->call, .out = &p.base };
 	struct kvt_reply r = { 0 };
+	struct kvt_err ignored;
 	grpc_status_code code;
 
-	if (rc == -ENOENT) {
-		code = reject(&r, GRPC_STATUS_NOT_FOUND,
-			      "the session ended while this Acquire waited");
-	} else if (rc < 0) {
-		code = reject(&r, GRPC_STATUS_RESOURCE_EXHAUSTED,
-			      "out of memory recording the lease");
-	} else if (locations_fill(&l, got->locs, got->count) < 0) {
-		struct kvt_err ignored;
-
-		if (got->lease)
-			kvt_engine_release(a->d->engine, a->tenant, a->session,
-					   got->lease, &ignored);
-		code = reject(&r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-	} else {
+	c.r = &r;
+	if (rc == -ENOENT)
+		rc = kvt_errf(&c.err, rc, "the session ended while this Acquire waited");
+	else if (rc < 0)
+		rc = kvt_errf(&c.err, -ENOMEM, "out of memory recording the lease");
+	else if (!(p.locations = locations_new(&c, got->count)))
+		rc = kvt_errf(&c.err, -ENOMEM, "out of memory");
+	if (rc < 0 && got && got->lease)
+		kvt_engine_release(a->d->engine, a->tenant, a->session,
+				   got->lease, &ignored);
+	if (rc == 0) {
+		locations_set(p.locations, got->locs, got->count);
 		p.blocks = got->count;
 		p.lease = got->lease;
-		p.locations = l.ptrs;
 		p.n_locations = got->count;
-		code = pack(&p, &r);
+		rc = rpc_pack(&c);
 	}
-	locations_free(&l);
+	code = errno_status(rc, &c.err, &r);
+	for (size_t i = 0; i < sizeof(c.mem) / sizeof(c.mem[0]); i++)
+		free(c.mem[i]);
 	kvt_call_reply(a->call, code, &r);
 	free(a);
 }
 
-static grpc_status_code acquire(void *ctx, struct kvt_call *call,
-				const uint8_t *req, size_t len,
-				struct kvt_reply *r)
+static int acquire(struct rpc *c)
 {
-	struct kvt_daemon *d = ctx;
-	Kvtier__V1__AcquireRequest *q =
-		unpack(&kvtier__v1__acquire_request__descriptor, req, len, r);
-	struct acquire_call *a = NULL;
-	const uint8_t **keys = NULL;
-	struct kvt_err err;
-	struct kvt_req h;
-	grpc_status_code code;
-	uint32_t tenant;
+	const Kvtier__V1__AcquireRequest *q = c->in;
+	struct acquire_call *a = calloc(1, sizeof(*a));
+	int rc;
 
-	if (!q)
-		return GRPC_STATUS_INVALID_ARGUMENT;
-	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK ||
-	    (code = check_session(&q->session, r)) != GRPC_STATUS_OK ||
-	    (code = check_keys(d, q->n_keys, q->keys, &keys, r)) != GRPC_STATUS_OK)
-		goto out;
-	a = calloc(1, sizeof(*a));
-	if (!a) {
-		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-		goto out;
-	}
-	*a = (struct acquire_call){ .d = d, .call = call, .tenant = tenant };
+	if (!a)
+		return kvt_errf(&c->err, -ENOMEM, "out of memory");
+	*a = (struct acquire_call){ .d = c->d, .call = c->call,
+				    .tenant = c->q.tenant };
 	memcpy(a->session, q->session.data, sizeof(a->session));
-	h = req_head(tenant, &q->session, q->namespace_id, keys, q->n_keys);
-	code = engine_status(kvt_engine_acquire(d->engine, &h,
-						(uint64_t)q->wait_ms * KVT_MS,
-						acquire_done, a, &err),
-			     &err, r);
-	if (code == GRPC_STATUS_OK)
-		code = KVT_STATUS_DEFERRED; /* acquire_done answers, maybe already */
-	else
+	rc = kvt_engine_acquire(c->d->engine, &c->q, (uint64_t)q->wait_ms * KVT_MS,
+				acquire_done, a, &c->err);
+	if (rc < 0) {
 		free(a);
-out:
-	free(keys);
-	protobuf_c_message_free_unpacked(&q->base, NULL);
-	return code;
+		return rc;
+	}
+	return RPC_DEFERRED; /* acquire_done answers, maybe already has */
 }
 
 void kvt_rpc_draining(void *ctx)
@@ -665,246 +584,222 @@ void kvt_rpc_draining(void *ctx)
 	kvt_engine_stop_waiting(d->engine);
 }
 
-static grpc_status_code release(void *ctx, struct kvt_call *call,
-				const uint8_t *req, size_t len,
-				struct kvt_reply *r)
+static int release(struct rpc *c)
 {
-	struct kvt_daemon *d = ctx;
-	Kvtier__V1__ReleaseRequest *q =
-		unpack(&kvtier__v1__release_request__descriptor, req, len, r);
-	Kvtier__V1__ReleaseResponse p = KVTIER__V1__RELEASE_RESPONSE__INIT;
-	struct kvt_err err;
-	grpc_status_code code;
-	uint32_t tenant;
+	const Kvtier__V1__ReleaseRequest *q = c->in;
 
-	if (!q)
-		return GRPC_STATUS_INVALID_ARGUMENT;
-	if ((code = caller(d, call, &tenant, r)) == GRPC_STATUS_OK &&
-	    (code = check_session(&q->session, r)) == GRPC_STATUS_OK)
-		code = engine_status(kvt_engine_release(d->engine, tenant,
-							q->session.data,
-							q->lease, &err),
-				     &err, r);
-	if (code == GRPC_STATUS_OK)
-		code = pack(&p, r);
-	protobuf_c_message_free_unpacked(&q->base, NULL);
-	return code;
+	return kvt_engine_release(c->d->engine, c->q.tenant, c->q.session,
+				  q->lease, &c->err);
 }
 
-static grpc_status_code put(void *ctx, struct kvt_call *call,
-			    const uint8_t *req, size_t len,
-			    struct kvt_reply *r)
+static int put(struct rpc *c)
 {
-	struct kvt_daemon *d = ctx;
-	Kvtier__V1__PutRequest *q =
-		unpack(&kvtier__v1__put_request__descriptor, req, len, r);
-	Kvtier__V1__PutResponse p = KVTIER__V1__PUT_RESPONSE__INIT;
-	const uint8_t **keys = NULL, *parent;
-	const void **pages = NULL;
-	struct kvt_retention rbuf;
-	const struct kvt_retention *ret;
+	const Kvtier__V1__PutRequest *q = c->in;
+	Kvtier__V1__PutResponse *p = (void *)c->out;
+	const void **pages = rpc_alloc(c, q->n_pages, sizeof(*pages));
 	uint64_t page_bytes;
-	struct kvt_err err;
-	struct kvt_req h;
-	grpc_status_code code;
-	uint32_t tenant;
+	int rc;
 
-	if (!q)
-		return GRPC_STATUS_INVALID_ARGUMENT;
-	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK ||
-	    (code = check_parent(&q->parent, &parent, r)) != GRPC_STATUS_OK ||
-	    (code = check_retention(q->retention, &rbuf, &ret, r)) != GRPC_STATUS_OK ||
-	    (code = check_keys(d, q->n_keys, q->keys, &keys, r)) != GRPC_STATUS_OK)
-		goto out;
-	if (q->n_pages != q->n_keys) {
-		code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
-			      "%zu pages for %zu keys: give one page per key",
-			      q->n_pages, q->n_keys);
-		goto out;
-	}
-	code = engine_status(kvt_engine_page_bytes(d->engine, tenant, q->namespace_id,
-						   &page_bytes, &err),
-			     &err, r);
-	if (code != GRPC_STATUS_OK)
-		goto out;
-	pages = malloc(sizeof(*pages) * q->n_pages);
-	if (!pages) {
-		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-		goto out;
-	}
+	if (q->n_pages != q->n_keys)
+		return kvt_errf(&c->err, -EINVAL, "%zu pages for %zu keys: give one page per key",
+				q->n_pages, q->n_keys);
+	if (!pages)
+		return kvt_errf(&c->err, -ENOMEM, "out of memory");
+	rc = kvt_engine_page_bytes(c->d->engine, c->q.tenant, c->q.ns,
+				   &page_bytes, &c->err);
+	if (rc < 0)
+		return rc;
 	for (size_t i = 0; i < q->n_pages; i++) {
-		if (q->pages[i].len != page_bytes) {
-			code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
-				      "pages[%zu] is %zu bytes; the namespace's page_bytes is %llu",
-				      i, q->pages[i].len,
-				      (unsigned long long)page_bytes);
-			goto out;
-		}
+		if (q->pages[i].len != page_bytes)
+			return kvt_errf(&c->err, -EINVAL,
+					"pages[%zu] is %zu bytes; the namespace's page_bytes is %llu",
+					i, q->pages[i].len,
+					(unsigned long long)page_bytes);
 		pages[i] = q->pages[i].data;
 	}
-	h = req_head(tenant, NULL, q->namespace_id, keys, q->n_keys);
-	code = engine_status(kvt_engine_put(d->engine, &h, parent, ret, pages,
-					    &p.stored, &err),
-			     &err, r);
-	if (code == GRPC_STATUS_OK)
-		code = pack(&p, r);
-out:
-	free(pages);
-	free(keys);
-	protobuf_c_message_free_unpacked(&q->base, NULL);
-	return code;
+	return kvt_engine_put(c->d->engine, &c->q, c->parent, c->retention,
+			      pages, &p->stored, &c->err);
 }
 
-static grpc_status_code get(void *ctx, struct kvt_call *call,
-			    const uint8_t *req, size_t len,
-			    struct kvt_reply *r)
+static int get(struct rpc *c)
 {
-	struct kvt_daemon *d = ctx;
-	Kvtier__V1__GetRequest *q =
-		unpack(&kvtier__v1__get_request__descriptor, req, len, r);
-	Kvtier__V1__GetResponse p = KVTIER__V1__GET_RESPONSE__INIT;
-	struct kvt_block **pinned = NULL;
-	ProtobufCBinaryData *pages = NULL;
-	const uint8_t **keys = NULL;
+	Kvtier__V1__GetResponse *p = (void *)c->out;
+	struct kvt_block **pinned = rpc_alloc(c, c->q.n, sizeof(*pinned));
+	ProtobufCBinaryData *pages = rpc_alloc(c, c->q.n, sizeof(*pages));
 	uint64_t page_bytes, fit;
-	uint32_t count = 0, tenant;
-	struct kvt_err err;
-	struct kvt_req h;
-	grpc_status_code code;
+	uint32_t count = 0;
+	int rc;
 
-	if (!q)
-		return GRPC_STATUS_INVALID_ARGUMENT;
-	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK ||
-	    (code = check_keys(d, q->n_keys, q->keys, &keys, r)) != GRPC_STATUS_OK ||
-	    (code = engine_status(kvt_engine_page_bytes(d->engine, tenant, q->namespace_id,
-							&page_bytes, &err),
-				  &err, r)) != GRPC_STATUS_OK)
-		goto out;
+	if (!pinned || !pages)
+		return kvt_errf(&c->err, -ENOMEM, "out of memory");
+	rc = kvt_engine_page_bytes(c->d->engine, c->q.tenant, c->q.ns,
+				   &page_bytes, &c->err);
+	if (rc < 0)
+		return rc;
 	/* Each page costs its bytes plus a tag and a length varint. */
-	fit = (d->max_message_size - 16) / (page_bytes + 11);
-	pinned = malloc(sizeof(*pinned) * q->n_keys);
-	pages = malloc(sizeof(*pages) * q->n_keys);
-	if (!pinned || !pages) {
-		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-		goto out;
-	}
-	h = req_head(tenant, NULL, q->namespace_id, keys, q->n_keys);
-	code = engine_status(kvt_engine_pin(d->engine, &h,
-					    fit > UINT32_MAX ? UINT32_MAX : (uint32_t)fit,
-					    pinned, &count, &p.ready_blocks, &err),
-			     &err, r);
-	if (code != GRPC_STATUS_OK)
-		goto out;
-	/* Pinned: the pages cannot move while pack copies them out. */
+	fit = (c->d->max_message_size - 16) / (page_bytes + 11);
+	rc = kvt_engine_pin(c->d->engine, &c->q,
+			    fit > UINT32_MAX ? UINT32_MAX : (uint32_t)fit,
+			    pinned, &count, &p->ready_blocks, &c->err);
+	if (rc < 0)
+		return rc;
+	/* Pinned: the pages cannot move while they are packed. */
 	for (uint32_t i = 0; i < count; i++) {
-		pages[i].data = (uint8_t *)kvt_engine_page(d->engine, pinned[i]);
+		pages[i].data = (uint8_t *)kvt_engine_page(c->d->engine, pinned[i]);
 		pages[i].len = page_bytes;
 	}
-	p.pages = pages;
-	p.n_pages = count;
-	code = pack(&p, r);
-	kvt_engine_unpin(d->engine, pinned, count);
-out:
-	free(pinned);
-	free(pages);
-	free(keys);
-	protobuf_c_message_free_unpacked(&q->base, NULL);
-	return code;
+	p->pages = pages;
+	p->n_pages = count;
+	rc = rpc_pack(c);
+	kvt_engine_unpin(c->d->engine, pinned, count);
+	return rc;
 }
 
-/* A drop's target tenant: a user name or uid, or "" for the caller. */
-static grpc_status_code drop_target(const char *tenant, struct kvt_call *call,
-				    uint32_t *uid, struct kvt_reply *r)
+static int drop(struct rpc *c)
 {
-	*uid = caller_uid(call);
-	if (tenant[0] && kvt_parse_user(tenant, uid) < 0)
-		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
-			      "tenant '%s' is neither a user name nor a uid", tenant);
-	return GRPC_STATUS_OK;
-}
+	const Kvtier__V1__DropRequest *q = c->in;
+	Kvtier__V1__DropResponse *p = (void *)c->out;
+	uint32_t uid = caller_uid(c->call);
 
-static grpc_status_code drop(void *ctx, struct kvt_call *call,
-			     const uint8_t *req, size_t len,
-			     struct kvt_reply *r)
-{
-	struct kvt_daemon *d = ctx;
-	Kvtier__V1__DropRequest *q =
-		unpack(&kvtier__v1__drop_request__descriptor, req, len, r);
-	Kvtier__V1__DropResponse p = KVTIER__V1__DROP_RESPONSE__INIT;
-	const uint8_t **keys = NULL;
-	struct kvt_err err;
-	struct kvt_req h;
-	grpc_status_code code;
-	uint32_t tenant, uid = 0;
-
-	if (!q)
-		return GRPC_STATUS_INVALID_ARGUMENT;
-	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK)
-		goto out;
 	switch (q->scope) {
 	case KVTIER__V1__DROP_SCOPE__DROP_SCOPE_KEYS:
-		code = check_keys(d, q->n_keys, q->keys, &keys, r);
+		if (q->n_keys == 0)
+			return kvt_errf(&c->err, -EINVAL, "keys is empty");
 		break;
 	case KVTIER__V1__DROP_SCOPE__DROP_SCOPE_NAMESPACE:
 	case KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT:
 		if (q->n_keys)
-			code = reject(r, GRPC_STATUS_INVALID_ARGUMENT,
-				      "keys are only for DROP_SCOPE_KEYS");
-		else if (q->scope == KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT)
-			code = drop_target(q->tenant, call, &uid, r);
+			return kvt_errf(&c->err, -EINVAL, "keys are only for DROP_SCOPE_KEYS");
+		/* The target tenant: a user name or uid, or "" for the caller. */
+		if (q->scope == KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT &&
+		    q->tenant[0] && kvt_parse_user(q->tenant, &uid) < 0)
+			return kvt_errf(&c->err, -EINVAL,
+					"tenant '%s' is neither a user name nor a uid",
+					q->tenant);
 		break;
 	default:
-		code = reject(r, GRPC_STATUS_INVALID_ARGUMENT, "unknown scope %d",
-			      (int)q->scope);
+		return kvt_errf(&c->err, -EINVAL, "unknown scope %d", (int)q->scope);
 	}
-	if (code != GRPC_STATUS_OK)
-		goto out;
-	h = req_head(tenant, NULL, q->namespace_id, keys, q->n_keys);
-	code = engine_status(kvt_engine_drop(d->engine, &h,
-					     (enum kvt_drop_scope)q->scope,
-					     is_admin(call), uid, &p.dropped,
-					     &err),
-			     &err, r);
-	if (code == GRPC_STATUS_OK)
-		code = pack(&p, r);
-out:
-	free(keys);
-	protobuf_c_message_free_unpacked(&q->base, NULL);
-	return code;
+	return kvt_engine_drop(c->d->engine, &c->q, (enum kvt_drop_scope)q->scope,
+			       is_admin(c->call), uid, &p->dropped, &c->err);
 }
 
-static grpc_status_code drop_namespace(void *ctx, struct kvt_call *call,
-				       const uint8_t *req, size_t len,
-				       struct kvt_reply *r)
+static int drop_namespace(struct rpc *c)
 {
-	struct kvt_daemon *d = ctx;
-	Kvtier__V1__DropNamespaceRequest *q =
-		unpack(&kvtier__v1__drop_namespace_request__descriptor, req, len, r);
-	Kvtier__V1__DropNamespaceResponse p =
-		KVTIER__V1__DROP_NAMESPACE_RESPONSE__INIT;
-	struct kvt_err err;
-	grpc_status_code code;
-	uint32_t tenant;
+	Kvtier__V1__DropNamespaceResponse *p = (void *)c->out;
+	int rc = kvt_engine_drop_namespace(c->d->engine, c->q.tenant, c->q.ns,
+					   is_admin(c->call), &p->dropped,
+					   &p->pending, &c->err);
 
-	if (!q)
-		return GRPC_STATUS_INVALID_ARGUMENT;
-	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK)
-		goto out;
-	code = engine_status(kvt_engine_drop_namespace(d->engine, tenant,
-						       q->namespace_id,
-						       is_admin(call),
-						       &p.dropped, &p.pending,
-						       &err),
-			     &err, r);
-	if (code == GRPC_STATUS_OK) {
+	if (rc == 0)
 		kvt_log(KVT_LOG_INFO, "namespace_id %u dropped by uid %u (%u blocks, %u reservations left to their producers)",
-			q->namespace_id, caller_uid(call), p.dropped, p.pending);
-		code = pack(&p, r);
-	}
-out:
-	protobuf_c_message_free_unpacked(&q->base, NULL);
-	return code;
+			c->q.ns, caller_uid(c->call), p->dropped, p->pending);
+	return rc;
 }
+
+static int stats(struct rpc *c)
+{
+	/* An admin sees every tenant; anyone else, its own (and the totals). */
+	if (kvt_rpc_stats(c->d, is_admin(c->call), c->q.tenant, c->r) != GRPC_STATUS_OK)
+		return kvt_errf(&c->err, -ENOMEM, "%s", c->r->msg);
+	c->packed = true;
+	return 0;
+}
+
+static int get_config(struct rpc *c)
+{
+	Kvtier__V1__GetConfigResponse *p = (void *)c->out;
+	struct kvt_reload *rl = c->d->reload;
+	size_t n = kvt_config_knobs();
+	struct knob_text {
+		char value[KVT_CONFIG_VALUE_MAX], pending[KVT_CONFIG_VALUE_MAX];
+		char source[PATH_MAX + 16];
+	} *text = rpc_alloc(c, n, sizeof(*text));
+	Kvtier__V1__ConfigKnob *knobs = rpc_alloc(c, n, sizeof(*knobs));
+	Kvtier__V1__ConfigKnob **ptrs = rpc_alloc(c, n, sizeof(*ptrs));
+	int rc;
+
+	if (!text || !knobs || !ptrs)
+		return kvt_errf(&c->err, -ENOMEM, "out of memory");
+	/* Packed under the lock: the strings are the reload state's. */
+	pthread_mutex_lock(&rl->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct kvt_config_knob k;
+		Kvtier__V1__ConfigKnob *m = &knobs[i];
+
+		kvt_config_knob(i, &k);
+		kvtier__v1__config_knob__init(m);
+		m->section = (char *)k.section;
+		m->name = (char *)k.name;
+		m->help = (char *)k.help;
+		m->live = k.live;
+		kvt_config_value(&rl->running, i, text[i].value, sizeof(text[i].value));
+		kvt_config_value(&rl->wanted, i, text[i].pending, sizeof(text[i].pending));
+		if (strcmp(text[i].value, text[i].pending) == 0)
+			text[i].pending[0] = '\0';
+		kvt_config_source(&rl->running, i, text[i].source, sizeof(text[i].source));
+		m->value = text[i].value;
+		m->pending = text[i].pending;
+		m->source = text[i].source;
+		ptrs[i] = m;
+	}
+	p->file = (char *)(rl->file ? rl->file : "");
+	p->knobs = ptrs;
+	p->n_knobs = n;
+	p->reloads_total = rl->reloads_total;
+	p->reload_failures_total = rl->failures_total;
+	p->last_reload_ok = rl->last_ok;
+	p->last_reload_unix = rl->last_time;
+	p->last_reload_error = rl->last_error;
+	rc = rpc_pack(c);
+	pthread_mutex_unlock(&rl->lock);
+	return rc;
+}
+
+/* grpc.health.v1.Health/Check */
+static int health_check(struct rpc *c)
+{
+	const Grpc__Health__V1__HealthCheckRequest *q = c->in;
+	Grpc__Health__V1__HealthCheckResponse *p = (void *)c->out;
+
+	if (q->service[0] && strcmp(q->service, "kvtier.v1.KvTier") != 0)
+		return kvt_errf(&c->err, -ENOENT,
+				"unknown service \"%s\" (known: \"\", \"kvtier.v1.KvTier\")",
+				q->service);
+	p->status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	return 0;
+}
+
+/* ---- the table ---- */
+
+#define METHOD(path, name, req, resp, ...)                                   \
+	{ path, rpc_call,                                                    \
+	  &(const struct rpc_method){ &req##__descriptor, &resp##__descriptor, \
+				      __VA_ARGS__ } }
+#define KVTIER(name, body, ...)                                              \
+	METHOD("/kvtier.v1.KvTier/" #name, name, kvtier__v1__##body##_request, \
+	       kvtier__v1__##body##_response, __VA_ARGS__)
+
+const struct kvt_method kvt_rpc_methods[] = {
+	KVTIER(OpenNamespace, open_namespace, .body = open_namespace),
+	KVTIER(Lookup, lookup, .body = lookup),
+	KVTIER(Reserve, reserve, .body = reserve),
+	KVTIER(Commit, commit, .body = commit),
+	KVTIER(Abort, abort, .body = abort_),
+	KVTIER(Acquire, acquire, .body = acquire),
+	KVTIER(Release, release, .body = release),
+	KVTIER(Put, put, .body = put),
+	KVTIER(Get, get, .body = get),
+	KVTIER(Drop, drop, .body = drop, .keys_optional = true),
+	KVTIER(DropNamespace, drop_namespace, .body = drop_namespace),
+	KVTIER(Stats, stats, .body = stats),
+	KVTIER(GetConfig, get_config, .body = get_config),
+	METHOD("/grpc.health.v1.Health/Check", Check,
+	       grpc__health__v1__health_check_request,
+	       grpc__health__v1__health_check_response, .body = health_check),
+};
+
+const size_t kvt_rpc_nmethods = sizeof(kvt_rpc_methods) / sizeof(kvt_rpc_methods[0]);
 
 /* ---- Stats ---- */
 
@@ -1202,136 +1097,3 @@ grpc_status_code kvt_rpc_stats(struct kvt_daemon *d, bool all, uint32_t tenant,
 	free(b);
 	return code;
 }
-
-static grpc_status_code stats(void *ctx, struct kvt_call *call,
-			      const uint8_t *req, size_t len,
-			      struct kvt_reply *r)
-{
-	struct kvt_daemon *d = ctx;
-	Kvtier__V1__StatsRequest *q =
-		unpack(&kvtier__v1__stats_request__descriptor, req, len, r);
-	grpc_status_code code;
-	uint32_t tenant;
-
-	if (!q)
-		return GRPC_STATUS_INVALID_ARGUMENT;
-	protobuf_c_message_free_unpacked(&q->base, NULL);
-	/* An admin sees every tenant; anyone else, its own (and the totals). */
-	if ((code = caller(d, call, &tenant, r)) != GRPC_STATUS_OK)
-		return code;
-	return kvt_rpc_stats(d, is_admin(call), tenant, r);
-}
-
-static grpc_status_code get_config(void *ctx, struct kvt_call *call,
-				   const uint8_t *req, size_t len,
-				   struct kvt_reply *r)
-{
-	struct kvt_daemon *d = ctx;
-	struct kvt_reload *rl = d->reload;
-	Kvtier__V1__GetConfigRequest *q =
-		unpack(&kvtier__v1__get_config_request__descriptor, req, len, r);
-	Kvtier__V1__GetConfigResponse p = KVTIER__V1__GET_CONFIG_RESPONSE__INIT;
-	size_t n = kvt_config_knobs();
-	struct knob_text {
-		char value[KVT_CONFIG_VALUE_MAX], pending[KVT_CONFIG_VALUE_MAX];
-		char source[PATH_MAX + 16];
-	} *text = calloc(n, sizeof(*text));
-	Kvtier__V1__ConfigKnob *knobs = calloc(n, sizeof(*knobs));
-	Kvtier__V1__ConfigKnob **ptrs = calloc(n, sizeof(*ptrs));
-	grpc_status_code code;
-
-	(void)call;
-	if (!q) {
-		code = GRPC_STATUS_INVALID_ARGUMENT;
-		goto out;
-	}
-	if (!text || !knobs || !ptrs) {
-		code = reject(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-		goto out;
-	}
-	pthread_mutex_lock(&rl->lock);
-	for (size_t i = 0; i < n; i++) {
-		struct kvt_config_knob k;
-		Kvtier__V1__ConfigKnob *m = &knobs[i];
-
-		kvt_config_knob(i, &k);
-		kvtier__v1__config_knob__init(m);
-		m->section = (char *)k.section;
-		m->name = (char *)k.name;
-		m->help = (char *)k.help;
-		m->live = k.live;
-		kvt_config_value(&rl->running, i, text[i].value, sizeof(text[i].value));
-		kvt_config_value(&rl->wanted, i, text[i].pending, sizeof(text[i].pending));
-		if (strcmp(text[i].value, text[i].pending) == 0)
-			text[i].pending[0] = '\0';
-		kvt_config_source(&rl->running, i, text[i].source, sizeof(text[i].source));
-		m->value = text[i].value;
-		m->pending = text[i].pending;
-		m->source = text[i].source;
-		ptrs[i] = m;
-	}
-	p.file = (char *)(rl->file ? rl->file : "");
-	p.knobs = ptrs;
-	p.n_knobs = n;
-	p.reloads_total = rl->reloads_total;
-	p.reload_failures_total = rl->failures_total;
-	p.last_reload_ok = rl->last_ok;
-	p.last_reload_unix = rl->last_time;
-	p.last_reload_error = rl->last_error;
-	code = pack(&p, r);
-	pthread_mutex_unlock(&rl->lock);
-out:
-	if (q)
-		protobuf_c_message_free_unpacked(&q->base, NULL);
-	free(text);
-	free(knobs);
-	free(ptrs);
-	return code;
-}
-
-/* ---- grpc.health.v1.Health ---- */
-
-static grpc_status_code health_check(void *ctx, struct kvt_call *call,
-				     const uint8_t *req, size_t len,
-				     struct kvt_reply *r)
-{
-	Grpc__Health__V1__HealthCheckRequest *q =
-		unpack(&grpc__health__v1__health_check_request__descriptor, req, len, r);
-	Grpc__Health__V1__HealthCheckResponse p =
-		GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-	grpc_status_code code;
-
-	(void)ctx;
-	(void)call;
-	if (!q)
-		return GRPC_STATUS_INVALID_ARGUMENT;
-	if (q->service[0] && strcmp(q->service, "kvtier.v1.KvTier") != 0) {
-		code = reject(r, GRPC_STATUS_NOT_FOUND,
-			      "unknown service \"%s\" (known: \"\", \"kvtier.v1.KvTier\")",
-			      q->service);
-	} else {
-		p.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-		code = pack(&p, r);
-	}
-	protobuf_c_message_free_unpacked(&q->base, NULL);
-	return code;
-}
-
-const struct kvt_method kvt_rpc_methods[] = {
-	{ "/kvtier.v1.KvTier/OpenNamespace", open_namespace },
-	{ "/kvtier.v1.KvTier/Lookup", lookup },
-	{ "/kvtier.v1.KvTier/Reserve", reserve },
-	{ "/kvtier.v1.KvTier/Commit", commit },
-	{ "/kvtier.v1.KvTier/Abort", abort_ },
-	{ "/kvtier.v1.KvTier/Acquire", acquire },
-	{ "/kvtier.v1.KvTier/Release", release },
-	{ "/kvtier.v1.KvTier/Put", put },
-	{ "/kvtier.v1.KvTier/Get", get },
-	{ "/kvtier.v1.KvTier/Drop", drop },
-	{ "/kvtier.v1.KvTier/DropNamespace", drop_namespace },
-	{ "/kvtier.v1.KvTier/Stats", stats },
-	{ "/kvtier.v1.KvTier/GetConfig", get_config },
-	{ "/grpc.health.v1.Health/Check", health_check },
-};
-
-const size_t kvt_rpc_nmethods = sizeof(kvt_rpc_methods) / sizeof(kvt_rpc_methods[0]);

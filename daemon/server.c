@@ -366,9 +366,10 @@ static void handle_request(struct kvt_call *c)
 	c->recv = NULL;
 
 	if (c->method < s->cfg.nmethods) {
-		code = s->cfg.methods[c->method].fn(s->cfg.ctx, c,
-						     GRPC_SLICE_START_PTR(req),
-						     GRPC_SLICE_LENGTH(req), &r);
+		const struct kvt_method *m = &s->cfg.methods[c->method];
+
+		code = m->fn(s->cfg.ctx, m->data, c, GRPC_SLICE_START_PTR(req),
+			     GRPC_SLICE_LENGTH(req), &r);
 		if (code == KVT_STATUS_DEFERRED) {
 			/* c may be gone already: kvt_call_reply owns it now. */
 			grpc_slice_unref(req);

@@ -51,7 +51,9 @@ struct kvt_peer {
 
 struct kvt_call;
 
-typedef grpc_status_code (*kvt_unary_fn)(void *ctx, struct kvt_call *call,
+/* method: the kvt_method's data, the handler's own description of it. */
+typedef grpc_status_code (*kvt_unary_fn)(void *ctx, const void *method,
+					 struct kvt_call *call,
 					 const uint8_t *req, size_t len,
 					 struct kvt_reply *r);
 
@@ -64,6 +66,7 @@ void kvt_call_reply(struct kvt_call *call, grpc_status_code code,
 struct kvt_method {
 	const char *path; /* "/kvtier.v1.KvTier/Lookup" */
 	kvt_unary_fn fn;
+	const void *data; /* passed to fn */
 };
 
 struct kvt_stream_method {

@@ -15,7 +15,7 @@
 #include "index.h"
 #include "policy.h"
 
-int engine_fail(struct kvt_err *err, int rc, const char *fmt, ...)
+int kvt_errf(struct kvt_err *err, int rc, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -100,30 +100,30 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 
 	if (cfg->segment_bytes < KVT_SLOT_ALIGN ||
 	    cfg->segment_bytes % KVT_SLOT_ALIGN)
-		return engine_fail(err, -EINVAL,
+		return kvt_errf(err, -EINVAL,
 				   "segment size %llu is not a positive multiple of %d",
 				   (unsigned long long)cfg->segment_bytes,
 				   KVT_SLOT_ALIGN);
 	if (cfg->host_bytes < cfg->segment_bytes)
-		return engine_fail(err, -EINVAL,
+		return kvt_errf(err, -EINVAL,
 				   "host tier size %llu is smaller than one segment (%llu)",
 				   (unsigned long long)cfg->host_bytes,
 				   (unsigned long long)cfg->segment_bytes);
 	if (cfg->host_bytes / cfg->segment_bytes > KVT_HOST_SEGMENTS_MAX)
-		return engine_fail(err, -EINVAL,
+		return kvt_errf(err, -EINVAL,
 				   "the host tier may have at most %u segments",
 				   KVT_HOST_SEGMENTS_MAX);
 	if (cfg->timer_thread && cfg->clock)
-		return engine_fail(err, -EINVAL,
+		return kvt_errf(err, -EINVAL,
 				   "the timer thread needs the default clock");
 	if (cfg->max_namespaces == 0 || cfg->max_namespaces > UINT16_MAX)
-		return engine_fail(err, -EINVAL, "max_namespaces %u is outside 1..%u",
+		return kvt_errf(err, -EINVAL, "max_namespaces %u is outside 1..%u",
 				   cfg->max_namespaces, UINT16_MAX);
 	segments = (uint32_t)(cfg->host_bytes / cfg->segment_bytes);
 
 	e = calloc(1, sizeof(*e));
 	if (!e)
-		return engine_fail(err, -ENOMEM, "out of memory");
+		return kvt_errf(err, -ENOMEM, "out of memory");
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -148,7 +148,7 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 	if (!e->index || !e->slots || !e->policy || !e->ns || !e->tenants ||
 	    !e->quotas || !e->segments || !e->damaged) {
 		kvt_engine_destroy(e);
-		return engine_fail(err, -ENOMEM, "out of memory");
+		return kvt_errf(err, -ENOMEM, "out of memory");
 	}
 	if (cfg->nquotas)
 		memcpy(e->quotas, cfg->quotas, sizeof(*e->quotas) * cfg->nquotas);
@@ -179,7 +179,7 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 	if (cfg->timer_thread) {
 		if (pthread_create(&e->timer, NULL, timer_main, e)) {
 			kvt_engine_destroy(e);
-			return engine_fail(err, -EAGAIN, "cannot start the timer thread");
+			return kvt_errf(err, -EAGAIN, "cannot start the timer thread");
 		}
 		e->timer_running = true;
 	}
@@ -283,7 +283,7 @@ int kvt_engine_reconfigure(struct kvt_engine *e,
 	int rc;
 
 	if (!quotas)
-		return engine_fail(err, -ENOMEM, "out of memory");
+		return kvt_errf(err, -ENOMEM, "out of memory");
 	memcpy(quotas, cfg->quotas, sizeof(*quotas) * cfg->nquotas);
 	pthread_mutex_lock(&e->lock);
 	rc = host_resize(e, cfg->host_bytes, err);

@@ -109,6 +109,11 @@ struct kvt_err {
 	char msg[256];
 };
 
+/* Writes the message (printf) into err (NULL: nowhere) and returns rc:
+ * `return kvt_errf(err, -EINVAL, "...", ...);`. */
+int kvt_errf(struct kvt_err *err, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* Values match kvtier.v1.Tier. */
 enum kvt_tier {
 	KVT_TIER_HOST = 1,

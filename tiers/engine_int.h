@@ -172,8 +172,6 @@ struct kvt_engine {
 };
 
 /* engine.c */
-int engine_fail(struct kvt_err *err, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
 uint64_t engine_now_locked(struct kvt_engine *e);
 void engine_log(struct kvt_engine *e, bool error, const char *msg);
 const char *key_hex(const uint8_t *key, char buf[17]);

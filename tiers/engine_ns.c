@@ -34,24 +34,39 @@ uint64_t tenant_quota(const struct kvt_engine *e, uint32_t uid)
 	return e->cfg.default_host_quota;
 }
 
-int tenant_locked(struct kvt_engine *e, uint32_t uid, const char *name,
-		  uint32_t *tenant)
+/*
+ * Tenants are never removed, and an entry is filled in before ntenants
+ * (stored with release) makes it visible, after which its uid never
+ * changes: so uid lookups may run without the lock, and an RPC's tenant
+ * costs no lock once the tenant is known (kvt_engine_tenant).
+ */
+static int tenant_find(const struct kvt_engine *e, uint32_t uid, uint32_t *tenant)
 {
-	uint32_t i;
+	uint32_t n = __atomic_load_n(&e->ntenants, __ATOMIC_ACQUIRE);
 
-	for (i = 1; i < e->ntenants; i++)
+	for (uint32_t i = 1; i < n; i++)
 		if (e->tenants[i].uid == uid) {
 			*tenant = i;
 			return 0;
 		}
+	return -ENOENT;
+}
+
+int tenant_locked(struct kvt_engine *e, uint32_t uid, const char *name,
+		  uint32_t *tenant)
+{
+	uint32_t i = e->ntenants;
+
+	if (tenant_find(e, uid, tenant) == 0)
+		return 0;
 	if (!name)
 		return -ENOENT;
-	if (e->ntenants == KVT_TENANTS_MAX)
+	if (i == KVT_TENANTS_MAX)
 		return -ENOSPC;
-	i = e->ntenants++;
 	e->tenants[i].uid = uid;
 	snprintf(e->tenants[i].name, sizeof(e->tenants[i].name), "%s", name);
 	e->tenants[i].quota = tenant_quota(e, uid);
+	__atomic_store_n(&e->ntenants, i + 1, __ATOMIC_RELEASE);
 	*tenant = i;
 	return 0;
 }
@@ -61,6 +76,8 @@ int kvt_engine_tenant(struct kvt_engine *e, uint32_t uid, const char *name,
 {
 	int rc;
 
+	if (tenant_find(e, uid, tenant) == 0)
+		return 0;
 	pthread_mutex_lock(&e->lock);
 	rc = tenant_locked(e, uid, name, tenant);
 	pthread_mutex_unlock(&e->lock);
@@ -128,7 +145,7 @@ static struct namespace *ns_entry(struct kvt_engine *e, struct kvt_err *err)
 	}
 	if (e->nns < e->cfg.max_namespaces)
 		return &e->ns[e->nns++];
-	engine_fail(err, -ENOSPC, "limits.max_namespaces (%u) reached: the daemon holds that many namespaces%s",
+	kvt_errf(err, -ENOSPC, "limits.max_namespaces (%u) reached: the daemon holds that many namespaces%s",
 		    e->cfg.max_namespaces,
 		    dropped ? ", some of them dropped and waiting for their last pinned or reserved blocks" : "");
 	return NULL;
@@ -157,7 +174,7 @@ int ns_open_locked(struct kvt_engine *e, const char *name,
 		    strcmp(n->name, name) != 0)
 			continue;
 		if (n->page_bytes != page_bytes || n->block_tokens != block_tokens)
-			return engine_fail(err, -EPERM,
+			return kvt_errf(err, -EPERM,
 					   "namespace %s is open with page_bytes %llu and block_tokens %u, not %llu and %u",
 					   name, (unsigned long long)n->page_bytes,
 					   n->block_tokens,
@@ -173,7 +190,7 @@ int ns_open_locked(struct kvt_engine *e, const char *name,
 	if (!recovering && e->cfg.max_tenant_namespaces &&
 	    ns_created_by(e, creator) >= e->cfg.max_tenant_namespaces) {
 		e->st.namespaces_refused_total++;
-		return engine_fail(err, -EDQUOT,
+		return kvt_errf(err, -EDQUOT,
 				   "tenants.max_namespaces (%u) reached for tenant %s: drop a namespace first (DropNamespace)",
 				   e->cfg.max_tenant_namespaces, e->tenants[creator].name);
 	}
@@ -182,7 +199,7 @@ int ns_open_locked(struct kvt_engine *e, const char *name,
 	if (!recovering && e->cfg.max_tenant_namespaces &&
 	    ns_dropped_by(e, creator) >= e->cfg.max_tenant_namespaces) {
 		e->st.namespaces_refused_total++;
-		return engine_fail(err, -EDQUOT,
+		return kvt_errf(err, -EDQUOT,
 				   "tenants.max_namespaces (%u) reached for tenant %s: that many namespaces it dropped still wait for their last leased or reserved blocks (release the leases; commit, abort or close the sessions of the reservations)",
 				   e->cfg.max_tenant_namespaces, e->tenants[creator].name);
 	}
@@ -216,16 +233,16 @@ int kvt_engine_open_namespace(struct kvt_engine *e, uint32_t tenant,
 	int rc;
 
 	if (!ns_name_valid(name))
-		return engine_fail(err, -EINVAL,
+		return kvt_errf(err, -EINVAL,
 				   "namespace name must be 1..%d characters of [A-Za-z0-9._:-]",
 				   KVT_NAMESPACE_NAME_MAX);
 	if (page_bytes == 0 || page_bytes > e->cfg.segment_bytes)
-		return engine_fail(err, -EINVAL,
+		return kvt_errf(err, -EINVAL,
 				   "page_bytes %llu is outside 1..%llu (the host segment size)",
 				   (unsigned long long)page_bytes,
 				   (unsigned long long)e->cfg.segment_bytes);
 	if (block_tokens == 0 || block_tokens > KVT_BLOCK_TOKENS_MAX)
-		return engine_fail(err, -EINVAL, "block_tokens %u is outside 1..%d",
+		return kvt_errf(err, -EINVAL, "block_tokens %u is outside 1..%d",
 				   block_tokens, KVT_BLOCK_TOKENS_MAX);
 
 	pthread_mutex_lock(&e->lock);
@@ -254,10 +271,10 @@ int ns_index(struct kvt_engine *e, uint32_t id, uint32_t tenant,
 
 	if (!n || n->generation != id >> 16 ||
 	    (n->tenant != tenant && n->tenant != KVT_TENANT_SHARED))
-		return engine_fail(err, -ENOENT, "unknown namespace_id %u", id);
+		return kvt_errf(err, -ENOENT, "unknown namespace_id %u", id);
 	/* A free entry of the same generation is a dropped one, emptied. */
 	if (n->state == NS_FREE || (n->state == NS_DROPPED && !dropped_ok))
-		return engine_fail(err, -ENOENT, "namespace %s (namespace_id %u) was dropped",
+		return kvt_errf(err, -ENOENT, "namespace %s (namespace_id %u) was dropped",
 				   n->name, id);
 	return (int)i;
 }

@@ -33,7 +33,7 @@ static int ready_prefix(struct kvt_engine *e, const struct kvt_req *q,
 		struct kvt_block **f = realloc(e->found, sizeof(*f) * q->n);
 
 		if (!f)
-			return engine_fail(err, -ENOMEM, "out of memory");
+			return kvt_errf(err, -ENOMEM, "out of memory");
 		e->found = f;
 		e->found_cap = q->n;
 	}
@@ -180,7 +180,7 @@ static int reserve_locked(struct kvt_engine *e, struct kvt_block_list *pending,
 					  q->keys[i], i ? q->keys[i - 1] : parent,
 					  ret, now, &rc);
 			if (!b && rc != -ENOSPC)
-				return engine_fail(err, rc, "slot allocation: %s",
+				return kvt_errf(err, rc, "slot allocation: %s",
 						   strerror(-rc));
 			reserved += b != NULL;
 		}
@@ -198,7 +198,7 @@ static int reserve_locked(struct kvt_engine *e, struct kvt_block_list *pending,
 	if (no_space) {
 		e->st.reserve_no_space_total += no_space;
 		if (reserved == 0)
-			return engine_fail(err, -ENOSPC,
+			return kvt_errf(err, -ENOSPC,
 					   "host tier full: nothing this tenant may evict for %u of %u keys",
 					   no_space, q->n);
 	}
@@ -212,7 +212,7 @@ static int session_req(struct kvt_engine *e, const struct kvt_req *q,
 {
 	*s = session_find(e, q->session, q->tenant);
 	if (!*s)
-		return engine_fail(err, -ENOENT, "unknown session");
+		return kvt_errf(err, -ENOENT, "unknown session");
 	return req_resolve(e, q, r, dropped_ok, err);
 }
 
@@ -245,7 +245,7 @@ static int check_owned(struct kvt_engine *e, void *owner,
 
 		if (!b || b->state != KVT_BLOCK_PENDING ||
 		    b->u.pending.owner != owner)
-			return engine_fail(err, -EPERM,
+			return kvt_errf(err, -EPERM,
 					   "keys[%u] (%s...) is not reserved by this session (%s)",
 					   i, key_hex(q->keys[i], hex),
 					   !b ? "absent" :
@@ -313,7 +313,7 @@ static int owned_call(struct kvt_engine *e, const struct kvt_req *q,
 	    (rc = check_owned(e, s, &rq, err)) == 0) {
 		if (e->ns[rq.ns].state == NS_DROPPED) {
 			if (op == commit_locked)
-				rc = engine_fail(err, -ENOENT,
+				rc = kvt_errf(err, -ENOENT,
 						 "namespace %s (namespace_id %u) was dropped: its reservations are aborted",
 						 e->ns[rq.ns].name, q->ns);
 			op = abort_locked;
@@ -351,7 +351,7 @@ int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
 
 	w = calloc(1, sizeof(*w) + per_key * q->n);
 	if (!w)
-		return engine_fail(err, -ENOMEM, "out of memory");
+		return kvt_errf(err, -ENOMEM, "out of memory");
 	w->pinned = (struct kvt_block **)(w + 1);
 	w->locs = (struct kvt_location *)(w->pinned + q->n);
 	w->keys = (uint8_t(*)[KVT_KEY_BYTES])(w->locs + q->n);
@@ -365,11 +365,11 @@ int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
 	pthread_mutex_lock(&e->lock);
 	s = session_find(e, q->session, q->tenant);
 	if (wait > e->cfg.max_wait) /* reload changes it under the lock */
-		rc = engine_fail(err, -EINVAL, "wait_ms %llu exceeds max_wait (%llu ms)",
+		rc = kvt_errf(err, -EINVAL, "wait_ms %llu exceeds max_wait (%llu ms)",
 				 (unsigned long long)(wait / KVT_MS),
 				 (unsigned long long)(e->cfg.max_wait / KVT_MS));
 	else if (!s)
-		rc = engine_fail(err, -ENOENT, "unknown session");
+		rc = kvt_errf(err, -ENOENT, "unknown session");
 	else if ((rc = ns_index(e, q->ns, q->tenant, false, err)) >= 0)
 		w->ns = (uint32_t)rc;
 	if (rc >= 0 && e->cfg.max_leases) {
@@ -377,7 +377,7 @@ int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
 
 		if (t->leases + t->acquiring >= e->cfg.max_leases) {
 			e->st.leases_refused_total++;
-			rc = engine_fail(err, -EDQUOT,
+			rc = kvt_errf(err, -EDQUOT,
 					 "tenants.max_leases (%u) reached for tenant %s: release leases first",
 					 e->cfg.max_leases, t->name);
 		}
@@ -407,9 +407,9 @@ int kvt_engine_release(struct kvt_engine *e, uint32_t tenant,
 	pthread_mutex_lock(&e->lock);
 	s = session_find(e, token, tenant);
 	if (!s)
-		rc = engine_fail(err, -ENOENT, "unknown session");
+		rc = kvt_errf(err, -ENOENT, "unknown session");
 	else if (!lease_remove(e, s, lease))
-		rc = engine_fail(err, -ENOENT,
+		rc = kvt_errf(err, -ENOENT,
 				 "lease %llu is not held by this session (released, or expired after lease_ttl)",
 				 (unsigned long long)lease);
 	pthread_mutex_unlock(&e->lock);
@@ -486,7 +486,7 @@ int kvt_engine_put(struct kvt_engine *e, const struct kvt_req *q,
 
 	*stored = 0;
 	if (!states || !locs) {
-		rc = engine_fail(err, -ENOMEM, "out of memory");
+		rc = kvt_errf(err, -ENOMEM, "out of memory");
 		goto out;
 	}
 	pthread_mutex_lock(&e->lock);
@@ -514,7 +514,7 @@ int kvt_engine_put(struct kvt_engine *e, const struct kvt_req *q,
 
 	pthread_mutex_lock(&e->lock);
 	if (e->ns[q->ns].state == NS_DROPPED) {
-		rc = engine_fail(err, -ENOENT, "namespace %s was dropped during the Put",
+		rc = kvt_errf(err, -ENOENT, "namespace %s was dropped during the Put",
 				 e->ns[q->ns].name);
 		while (mine.head)
 			pending_abort(e, &mine, mine.head, &done);
@@ -568,7 +568,7 @@ static int drop_tenant(struct kvt_engine *e, const struct kvt_req *q,
 	uint32_t t;
 
 	if (!admin && uid != e->tenants[q->tenant].uid)
-		return engine_fail(err, -EACCES,
+		return kvt_errf(err, -EACCES,
 				   "only an admin may drop another tenant's blocks (uid %u)",
 				   uid);
 	for (t = 1; t < e->ntenants && e->tenants[t].uid != uid; t++)
@@ -600,7 +600,7 @@ int kvt_engine_drop(struct kvt_engine *e, const struct kvt_req *q,
 	d.ns = q->ns;
 	if (scope_kind == KVT_DROP_NAMESPACE) {
 		if (e->ns[q->ns].shared && !admin) {
-			rc = engine_fail(err, -EACCES,
+			rc = kvt_errf(err, -EACCES,
 					 "namespace %s is shared: only an admin may drop all of it",
 					 e->ns[q->ns].name);
 			goto out;
@@ -641,7 +641,7 @@ int kvt_engine_drop_namespace(struct kvt_engine *e, uint32_t tenant,
 		goto out;
 	n = &e->ns[rc];
 	if (n->shared && !admin) {
-		rc = engine_fail(err, -EACCES,
+		rc = kvt_errf(err, -EACCES,
 				 "namespace %s is shared: only an admin may drop it",
 				 n->name);
 		goto out;

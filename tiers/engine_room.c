@@ -467,7 +467,7 @@ int host_resize(struct kvt_engine *e, uint64_t bytes, struct kvt_err *err)
 	int rc;
 
 	if (bytes < seg_bytes || bytes / seg_bytes > KVT_HOST_SEGMENTS_MAX)
-		return engine_fail(err, -EINVAL, "host tier size %llu is outside one to %u segments of %llu bytes",
+		return kvt_errf(err, -EINVAL, "host tier size %llu is outside one to %u segments of %llu bytes",
 				   (unsigned long long)bytes, KVT_HOST_SEGMENTS_MAX,
 				   (unsigned long long)seg_bytes);
 	want = (uint32_t)(bytes / seg_bytes);
@@ -477,7 +477,7 @@ int host_resize(struct kvt_engine *e, uint64_t bytes, struct kvt_err *err)
 	if (rc < 0)
 		return rc;
 	if (kvt_slots_resize(e->slots, want) < 0)
-		return engine_fail(err, -ENOMEM, "out of memory");
+		return kvt_errf(err, -ENOMEM, "out of memory");
 	/* Returning and new segments join the nvme buffer table; retired
 	 * ones that are already empty give their memory back now. */
 	for (uint32_t i = active; i < want; i++)

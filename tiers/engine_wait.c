@@ -487,25 +487,25 @@ int kvt_engine_segment_fd(struct kvt_engine *e, uint32_t tenant,
 	pthread_mutex_lock(&e->lock);
 	s = session_find(e, token, tenant);
 	if (!s) {
-		rc = engine_fail(err, -ENOENT, "no such session");
+		rc = kvt_errf(err, -ENOENT, "no such session");
 		goto out;
 	}
 	/* Retiring segments too: their blocks are readable until they go. */
 	if (segment >= kvt_slots_segments(e->slots)) {
-		rc = engine_fail(err, -ENOENT, "no host segment %u (the tier has %u)",
+		rc = kvt_errf(err, -ENOENT, "no host segment %u (the tier has %u)",
 				 segment, kvt_slots_segments(e->slots));
 		goto out;
 	}
 	tag = kvt_slots_segment_tag(e->slots, segment);
 	if (tag != tenant && tag != KVT_TENANT_SHARED) {
-		rc = engine_fail(err, -EACCES,
+		rc = kvt_errf(err, -EACCES,
 				 "host segment %u holds none of tenant %s's blocks",
 				 segment, e->tenants[tenant].name);
 		goto out;
 	}
 	rc = kvt_host_share(e->host, segment, generation);
 	if (rc < 0)
-		engine_fail(err, rc, "cannot share host segment %u: %s", segment,
+		kvt_errf(err, rc, "cannot share host segment %u: %s", segment,
 			    strerror(-rc));
 out:
 	pthread_mutex_unlock(&e->lock);

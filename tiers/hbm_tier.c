@@ -146,7 +146,7 @@ struct kvt_lower_tier *kvt_hbm_tier_open(struct kvt_engine *e,
 		t->registered = calloc(KVT_HOST_SEGMENTS_MAX, sizeof(*t->registered));
 	if (!t || !t->registered) {
 		free(t);
-		engine_fail(err, -ENOMEM, "out of memory");
+		kvt_errf(err, -ENOMEM, "out of memory");
 		return NULL;
 	}
 	t->base.ops = &hbm_tier_ops;

@@ -360,7 +360,7 @@ struct kvt_lower_tier *kvt_nvme_tier_open(struct kvt_engine *e,
 	int rc;
 
 	if (!t) {
-		engine_fail(err, -ENOMEM, "out of memory");
+		kvt_errf(err, -ENOMEM, "out of memory");
 		return NULL;
 	}
 	t->base.ops = &nvme_tier_ops;
@@ -368,11 +368,11 @@ struct kvt_lower_tier *kvt_nvme_tier_open(struct kvt_engine *e,
 	if (kvt_nvme_open(&nc, &t->nv, err->msg, sizeof(err->msg)) < 0)
 		goto fail;
 	if ((rc = recover(t)) < 0) {
-		engine_fail(err, rc, "nvme recovery: %s", strerror(-rc));
+		kvt_errf(err, rc, "nvme recovery: %s", strerror(-rc));
 		goto fail;
 	}
 	if ((rc = kvt_nvme_start(t->nv)) < 0) {
-		engine_fail(err, rc, "cannot start the nvme mover thread");
+		kvt_errf(err, rc, "cannot start the nvme mover thread");
 		goto fail;
 	}
 	return &t->base;
