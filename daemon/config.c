@@ -128,16 +128,16 @@ int kvt_huge_pages_parse(const char *s)
 	for (int i = 0; i < 4; i++)
 		if (strcmp(s, names[i]) == 0)
 			return i; /* the order of enum kvt_huge_pages */
-	return -1;
+	return -EINVAL;
 }
 
 /* A number in base 10 (or 8) that starts with a digit: no sign, no blank,
- * no "0x". *end: the first character after it. 0, or -1 (also on overflow). */
+ * no "0x". *end: the first character after it. 0, or -EINVAL (also on overflow). */
 static int parse_digits(const char *s, int base, unsigned long long *v,
 			char **end)
 {
 	if (*s < '0' || *s > '9')
-		return -1;
+		return -EINVAL;
 	errno = 0;
 	*v = strtoull(s, end, base);
 	return errno ? -1 : 0;
@@ -150,7 +150,7 @@ int kvt_parse_size(const char *s, uint64_t *out)
 	int shift = 0;
 
 	if (parse_digits(s, 10, &v, &end) < 0)
-		return -1;
+		return -EINVAL;
 	switch (*end) {
 	case 'K': case 'k': shift = 10; end++; break;
 	case 'M': case 'm': shift = 20; end++; break;
@@ -163,7 +163,7 @@ int kvt_parse_size(const char *s, uint64_t *out)
 	if ((*end == 'B' || *end == 'b') && end[1] == '\0')
 		end++;
 	if (*end != '\0' || (shift && v > (UINT64_MAX >> shift)))
-		return -1;
+		return -EINVAL;
 	*out = (uint64_t)v << shift;
 	return 0;
 }
@@ -179,16 +179,16 @@ int kvt_parse_duration(const char *s, uint64_t *ms)
 	char *end;
 
 	if (parse_digits(s, 10, &v, &end) < 0)
-		return -1;
+		return -EINVAL;
 	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
 		if (strcmp(end, units[i].unit) != 0)
 			continue;
 		if (v > UINT64_MAX / units[i].ms)
-			return -1;
+			return -EINVAL;
 		*ms = v * units[i].ms;
 		return 0;
 	}
-	return -1;
+	return -EINVAL;
 }
 
 bool kvt_config_listed(const char *list, const char *name)
@@ -243,11 +243,11 @@ static int check_listen(const char *s, bool grpc, char *err, size_t len)
 			   memchr(s, ':', (size_t)(colon - s)) != NULL)) {
 		snprintf(err, len, "'%s' is not HOST:PORT (write e.g. 127.0.0.1:7420 or [::1]:7420)",
 			 s);
-		return -1;
+		return -EINVAL;
 	}
 	if (parse_digits(colon + 1, 10, &port, &end) < 0 || *end || port > 65535) {
 		snprintf(err, len, "port '%s' is not a number in 0..65535", colon + 1);
-		return -1;
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -266,27 +266,27 @@ static int knob_apply(struct kvt_config *c, const struct knob *k,
 		if (strlen(value) >= k->size) {
 			snprintf(err, len, "value longer than %zu bytes",
 				 k->size - 1);
-			return -1;
+			return -EINVAL;
 		}
 		strcpy(field, value);
 		if (field == c->log_level && kvt_log_level_parse(value) < 0) {
 			snprintf(err, len, "'%s' is not one of error, warn, info, debug",
 				 value);
-			return -1;
+			return -EINVAL;
 		}
 		if (field == c->eviction && strcmp(value, "leaf-first") != 0 &&
 		    strcmp(value, "lru") != 0) {
 			snprintf(err, len, "'%s' is not leaf-first or lru", value);
-			return -1;
+			return -EINVAL;
 		}
 		if (field == c->huge_pages && kvt_huge_pages_parse(value) < 0) {
 			snprintf(err, len, "'%s' is not auto, 2M, 1G or off", value);
-			return -1;
+			return -EINVAL;
 		}
 		if (field == c->host_lock && strcmp(value, "true") != 0 &&
 		    strcmp(value, "false") != 0) {
 			snprintf(err, len, "'%s' is not true or false", value);
-			return -1;
+			return -EINVAL;
 		}
 		if ((field == c->tcp || field == c->metrics_listen) && value[0])
 			return check_listen(value, field == c->tcp, err, len);
@@ -301,19 +301,19 @@ static int knob_apply(struct kvt_config *c, const struct knob *k,
 				 "'%s' is not a size (write e.g. 4096, 512M, 64G)" :
 				 "'%s' is not a duration (write e.g. 250ms, 30s, 5m, 2h)",
 				 value);
-			return -1;
+			return -EINVAL;
 		}
 		if (size < k->min || size > k->max) {
 			snprintf(err, len, "%s is outside %llu..%llu %s", value,
 				 (unsigned long long)k->min,
 				 (unsigned long long)k->max, is_size ? "bytes" : "ms");
-			return -1;
+			return -EINVAL;
 		}
 		/* Both are cut into 4K pages and headers. */
 		if ((field == (char *)&c->host_segment_size ||
 		     field == (char *)&c->nvme_region_size) && size % 4096) {
 			snprintf(err, len, "%s is not a multiple of 4096 (4K)", value);
-			return -1;
+			return -EINVAL;
 		}
 		*(uint64_t *)field = size;
 		return 0;
@@ -325,7 +325,7 @@ static int knob_apply(struct kvt_config *c, const struct knob *k,
 			snprintf(err, len, "'%s' is not %s", value,
 				 k->type == KNOB_MODE ? "an octal mode like 0660" :
 							"a whole number");
-			return -1;
+			return -EINVAL;
 		}
 		if (v < k->min || v > k->max) {
 			snprintf(err, len, k->type == KNOB_MODE ?
@@ -335,12 +335,12 @@ static int knob_apply(struct kvt_config *c, const struct knob *k,
 				 k->type == KNOB_MODE ? (unsigned long long)k->max :
 							(unsigned long long)k->min,
 				 (unsigned long long)k->max);
-			return -1;
+			return -EINVAL;
 		}
 		*(uint32_t *)field = (uint32_t)v;
 		return 0;
 	}
-	return -1;
+	return -EINVAL;
 }
 
 void kvt_config_defaults(struct kvt_config *c)
@@ -487,33 +487,35 @@ int kvt_config_load(struct kvt_config *c, const char *path, char *err,
 	int line;
 
 	if (!ctx.f) {
-		snprintf(err, len, "%s: cannot open: %s", path, strerror(errno));
-		return -1;
+		int rc = -errno;
+
+		snprintf(err, len, "%s: cannot open: %s", path, strerror(-rc));
+		return rc;
 	}
 	line = ini_parse_stream(read_line, &ctx, on_ini_entry, &ctx);
 	read_error = ferror(ctx.f);
 	fclose(ctx.f);
 	if (snprintf(c->file, sizeof(c->file), "%s", path) >= (int)sizeof(c->file)) {
 		snprintf(err, len, "%s: path too long", path);
-		return -1;
+		return -EINVAL;
 	}
 	if (line == -2) {
 		snprintf(err, len, "%s: out of memory", path);
-		return -1;
+		return -ENOMEM;
 	}
 	/* The first error: inih's (syntax) or ours, whichever line is first. */
 	if (ctx.failed && (line <= 0 || ctx.err_line <= line)) {
 		snprintf(err, len, "%s:%d: %s", path, ctx.err_line, ctx.err);
-		return -1;
+		return -EINVAL;
 	}
 	if (line > 0) {
 		snprintf(err, len, "%s:%d: syntax error (expected [section] or key = value)",
 			 path, line);
-		return -1;
+		return -EINVAL;
 	}
 	if (read_error) {
 		snprintf(err, len, "%s: read error", path);
-		return -1;
+		return -EIO;
 	}
 	return 0;
 }
@@ -530,7 +532,7 @@ int kvt_config_set(struct kvt_config *c, const char *assignment, char *err,
 	if (!dot || !eq || dot > eq || (size_t)(dot - assignment) >= sizeof(section) ||
 	    (size_t)(eq - dot - 1) >= sizeof(name)) {
 		snprintf(err, len, "--set %s: expected section.key=value", assignment);
-		return -1;
+		return -EINVAL;
 	}
 	memcpy(section, assignment, (size_t)(dot - assignment));
 	section[dot - assignment] = '\0';
@@ -540,11 +542,11 @@ int kvt_config_set(struct kvt_config *c, const char *assignment, char *err,
 	if (!k) {
 		snprintf(err, len, "--set %s: unknown key [%s] %s", assignment,
 			 section, name);
-		return -1;
+		return -EINVAL;
 	}
 	if (knob_apply(c, k, eq + 1, why, sizeof(why)) < 0) {
 		snprintf(err, len, "--set [%s] %s: %s", section, name, why);
-		return -1;
+		return -EINVAL;
 	}
 	c->source[k - knobs] = KVT_CONFIG_FROM_COMMAND_LINE;
 	return 0;
@@ -554,12 +556,14 @@ int kvt_config_build(struct kvt_config *c, const char *file,
 		     const char *const *sets, size_t nsets, char *err,
 		     size_t len)
 {
+	int rc;
+
 	kvt_config_defaults(c);
-	if (file && kvt_config_load(c, file, err, len) < 0)
-		return -1;
+	if (file && (rc = kvt_config_load(c, file, err, len)) < 0)
+		return rc;
 	for (size_t i = 0; i < nsets; i++)
-		if (kvt_config_set(c, sets[i], err, len) < 0)
-			return -1;
+		if ((rc = kvt_config_set(c, sets[i], err, len)) < 0)
+			return rc;
 	return kvt_config_finish(c, err, len);
 }
 
@@ -582,7 +586,7 @@ static int knob_error(const struct kvt_config *c, size_t i, char *err,
 	}
 	snprintf(err, len, "%s[%s] %s: %s", from, knobs[i].section,
 		 knobs[i].name, why);
-	return -1;
+	return -EINVAL;
 }
 
 /* Knob i as another knob's error names it: "[host] size 1G (FILE:LINE)". */
@@ -631,7 +635,7 @@ static int parse_quota(const struct kvt_config *c, const char *s,
 	if (n > 1 && s[n - 1] == '%') {
 		if (parse_digits(s, 10, &pct, &end) < 0 || end != s + n - 1 ||
 		    pct > 100)
-			return -1;
+			return -EINVAL;
 		*bytes = c->host_size / 100 * pct;
 		return 0;
 	}
@@ -649,7 +653,7 @@ int kvt_parse_user(const char *s, uint32_t *uid)
 		return 0;
 	}
 	if (getpwnam_r(s, &pw, buf, sizeof(buf), &res) != 0 || !res)
-		return -1;
+		return -EINVAL;
 	*uid = res->pw_uid;
 	return 0;
 }
@@ -831,7 +835,7 @@ int kvt_config_finish(struct kvt_config *c, char *err, size_t len)
 				  c->socket);
 	if (finish_group(c, err, len) < 0 || finish_host(c, err, len) < 0 ||
 	    finish_hbm(c, err, len) < 0 || finish_nvme(c, err, len) < 0)
-		return -1;
+		return -EINVAL;
 	return finish_quotas(c, err, len);
 }
 

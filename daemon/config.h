@@ -88,26 +88,26 @@ struct kvt_config {
 /* Fills in every default. The run directory depends on who runs the daemon. */
 void kvt_config_defaults(struct kvt_config *c);
 
-/* Reads an INI file over c. 0, or -1 with "FILE:LINE: [sec] key: why" in
+/* Reads an INI file over c. 0, or -errno with "FILE:LINE: [sec] key: why" in
  * err. Refused: a key twice, an unknown key or section, a section header
  * without ']' or with text after it, a NUL byte, a line longer than inih
  * reads; leading blanks are dropped (no multi-line values). */
 int kvt_config_load(struct kvt_config *c, const char *path, char *err,
 		    size_t len);
 
-/* Applies "section.key=value". 0, or -1 with the reason in err. */
+/* Applies "section.key=value". 0, or -errno with the reason in err. */
 int kvt_config_set(struct kvt_config *c, const char *assignment, char *err,
 		   size_t len);
 
 /* Derives what depends on other knobs (quotas, paths, devices, gid) and
- * checks them together. 0, or -1 with "WHERE: [sec] key: why" in err,
+ * checks them together. 0, or -errno with "WHERE: [sec] key: why" in err,
  * WHERE being the knob's "FILE:LINE" or "command line" (nothing for a
  * default); of two knobs that do not fit together, the one set is named. */
 int kvt_config_finish(struct kvt_config *c, char *err, size_t len);
 
 /* Defaults, then the file (NULL: none), then the --set assignments (the
  * command line wins), then finish: what the daemon starts and reloads with.
- * 0, or -1 with the reason in err. */
+ * 0, or -errno with the reason in err. */
 int kvt_config_build(struct kvt_config *c, const char *file,
 		     const char *const *sets, size_t nsets, char *err,
 		     size_t len);
@@ -133,7 +133,7 @@ void kvt_config_source(const struct kvt_config *c, size_t i, char *buf,
 /*
  * For a reload: calls changed() for every knob whose value differs between
  * the running config and next; knobs that cannot change live get their
- * running value back in next. Then finishes next. 0, or -1 with err.
+ * running value back in next. Then finishes next. 0, or -errno with err.
  */
 typedef void (*kvt_config_changed_fn)(void *arg, size_t knob, const char *was,
 				      const char *now, bool live);
@@ -141,16 +141,16 @@ int kvt_config_merge(const struct kvt_config *running, struct kvt_config *next,
 		     kvt_config_changed_fn changed, void *arg, char *err,
 		     size_t len);
 
-/* Parses "512M", "64G", "4096": bytes. 0, or -1. */
+/* Parses "512M", "64G", "4096": bytes. 0, or -EINVAL. */
 int kvt_parse_size(const char *s, uint64_t *out);
-/* host.huge_pages as an enum kvt_huge_pages (tiers/host.h), or -1. */
+/* host.huge_pages as an enum kvt_huge_pages (tiers/host.h), or -EINVAL. */
 int kvt_huge_pages_parse(const char *s);
 
 /* Parses "250ms", "30s", "5m", "2h", "1d", "0" (a bare number: seconds)
- * into milliseconds. 0, or -1. */
+ * into milliseconds. 0, or -EINVAL. */
 int kvt_parse_duration(const char *s, uint64_t *ms);
 
-/* A user name or decimal uid. 0, or -1. */
+/* A user name or decimal uid. 0, or -EINVAL. */
 int kvt_parse_user(const char *s, uint32_t *uid);
 
 /* Whether name is listed in the comma-separated list. */

@@ -1,6 +1,7 @@
 #include "log.h"
 
 #include <grpc/support/log.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,7 +21,7 @@ int kvt_log_level_parse(const char *name)
 	for (int i = 0; i < 4; i++)
 		if (strcmp(name, names[i]) == 0)
 			return i;
-	return -1;
+	return -EINVAL;
 }
 
 void kvt_log(enum kvt_log_level level, const char *fmt, ...)

@@ -60,7 +60,7 @@ static int load_config(int argc, char **argv, struct kvt_reload *r)
 	const char *file = NULL;
 	size_t nsets = 0;
 	char err[512];
-	int print = 0, opt;
+	int print = 0, opt, rc;
 
 	/* The file first, then the overrides, whatever their order on the line. */
 	while ((opt = getopt_long(argc, argv, "c:s:pVh", opts, NULL)) != -1) {
@@ -70,23 +70,23 @@ static int load_config(int argc, char **argv, struct kvt_reload *r)
 			if (nsets == SETS_MAX) {
 				fprintf(stderr, "kvtierd: more than %d --set options\n",
 					SETS_MAX);
-				return -1;
+				return -EINVAL;
 			}
 			sets[nsets++] = optarg;
 			break;
 		case 'p': print = 1; break;
 		case 'V': printf("kvtierd %s\n", KVT_VERSION); exit(0);
 		case 'h': usage(stdout); exit(0);
-		default: usage(stderr); return -1;
+		default: usage(stderr); return -EINVAL;
 		}
 	}
 	if (optind < argc) {
 		fprintf(stderr, "kvtierd: unexpected argument '%s'\n", argv[optind]);
-		return -1;
+		return -EINVAL;
 	}
-	if (kvt_reload_init(r, file, sets, nsets, err, sizeof(err)) < 0) {
+	if ((rc = kvt_reload_init(r, file, sets, nsets, err, sizeof(err))) < 0) {
 		fprintf(stderr, "kvtierd: configuration error: %s\n", err);
-		return -1;
+		return rc;
 	}
 	if (print) {
 		kvt_config_print(&r->running, stdout);
@@ -101,22 +101,26 @@ static int make_run_dir(const char *dir, gid_t gid)
 	if (mkdir(dir, 0750) < 0) {
 		if (errno == EEXIST)
 			return 0;
+		int rc = -errno;
+
 		kvt_log(KVT_LOG_ERROR, "cannot create run directory %s: %s", dir,
-			strerror(errno));
-		return -1;
+			strerror(-rc));
+		return rc;
 	}
 	if (chmod(dir, 0750) < 0 ||
 	    (gid != (gid_t)-1 && chown(dir, (uid_t)-1, gid) < 0)) {
+		int rc = -errno;
+
 		kvt_log(KVT_LOG_ERROR, "cannot set mode/group of %s: %s", dir,
-			strerror(errno));
-		return -1;
+			strerror(-rc));
+		return rc;
 	}
 	return 0;
 }
 
 /*
  * Takes "<socket>.lock" so that a second daemon refuses to start instead of
- * gRPC silently unlinking a live socket. Returns the held fd, or -1.
+ * gRPC silently unlinking a live socket. Returns the held fd, or -errno.
  */
 static int take_lock(const char *socket_path, char *lock_path, size_t len)
 {
@@ -127,9 +131,11 @@ static int take_lock(const char *socket_path, char *lock_path, size_t len)
 	snprintf(lock_path, len, "%s.lock", socket_path);
 	fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
 	if (fd < 0) {
+		int rc = -errno;
+
 		kvt_log(KVT_LOG_ERROR, "cannot open lock file %s: %s", lock_path,
-			strerror(errno));
-		return -1;
+			strerror(-rc));
+		return rc;
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		n = pread(fd, pid, sizeof(pid) - 1, 0);
@@ -139,7 +145,7 @@ static int take_lock(const char *socket_path, char *lock_path, size_t len)
 			"another kvtierd (pid %s) is serving %s; stop it first",
 			pid[0] ? pid : "?", socket_path);
 		close(fd);
-		return -1;
+		return -EBUSY;
 	}
 	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
 	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
@@ -214,14 +220,15 @@ static int apply_live(void *arg, const struct kvt_config *c, char *err,
 	struct kvt_engine_config ec;
 	struct kvt_metrics_auth auth;
 	struct kvt_err e;
+	int rc;
 
 	/* The one step that can fail on a file's content goes first. */
-	if (kvt_metrics_auth_read(c->metrics_auth_file, &auth, err, len) < 0)
-		return -1;
+	if ((rc = kvt_metrics_auth_read(c->metrics_auth_file, &auth, err, len)) < 0)
+		return rc;
 	engine_config(c, &ec, quotas, nvme_paths);
-	if (kvt_engine_reconfigure(d->engine, &ec, &e) < 0) {
+	if ((rc = kvt_engine_reconfigure(d->engine, &ec, &e)) < 0) {
 		snprintf(err, len, "[host] size: %s", e.msg);
-		return -1;
+		return rc;
 	}
 	kvt_metrics_set_auth(metrics, &auth);
 	explicit_bzero(&auth, sizeof(auth));

@@ -15,8 +15,10 @@ int kvt_reload_init(struct kvt_reload *r, const char *file,
 	r->sets = sets;
 	r->nsets = nsets;
 	r->last_ok = true;
-	if (kvt_config_build(&r->running, file, sets, nsets, err, len) < 0)
-		return -1;
+	int rc = kvt_config_build(&r->running, file, sets, nsets, err, len);
+
+	if (rc < 0)
+		return rc;
 	r->wanted = r->running;
 	return 0;
 }

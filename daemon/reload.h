@@ -15,7 +15,7 @@
 
 #include "config.h"
 
-/* Applies the live knobs of next; 0, or -1 with the reason in err. */
+/* Applies the live knobs of next; 0, or -errno with the reason in err. */
 typedef int (*kvt_reload_apply_fn)(void *arg, const struct kvt_config *next,
 				   char *err, size_t len);
 
@@ -32,13 +32,13 @@ struct kvt_reload {
 	char last_error[512];
 };
 
-/* Builds the starting configuration. 0, or -1 with the reason in err. */
+/* Builds the starting configuration. 0, or -errno with the reason in err. */
 int kvt_reload_init(struct kvt_reload *r, const char *file,
 		    const char *const *sets, size_t nsets, char *err,
 		    size_t len);
 
 /* Reads the file again and applies it; logs what changed and what waits for
- * a restart. 0, or -1 (logged; the running configuration is untouched). */
+ * a restart. 0, or -errno (logged; the running configuration is untouched). */
 int kvt_reload_run(struct kvt_reload *r, kvt_reload_apply_fn apply, void *arg);
 
 #endif

@@ -185,7 +185,7 @@ int kvt_segsock_start(const char *path, mode_t mode, gid_t gid,
 
 	if (!s) {
 		snprintf(err, len, "out of memory");
-		return -1;
+		return -ENOMEM;
 	}
 	s->engine = engine;
 	s->wake[0] = s->wake[1] = -1;
@@ -193,7 +193,7 @@ int kvt_segsock_start(const char *path, mode_t mode, gid_t gid,
 		snprintf(err, len, "segment socket path %s is longer than %zu bytes",
 			 path, sizeof(sa.sun_path) - 1);
 		free(s);
-		return -1;
+		return -ENAMETOOLONG;
 	}
 	strcpy(sa.sun_path, path);
 	strcpy(s->path, path);
@@ -204,8 +204,10 @@ int kvt_segsock_start(const char *path, mode_t mode, gid_t gid,
 	    (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0) ||
 	    listen(s->listen_fd, SOMAXCONN) < 0 ||
 	    pipe2(s->wake, O_CLOEXEC) < 0 ||
-	    pthread_create(&s->thread, NULL, segsock_main, s) != 0) {
-		snprintf(err, len, "cannot listen on %s: %s", path, strerror(errno));
+	    (errno = pthread_create(&s->thread, NULL, segsock_main, s)) != 0) {
+		int rc = -errno;
+
+		snprintf(err, len, "cannot listen on %s: %s", path, strerror(-rc));
 		if (s->listen_fd >= 0)
 			close(s->listen_fd);
 		if (s->wake[0] >= 0) {
@@ -214,7 +216,7 @@ int kvt_segsock_start(const char *path, mode_t mode, gid_t gid,
 		}
 		unlink(path);
 		free(s);
-		return -1;
+		return rc;
 	}
 	*out = s;
 	return 0;

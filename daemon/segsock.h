@@ -27,7 +27,7 @@ struct kvt_segsock_stats {
 	uint64_t dropped_total; /* connections closed without a request */
 };
 
-/* Listens on path (mode, group gid unless (gid_t)-1). 0 or -1 with the
+/* Listens on path (mode, group gid unless (gid_t)-1). 0 or -errno with the
  * reason in err. */
 int kvt_segsock_start(const char *path, mode_t mode, gid_t gid,
 		      struct kvt_engine *engine, struct kvt_segsock **out,

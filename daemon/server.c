@@ -616,7 +616,7 @@ static int add_port(struct kvt_server *s, const char *addr, char *err,
 	if (port == 0) {
 		snprintf(err, len, "cannot listen on %s (address in use or invalid)",
 			 addr);
-		return -1;
+		return -EADDRNOTAVAIL;
 	}
 	if (!strstr(addr, ":0"))
 		snprintf(s->listen[s->nlisten++], sizeof(s->listen[0]), "%s", addr);
@@ -638,7 +638,7 @@ static int grow(void **table, size_t *n, size_t sz, size_t i, int fill)
 		return 0;
 	p = realloc(*table, want * sz);
 	if (!p)
-		return -1;
+		return -ENOMEM;
 	memset(p + *n * sz, fill, (want - *n) * sz);
 	*table = p;
 	*n = want;
@@ -859,7 +859,7 @@ static int listen_unix(struct kvt_server *s, const char *path, char *err,
 	if (strlen(path) >= sizeof(sa.sun_path)) {
 		snprintf(err, len, "socket path %s is longer than %zu bytes", path,
 			 sizeof(sa.sun_path) - 1);
-		return -1;
+		return -ENAMETOOLONG;
 	}
 	strcpy(sa.sun_path, path);
 	s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -868,8 +868,10 @@ static int listen_unix(struct kvt_server *s, const char *path, char *err,
 	    chmod(path, s->cfg.socket_mode) < 0 ||
 	    (s->cfg.gid != (gid_t)-1 && chown(path, (uid_t)-1, s->cfg.gid) < 0) ||
 	    listen(s->listen_fd, SOMAXCONN) < 0) {
-		snprintf(err, len, "cannot listen on %s: %s", path, strerror(errno));
-		return -1;
+		int rc = -errno;
+
+		snprintf(err, len, "cannot listen on %s: %s", path, strerror(-rc));
+		return rc;
 	}
 	snprintf(s->listen[s->nlisten++], sizeof(s->listen[0]), "unix:%s", path);
 	return 0;
@@ -905,9 +907,11 @@ int kvt_server_start(const struct kvt_server_config *cfg,
 							(int)cfg->max_message_size;
 	grpc_arg args[2];
 	grpc_channel_args chargs = { 2, args };
+	int rc;
+
 	if (!s) {
 		snprintf(err, len, "out of memory");
-		return -1;
+		return -ENOMEM;
 	}
 	s->cfg = *cfg;
 	s->listen_fd = s->wake_fd[0] = s->wake_fd[1] = s->epoll_fd = -1;
@@ -931,10 +935,11 @@ int kvt_server_start(const struct kvt_server_config *cfg,
 	grpc_server_register_completion_queue(s->server, s->cq, NULL);
 	s->creds = grpc_insecure_server_credentials_create();
 	if (pipe2(s->wake_fd, O_CLOEXEC) < 0) {
-		snprintf(err, len, "pipe: %s", strerror(errno));
+		rc = -errno;
+		snprintf(err, len, "pipe: %s", strerror(-rc));
 		goto fail;
 	}
-	if (listen_unix(s, cfg->unix_path, err, len) < 0)
+	if ((rc = listen_unix(s, cfg->unix_path, err, len)) < 0)
 		goto fail;
 	s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (s->epoll_fd < 0 ||
@@ -942,13 +947,14 @@ int kvt_server_start(const struct kvt_server_config *cfg,
 		      &(struct epoll_event){ .events = EPOLLIN, .data.fd = s->listen_fd }) < 0 ||
 	    epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->wake_fd[0],
 		      &(struct epoll_event){ .events = EPOLLIN, .data.fd = s->wake_fd[0] }) < 0) {
-		snprintf(err, len, "epoll: %s", strerror(errno));
+		rc = -errno;
+		snprintf(err, len, "epoll: %s", strerror(-rc));
 		goto fail;
 	}
-	if (cfg->tcp && cfg->tcp[0] && add_port(s, cfg->tcp, err, len) < 0)
+	if (cfg->tcp && cfg->tcp[0] && (rc = add_port(s, cfg->tcp, err, len)) < 0)
 		goto fail;
 	grpc_server_start(s->server);
-	if (pthread_create(&s->acceptor, NULL, acceptor_main, s)) {
+	if ((rc = -pthread_create(&s->acceptor, NULL, acceptor_main, s)) < 0) {
 		snprintf(err, len, "cannot start the acceptor thread");
 		goto fail;
 	}
@@ -957,11 +963,11 @@ int kvt_server_start(const struct kvt_server_config *cfg,
 	for (unsigned i = 0; i < ACCEPTS_IN_FLIGHT; i++)
 		accept_one(s);
 	for (s->nthreads = 0; s->nthreads < cfg->threads; s->nthreads++)
-		if (pthread_create(&s->threads[s->nthreads], NULL, cq_thread, s)) {
+		if ((rc = -pthread_create(&s->threads[s->nthreads], NULL, cq_thread, s)) < 0) {
 			snprintf(err, len, "cannot start threads");
 			kvt_server_shutdown(s, 0);
 			kvt_server_destroy(s);
-			return -1;
+			return rc;
 		}
 	*out = s;
 	return 0;
@@ -976,7 +982,7 @@ fail:
 					  NULL).type != GRPC_QUEUE_SHUTDOWN)
 		;
 	kvt_server_destroy(s);
-	return -1;
+	return rc;
 }
 
 /* Ends every open stream with UNAVAILABLE, so clients learn why. */

@@ -108,7 +108,7 @@ struct kvt_server_config {
 struct kvt_server;
 
 /* Binds (replacing a stale socket file: the caller holds the lock), starts
- * the threads. 0, or -1 with the reason in err. */
+ * the threads. 0, or -errno with the reason in err. */
 int kvt_server_start(const struct kvt_server_config *cfg,
 		     struct kvt_server **out, char *err, size_t len);
 
