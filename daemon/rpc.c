@@ -80,8 +80,8 @@ static grpc_status_code pack(const void *msg, struct kvt_reply *r)
 }
 
 /*
- * Checks a key list (count and lengths) and returns pointers to the keys in
- * *out (to free). `what` names the field in messages.
+ * Checks a key list of n keys (count and lengths) and returns pointers to the
+ * keys in *out (to free). Messages name the field "keys".
  */
 static grpc_status_code check_keys(const struct kvt_daemon *d, size_t n,
 				   const ProtobufCBinaryData *keys,
