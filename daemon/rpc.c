@@ -406,7 +406,7 @@ static grpc_status_code rpc_call(void *ctx, const void *method,
 
 /* ---- the bodies ---- */
 
-/* Whether a tenant that is not an admin sees namespace ns in Stats: its
+/* Whether a tenant that is not an admin sees namespace st in Stats: its
  * own and the shared ones. */
 static bool ns_visible(const struct kvt_namespace_stats *st, uint32_t tenant)
 {

@@ -6,8 +6,11 @@
  * batches at once, {SEND_MESSAGE first event} and {RECV_CLOSE_ON_SERVER}; the
  * second completes when the client goes away, and runs close(). Both may
  * complete on different threads, so the call is reference counted. Streams
- * are listed (under streams_lock) so that shutdown can end them; any
- * start_batch on a listed call happens under that lock. A deferred call sits
+ * are listed (s->streams) so that shutdown can end them. One mutex, s->lock,
+ * guards that list, the accepting and shutdown_done flags (with s->cond),
+ * and the connection records below; a stream's first batches and
+ * shutdown's SEND_STATUS_FROM_SERVER on a listed call are started under it,
+ * and shutdown takes a reference to each call it ends. A deferred call sits
  * in READING until its handler's kvt_call_reply.
  *
  * The unix socket: a thread (the acceptor) accepts, records the peer's
@@ -119,7 +122,7 @@ struct kvt_server {
 	atomic_uint connections;
 
 	struct tag shutdown_tag;
-	pthread_mutex_t lock; /* guards shutdown_done, accepting, streams, conns */
+	pthread_mutex_t lock; /* guards shutdown_done, accepting, streams, conns, watch_of */
 	pthread_cond_t cond;
 	bool shutdown_done, accepting;
 	struct kvt_call *streams;

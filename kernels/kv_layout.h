@@ -1,7 +1,7 @@
 /*
  * Where a block's KV bytes sit in a worker's paged KV cache, and where they
  * sit in a kvtier page: the layout math that the CUDA kernels (kv_copy.cu)
- * and their CPU reference versions (kv_copy_cpu.c) share, so that a test of
+ * and their CPU reference versions (kv_layout.c) share, so that a test of
  * one is a test of the other.
  *
  * A paged cache holds, per layer, K and V for num_blocks blocks; one

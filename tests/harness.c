@@ -41,7 +41,7 @@ static bool sets_host_size(const char *const *sets)
 void test_daemon_restart(struct test_daemon *d, const char *const *sets)
 {
 	const char *bin = getenv("KVTIERD");
-	char *argv[64], run_dir[200], line[512];
+	char *argv[64], run_dir[200], line[1024];
 	int out[2], argc = 0;
 	struct pollfd pfd;
 	size_t got = 0;

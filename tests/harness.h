@@ -18,7 +18,7 @@ struct test_daemon {
 	char addr[160]; /* "unix:<dir>/kvtierd.sock" */
 	int metrics_port; /* on 127.0.0.1; 0: none */
 	char config[192];  /* a file for -c (restart only; start clears it) */
-	char said[512];    /* its start-up line ("... listening on ...") */
+	char said[1024];   /* its start-up line ("... listening on ...") */
 };
 
 /* sets: NULL-terminated "section.key=value" overrides. Exits on failure. */

@@ -1,9 +1,14 @@
 /*
- * Engine on real memfd segments, with a fake clock: LRU eviction, pins never
- * evicted, tenants kept apart, session end releases everything, ownership
- * checks, early reuse (waits completed by commit, abort, deadline, session
- * end), drop while pinned, drop scopes, lease TTL, husks, reclaim of another
- * namespace's segment, capacity bound.
+ * Engine on real memfd segments, with a fake clock; each behaviour on a
+ * fresh engine of its own: namespace options checked, LRU eviction, tenants
+ * kept apart, the bytes read back are the bytes put, pins never evicted,
+ * a release lets a reservation evict (a second session sees it busy),
+ * ownership checks, early reuse (waits completed by commit, abort,
+ * deadline, session end), session end releases everything, drop while
+ * pinned, reclaim of another namespace's segment, capacity bound, drop
+ * scopes (namespace, tenant), lease TTL, husks, a quiet namespace's
+ * segments going to a busy one unless kept by priority, destroy closing
+ * the memfds.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,7 +25,8 @@ static uint8_t key_bytes[NKEYS][KVT_KEY_BYTES];
 static const uint8_t *keys[NKEYS];
 static uint8_t page[PAGE];
 static uint64_t fake_now = 1000000;
-static uint32_t me; /* the tenant these calls act for */
+static uint32_t me; /* the tenant these calls act for: alice, or bob */
+static uint32_t alice, bob;
 
 static uint64_t fake_clock(void *arg)
 {
@@ -85,146 +91,285 @@ static struct got acquire(struct kvt_engine *e, const uint8_t *token,
 	return g;
 }
 
-int main(void)
+static const struct kvt_engine_config cfg = {
+	.host_bytes = 4 * 16384, .segment_bytes = 16384, /* 16 slots */
+	.max_namespaces = 4,
+	.default_priority = 35, .max_wait = 10000 * KVT_MS,
+	.lease_ttl = 60000 * KVT_MS, .clock = fake_clock,
+};
+
+/* A fresh engine with tenants alice (uid 1000) and bob (uid 1001); the
+ * calls act for alice. */
+static struct kvt_engine *engine(void)
 {
-	struct kvt_engine_config cfg = {
-		.host_bytes = 4 * 16384, .segment_bytes = 16384, /* 16 slots */
-		.max_namespaces = 4,
-		.default_priority = 35, .max_wait = 10000 * KVT_MS,
-		.lease_ttl = 60000 * KVT_MS, .clock = fake_clock,
-	};
 	struct kvt_engine *e;
-	struct kvt_session *s1, *s2;
-	uint8_t t1[16], t2[16];
-	struct kvt_engine_stats st;
-	struct kvt_location locs[NKEYS];
-	enum kvt_reserve_state states[NKEYS];
 	struct kvt_err err;
-	struct kvt_req q;
-	struct got g, w;
-	uint32_t a, b, count, other;
-	uint64_t stride, lease;
+
+	CHECK(kvt_engine_create(&cfg, &e, &err) == 0);
+	CHECK(kvt_engine_tenant(e, 1000, "alice", &alice) == 0 && alice != KVT_TENANT_SHARED);
+	CHECK(kvt_engine_tenant(e, 1001, "bob", &bob) == 0 && bob != alice);
+	me = alice;
+	return e;
+}
+
+/* Opens alice's namespace name (4 KiB pages), new. */
+static uint32_t open_ns(struct kvt_engine *e, const char *name)
+{
+	struct kvt_err err;
+	uint64_t stride;
+	uint32_t ns;
 	bool created;
 
-	for (int i = 0; i < NKEYS; i++) {
-		test_fill(key_bytes[i], KVT_KEY_BYTES, 1000u + (unsigned)i);
-		keys[i] = key_bytes[i];
-	}
-	CHECK(kvt_engine_create(&cfg, &e, &err) == 0);
-	CHECK(kvt_engine_tenant(e, 1000, "alice", &me) == 0 && me != KVT_TENANT_SHARED);
-	CHECK(kvt_engine_tenant(e, 1000, "alice", &other) == 0 && other == me);
-	CHECK(kvt_engine_tenant(e, 1001, "bob", &other) == 0 && other != me);
-	CHECK(kvt_engine_open_namespace(e, 1, "a", PAGE, 16, false, 0, &a, &created, &stride, &err) == 0);
+	CHECK(kvt_engine_open_namespace(e, alice, name, PAGE, 16, false, 0, &ns, &created, &stride, &err) == 0);
 	CHECK(created && stride == PAGE);
-	CHECK(kvt_engine_open_namespace(e, 1, "a", PAGE * 2, 16, false, 0, &b, &created, &stride, &err) == -EPERM);
-	CHECK(strstr(err.msg, "page_bytes 4096"));
-	CHECK(kvt_engine_open_namespace(e, 1, "b", PAGE, 16, false, 0, &b, &created, &stride, &err) == 0);
-	CHECK(kvt_engine_open_namespace(e, 1, "bad name", PAGE, 16, false, 0, &b, &created, &stride, &err) == -EINVAL);
-	CHECK(kvt_engine_open_namespace(e, 1, "c", 16385, 16, false, 0, &b, &created, &stride, &err) == -EINVAL);
-	b = 1;
+	return ns;
+}
 
-	/* LRU: fill 16 slots, touch key 0, add key 16: key 1 goes, key 0 stays. */
-	for (int i = 0; i < 16; i++)
-		put(e, a, i);
+/* Fills the whole tier: keys [first, first + 16) in ns. */
+static void fill(struct kvt_engine *e, uint32_t ns, int first)
+{
+	for (int i = first; i < first + 16; i++)
+		put(e, ns, i);
+}
+
+/* Reopening with other pages, bad names and pages over a segment are refused. */
+static void test_namespace_options(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a"), b;
+	uint64_t stride;
+	struct kvt_err err;
+	bool created;
+
+	CHECK(kvt_engine_open_namespace(e, alice, "a", PAGE * 2, 16, false, 0, &b, &created, &stride, &err) == -EPERM);
+	CHECK(strstr(err.msg, "page_bytes 4096"));
+	CHECK(kvt_engine_open_namespace(e, alice, "b", PAGE, 16, false, 0, &b, &created, &stride, &err) == 0);
+	CHECK(created && b != a);
+	CHECK(kvt_engine_open_namespace(e, alice, "bad name", PAGE, 16, false, 0, &b, &created, &stride, &err) == -EINVAL);
+	CHECK(kvt_engine_open_namespace(e, alice, "c", 16385, 16, false, 0, &b, &created, &stride, &err) == -EINVAL);
+	kvt_engine_destroy(e);
+}
+
+/* LRU: fill 16 slots, touch key 0, add key 16: key 1 goes, key 0 stays. */
+static void test_lru(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a");
+	struct kvt_engine_stats st;
+
+	fill(e, a, 0);
 	CHECK(ready(e, a, 0) == 1);
 	put(e, a, 16);
 	CHECK(ready(e, a, 0) == 1 && ready(e, a, 1) == 0 && ready(e, a, 16) == 1);
-	/* Namespaces are scoped by tenant: alice's id is unknown to bob, and
-	 * bob's namespace of the same name is another one. */
-	{
-		uint32_t r, p, bob_a;
-
-		q = (struct kvt_req){ .tenant = other, .ns = a, .keys = keys, .n = 1 };
-		CHECK(kvt_engine_lookup(e, &q, &r, &p, NULL, &err) == -ENOENT);
-		CHECK(strstr(err.msg, "unknown namespace_id"));
-		CHECK(kvt_engine_open_namespace(e, other, "a", PAGE, 16, false, 0, &bob_a,
-						&created, &stride, &err) == 0 &&
-		      created && bob_a != a);
-		q.ns = bob_a;
-		CHECK(kvt_engine_lookup(e, &q, &r, &p, NULL, &err) == 0 && r == 0);
-	}
 	kvt_engine_stats(e, &st);
 	CHECK(st.evictions_total == 1 && st.ready_blocks == 16);
 	CHECK(st.host_used_bytes == st.host_capacity_bytes);
+	kvt_engine_destroy(e);
+}
 
-	/* The bytes read back are the bytes put. */
-	{
-		struct kvt_block *pinned[1];
-		uint32_t n, r;
+/* A uid is one tenant. Namespaces are scoped by tenant: alice's id is
+ * unknown to bob, and bob's namespace of the same name is another one. */
+static void test_tenants_apart(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a"), t, r, p, bob_a;
+	struct kvt_err err;
+	struct kvt_req q;
+	uint64_t stride;
+	bool created;
 
-		test_fill(page, PAGE, 16);
-		q = req(NULL, a, 16, 1);
-		CHECK(kvt_engine_pin(e, &q, 1, pinned, &n, &r, &err) == 0 && n == 1);
-		CHECK(memcmp(kvt_engine_page(e, pinned[0]), page, PAGE) == 0);
-		kvt_engine_unpin(e, pinned, 1);
-	}
+	CHECK(kvt_engine_tenant(e, 1000, "alice", &t) == 0 && t == alice);
+	put(e, a, 0);
+	CHECK(ready(e, a, 0) == 1);
+	q = (struct kvt_req){ .tenant = bob, .ns = a, .keys = keys, .n = 1 };
+	CHECK(kvt_engine_lookup(e, &q, &r, &p, NULL, &err) == -ENOENT);
+	CHECK(strstr(err.msg, "unknown namespace_id"));
+	CHECK(kvt_engine_open_namespace(e, bob, "a", PAGE, 16, false, 0, &bob_a,
+					&created, &stride, &err) == 0 &&
+	      created && bob_a != a);
+	q.ns = bob_a;
+	CHECK(kvt_engine_lookup(e, &q, &r, &p, NULL, &err) == 0 && r == 0);
+	kvt_engine_destroy(e);
+}
 
-	/* Pin everything: a reservation finds no space and evicts nothing. */
+/* The bytes read back are the bytes put. */
+static void test_read_back(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a"), n, r;
+	struct kvt_block *pinned[1];
+	struct kvt_err err;
+	struct kvt_req q;
+
+	put(e, a, 16);
+	test_fill(page, PAGE, 16);
+	q = req(NULL, a, 16, 1);
+	CHECK(kvt_engine_pin(e, &q, 1, pinned, &n, &r, &err) == 0 && n == 1);
+	CHECK(memcmp(kvt_engine_page(e, pinned[0]), page, PAGE) == 0);
+	kvt_engine_unpin(e, pinned, 1);
+	kvt_engine_destroy(e);
+}
+
+/* Pins the whole tier (keys 0..15 of a) under one lease of t1's session. */
+static uint64_t pin_all(struct kvt_engine *e, const uint8_t *t1, uint32_t a)
+{
+	struct got g = acquire(e, t1, a, 0, 16, 0);
+
+	CHECK(g.rc == 0 && g.count == 16 && g.lease != 0);
+	return g.lease;
+}
+
+/* Pin everything: a reservation finds no space and evicts nothing; other
+ * namespaces cannot take a pinned segment either. */
+static void test_pins_never_evicted(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a"), b = open_ns(e, "b");
+	enum kvt_reserve_state states[2];
+	struct kvt_location locs[2];
+	struct kvt_engine_stats st;
+	struct kvt_session *s1;
+	struct kvt_err err;
+	struct kvt_req q;
+	uint8_t t1[16];
+
+	fill(e, a, 0);
 	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
-	{
-		const uint8_t *all[16];
-		int n = 0;
-
-		for (int i = 0; i < 17; i++)
-			if (i != 1)
-				all[n++] = keys[i];
-		q = (struct kvt_req){ .tenant = me, .session = t1, .ns = a, .keys = all, .n = 16 };
-		g = (struct got){ 0 };
-		CHECK(kvt_engine_acquire(e, &q, 0, on_acquired, &g, &err) == 0);
-		CHECK(g.calls == 1 && g.rc == 0 && g.count == 16 && g.lease != 0);
-		lease = g.lease;
-	}
+	pin_all(e, t1, a);
 	q = req(t1, a, 20, 2);
 	CHECK(kvt_engine_reserve(e, &q, NULL, NULL, states, locs, &err) == -ENOSPC);
 	CHECK(states[0] == KVT_RESERVE_NO_SPACE && states[1] == KVT_RESERVE_NO_SPACE);
 	kvt_engine_stats(e, &st);
-	CHECK(st.evictions_total == 1 && st.pinned_blocks == 16 && st.reserve_no_space_total == 2);
-	/* Other namespaces cannot take a pinned segment either. */
+	CHECK(st.evictions_total == 0 && st.pinned_blocks == 16 && st.reserve_no_space_total == 2);
 	q = req(t1, b, 20, 1);
 	CHECK(kvt_engine_reserve(e, &q, NULL, NULL, states, locs, &err) == -ENOSPC);
+	kvt_engine_session_close(e, s1);
+	kvt_engine_destroy(e);
+}
 
-	/* Release: now a reservation evicts; a second session sees it BUSY. */
+/* Release (once): now a reservation evicts; a second session sees it BUSY. */
+static void test_release_then_reserve(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a");
+	enum kvt_reserve_state states[2];
+	struct kvt_location locs[2];
+	struct kvt_engine_stats st;
+	struct kvt_session *s1, *s2;
+	uint8_t t1[16], t2[16];
+	struct kvt_err err;
+	struct kvt_req q;
+	uint64_t lease;
+
+	fill(e, a, 0);
+	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
+	lease = pin_all(e, t1, a);
 	CHECK(kvt_engine_release(e, me, t1, lease, &err) == 0);
 	CHECK(kvt_engine_release(e, me, t1, lease, &err) == -ENOENT);
 	q = req(t1, a, 20, 2);
 	CHECK(kvt_engine_reserve(e, &q, NULL, NULL, states, locs, &err) == 0);
 	CHECK(states[0] == KVT_RESERVE_RESERVED && states[1] == KVT_RESERVE_RESERVED);
+	kvt_engine_stats(e, &st);
+	CHECK(st.evictions_total == 2 && st.pinned_blocks == 0 && st.pending_blocks == 2);
 	CHECK(kvt_engine_session_open(e, me, t2, &s2) == 0);
 	q = req(t2, a, 20, 1);
 	CHECK(kvt_engine_reserve(e, &q, NULL, NULL, states, locs, &err) == 0);
 	CHECK(states[0] == KVT_RESERVE_BUSY);
-	/* Another tenant cannot use alice's session token. */
-	q = req(t1, a, 20, 1);
-	q.tenant = other;
-	CHECK(kvt_engine_commit(e, &q, &err) == -ENOENT);
-	/* Not readable until committed; only the owner may commit. Lookup
-	 * reports it pending. */
-	CHECK(ready(e, a, 20) == 0);
-	{
-		uint32_t r, p;
+	kvt_engine_session_close(e, s2);
+	kvt_engine_session_close(e, s1);
+	kvt_engine_destroy(e);
+}
 
-		q = req(NULL, a, 20, 2);
-		CHECK(kvt_engine_lookup(e, &q, &r, &p, NULL, &err) == 0 && r == 0 && p == 2);
-	}
+/* A reservation is its session's: another tenant cannot use alice's session
+ * token, nor anyone an unknown one; not readable until committed (Lookup
+ * reports it pending); only the owner may commit. */
+static void test_ownership(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a"), r, p;
+	enum kvt_reserve_state states[2];
+	struct kvt_location locs[2];
+	struct kvt_session *s1, *s2;
+	uint8_t t1[16], t2[16];
+	struct kvt_err err;
+	struct kvt_req q;
+
+	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
+	CHECK(kvt_engine_session_open(e, me, t2, &s2) == 0);
+	q = req(t1, a, 20, 2);
+	CHECK(kvt_engine_reserve(e, &q, NULL, NULL, states, locs, &err) == 0);
+	q = req(t1, a, 20, 1);
+	q.tenant = bob;
+	CHECK(kvt_engine_commit(e, &q, &err) == -ENOENT);
+	q = req((const uint8_t *)"0123456789abcdef", a, 20, 1);
+	CHECK(kvt_engine_commit(e, &q, &err) == -ENOENT);
+	CHECK(ready(e, a, 20) == 0);
+	q = req(NULL, a, 20, 2);
+	CHECK(kvt_engine_lookup(e, &q, &r, &p, NULL, &err) == 0 && r == 0 && p == 2);
 	q = req(t2, a, 20, 1);
 	CHECK(kvt_engine_commit(e, &q, &err) == -EPERM);
 	CHECK(strstr(err.msg, "keys[0]") && strstr(err.msg, "another session"));
-	/* A reader waits for key 20; the commit completes its Acquire. */
-	{
-		struct got waiting = { 0 };
+	kvt_engine_session_close(e, s2);
+	kvt_engine_session_close(e, s1);
+	kvt_engine_destroy(e);
+}
 
-		q = req(t2, a, 20, 1);
-		CHECK(kvt_engine_acquire(e, &q, 5000 * KVT_MS, on_acquired, &waiting, &err) == 0);
-		CHECK(waiting.calls == 0);
-		q = req(t1, a, 20, 1);
-		CHECK(kvt_engine_commit(e, &q, &err) == 0);
-		CHECK(waiting.calls == 1 && waiting.rc == 0 && waiting.count == 1);
-		CHECK(kvt_engine_release(e, me, t2, waiting.lease, &err) == 0);
-	}
+/* Early reuse: a reader waits for key 20; the commit completes its Acquire.
+ * A committed key cannot be committed again. */
+static void test_wait_commit(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a");
+	enum kvt_reserve_state states[1];
+	struct kvt_location locs[1];
+	struct kvt_engine_stats st;
+	struct kvt_session *s1, *s2;
+	struct got waiting = { 0 };
+	uint8_t t1[16], t2[16];
+	struct kvt_err err;
+	struct kvt_req q;
+
+	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
+	CHECK(kvt_engine_session_open(e, me, t2, &s2) == 0);
+	q = req(t1, a, 20, 1);
+	CHECK(kvt_engine_reserve(e, &q, NULL, NULL, states, locs, &err) == 0);
+	q = req(t2, a, 20, 1);
+	CHECK(kvt_engine_acquire(e, &q, 5000 * KVT_MS, on_acquired, &waiting, &err) == 0);
+	CHECK(waiting.calls == 0);
+	q = req(t1, a, 20, 1);
+	CHECK(kvt_engine_commit(e, &q, &err) == 0);
+	CHECK(waiting.calls == 1 && waiting.rc == 0 && waiting.count == 1);
+	CHECK(kvt_engine_release(e, me, t2, waiting.lease, &err) == 0);
 	CHECK(ready(e, a, 20) == 1);
 	CHECK(kvt_engine_commit(e, &q, &err) == -EPERM);
-	/* A reader waiting for 21 gets a miss there when it is aborted. */
-	w = (struct got){ 0 };
+	kvt_engine_stats(e, &st);
+	CHECK(st.waits_active == 0 && st.waits_completed_total == 1 &&
+	      st.waits_missed_total == 0 && st.waits_timed_out_total == 0);
+	kvt_engine_session_close(e, s2);
+	kvt_engine_session_close(e, s1);
+	kvt_engine_destroy(e);
+}
+
+/* A reader waiting for 20 and 21 (20 ready) gets a miss at 21 when it is
+ * aborted. */
+static void test_wait_abort(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a");
+	enum kvt_reserve_state states[1];
+	struct kvt_location locs[1];
+	struct kvt_engine_stats st;
+	struct kvt_session *s1, *s2;
+	struct got w = { 0 };
+	uint8_t t1[16], t2[16];
+	struct kvt_err err;
+	struct kvt_req q;
+
+	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
+	CHECK(kvt_engine_session_open(e, me, t2, &s2) == 0);
+	put(e, a, 20);
+	q = req(t1, a, 21, 1);
+	CHECK(kvt_engine_reserve(e, &q, NULL, NULL, states, locs, &err) == 0);
 	q = req(t2, a, 20, 2);
 	CHECK(kvt_engine_acquire(e, &q, 5000 * KVT_MS, on_acquired, &w, &err) == 0);
 	CHECK(w.calls == 0);
@@ -233,10 +378,33 @@ int main(void)
 	CHECK(w.calls == 1 && w.rc == 0 && w.count == 1);
 	CHECK(kvt_engine_release(e, me, t2, w.lease, &err) == 0);
 	CHECK(ready(e, a, 21) == 0);
-	q = req((const uint8_t *)"0123456789abcdef", a, 20, 1);
-	CHECK(kvt_engine_commit(e, &q, &err) == -ENOENT);
-	/* A wait ends at its deadline with what is ready; waits beyond
-	 * max_wait are refused. */
+	kvt_engine_stats(e, &st);
+	CHECK(st.waits_active == 0 && st.waits_completed_total == 0 &&
+	      st.waits_missed_total == 1 && st.waits_timed_out_total == 0);
+	CHECK(st.aborted_total == 1);
+	kvt_engine_session_close(e, s2);
+	kvt_engine_session_close(e, s1);
+	kvt_engine_destroy(e);
+}
+
+/* A wait ends at its deadline with what is ready; an absent key ends the
+ * prefix without a wait; waits beyond max_wait are refused. */
+static void test_wait_deadline(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a");
+	enum kvt_reserve_state states[1];
+	struct kvt_location locs[1];
+	struct kvt_engine_stats st;
+	struct kvt_session *s1, *s2;
+	uint8_t t1[16], t2[16];
+	struct kvt_err err;
+	struct kvt_req q;
+	struct got w;
+
+	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
+	CHECK(kvt_engine_session_open(e, me, t2, &s2) == 0);
+	put(e, a, 20);
 	q = req(t1, a, 22, 1);
 	CHECK(kvt_engine_reserve(e, &q, NULL, NULL, states, locs, &err) == 0);
 	w = (struct got){ 0 };
@@ -255,66 +423,179 @@ int main(void)
 	CHECK(w.calls == 1 && w.rc == 0 && w.count == 0 && w.lease == 0);
 	CHECK(kvt_engine_acquire(e, &q, 20000 * KVT_MS, on_acquired, &w, &err) == -EINVAL);
 	CHECK(strstr(err.msg, "max_wait"));
-	/* The producer's session ends while a reader waits: a miss, at once. */
-	w = (struct got){ 0 };
+	kvt_engine_stats(e, &st);
+	CHECK(st.waits_active == 0 && st.waits_completed_total == 0 &&
+	      st.waits_missed_total == 0 && st.waits_timed_out_total == 1);
+	kvt_engine_session_close(e, s2);
+	kvt_engine_session_close(e, s1);
+	kvt_engine_destroy(e);
+}
+
+/* The producer's session ends while a reader waits: a miss, at once. */
+static void test_wait_session_end(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a");
+	enum kvt_reserve_state states[1];
+	struct kvt_location locs[1];
+	struct kvt_engine_stats st;
+	struct kvt_session *s1, *s2;
+	struct got w = { 0 };
+	uint8_t t1[16], t2[16];
+	struct kvt_err err;
+	struct kvt_req q;
+
+	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
+	CHECK(kvt_engine_session_open(e, me, t2, &s2) == 0);
+	q = req(t1, a, 22, 1);
+	CHECK(kvt_engine_reserve(e, &q, NULL, NULL, states, locs, &err) == 0);
+	q = req(t2, a, 22, 1);
 	CHECK(kvt_engine_acquire(e, &q, 5000 * KVT_MS, on_acquired, &w, &err) == 0);
 	CHECK(w.calls == 0);
 	kvt_engine_stats(e, &st);
-	CHECK(st.waits_active == 1 && st.waits_completed_total == 1 &&
-	      st.waits_missed_total == 1 && st.waits_timed_out_total == 1);
+	CHECK(st.waits_active == 1 && st.waits_missed_total == 0);
 	kvt_engine_session_close(e, s1);
 	CHECK(w.calls == 1 && w.rc == 0 && w.count == 0);
 	kvt_engine_stats(e, &st);
-	CHECK(st.waits_active == 0 && st.waits_missed_total == 2);
+	CHECK(st.waits_active == 0 && st.waits_missed_total == 1);
+	CHECK(st.aborted_total == 1 && ready(e, a, 22) == 0);
+	/* Its token can be used again for a new session. */
 	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
+	kvt_engine_session_close(e, s1);
+	kvt_engine_session_close(e, s2);
+	kvt_engine_destroy(e);
+}
 
-	/* Session end: its pins and reservations go, and their slots. */
+/* Session end: its pins and reservations go, and their slots; the other
+ * session stays. */
+static void test_session_end_releases(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a");
+	enum kvt_reserve_state states[3];
+	struct kvt_location locs[3];
+	struct kvt_engine_stats st;
+	struct kvt_session *s1, *s2;
+	uint8_t t1[16], t2[16];
+	struct kvt_err err;
+	struct kvt_req q;
+	struct got g;
+
+	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
+	CHECK(kvt_engine_session_open(e, me, t2, &s2) == 0);
+	put(e, a, 20);
 	g = acquire(e, t2, a, 20, 1, 0);
 	CHECK(g.count == 1);
 	q = req(t2, a, 30, 3);
 	CHECK(kvt_engine_reserve(e, &q, NULL, NULL, states, locs, &err) == 0);
 	kvt_engine_stats(e, &st);
 	CHECK(st.pinned_blocks == 1 && st.pending_blocks == 3 && st.leases_active == 1);
+	CHECK(st.host_used_bytes == 4 * PAGE);
 	kvt_engine_session_close(e, s2);
 	kvt_engine_stats(e, &st);
 	CHECK(st.pinned_blocks == 0 && st.pending_blocks == 0 && st.leases_active == 0);
-	CHECK(st.sessions_active == 1 && st.aborted_total == 5);
-	CHECK(ready(e, a, 30) == 0);
+	CHECK(st.sessions_active == 1 && st.aborted_total == 3);
+	CHECK(st.host_used_bytes == PAGE);
+	CHECK(ready(e, a, 30) == 0 && ready(e, a, 20) == 1);
+	kvt_engine_session_close(e, s1);
+	kvt_engine_destroy(e);
+}
 
-	/* Drop while pinned: gone from the index at once, slot freed at release. */
+/* Drop while pinned: gone from the index at once, slot freed at release. */
+static void test_drop_pinned(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a"), dropped;
+	struct kvt_engine_stats st;
+	struct kvt_session *s1;
+	struct kvt_err err;
+	struct kvt_req q;
+	uint8_t t1[16];
+	uint64_t used;
+	struct got g;
+
+	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
+	put(e, a, 20);
 	g = acquire(e, t1, a, 20, 1, 0);
+	CHECK(g.count == 1);
 	kvt_engine_stats(e, &st);
-	{
-		uint64_t used = st.host_used_bytes;
-		uint32_t dropped;
+	used = st.host_used_bytes;
+	q = req(NULL, a, 20, 1);
+	CHECK(kvt_engine_drop(e, &q, KVT_DROP_KEYS, false, 0, &dropped, &err) == 0 && dropped == 1);
+	CHECK(ready(e, a, 20) == 0);
+	kvt_engine_stats(e, &st);
+	CHECK(st.host_used_bytes == used);
+	CHECK(kvt_engine_release(e, me, t1, g.lease, &err) == 0);
+	kvt_engine_stats(e, &st);
+	CHECK(st.host_used_bytes == used - PAGE);
+	kvt_engine_session_close(e, s1);
+	kvt_engine_destroy(e);
+}
 
-		q = req(NULL, a, 20, 1);
-		CHECK(kvt_engine_drop(e, &q, KVT_DROP_KEYS, false, 0, &dropped, &err) == 0 && dropped == 1);
-		CHECK(ready(e, a, 20) == 0);
-		kvt_engine_stats(e, &st);
-		CHECK(st.host_used_bytes == used);
-		CHECK(kvt_engine_release(e, me, t1, g.lease, &err) == 0);
-		kvt_engine_stats(e, &st);
-		CHECK(st.host_used_bytes == used - PAGE);
-	}
+/* Namespace b gets room by reclaiming one of a's unpinned segments. */
+static void test_reclaim_other_namespace(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a"), b = open_ns(e, "b"), left = 0;
+	struct kvt_engine_stats st;
 
-	/* Namespace b gets room by reclaiming one of a's unpinned segments. */
+	fill(e, a, 0); /* the whole tier */
 	put(e, b, 40);
 	CHECK(ready(e, b, 40) == 1);
 	kvt_engine_stats(e, &st);
 	CHECK(st.host_used_bytes <= st.host_capacity_bytes);
+	for (int i = 0; i < 16; i++)
+		left += ready(e, a, i);
+	CHECK(left < 16);
+	kvt_engine_destroy(e);
+}
 
-	/* Writing far more than the capacity never exceeds it. */
+/* Writing far more than the capacity never exceeds it. */
+static void test_capacity_bound(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a");
+	struct kvt_engine_stats st;
+
 	for (int i = 0; i < NKEYS; i++) {
 		put(e, a, i);
 		kvt_engine_stats(e, &st);
 		CHECK(st.host_used_bytes <= st.host_capacity_bytes);
 	}
-	q = req(NULL, a, 0, 0);
-	CHECK(kvt_engine_drop(e, &q, KVT_DROP_NAMESPACE, false, 0, &count, &err) == 0 && count > 0);
-	CHECK(ready(e, a, NKEYS - 1) == 0);
+	kvt_engine_destroy(e);
+}
 
-	/* A lease outlives lease_ttl only until the timer: forced unpin. */
+/* Drop of a namespace's blocks: every one goes, the other namespace's stay. */
+static void test_drop_namespace(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a"), b = open_ns(e, "b"), count;
+	struct kvt_err err;
+	struct kvt_req q;
+
+	for (int i = NKEYS - 4; i < NKEYS; i++)
+		put(e, a, i);
+	put(e, b, 0);
+	CHECK(ready(e, a, NKEYS - 1) == 1);
+	q = req(NULL, a, 0, 0);
+	CHECK(kvt_engine_drop(e, &q, KVT_DROP_NAMESPACE, false, 0, &count, &err) == 0 && count == 4);
+	CHECK(ready(e, a, NKEYS - 1) == 0);
+	CHECK(ready(e, b, 0) == 1);
+	kvt_engine_destroy(e);
+}
+
+/* A lease outlives lease_ttl only until the timer: forced unpin. */
+static void test_lease_ttl(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a");
+	struct kvt_engine_stats st;
+	struct kvt_session *s1;
+	struct kvt_err err;
+	uint8_t t1[16];
+	struct got g;
+
+	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
 	put(e, a, 50);
 	g = acquire(e, t1, a, 50, 1, 0);
 	CHECK(g.count == 1);
@@ -324,85 +605,142 @@ int main(void)
 	CHECK(st.leases_expired_total == 1 && st.forced_unpins_total == 1 && st.pinned_blocks == 0);
 	CHECK(kvt_engine_release(e, me, t1, g.lease, &err) == -ENOENT);
 	CHECK(strstr(err.msg, "expired"));
-
-	/* Drop by tenant: bob may not drop alice's blocks; alice may. */
-	me = other;
-	q = req(NULL, a, 0, 0);
-	CHECK(kvt_engine_drop(e, &q, KVT_DROP_TENANT, false, 1000, &count, &err) == -EACCES);
-	CHECK(kvt_engine_drop(e, &q, KVT_DROP_TENANT, true, 1000, &count, &err) == 0 && count >= 1);
-	kvt_engine_tenant(e, 1000, "alice", &me);
-	CHECK(ready(e, a, 50) == 0);
-
-	/* A parent dropped under a live child stays as a husk; the child's
-	 * later eviction frees both (ASan checks the memory). */
-	put(e, a, 51);
-	{
-		const void *pages[1] = { page };
-		uint32_t stored, dropped;
-
-		q = req(NULL, a, 52, 1);
-		CHECK(kvt_engine_put(e, &q, keys[51], NULL, pages, &stored, &err) == 0);
-		q = req(NULL, a, 51, 1);
-		CHECK(kvt_engine_drop(e, &q, KVT_DROP_KEYS, false, 0, &dropped, &err) == 0 && dropped == 1);
-		CHECK(ready(e, a, 52) == 1);
-	}
-
 	kvt_engine_session_close(e, s1);
 	kvt_engine_destroy(e);
+}
 
-	/* A namespace gone quiet gives its segments to a busy one, which then
-	 * keeps all its blocks instead of evicting its own. */
-	{
-		uint32_t cold, busy;
+/* Drop by tenant: bob may not drop alice's blocks; an admin may. */
+static void test_drop_tenant(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a"), count;
+	struct kvt_err err;
+	struct kvt_req q;
 
-		CHECK(kvt_engine_create(&cfg, &e, &err) == 0);
-		CHECK(kvt_engine_tenant(e, 1000, "alice", &me) == 0);
-		CHECK(kvt_engine_open_namespace(e, 1, "cold", PAGE, 16, false, 0, &cold, &created, &stride, &err) == 0);
-		CHECK(kvt_engine_open_namespace(e, 1, "busy", PAGE, 16, false, 0, &busy, &created, &stride, &err) == 0);
-		for (int i = 0; i < 16; i++) /* the whole tier */
-			put(e, cold, i);
-		fake_now += 1000 * KVT_MS;
-		for (int i = 16; i < 28; i++) {
-			fake_now += KVT_MS;
-			put(e, busy, i);
-		}
+	put(e, a, 50);
+	me = bob;
+	q = req(NULL, a, 0, 0);
+	CHECK(kvt_engine_drop(e, &q, KVT_DROP_TENANT, false, 1000, &count, &err) == -EACCES);
+	me = alice;
+	CHECK(ready(e, a, 50) == 1);
+	me = bob;
+	CHECK(kvt_engine_drop(e, &q, KVT_DROP_TENANT, true, 1000, &count, &err) == 0 && count == 1);
+	me = alice;
+	CHECK(ready(e, a, 50) == 0);
+	kvt_engine_destroy(e);
+}
+
+/* A parent dropped under a live child stays as a husk; the child's later
+ * eviction frees both (ASan checks the memory). */
+static void test_husk(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a"), stored, dropped;
+	const void *pages[1] = { page };
+	struct kvt_engine_stats st;
+	struct kvt_err err;
+	struct kvt_req q;
+
+	put(e, a, 51);
+	q = req(NULL, a, 52, 1);
+	CHECK(kvt_engine_put(e, &q, keys[51], NULL, pages, &stored, &err) == 0);
+	q = req(NULL, a, 51, 1);
+	CHECK(kvt_engine_drop(e, &q, KVT_DROP_KEYS, false, 0, &dropped, &err) == 0 && dropped == 1);
+	CHECK(ready(e, a, 51) == 0 && ready(e, a, 52) == 1);
+	fill(e, a, 0); /* evicts the child */
+	CHECK(ready(e, a, 52) == 0);
+	kvt_engine_stats(e, &st);
+	CHECK(st.evictions_total == 1 && st.ready_blocks == 16);
+	kvt_engine_destroy(e);
+}
+
+/* Namespaces cold and busy: cold's 16 blocks (retention keep; NULL: the
+ * default) fill the tier, then a second later busy writes 12 blocks.
+ * Returns how many of cold's are left. */
+static int cold_and_busy(const struct kvt_retention *keep)
+{
+	struct kvt_engine *e = engine();
+	uint32_t cold = open_ns(e, "cold"), busy = open_ns(e, "busy");
+	const void *pages[1] = { page };
+	struct kvt_err err;
+	struct kvt_req q;
+	uint32_t stored;
+	int left = 0;
+
+	for (int i = 0; i < 16; i++) { /* the whole tier */
+		q = req(NULL, cold, i, 1);
+		CHECK(kvt_engine_put(e, &q, NULL, keep, pages, &stored, &err) == 0);
+	}
+	fake_now += 1000 * KVT_MS;
+	for (int i = 16; i < 28; i++) {
+		fake_now += KVT_MS;
+		put(e, busy, i);
+	}
+	if (!keep)
 		for (int i = 16; i < 28; i++)
 			CHECK(ready(e, busy, i) == 1);
-		int left = 0;
-		for (int i = 0; i < 16; i++)
-			left += (int)ready(e, cold, i);
-		CHECK(left == 4);
-		kvt_engine_destroy(e);
+	for (int i = 0; i < 16; i++)
+		left += (int)ready(e, cold, i);
+	kvt_engine_destroy(e);
+	return left;
+}
 
-		/* Unless its blocks are kept at a higher priority. */
-		CHECK(kvt_engine_create(&cfg, &e, &err) == 0);
-		CHECK(kvt_engine_tenant(e, 1000, "alice", &me) == 0);
-		CHECK(kvt_engine_open_namespace(e, 1, "cold", PAGE, 16, false, 0, &cold, &created, &stride, &err) == 0);
-		CHECK(kvt_engine_open_namespace(e, 1, "busy", PAGE, 16, false, 0, &busy, &created, &stride, &err) == 0);
-		for (int i = 0; i < 16; i++) {
-			const struct kvt_retention keep = { 90, 0 };
-			const void *pages[1] = { page };
-			uint32_t stored;
+/* A namespace gone quiet gives its segments to a busy one, which then keeps
+ * all its blocks instead of evicting its own. */
+static void test_quiet_namespace_gives_segments(void)
+{
+	CHECK(cold_and_busy(NULL) == 4);
+}
 
-			q = req(NULL, cold, i, 1);
-			CHECK(kvt_engine_put(e, &q, NULL, &keep, pages, &stored, &err) == 0);
-		}
-		fake_now += 1000 * KVT_MS;
-		for (int i = 16; i < 28; i++) {
-			fake_now += KVT_MS;
-			put(e, busy, i);
-		}
-		left = 0;
-		for (int i = 0; i < 16; i++)
-			left += (int)ready(e, cold, i);
-		CHECK(left == 12); /* one segment went to busy while it had none */
-		kvt_engine_destroy(e);
+/* Unless its blocks are kept at a higher priority: one segment went to busy
+ * while it had none. */
+static void test_priority_keeps_segments(void)
+{
+	const struct kvt_retention keep = { 90, 0 };
+
+	CHECK(cold_and_busy(&keep) == 12);
+}
+
+/* Destroy closes the segments' memfds. */
+static void test_destroy_closes_memfds(void)
+{
+	struct kvt_engine *e = engine();
+	uint32_t a = open_ns(e, "a");
+	long long blocks;
+
+	put(e, a, 0);
+	CHECK(test_memfds(getpid(), "kvtier-host-", &blocks) > 0);
+	kvt_engine_destroy(e);
+	CHECK(test_memfds(getpid(), "kvtier-host-", &blocks) == 0);
+}
+
+int main(void)
+{
+	for (int i = 0; i < NKEYS; i++) {
+		test_fill(key_bytes[i], KVT_KEY_BYTES, 1000u + (unsigned)i);
+		keys[i] = key_bytes[i];
 	}
-	/* Destroy closes the segments' memfds. */
-	{
-		long long blocks;
-
-		CHECK(test_memfds(getpid(), "kvtier-host-", &blocks) == 0);
-	}
+	test_namespace_options();
+	test_lru();
+	test_tenants_apart();
+	test_read_back();
+	test_pins_never_evicted();
+	test_release_then_reserve();
+	test_ownership();
+	test_wait_commit();
+	test_wait_abort();
+	test_wait_deadline();
+	test_wait_session_end();
+	test_session_end_releases();
+	test_drop_pinned();
+	test_reclaim_other_namespace();
+	test_capacity_bound();
+	test_drop_namespace();
+	test_lease_ttl();
+	test_drop_tenant();
+	test_husk();
+	test_quiet_namespace_gives_segments();
+	test_priority_keeps_segments();
+	test_destroy_closes_memfds();
 	return 0;
 }

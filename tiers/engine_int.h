@@ -15,8 +15,9 @@
  *   hbm_tier.c      the hbm tier behind struct kvt_tier_ops
  *
  * Engine state lives under one mutex (e->lock); every function here that
- * does not take it expects the caller to hold it. THREADS.md says which
- * threads call in and the lock order.
+ * does not take it expects the caller to hold it. engine.h says who calls
+ * in; nvme.h and hbm.h how the nvme mover (handed this same mutex) and the
+ * hbm copier call back.
  *
  * Blocks are linked several ways: the index finds them by (namespace,
  * tenant, key); READY candidates sit on the policy's lists; PENDING blocks

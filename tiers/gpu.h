@@ -9,7 +9,10 @@
 #include <stddef.h>
 
 /* Number of usable CUDA devices (0 without a GPU or driver); describes what
- * was found in buf, e.g. "CUDA runtime 13.0, no device: hbm tier unavailable". */
+ * was found in buf (truncated to len): each device by number, name and
+ * memory, e.g. "CUDA runtime 13.0, 1 device(s): 0 NVIDIA H200 (143771 MiB)",
+ * or why there is none, e.g. "CUDA runtime 13.0, no device (...): hbm tier
+ * unavailable" or "built without CUDA: hbm tier unavailable". */
 int kvt_gpu_probe(char *buf, size_t len);
 
 struct kvt_hbm_ops;
