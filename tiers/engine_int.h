@@ -15,9 +15,10 @@
  *   hbm_tier.c      the hbm tier behind struct kvt_tier_ops
  *
  * Engine state lives under one mutex (e->lock); every function here that
- * does not take it expects the caller to hold it. engine.h says who calls
- * in; nvme.h and hbm.h how the nvme mover (handed this same mutex) and the
- * hbm copier call back.
+ * does not take it expects the caller to hold it. README.md, "Threads and
+ * locks", lists the threads that call in (nvme.h and hbm.h say how the
+ * nvme mover, handed this same mutex, and the hbm copier call back) and
+ * the lock order.
  *
  * Blocks are linked several ways: the index finds them by (namespace,
  * tenant, key); READY candidates sit on the policy's lists; PENDING blocks
