@@ -148,6 +148,9 @@ int main(void)
 	test_daemon_start(&d, sets);
 	CHECK(pipe(go) == 0);
 	run_child(producer, d.addr, -1, go[1], &a);
+	/* Only the producer may hold the write end: a producer that fails
+	 * then ends the consumer's wait (EOF) instead of hanging it. */
+	close(go[1]);
 	run_child(consumer, d.addr, go[0], -1, &b);
 	CHECK(waitpid(a, &status, 0) == a && WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	CHECK(waitpid(b, &status, 0) == b && WIFEXITED(status) && WEXITSTATUS(status) == 0);
