@@ -6,6 +6,7 @@ daemon, so a stat added later is checked too. Also: README.md carries the
 same list, values agree across the three, and --json keeps two tenants'
 namespaces named "a.b" apart."""
 import collections
+import contextlib
 import json
 import os
 import re
@@ -51,16 +52,25 @@ def readme_in_step(listed):
     assert m.group(1) == listed, "README.md's stats list is stale: paste kvtierd --print-stats"
 
 
-def start(tmp):
+@contextlib.contextmanager
+def running():
+    """A daemon with TCP and /metrics: its run directory, TCP address and
+    metrics URL; stopped (cleanly) and removed after."""
+    tmp = tempfile.mkdtemp(prefix="kvtier-stats-")
     daemon = subprocess.Popen(
         [os.environ["KVTIERD"], "--set", "daemon.run_dir=" + tmp + "/run",
          "--set", "host.size=8M", "--set", "host.segment_size=1M",
          "--set", "metrics.listen=127.0.0.1:0", "--set", "daemon.tcp=127.0.0.1:0"],
         stdout=subprocess.PIPE, text=True)
-    line = daemon.stdout.readline()
-    tcp = line.split(" listening on ")[1].split()[1]
-    metrics = line.split(" metrics ")[1].strip()
-    return daemon, tcp, metrics
+    try:
+        line = daemon.stdout.readline()
+        yield tmp, line.split(" listening on ")[1].split()[1], \
+            line.split(" metrics ")[1].strip()
+    finally:
+        daemon.terminate()
+        stopped = daemon.wait(timeout=20)
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert stopped == 0, stopped
 
 
 def workload(tmp, tcp):
@@ -163,9 +173,7 @@ def check_metrics(rows, families, js):
 def main():
     listed, rows = table()
     readme_in_step(listed)
-    tmp = tempfile.mkdtemp(prefix="kvtier-stats-")
-    daemon, tcp, metrics = start(tmp)
-    try:
+    with running() as (tmp, tcp, metrics):
         workload(tmp, tcp)
         ctl = [os.environ["KVTIERCTL"], "-a", "unix:" + tmp + "/run/kvtierd.sock", "stats"]
         js = json.loads(subprocess.run(ctl + ["--json"], check=True,
@@ -174,17 +182,13 @@ def main():
             families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
         with grpc.insecure_channel("unix:" + tmp + "/run/kvtierd.sock") as ch:
             st = rpc.KvTierStub(ch).Stats(pb.StatsRequest())
-        check_rpc(rows, st)
-        check_json(rows, js)
-        check_metrics(rows, families, js)
-        # The text form stays one readable line per stat.
         text = subprocess.run(ctl, check=True, capture_output=True, text=True).stdout
-        assert re.search(r"^tiers\.host\.capacity_bytes +8388608$", text, re.M), text
-        print("stats table: %d rows in Stats, /metrics and kvtierctl stats --json" % len(rows))
-    finally:
-        daemon.terminate()
-        assert daemon.wait(timeout=20) == 0
-        shutil.rmtree(tmp, ignore_errors=True)
+    check_rpc(rows, st)
+    check_json(rows, js)
+    check_metrics(rows, families, js)
+    # The text form stays one readable line per stat.
+    assert re.search(r"^tiers\.host\.capacity_bytes +8388608$", text, re.M), text
+    print("stats table: %d rows in Stats, /metrics and kvtierctl stats --json" % len(rows))
 
 
 if __name__ == "__main__":
