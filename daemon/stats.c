@@ -300,6 +300,13 @@ const struct kvt_stat kvt_stats_table[] = {
 	  "Namespaces it created and has not dropped (tenants.max_namespaces)."),
 };
 
+#undef D
+#undef T
+#undef N
+#undef U
+#undef R
+#undef LABEL
+
 const size_t kvt_stats_count = sizeof(kvt_stats_table) / sizeof(kvt_stats_table[0]);
 
 const struct kvt_stat_scope_info kvt_stat_scopes[KVT_STAT_SCOPES] = {
@@ -455,16 +462,14 @@ static int read_namespaces(struct kvt_daemon *d, bool all, uint32_t tenant,
 		return -ENOMEM;
 	for (uint32_t i = 0; i < n; i++) {
 		struct namespace_stats *m = &s->ns[s->nns];
-		uint64_t nvme;
 
 		if (kvt_engine_namespace_stats(d->engine, i, &m->e) < 0 ||
 		    !m->e.live || (!all && !ns_visible(&m->e, tenant)))
 			continue;
-		nvme = m->e.lookup_hits_nvme;
 		m->idle_ttl_ms = m->e.idle_ttl / KVT_MS;
 		m->lookup_tokens_total = m->e.lookup_keys * m->e.block_tokens;
 		m->lookup_hit_tokens_total = m->e.lookup_hits * m->e.block_tokens;
-		m->lookup_nvme_hit_tokens_total = nvme * m->e.block_tokens;
+		m->lookup_nvme_hit_tokens_total = m->e.lookup_hits_nvme * m->e.block_tokens;
 		s->nns++;
 	}
 	return 0;
