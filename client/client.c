@@ -1080,12 +1080,26 @@ int kvt_drop_namespace(kvt_client *c, uint32_t namespace_id, size_t *dropped,
 	return 0;
 }
 
-/* ---- stats: walk the reply by its descriptor, so new fields show up ---- */
+/*
+ * ---- stats: walk the reply by its descriptor, so new fields show up ----
+ * One walk, two writers: kvt_stats' dotted names with values as text, and
+ * kvt_stats_json's nested JSON.
+ */
 
-typedef void (*stat_fn)(void *arg, const char *name, const char *value);
+enum stat_type { STAT_NUMBER, STAT_BOOL, STAT_TEXT };
 
-static void emit_message(const ProtobufCMessage *m, const char *prefix,
-			 unsigned first_field, stat_fn fn, void *arg);
+struct stat_writer {
+	/* A value: its dotted name, its key in the object around it (NULL in
+	 * a list), its type and text. */
+	void (*value)(struct stat_writer *w, const char *path, const char *key,
+		      enum stat_type type, const char *text);
+	/* An object (list false) or a list opens under key, and closes. */
+	void (*open)(struct stat_writer *w, const char *key, bool list);
+	void (*close)(struct stat_writer *w, bool list);
+};
+
+static void walk_message(const ProtobufCMessage *m, const char *path,
+			 struct stat_writer *w);
 
 /* The q-quantile of h in seconds, interpolated within its bucket as
  * Prometheus' histogram_quantile does; the +Inf bucket gives its lower bound. */
@@ -1110,8 +1124,8 @@ static double quantile(const Kvtier__V1__Histogram *h, double q)
 }
 
 /* A histogram reads as its count, sum and estimated p50 and p99. */
-static void emit_histogram(const Kvtier__V1__Histogram *h, const char *name,
-			   stat_fn fn, void *arg)
+static void walk_histogram(const Kvtier__V1__Histogram *h, const char *path,
+			   const char *key, struct stat_writer *w)
 {
 	static const char *const keys[] = { "count", "sum_seconds",
 					    "p50_seconds", "p99_seconds" };
@@ -1119,15 +1133,18 @@ static void emit_histogram(const Kvtier__V1__Histogram *h, const char *name,
 			     quantile(h, 0.99) };
 	char full[300], text[64];
 
+	w->open(w, key, false);
 	for (size_t i = 0; i < 4; i++) {
-		snprintf(full, sizeof(full), "%s.%s", name, keys[i]);
+		snprintf(full, sizeof(full), "%s.%s", path, keys[i]);
 		snprintf(text, sizeof(text), i ? "%.6g" : "%.0f", v[i]);
-		fn(arg, full, text);
+		w->value(w, full, keys[i], STAT_NUMBER, text);
 	}
+	w->close(w, false);
 }
 
-static void emit_scalar(const ProtobufCFieldDescriptor *f, const void *p,
-			const char *name, stat_fn fn, void *arg)
+/* One field that is not repeated, at p. */
+static void walk_field(const ProtobufCFieldDescriptor *f, const void *p,
+		       const char *path, const char *key, struct stat_writer *w)
 {
 	char v[64];
 
@@ -1135,88 +1152,100 @@ static void emit_scalar(const ProtobufCFieldDescriptor *f, const void *p,
 	case PROTOBUF_C_TYPE_UINT32:
 	case PROTOBUF_C_TYPE_ENUM:
 		snprintf(v, sizeof(v), "%u", *(const uint32_t *)p);
+		w->value(w, path, key, STAT_NUMBER, v);
 		break;
 	case PROTOBUF_C_TYPE_UINT64:
 		snprintf(v, sizeof(v), "%llu",
 			 (unsigned long long)*(const uint64_t *)p);
+		w->value(w, path, key, STAT_NUMBER, v);
 		break;
 	case PROTOBUF_C_TYPE_BOOL:
-		snprintf(v, sizeof(v), "%s", *(const protobuf_c_boolean *)p ? "true" : "false");
+		w->value(w, path, key, STAT_BOOL,
+			 *(const protobuf_c_boolean *)p ? "true" : "false");
 		break;
 	case PROTOBUF_C_TYPE_STRING:
-		fn(arg, name, *(char *const *)p ? *(char *const *)p : "");
-		return;
+		w->value(w, path, key, STAT_TEXT,
+			 *(char *const *)p ? *(char *const *)p : "");
+		break;
 	case PROTOBUF_C_TYPE_MESSAGE:
 		if (!*(ProtobufCMessage *const *)p)
-			return;
-		if (f->descriptor == &kvtier__v1__histogram__descriptor)
-			emit_histogram(*(Kvtier__V1__Histogram *const *)p, name, fn, arg);
-		else
-			emit_message(*(ProtobufCMessage *const *)p, name, 0, fn, arg);
-		return;
+			break;
+		if (f->descriptor == &kvtier__v1__histogram__descriptor) {
+			walk_histogram(*(Kvtier__V1__Histogram *const *)p, path, key, w);
+		} else {
+			w->open(w, key, false);
+			walk_message(*(ProtobufCMessage *const *)p, path, w);
+			w->close(w, false);
+		}
+		break;
 	default:
-		return;
+		break;
 	}
-	fn(arg, name, v);
 }
 
-/* An element of a repeated message is named by its first field, a string. */
-static bool labelled(const ProtobufCMessage *m)
+/* The string value of field f of m. */
+static const char *text_field(const ProtobufCMessage *m,
+			      const ProtobufCFieldDescriptor *f)
 {
-	const ProtobufCFieldDescriptor *f = &m->descriptor->fields[0];
-
-	return f->type == PROTOBUF_C_TYPE_STRING && f->label != PROTOBUF_C_LABEL_REPEATED;
+	return *(char *const *)((const char *)m + f->offset);
 }
 
-static void emit_message(const ProtobufCMessage *m, const char *prefix,
-			 unsigned first_field, stat_fn fn, void *arg)
+/* A repeated message field: a map<string, X> is an object by key; a list's
+ * elements are named, in dotted names, by their first field when it is a
+ * string ("rpcs.Lookup"), else by their index. */
+static void walk_repeated(const ProtobufCFieldDescriptor *f,
+			  const ProtobufCMessage *const *elems, size_t n,
+			  const char *path, struct stat_writer *w)
+{
+	const ProtobufCMessageDescriptor *d = f->descriptor;
+	const ProtobufCFieldDescriptor *f0 = &d->fields[0];
+	bool map = d->n_fields == 2 && strcmp(f0->name, "key") == 0;
+	bool labelled = f0->type == PROTOBUF_C_TYPE_STRING &&
+			f0->label != PROTOBUF_C_LABEL_REPEATED;
+	char elem[300];
+
+	w->open(w, f->name, !map);
+	for (size_t k = 0; k < n; k++) {
+		const ProtobufCMessage *e = elems[k];
+
+		if (map || labelled)
+			snprintf(elem, sizeof(elem), "%s.%s", path, text_field(e, f0));
+		else
+			snprintf(elem, sizeof(elem), "%s.%zu", path, k);
+		if (map) {
+			walk_field(&d->fields[1], (const char *)e + d->fields[1].offset,
+				   elem, text_field(e, f0), w);
+		} else {
+			w->open(w, NULL, false);
+			walk_message(e, elem, w);
+			w->close(w, false);
+		}
+	}
+	w->close(w, !map);
+}
+
+static void walk_message(const ProtobufCMessage *m, const char *path,
+			 struct stat_writer *w)
 {
 	const ProtobufCMessageDescriptor *d = m->descriptor;
 	char name[256];
 
-	for (unsigned i = first_field; i < d->n_fields; i++) {
+	for (unsigned i = 0; i < d->n_fields; i++) {
 		const ProtobufCFieldDescriptor *f = &d->fields[i];
 		const char *p = (const char *)m + f->offset;
 
-		snprintf(name, sizeof(name), "%s%s%s", prefix, *prefix ? "." : "",
+		snprintf(name, sizeof(name), "%s%s%s", path, *path ? "." : "",
 			 f->name);
-		if (f->label != PROTOBUF_C_LABEL_REPEATED) {
-			emit_scalar(f, p, name, fn, arg);
-			continue;
-		}
-		size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
-		for (size_t k = 0; k < n; k++) {
-			char elem[300];
-
-			if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
-				const ProtobufCMessage *e = (*(ProtobufCMessage *const *const *)p)[k];
-				const ProtobufCFieldDescriptor *f0 = &e->descriptor->fields[0];
-
-				/* map<string, uint64> entries: "name.KEY" = value */
-				if (e->descriptor->n_fields == 2 &&
-				    strcmp(f0->name, "key") == 0) {
-					snprintf(elem, sizeof(elem), "%s.%s", name,
-						 *(char *const *)((const char *)e + f0->offset));
-					emit_scalar(&e->descriptor->fields[1],
-						    (const char *)e + e->descriptor->fields[1].offset,
-						    elem, fn, arg);
-					continue;
-				}
-				if (labelled(e))
-					snprintf(elem, sizeof(elem), "%s.%s", name,
-						 *(char *const *)((const char *)e + f0->offset));
-				else
-					snprintf(elem, sizeof(elem), "%s.%zu", name, k);
-				emit_message(e, elem, labelled(e), fn, arg);
-			} else if (f->type == PROTOBUF_C_TYPE_STRING) {
-				snprintf(elem, sizeof(elem), "%s.%zu", name, k);
-				fn(arg, elem, (*(char *const *const *)p)[k]);
-			}
-		}
+		if (f->label != PROTOBUF_C_LABEL_REPEATED)
+			walk_field(f, p, name, f->name, w);
+		else if (f->type == PROTOBUF_C_TYPE_MESSAGE)
+			walk_repeated(f, *(const ProtobufCMessage *const *const *)p,
+				      *(const size_t *)((const char *)m + f->quantifier_offset),
+				      name, w);
 	}
 }
 
-int kvt_stats(kvt_client *c, stat_fn fn, void *arg)
+static int read_stats(kvt_client *c, struct stat_writer *w)
 {
 	Kvtier__V1__StatsRequest req = KVTIER__V1__STATS_REQUEST__INIT;
 	Kvtier__V1__StatsResponse *resp;
@@ -1226,9 +1255,132 @@ int kvt_stats(kvt_client *c, stat_fn fn, void *arg)
 		  (void **)&resp);
 	if (rc < 0)
 		return rc;
-	emit_message(&resp->base, "", 0, fn, arg);
+	w->open(w, NULL, false);
+	walk_message(&resp->base, "", w);
+	w->close(w, false);
 	FREE_MSG(resp);
 	return 0;
+}
+
+/* kvt_stats: each value to the caller's callback, by its dotted name. */
+struct stat_flat {
+	struct stat_writer w;
+	void (*fn)(void *arg, const char *name, const char *value);
+	void *arg;
+};
+
+static void flat_value(struct stat_writer *w, const char *path, const char *key,
+		       enum stat_type type, const char *text)
+{
+	struct stat_flat *f = (struct stat_flat *)w;
+
+	(void)key;
+	(void)type;
+	f->fn(f->arg, path, text);
+}
+
+static void flat_open(struct stat_writer *w, const char *key, bool list)
+{
+	(void)w;
+	(void)key;
+	(void)list;
+}
+
+static void flat_close(struct stat_writer *w, bool list)
+{
+	(void)w;
+	(void)list;
+}
+
+int kvt_stats(kvt_client *c,
+	      void (*fn)(void *arg, const char *name, const char *value),
+	      void *arg)
+{
+	struct stat_flat f = { { flat_value, flat_open, flat_close }, fn, arg };
+
+	return read_stats(c, &f.w);
+}
+
+/* kvt_stats_json: the same walk, written as JSON into a memory stream. */
+struct stat_json {
+	struct stat_writer w;
+	FILE *out;
+	bool first; /* nothing written yet in the object or list open now */
+};
+
+static void json_string(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			fprintf(out, "\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			fprintf(out, "\\u%04x", *s);
+		else
+			fputc(*s, out);
+	}
+	fputc('"', out);
+}
+
+/* A comma unless first, then the key unless in a list. */
+static void json_key(struct stat_json *j, const char *key)
+{
+	if (!j->first)
+		fputc(',', j->out);
+	j->first = false;
+	if (key) {
+		json_string(j->out, key);
+		fputc(':', j->out);
+	}
+}
+
+static void json_value(struct stat_writer *w, const char *path, const char *key,
+		       enum stat_type type, const char *text)
+{
+	struct stat_json *j = (struct stat_json *)w;
+
+	(void)path;
+	json_key(j, key);
+	if (type == STAT_TEXT)
+		json_string(j->out, text);
+	else
+		fputs(text, j->out);
+}
+
+static void json_open(struct stat_writer *w, const char *key, bool list)
+{
+	struct stat_json *j = (struct stat_json *)w;
+
+	json_key(j, key);
+	fputc(list ? '[' : '{', j->out);
+	j->first = true;
+}
+
+static void json_close(struct stat_writer *w, bool list)
+{
+	struct stat_json *j = (struct stat_json *)w;
+
+	fputc(list ? ']' : '}', j->out);
+	j->first = false;
+}
+
+int kvt_stats_json(kvt_client *c, char **json)
+{
+	struct stat_json j = { { json_value, json_open, json_close }, NULL, true };
+	size_t len;
+	int rc;
+
+	*json = NULL;
+	if (!(j.out = open_memstream(json, &len)))
+		return -ENOMEM;
+	rc = read_stats(c, &j.w);
+	if (fclose(j.out) != 0 && rc == 0)
+		rc = -ENOMEM;
+	if (rc < 0) {
+		free(*json);
+		*json = NULL;
+	}
+	return rc;
 }
 
 int kvt_get_config(kvt_client *c, void (*fn)(void *arg, const struct kvt_knob *k),

@@ -59,48 +59,10 @@ static double num(const struct stat_list *l, const char *name)
 	return strtod(find(l, name), NULL);
 }
 
-static void json_string(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", *s);
-		else
-			putchar(*s);
-	}
-	putchar('"');
-}
-
-static int is_number(const char *s)
-{
-	if (!*s)
-		return 0;
-	for (; *s; s++)
-		if (*s < '0' || *s > '9')
-			return 0;
-	return 1;
-}
-
-static void print_stats(const struct stat_list *l, int json)
+static void print_stats(const struct stat_list *l)
 {
 	size_t width = 0;
 
-	if (json) {
-		printf("{");
-		for (size_t i = 0; i < l->n; i++) {
-			printf("%s\n  ", i ? "," : "");
-			json_string(l->names[i]);
-			printf(": ");
-			if (is_number(l->values[i]))
-				printf("%s", l->values[i]);
-			else
-				json_string(l->values[i]);
-		}
-		printf("\n}\n");
-		return;
-	}
 	for (size_t i = 0; i < l->n; i++)
 		if (strlen(l->names[i]) > width)
 			width = strlen(l->names[i]);
@@ -108,18 +70,28 @@ static void print_stats(const struct stat_list *l, int json)
 		printf("%-*s  %s\n", (int)width, l->names[i], l->values[i]);
 }
 
+/* stats --json: libkvtier's JSON, typed and nested. */
+static int print_json(kvt_client *c)
+{
+	char *json;
+	int rc = kvt_stats_json(c, &json);
+
+	if (rc == 0) {
+		printf("%s\n", json);
+		free(json);
+	}
+	return rc;
+}
+
 static void print_status(const struct stat_list *l)
 {
-	unsigned long long cap = strtoull(find(l, "host_capacity_bytes"), NULL, 10);
-	unsigned long long used = strtoull(find(l, "host_used_bytes"), NULL, 10);
+	unsigned long long cap = strtoull(find(l, "tiers.host.capacity_bytes"), NULL, 10);
+	unsigned long long used = strtoull(find(l, "tiers.host.used_bytes"), NULL, 10);
 
 	printf("kvtierd %s (pid %s), up %s s: SERVING\n", find(l, "version"),
 	       find(l, "pid"), find(l, "uptime_seconds"));
-	printf("listening   ");
-	for (size_t i = 0; i < l->n; i++)
-		if (strncmp(l->names[i], "listen.", 7) == 0)
-			printf(" %s", l->values[i]);
-	printf("\nmetrics      %s\n", find(l, "metrics_address")[0] ?
+	printf("listening    %s\n", find(l, "listen"));
+	printf("metrics      %s\n", find(l, "metrics_address")[0] ?
 	       find(l, "metrics_address") : "off");
 	printf("allocator    %s\n", find(l, "allocator"));
 	printf("cuda         %s\n", find(l, "cuda"));
@@ -134,17 +106,17 @@ static void print_status(const struct stat_list *l)
 	if (strcmp(find(l, "host_segments_retiring"), "0") != 0)
 		printf(", %s retiring (shrinking)", find(l, "host_segments_retiring"));
 	printf("\n");
-	if (strcmp(find(l, "hbm_enabled"), "true") == 0) {
-		cap = strtoull(find(l, "hbm_capacity_bytes"), NULL, 10);
-		used = strtoull(find(l, "hbm_used_bytes"), NULL, 10);
+	if (strcmp(find(l, "tiers.hbm.up"), "true") == 0) {
+		cap = strtoull(find(l, "tiers.hbm.capacity_bytes"), NULL, 10);
+		used = strtoull(find(l, "tiers.hbm.used_bytes"), NULL, 10);
 		printf("hbm tier     %.1f / %.1f MiB used on %s GPUs, %s blocks, %s hits, %s copies (%s failed)\n",
 		       used / 1048576.0, cap / 1048576.0, find(l, "hbm_devices"),
 		       find(l, "hbm_blocks"), find(l, "hbm_hits_total"),
 		       find(l, "hbm_loads_total"), find(l, "hbm_load_failures_total"));
 	}
-	if (strcmp(find(l, "nvme_enabled"), "true") == 0) {
-		cap = strtoull(find(l, "nvme_capacity_bytes"), NULL, 10);
-		used = strtoull(find(l, "nvme_used_bytes"), NULL, 10);
+	if (strcmp(find(l, "tiers.nvme.up"), "true") == 0) {
+		cap = strtoull(find(l, "tiers.nvme.capacity_bytes"), NULL, 10);
+		used = strtoull(find(l, "tiers.nvme.used_bytes"), NULL, 10);
 		printf("nvme tier    %.1f / %.1f MiB used, %s blocks, %s of %s paths failing, %s bad checksums\n",
 		       used / 1048576.0, cap / 1048576.0, find(l, "nvme_blocks"),
 		       find(l, "nvme_paths_failed"), find(l, "nvme_paths"),
@@ -191,11 +163,11 @@ static int read_stats(kvt_client *c, struct stat_list *l)
 	return kvt_stats(c, collect, l);
 }
 
-/* Names of the namespaces in l (from "namespaces.NAME.namespace_id"),
- * copied into names. */
+/* Names of the namespaces in l (from "namespaces.NAME.id"), copied into
+ * names. */
 static size_t namespaces(const struct stat_list *l, char (*names)[256], size_t max)
 {
-	static const char id[] = ".namespace_id";
+	static const char id[] = ".id";
 	size_t n = 0;
 
 	for (size_t i = 0; i < l->n && n < max; i++) {
@@ -218,6 +190,22 @@ static double ns_num(const struct stat_list *l, const char *ns, const char *key)
 	return num(l, name);
 }
 
+/* "tiers.TIER.KEY" */
+static const char *tier_find(const struct stat_list *l, const char *tier,
+			     const char *key)
+{
+	char name[128];
+
+	snprintf(name, sizeof(name), "tiers.%.16s.%.64s", tier, key);
+	return find(l, name);
+}
+
+static double tier_num(const struct stat_list *l, const char *tier,
+		       const char *key)
+{
+	return strtod(tier_find(l, tier, key), NULL);
+}
+
 static void bar(double used, double cap)
 {
 	int fill = cap > 0 ? (int)(20 * used / cap + 0.5) : 0;
@@ -236,49 +224,54 @@ static void top_screen(const struct stat_list *now, const struct stat_list *was,
 	size_t nns = namespaces(now, ns, 64);
 	static const char *methods[] = { "Lookup", "Reserve", "Commit", "Acquire",
 					 "Release", "Put", "Get" };
+	static const char *tiers[] = { "host", "hbm", "nvme" };
 #define RATE(name) ((num(now, name) - num(was, name)) / dt)
+#define TIER_RATE(tier, key) \
+	((tier_num(now, tier, key) - tier_num(was, tier, key)) / dt)
 
 	printf("kvtierd %s (pid %s), up %s s: %s sessions, %s leases, %s pinned blocks\n\n",
 	       find(now, "version"), find(now, "pid"), find(now, "uptime_seconds"),
 	       find(now, "sessions_active"), find(now, "leases_active"),
 	       find(now, "pinned_blocks"));
 	printf("TIER  USE                                            IN MB/s  OUT MB/s  EVICT/s\n");
-	printf("host  ");
-	bar(num(now, "host_used_bytes"), num(now, "host_capacity_bytes"));
-	printf("  %7.1f  %8.1f  %7.1f\n", RATE("host_in_bytes_total") / 1e6,
-	       RATE("host_out_bytes_total") / 1e6, RATE("evictions_total"));
-	if (strcmp(find(now, "nvme_enabled"), "true") == 0) {
-		printf("nvme  ");
-		bar(num(now, "nvme_used_bytes"), num(now, "nvme_capacity_bytes"));
-		printf("  %7.1f  %8.1f  %7.1f\n", RATE("nvme_write_bytes_total") / 1e6,
-		       RATE("nvme_read_bytes_total") / 1e6, RATE("nvme_evictions_total"));
+	for (size_t i = 0; i < sizeof(tiers) / sizeof(tiers[0]); i++) {
+		if (strcmp(tier_find(now, tiers[i], "up"), "true") != 0)
+			continue;
+		printf("%-4s  ", tiers[i]);
+		bar(tier_num(now, tiers[i], "used_bytes"),
+		    tier_num(now, tiers[i], "capacity_bytes"));
+		printf("  %7.1f  %8.1f  %7.1f\n",
+		       TIER_RATE(tiers[i], "in_bytes_total") / 1e6,
+		       TIER_RATE(tiers[i], "out_bytes_total") / 1e6,
+		       TIER_RATE(tiers[i], "evictions_total"));
 	}
 	printf("\n%-32s %9s %9s %9s %10s %9s\n", "NAMESPACE", "HIT% now", "HIT% all",
 	       "NVME% all", "LOOKUPS/s", "READY");
 	for (size_t i = 0; i < nns; i++) {
-		double keys = ns_num(now, ns[i], "lookup_keys");
-		double hits = ns_num(now, ns[i], "lookup_hits");
-		double dkeys = keys - ns_num(was, ns[i], "lookup_keys");
-		double dhits = hits - ns_num(was, ns[i], "lookup_hits");
+		double keys = ns_num(now, ns[i], "lookup_blocks_total");
+		double hits = ns_num(now, ns[i], "lookup_hit_blocks_total");
+		double dkeys = keys - ns_num(was, ns[i], "lookup_blocks_total");
+		double dhits = hits - ns_num(was, ns[i], "lookup_hit_blocks_total");
 
 		printf("%-32.32s %9.1f %9.1f %9.1f %10.0f %9.0f\n", ns[i],
 		       dkeys > 0 ? 100 * dhits / dkeys : 0.0,
 		       keys > 0 ? 100 * hits / keys : 0.0,
-		       keys > 0 ? 100 * ns_num(now, ns[i], "lookup_hits_nvme") / keys : 0.0,
+		       keys > 0 ? 100 * ns_num(now, ns[i], "lookup_nvme_hit_blocks_total") / keys : 0.0,
 		       dkeys / dt, ns_num(now, ns[i], "ready_blocks"));
 	}
 	printf("\n%-10s %9s %11s %11s %8s\n", "RPC", "CALLS/s", "p50 ms", "p99 ms", "ERRORS");
 	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
 		char calls[64], p50[64], p99[64], errors[64];
 
-		snprintf(calls, sizeof(calls), "rpcs.%s.calls", methods[i]);
-		snprintf(p50, sizeof(p50), "rpcs.%s.latency.p50_seconds", methods[i]);
-		snprintf(p99, sizeof(p99), "rpcs.%s.latency.p99_seconds", methods[i]);
-		snprintf(errors, sizeof(errors), "rpcs.%s.errors", methods[i]);
+		snprintf(calls, sizeof(calls), "rpcs.%s.calls_total", methods[i]);
+		snprintf(p50, sizeof(p50), "rpcs.%s.duration_seconds.p50_seconds", methods[i]);
+		snprintf(p99, sizeof(p99), "rpcs.%s.duration_seconds.p99_seconds", methods[i]);
+		snprintf(errors, sizeof(errors), "rpcs.%s.errors_total", methods[i]);
 		printf("%-10s %9.0f %11.3f %11.3f %8s\n", methods[i], RATE(calls),
 		       num(now, p50) * 1e3, num(now, p99) * 1e3, find(now, errors));
 	}
 #undef RATE
+#undef TIER_RATE
 }
 
 static int cmd_top(kvt_client *c, double interval, long count)
@@ -323,7 +316,7 @@ static int namespace_id(const struct stat_list *l, const char *name,
 	char id_key[300], tenant_key[300];
 	size_t found = 0;
 
-	snprintf(id_key, sizeof(id_key), "namespaces.%s.namespace_id", name);
+	snprintf(id_key, sizeof(id_key), "namespaces.%s.id", name);
 	snprintf(tenant_key, sizeof(tenant_key), "namespaces.%s.tenant", name);
 	for (size_t i = 0; i < l->n; i++) {
 		const char *owner = "";
@@ -484,8 +477,10 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "status") == 0 && (rc = read_stats(c, &l)) == 0)
 		print_status(&l);
+	else if (strcmp(cmd, "stats") == 0 && json)
+		rc = print_json(c);
 	else if (strcmp(cmd, "stats") == 0 && (rc = read_stats(c, &l)) == 0)
-		print_stats(&l, json);
+		print_stats(&l);
 	else if (strcmp(cmd, "top") == 0)
 		rc = cmd_top(c, interval, count);
 	else if (strcmp(cmd, "config") == 0)

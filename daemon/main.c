@@ -29,6 +29,7 @@
 #include "segsock.h"
 #include "kvtier/v1/segments.h"
 #include "server.h"
+#include "stats.h"
 
 #define SHUTDOWN_GRACE_MS 5000
 
@@ -36,9 +37,11 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: kvtierd [-c FILE] [--set SECTION.KEY=VALUE]... [--print-config]\n"
+		"               [--print-stats]\n"
 		"  -c, --config FILE   read this INI file (default: built-in defaults only)\n"
 		"  -s, --set S.K=V     override one knob, e.g. --set host.size=8G\n"
 		"  -p, --print-config  print the effective configuration and exit\n"
+		"  -S, --print-stats   list every stat and metric (Markdown) and exit\n"
 		"  -V, --version       print the version and exit\n");
 }
 
@@ -53,6 +56,7 @@ static int load_config(int argc, char **argv, struct kvt_reload *r)
 		{ "config", required_argument, NULL, 'c' },
 		{ "set", required_argument, NULL, 's' },
 		{ "print-config", no_argument, NULL, 'p' },
+		{ "print-stats", no_argument, NULL, 'S' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -63,7 +67,7 @@ static int load_config(int argc, char **argv, struct kvt_reload *r)
 	int print = 0, opt, rc;
 
 	/* The file first, then the overrides, whatever their order on the line. */
-	while ((opt = getopt_long(argc, argv, "c:s:pVh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:s:pSVh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': file = optarg; break;
 		case 's':
@@ -75,6 +79,7 @@ static int load_config(int argc, char **argv, struct kvt_reload *r)
 			sets[nsets++] = optarg;
 			break;
 		case 'p': print = 1; break;
+		case 'S': kvt_stats_print(stdout); exit(0);
 		case 'V': printf("kvtierd %s\n", KVT_VERSION); exit(0);
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -EINVAL;
@@ -322,6 +327,13 @@ int main(int argc, char **argv)
 	sigset_t set;
 	int lock_fd, rc = 1;
 
+	/* A stat without its field in the Stats messages, or a field without
+	 * its stat, is a mistake no compiler sees: refuse to run with it (every
+	 * integration test starts the daemon, so none passes with it). */
+	if (kvt_stats_check(msg, sizeof(msg)) < 0) {
+		fprintf(stderr, "kvtierd: %s\n", msg);
+		return 1;
+	}
 	if (load_config(argc, argv, &reload) < 0)
 		return 2;
 	/* The settings that need a restart never change: a copy of them. */

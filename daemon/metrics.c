@@ -15,9 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "kvtier.pb-c.h"
 #include "log.h"
 #include "rpc.h"
+#include "stats.h"
 
 struct kvt_metrics {
 	struct MHD_Daemon *mhd;
@@ -27,7 +27,7 @@ struct kvt_metrics {
 	struct kvt_metrics_auth auth;
 };
 
-/* ---- exposition ---- */
+/* ---- exposition: one family per row of the stats table ---- */
 
 /* A label value with \, " and newlines escaped, as the format asks. */
 static void label_value(FILE *f, const char *s)
@@ -42,356 +42,138 @@ static void label_value(FILE *f, const char *s)
 	}
 }
 
-static void family(FILE *f, const char *name, const char *type,
-		   const char *help)
-{
-	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-/* One sample; labels: NULL-terminated name, value pairs. */
-static void sample(FILE *f, const char *name, const char *const *labels,
-		   double value)
-{
-	fputs(name, f);
-	for (size_t i = 0; labels && labels[i]; i += 2) {
-		fprintf(f, "%s%s=\"", i ? "," : "{", labels[i]);
-		label_value(f, labels[i + 1]);
-		fputc('"', f);
-		if (!labels[i + 2])
-			fputc('}', f);
-	}
-	fprintf(f, " %.17g\n", value);
-}
-
-/* A family with one unlabelled sample. */
-static void single(FILE *f, const char *name, const char *type,
-		   const char *help, double value)
-{
-	family(f, name, type, help);
-	sample(f, name, NULL, value);
-}
-
-static void histogram(FILE *f, const char *name, const char *label,
-		      const char *label_value_, const Kvtier__V1__Histogram *h)
-{
-	char le[32], bucket[128], sum[128], count[128];
-	uint64_t cumulative = 0;
-
-	snprintf(bucket, sizeof(bucket), "%s_bucket", name);
-	snprintf(sum, sizeof(sum), "%s_sum", name);
-	snprintf(count, sizeof(count), "%s_count", name);
-	for (size_t i = 0; i < h->n_counts; i++) {
-		const char *labels[] = { label, label_value_, "le", le, NULL };
-		const char *const *l = label ? labels : labels + 2;
-
-		cumulative += h->counts[i];
-		if (i < h->n_upper_bounds)
-			snprintf(le, sizeof(le), "%g", h->upper_bounds[i]);
-		else
-			snprintf(le, sizeof(le), "+Inf");
-		sample(f, bucket, l, (double)cumulative);
-	}
-	{
-		const char *labels[] = { label, label_value_, NULL };
-
-		sample(f, sum, label ? labels : NULL, h->sum);
-		sample(f, count, label ? labels : NULL, (double)h->count);
-	}
-}
-
-/* One value of a label, and the sample's value. */
-struct part {
-	const char *label_value;
-	double value;
+/* The labels of a sample: its element's, then le or a key. */
+#define LABELS_MAX 8
+struct labels {
+	const char *name[LABELS_MAX], *value[LABELS_MAX];
+	size_t n;
 };
 
-/* A family whose samples differ in one label. */
-static void split(FILE *f, const char *name, const char *type, const char *help,
-		  const char *label, const struct part *parts, size_t n)
+static void label_add(struct labels *l, const char *name, const char *value)
 {
-	family(f, name, type, help);
-	for (size_t i = 0; i < n; i++)
-		sample(f, name, (const char *[]){ label, parts[i].label_value, NULL },
-		       parts[i].value);
+	if (l->n < LABELS_MAX) {
+		l->name[l->n] = name;
+		l->value[l->n++] = value;
+	}
 }
 
-#define SPLIT(f, name, type, help, label, ...)                                \
-	split(f, name, type, help, label, (const struct part[]){ __VA_ARGS__ }, \
-	      sizeof((const struct part[]){ __VA_ARGS__ }) / sizeof(struct part))
-
-static void render_tiers(FILE *f, const Kvtier__V1__StatsResponse *s)
+/* The labels of an element: its scope's text stats. Every sample of a
+ * tier, namespace, ... carries them; the daemon's label kvtier_build_info. */
+static void element_labels(enum kvt_stat_scope scope, const void *elem,
+			   struct labels *l)
 {
-	SPLIT(f, "kvtier_tier_capacity_bytes", "gauge", "Capacity of each tier.", "tier",
-	      { "hbm", (double)s->hbm_capacity_bytes },
-	      { "host", (double)s->host_capacity_bytes },
-	      { "nvme", (double)s->nvme_capacity_bytes });
-	SPLIT(f, "kvtier_tier_used_bytes", "gauge", "Bytes of each tier holding blocks.", "tier",
-	      { "hbm", (double)s->hbm_used_bytes },
-	      { "host", (double)s->host_used_bytes }, { "nvme", (double)s->nvme_used_bytes });
-	SPLIT(f, "kvtier_tier_in_bytes_total", "counter",
-	      "Page bytes written into each tier (host: commits, puts, promotions; nvme: demotions).",
-	      "tier", { "host", (double)s->host_in_bytes_total },
-	      { "nvme", (double)s->nvme_write_bytes_total });
-	SPLIT(f, "kvtier_tier_out_bytes_total", "counter",
-	      "Page bytes read out of each tier (hbm, host: acquired from it; nvme: promotions).",
-	      "tier", { "hbm", (double)s->hbm_out_bytes_total },
-	      { "host", (double)s->host_out_bytes_total },
-	      { "nvme", (double)s->nvme_read_bytes_total });
-	SPLIT(f, "kvtier_evictions_total", "counter",
-	      "Blocks that left each tier to make room (host: to nvme or out of the cache; nvme: region reuse).",
-	      "tier", { "host", (double)s->evictions_total },
-	      { "nvme", (double)s->nvme_evictions_total });
-	family(f, "kvtier_eviction_age_seconds", "histogram",
-	       "Time since last use of each block the host tier evicted.");
-	if (s->eviction_age)
-		histogram(f, "kvtier_eviction_age_seconds", NULL, NULL, s->eviction_age);
-	SPLIT(f, "kvtier_host_segments", "gauge",
-	      "Host tier segments: active, carved for a namespace, retiring after a shrink.",
-	      "state", { "active", s->host_segments }, { "carved", s->host_segments_used },
-	      { "retiring", s->host_segments_retiring });
-	single(f, "kvtier_host_segments_renewed_total", "counter",
-	       "Host segments given a new memfd as they passed to another tenant.",
-	       (double)s->host_segments_renewed_total);
-	single(f, "kvtier_host_segment_faults_total", "counter",
-	       "Host segments a worker punched holes in that the daemon then found without memory (read as zeros, blocks dropped, made anew).",
-	       (double)s->host_segment_faults_total);
-	SPLIT(f, "kvtier_segment_socket_requests_total", "counter",
-	      "Segment socket: descriptors served, requests refused, connections dropped without a request.",
-	      "result", { "served", (double)s->segment_fds_total },
-	      { "refused", (double)s->segment_fd_refusals_total },
-	      { "dropped", (double)s->segment_socket_dropped_total });
-	single(f, "kvtier_hbm_up", "gauge", "1 when the hbm tier serves.", s->hbm_enabled);
-	single(f, "kvtier_hbm_blocks", "gauge", "Blocks with a copy in an hbm pool.", (double)s->hbm_blocks);
-	SPLIT(f, "kvtier_hbm_copies_total", "counter",
-	      "hbm copies of host blocks: started, failed, skipped (no room), evicted, dropped with their host slot.",
-	      "event", { "started", (double)s->hbm_loads_total },
-	      { "failed", (double)s->hbm_load_failures_total },
-	      { "skipped", (double)s->hbm_loads_skipped_total },
-	      { "evicted", (double)s->hbm_evictions_total },
-	      { "dropped", (double)s->hbm_drops_total });
-	single(f, "kvtier_hbm_hits_total", "counter", "Blocks acquired from an hbm pool.",
-	       (double)s->hbm_hits_total);
-	single(f, "kvtier_nvme_up", "gauge", "1 when the nvme tier serves.", s->nvme_enabled);
-	SPLIT(f, "kvtier_nvme_paths", "gauge", "nvme paths configured, and those failing.",
-	      "state", { "configured", s->nvme_paths }, { "failed", s->nvme_paths_failed });
-	single(f, "kvtier_nvme_blocks", "gauge", "Blocks with a copy on nvme.", (double)s->nvme_blocks);
-	single(f, "kvtier_demotions_total", "counter", "Blocks written to nvme.", (double)s->demotions_total);
-	single(f, "kvtier_demotions_skipped_total", "counter",
-	       "Committed blocks not written to nvme (backlog full, tier failing).",
-	       (double)s->demotions_skipped_total);
-	single(f, "kvtier_evictions_to_nvme_total", "counter",
-	       "Host evictions of blocks that stay cached on nvme.",
-	       (double)s->evictions_to_nvme_total);
-	single(f, "kvtier_promotions_total", "counter", "Blocks read back from nvme.",
-	       (double)s->promotions_total);
-	single(f, "kvtier_promotion_failures_total", "counter",
-	       "Promotions that failed (bad checksum or read error): misses.",
-	       (double)s->promotion_failures_total);
-	single(f, "kvtier_nvme_bad_checksums_total", "counter",
-	       "Pages read from nvme whose checksum did not match.",
-	       (double)s->nvme_bad_checksum_total);
-	SPLIT(f, "kvtier_nvme_io_errors_total", "counter", "Failed nvme reads and writes.", "op",
-	      { "read", (double)s->nvme_read_errors_total },
-	      { "write", (double)s->nvme_write_errors_total });
-	SPLIT(f, "kvtier_nvme_io", "gauge", "nvme I/Os queued and in flight.", "state",
-	      { "queued", (double)s->nvme_queued }, { "inflight", (double)s->nvme_inflight });
+	for (size_t k = 0; k < kvt_stats_count; k++) {
+		const struct kvt_stat *st = &kvt_stats_table[k];
+
+		if (st->scope == scope && st->kind == KVT_STAT_LABEL)
+			label_add(l, st->label, kvt_stat_text(st, elem));
+	}
 }
 
-static void render_blocks(FILE *f, const Kvtier__V1__StatsResponse *s)
+/* One sample: name and suffix, labels, value (already formatted). */
+static void sample(FILE *f, const char *name, const char *suffix,
+		   const struct labels *l, const char *value)
 {
-	single(f, "kvtier_sessions_active", "gauge", "Attached worker sessions.",
-	       (double)s->sessions_active);
-	single(f, "kvtier_sessions_opened_total", "counter", "Sessions ever attached.",
-	       (double)s->sessions_total);
-	single(f, "kvtier_leases_active", "gauge", "Acquire leases held.", (double)s->leases_active);
-	single(f, "kvtier_pinned_blocks", "gauge", "Blocks pinned (by leases or I/O).",
-	       (double)s->pinned_blocks);
-	single(f, "kvtier_pins_total", "counter", "Blocks pinned by Acquire leases.",
-	       (double)s->pins_total);
-	single(f, "kvtier_forced_unpins_total", "counter",
-	       "Pins released because their lease outlived lease_ttl.",
-	       (double)s->forced_unpins_total);
-	single(f, "kvtier_leases_expired_total", "counter", "Leases ended by lease_ttl.",
-	       (double)s->leases_expired_total);
-	SPLIT(f, "kvtier_block_events_total", "counter", "Block life cycle events.", "event",
-	      { "reserved", (double)s->reserved_blocks_total },
-	      { "committed", (double)s->committed_blocks_total },
-	      { "aborted", (double)s->aborted_blocks_total },
-	      { "dropped", (double)s->dropped_blocks_total },
-	      { "expired", (double)s->expired_total },
-	      { "reserve_no_space", (double)s->reserve_no_space_total });
-	SPLIT(f, "kvtier_waits_total", "counter",
-	      "Acquires that waited for pending blocks, by outcome.", "outcome",
-	      { "completed", (double)s->waits_completed_total },
-	      { "missed", (double)s->waits_missed_total },
-	      { "timed_out", (double)s->waits_timed_out_total });
-	single(f, "kvtier_waits_active", "gauge", "Acquires waiting now.", (double)s->waits_active);
+	fprintf(f, "%s%s", name, suffix);
+	for (size_t i = 0; i < l->n; i++) {
+		fprintf(f, "%s%s=\"", i ? "," : "{", l->name[i]);
+		label_value(f, l->value[i]);
+		fputc('"', f);
+	}
+	fprintf(f, "%s %s\n", l->n ? "}" : "", value);
 }
 
-static void render_namespaces(FILE *f, const Kvtier__V1__StatsResponse *s)
+/* Buckets (cumulative), sum and count, in seconds of a snapshot in ns. */
+static void histogram(FILE *f, const char *name, struct labels *l,
+		      const struct kvt_histogram_snapshot *h)
 {
-	static const struct {
-		const char *name, *type, *help;
-	} fam[] = {
-		{ "kvtier_lookup_blocks_total", "counter", "Blocks queried by Lookup." },
-		{ "kvtier_lookup_hit_blocks_total", "counter",
-		  "Queried blocks found in a ready prefix, by the tier holding them." },
-		{ "kvtier_lookup_tokens_total", "counter", "Tokens queried by Lookup (blocks x block_tokens)." },
-		{ "kvtier_lookup_hit_tokens_total", "counter",
-		  "Queried tokens found cached, by the tier holding them; hit rate = hit_tokens / tokens." },
-		{ "kvtier_namespace_blocks", "gauge", "Blocks per namespace, by state." },
-		{ "kvtier_namespace_evictions_total", "counter", "Host evictions per namespace." },
+	char le[32], v[32];
+	uint64_t cumulative = 0;
+
+	for (uint32_t i = 0; i <= h->n; i++) {
+		cumulative += h->counts[i];
+		if (i < h->n)
+			snprintf(le, sizeof(le), "%g", (double)h->le[i] / 1e9);
+		else
+			snprintf(le, sizeof(le), "+Inf");
+		label_add(l, "le", le);
+		snprintf(v, sizeof(v), "%llu", (unsigned long long)cumulative);
+		sample(f, name, "_bucket", l, v);
+		l->n--;
+	}
+	snprintf(v, sizeof(v), "%.17g", (double)h->sum_ns / 1e9);
+	sample(f, name, "_sum", l, v);
+	snprintf(v, sizeof(v), "%llu", (unsigned long long)h->count);
+	sample(f, name, "_count", l, v);
+}
+
+/* The family of one stat: a sample per element of its scope. */
+static void family(FILE *f, const struct kvt_stats *s, const struct kvt_stat *st)
+{
+	static const char *const types[] = {
+		[KVT_STAT_COUNTER] = "counter", [KVT_STAT_GAUGE] = "gauge",
+		[KVT_STAT_HISTOGRAM] = "histogram",
 	};
+	char name[128], v[32];
+	struct labels l;
 
-	for (size_t k = 0; k < sizeof(fam) / sizeof(fam[0]); k++) {
-		family(f, fam[k].name, fam[k].type, fam[k].help);
-		for (size_t i = 0; i < s->n_namespaces; i++) {
-			const Kvtier__V1__NamespaceStats *n = s->namespaces[i];
-			double tokens = n->block_tokens, nvme = (double)n->lookup_hits_nvme;
-			double host = (double)(n->lookup_hits - n->lookup_hits_nvme);
-			/* Namespaces are per tenant: two may share a name. */
-			const char *t = n->tenant;
-			const char *ns[] = { "namespace", n->name, "tenant", t, NULL };
-			const char *h[] = { "namespace", n->name, "tenant", t, "tier", "host", NULL };
-			const char *d[] = { "namespace", n->name, "tenant", t, "tier", "nvme", NULL };
-			const char *r[] = { "namespace", n->name, "tenant", t, "state", "ready", NULL };
-			const char *p[] = { "namespace", n->name, "tenant", t, "state", "pending", NULL };
+	kvt_stat_metric(st, name, sizeof(name));
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, st->help, name,
+		types[st->kind]);
+	for (size_t i = 0; i < kvt_stats_elements(s, st->scope); i++) {
+		const void *elem = kvt_stats_element(s, st->scope, i);
+		const struct kvt_stat_by_label *b;
 
-			switch (k) {
-			case 0: sample(f, fam[k].name, ns, (double)n->lookup_keys); break;
-			case 1:
-				sample(f, fam[k].name, h, host);
-				sample(f, fam[k].name, d, nvme);
-				break;
-			case 2: sample(f, fam[k].name, ns, (double)n->lookup_keys * tokens); break;
-			case 3:
-				sample(f, fam[k].name, h, host * tokens);
-				sample(f, fam[k].name, d, nvme * tokens);
-				break;
-			case 4:
-				sample(f, fam[k].name, r, (double)n->ready_blocks);
-				sample(f, fam[k].name, p, (double)n->pending_blocks);
-				break;
-			default: sample(f, fam[k].name, ns, (double)n->evictions); break;
+		l.n = 0;
+		if (st->scope != KVT_STAT_DAEMON)
+			element_labels(st->scope, elem, &l);
+		switch (st->type) {
+		case KVT_STAT_HIST:
+			histogram(f, name, &l, kvt_stat_histogram(st, elem));
+			break;
+		case KVT_STAT_BY_LABEL:
+			b = kvt_stat_by_label(st, elem);
+			for (uint32_t k = 0; k < b->n; k++) {
+				label_add(&l, st->label, b->key[k]);
+				snprintf(v, sizeof(v), "%llu", (unsigned long long)b->value[k]);
+				sample(f, name, "", &l, v);
+				l.n--;
 			}
+			break;
+		default:
+			snprintf(v, sizeof(v), "%llu",
+				 (unsigned long long)kvt_stat_value(st, elem));
+			sample(f, name, "", &l, v);
 		}
 	}
-}
-
-static void render_tenants(FILE *f, const Kvtier__V1__StatsResponse *s)
-{
-	static const char *names[] = {
-		"kvtier_tenant_host_used_bytes", "kvtier_tenant_host_quota_bytes",
-		"kvtier_tenant_lookup_blocks_total", "kvtier_tenant_lookup_hit_blocks_total",
-		"kvtier_tenant_evictions_total", "kvtier_tenant_sessions",
-		"kvtier_tenant_leases", "kvtier_tenant_namespaces",
-	};
-	static const char *help[] = {
-		"Host tier bytes held by each tenant.",
-		"Host tier bytes each tenant keeps against others (0: no quota).",
-		"Blocks each tenant queried by Lookup.",
-		"Of those, blocks found cached.",
-		"Host evictions of each tenant's blocks.",
-		"Sessions each tenant holds open (tenants.max_sessions).",
-		"Leases each tenant holds (tenants.max_leases).",
-		"Namespaces each tenant created and has not dropped (tenants.max_namespaces).",
-	};
-
-	for (size_t k = 0; k < 8; k++) {
-		family(f, names[k], k < 2 || k > 4 ? "gauge" : "counter", help[k]);
-		for (size_t i = 0; i < s->n_tenants; i++) {
-			const Kvtier__V1__TenantStats *t = s->tenants[i];
-			const uint64_t v[] = { t->host_used_bytes, t->host_quota_bytes,
-					       t->lookup_keys, t->lookup_hits, t->evictions,
-					       t->sessions_active, t->leases_active,
-					       t->namespaces };
-
-			sample(f, names[k], (const char *[]){ "tenant", t->name, NULL },
-			       (double)v[k]);
-		}
-	}
-}
-
-static void render_bounds(FILE *f, const Kvtier__V1__StatsResponse *s)
-{
-	single(f, "kvtier_connections", "gauge",
-	       "Unix-socket connections served (over tenants.max_connections ones not counted).",
-	       (double)s->connections_active);
-	single(f, "kvtier_connections_idle_closed_total", "counter",
-	       "Connections shut down after daemon.idle_timeout with no call in flight.",
-	       (double)s->connections_idle_closed_total);
-	SPLIT(f, "kvtier_limit_refusals_total", "counter",
-	      "Connections, Attaches, Acquires and new namespaces refused because the tenant was at its bound.",
-	      "limit", { "tenants.max_connections", (double)s->connections_refused_total },
-	      { "tenants.max_sessions", (double)s->sessions_refused_total },
-	      { "tenants.max_leases", (double)s->leases_refused_total },
-	      { "tenants.max_namespaces", (double)s->namespaces_refused_total });
-	single(f, "kvtier_namespaces_dropped_total", "counter",
-	       "Namespaces deleted by DropNamespace.",
-	       (double)s->namespaces_dropped_total);
-}
-
-static void render_rpcs(FILE *f, const Kvtier__V1__StatsResponse *s)
-{
-	family(f, "kvtier_rpc_duration_seconds", "histogram",
-	       "Unary RPC latency in the daemon, request received to reply sent.");
-	for (size_t i = 0; i < s->n_rpcs; i++)
-		if (s->rpcs[i]->latency)
-			histogram(f, "kvtier_rpc_duration_seconds", "method",
-				  s->rpcs[i]->method, s->rpcs[i]->latency);
-	family(f, "kvtier_rpc_errors_total", "counter", "RPCs that ended with a status other than OK.");
-	for (size_t i = 0; i < s->n_rpcs; i++)
-		sample(f, "kvtier_rpc_errors_total",
-		       (const char *[]){ "method", s->rpcs[i]->method, NULL },
-		       (double)s->rpcs[i]->errors);
-	family(f, "kvtier_rpc_status_errors_total", "counter", "RPC errors by gRPC status code.");
-	for (size_t i = 0; i < s->n_rpc_errors; i++)
-		sample(f, "kvtier_rpc_status_errors_total",
-		       (const char *[]){ "code", s->rpc_errors[i]->key, NULL },
-		       (double)s->rpc_errors[i]->value);
 }
 
 /* The exposition text (malloc'd), or NULL. */
 static char *render(struct kvt_daemon *d, size_t *len)
 {
-	struct kvt_reply r = { 0 };
-	Kvtier__V1__StatsResponse *s;
+	struct kvt_stats *s;
 	char *text = NULL;
+	struct labels l;
 	FILE *f;
 
-	if (kvt_rpc_stats(d, true, 0, &r) != GRPC_STATUS_OK)
-		return NULL;
-	s = kvtier__v1__stats_response__unpack(NULL, r.len, r.buf);
-	free(r.buf);
-	if (!s)
+	if (kvt_stats_read(d, true, 0, &s) < 0)
 		return NULL;
 	f = open_memstream(&text, len);
 	if (f) {
-		family(f, "kvtier_build_info", "gauge", "The daemon's version, allocator and CUDA probe.");
-		sample(f, "kvtier_build_info",
-		       (const char *[]){ "version", s->version, "allocator", s->allocator,
-					 "cuda", s->cuda, NULL }, 1);
-		single(f, "kvtier_uptime_seconds", "gauge", "Seconds since the daemon started.",
-		       (double)s->uptime_seconds);
-		render_blocks(f, s);
-		render_tiers(f, s);
-		render_namespaces(f, s);
-		render_tenants(f, s);
-		render_bounds(f, s);
-		render_rpcs(f, s);
-		single(f, "kvtier_config_reloads_total", "counter", "Configuration reloads (SIGHUP).",
-		       (double)s->config_reloads_total);
-		single(f, "kvtier_config_reload_failures_total", "counter",
-		       "Reloads that left the configuration unchanged (a broken file).",
-		       (double)s->config_reload_failures_total);
-		single(f, "kvtier_config_last_reload_successful", "gauge",
-		       "1 unless the last reload failed.", s->config_last_reload_ok);
+		l.n = 0;
+		element_labels(KVT_STAT_DAEMON, kvt_stats_element(s, KVT_STAT_DAEMON, 0), &l);
+		fputs("# HELP kvtier_build_info The daemon's version, allocator, CUDA probe and addresses.\n"
+		      "# TYPE kvtier_build_info gauge\n", f);
+		sample(f, "kvtier_build_info", "", &l, "1");
+		for (size_t k = 0; k < kvt_stats_count; k++)
+			if (kvt_stats_table[k].kind != KVT_STAT_LABEL)
+				family(f, s, &kvt_stats_table[k]);
 		if (fclose(f) != 0) {
 			free(text);
 			text = NULL;
 		}
 	}
-	kvtier__v1__stats_response__free_unpacked(s, NULL);
+	kvt_stats_free(s);
 	return text;
 }
 

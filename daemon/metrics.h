@@ -1,7 +1,8 @@
 /*
  * The metrics endpoint: Prometheus text exposition (format 0.0.4) over
- * HTTP, served by libmicrohttpd on its own thread. GET /metrics renders the
- * same StatsResponse the Stats RPC returns, so the two always agree; GET
+ * HTTP, served by libmicrohttpd on its own thread. GET /metrics renders a
+ * family per row of the stats table (stats.h), from the same reading the
+ * Stats RPC answers with, so the two agree in names and values; GET
  * /healthz answers 200 "ok" while the daemon serves and 503 once it drains.
  *
  * /metrics is an operator surface: it shows every tenant's namespaces and

@@ -34,9 +34,9 @@ extern const struct kvt_method kvt_rpc_methods[];
 extern const size_t kvt_rpc_nmethods;
 extern const struct kvt_stream_method kvt_rpc_attach;
 
-/* A packed kvtier.v1.StatsResponse in r: what the Stats RPC answers and
- * what /metrics exposes. all: every tenant and namespace (admins,
- * /metrics); else only tenant's own and the namespaces it may see. */
+/* A packed kvtier.v1.StatsResponse in r, what the Stats RPC answers,
+ * filled from the stats table (stats.c). all: every tenant and namespace
+ * (admins); else only tenant's own and the namespaces it may see. */
 grpc_status_code kvt_rpc_stats(struct kvt_daemon *d, bool all, uint32_t tenant,
 			       struct kvt_reply *r);
 

@@ -105,15 +105,15 @@ static void count_errors(void *arg, const char *name, const char *value)
 {
 	struct error_count *e = arg;
 
-	if (strcmp(name, "rpc_errors.INVALID_ARGUMENT") == 0)
+	if (strcmp(name, "rpc_status_errors_total.INVALID_ARGUMENT") == 0)
 		e->invalid = atol(value);
-	else if (strcmp(name, "rpc_errors.NOT_FOUND") == 0)
+	else if (strcmp(name, "rpc_status_errors_total.NOT_FOUND") == 0)
 		e->not_found = atol(value);
-	else if (strcmp(name, "rpc_errors.FAILED_PRECONDITION") == 0)
+	else if (strcmp(name, "rpc_status_errors_total.FAILED_PRECONDITION") == 0)
 		e->precondition = atol(value);
-	else if (strcmp(name, "rpc_errors.RESOURCE_EXHAUSTED") == 0)
+	else if (strcmp(name, "rpc_status_errors_total.RESOURCE_EXHAUSTED") == 0)
 		e->exhausted = atol(value);
-	else if (strcmp(name, "rpc_errors.UNIMPLEMENTED") == 0)
+	else if (strcmp(name, "rpc_status_errors_total.UNIMPLEMENTED") == 0)
 		e->unimplemented = atol(value);
 }
 

@@ -218,7 +218,7 @@ static void tenant_a(const char *addr)
 			usleep(100000);
 	}
 	CHECK_RC(c[0], rc, 0);
-	CHECK(stat_of(c[0], "rpc_errors.RESOURCE_EXHAUSTED") <= 2);
+	CHECK(stat_of(c[0], "rpc_status_errors_total.RESOURCE_EXHAUSTED") <= 2);
 
 	/* Sessions: two, not three. */
 	CHECK_RC(c[0], kvt_attach(c[0], "a0"), 0);
@@ -299,9 +299,9 @@ static void bounds(void)
 		{ "connections_refused_total", -1 },
 		{ "sessions_refused_total", -1 },
 		{ "leases_refused_total", -1 },
-		{ "rpc_errors.RESOURCE_EXHAUSTED", -1 },
-		{ "rpcs.Attach.errors", -1 },
-		{ "rpcs.Acquire.errors", -1 },
+		{ "rpc_status_errors_total.RESOURCE_EXHAUSTED", -1 },
+		{ "rpcs.Attach.errors_total", -1 },
+		{ "rpcs.Acquire.errors_total", -1 },
 		{ "tenants.uid:61002.host_used_bytes", -1 },
 		{ "namespaces.b-ns.ready_blocks", -1 },
 		{ "namespaces.a-ns.ready_blocks", -1 },

@@ -60,7 +60,7 @@ def main():
 
         before = scrape(base)
         assert value(before, "kvtier_tier_capacity_bytes", tier="host") == 8 << 20
-        assert value(before, "kvtier_config_last_reload_successful") == 1
+        assert value(before, "kvtier_config_last_reload_ok") == 1
         assert before["kvtier_rpc_duration_seconds"].type == "histogram"
         assert before["kvtier_eviction_age_seconds"].type == "histogram"
 
@@ -85,20 +85,22 @@ def main():
 
         after = scrape(base)
         ns_label = {"namespace": "metrics:test"}
-        assert value(after, "kvtier_lookup_blocks_total", **ns_label) == 30
-        assert value(after, "kvtier_lookup_hit_blocks_total", tier="host", **ns_label) == 20
-        assert value(after, "kvtier_lookup_tokens_total", **ns_label) == 30 * 16
-        assert value(after, "kvtier_lookup_hit_tokens_total", tier="host", **ns_label) == 20 * 16
+        assert value(after, "kvtier_namespace_lookup_blocks_total", **ns_label) == 30
+        assert value(after, "kvtier_namespace_lookup_hit_blocks_total", **ns_label) == 20
+        assert value(after, "kvtier_namespace_lookup_nvme_hit_blocks_total", **ns_label) == 0
+        assert value(after, "kvtier_namespace_lookup_tokens_total", **ns_label) == 30 * 16
+        assert value(after, "kvtier_namespace_lookup_hit_tokens_total", **ns_label) == 20 * 16
+        assert value(after, "kvtier_lookup_blocks_total") == 30
         assert value(after, "kvtier_tier_in_bytes_total", tier="host") == 10 * PAGE
         assert value(after, "kvtier_tier_out_bytes_total", tier="host") == 10 * PAGE
-        assert value(after, "kvtier_namespace_blocks", state="ready", **ns_label) == 10
+        assert value(after, "kvtier_namespace_ready_blocks", **ns_label) == 10
         assert value(after, "kvtier_tier_used_bytes", tier="host") == 10 * PAGE
         lookups = value(after, "kvtier_rpc_duration_seconds_count", method="Lookup")
         assert lookups == 3, lookups
         assert value(after, "kvtier_rpc_duration_seconds_bucket", method="Lookup", le="+Inf") == 3
         assert value(after, "kvtier_rpc_errors_total", method="Lookup") == 1
         assert value(after, "kvtier_rpc_status_errors_total", code="NOT_FOUND") == 1
-        assert value(after, "kvtier_block_events_total", event="committed") == 10
+        assert value(after, "kvtier_committed_blocks_total") == 10
         channel.close()
 
         # The Grafana dashboard asks only for metrics the daemon exposes.

@@ -71,7 +71,7 @@ def main():
         assert get(base + "/metrics", "other", SECRET)[0] == 401
         code, _, text = get(base + "/metrics", "prom", SECRET)
         assert code == 200, code
-        assert "kvtier_connections " in text and "kvtier_limit_refusals_total{" in text
+        assert "kvtier_connections_active " in text and "kvtier_connections_refused_total " in text
         assert get(base + "/healthz")[0] == 200
 
         # A reload reads the file again.

@@ -124,14 +124,14 @@ static void round_trip_and_restart(void)
 
 	test_daemon_start(&d, sets);
 	c = open_client(&d, &ns);
-	CHECK(test_stat(c, "nvme_enabled") == 1);
+	CHECK(test_stat(c, "tiers.nvme.up") == 1);
 	put_paced(c, &ns, 0, N);
 	for (unsigned i = 0; i < N; i++)
 		keys[i] = key_of(i);
 	CHECK_RC(c, kvt_lookup(c, &ns, keys, N, &ready, NULL), 0);
 	CHECK(ready == N); /* nothing lost: each block is in host or on nvme */
 	CHECK(test_stat(c, "evictions_to_nvme_total") >= N - HOST_BLOCKS);
-	CHECK(test_stat(c, "lookup_hits_nvme") >= N - HOST_BLOCKS);
+	CHECK(test_stat(c, "lookup_nvme_hit_blocks_total") >= N - HOST_BLOCKS);
 	CHECK(test_stat(c, "nvme_blocks") == N);
 	CHECK(test_stat(c, "demotions_skipped_total") == 0);
 
@@ -253,7 +253,7 @@ static void faults(void)
 
 	test_daemon_start(&d, missing_sets);
 	c = open_client(&d, &ns);
-	CHECK(test_stat(c, "nvme_enabled") == 0);
+	CHECK(test_stat(c, "tiers.nvme.up") == 0);
 	CHECK(test_stat(c, "nvme_paths_failed") == 1);
 	put_paced(c, &ns, 0, 8);
 	CHECK(check_blocks(c, &ns, 8, NULL) == 8);
@@ -272,7 +272,7 @@ static void faults(void)
 	snprintf(tiny_set, sizeof(tiny_set), "nvme.paths=%s/nvme.kvt", tiny);
 	test_daemon_start(&d, full_sets);
 	c = open_client(&d, &ns);
-	CHECK(test_stat(c, "nvme_enabled") == 1);
+	CHECK(test_stat(c, "tiers.nvme.up") == 1);
 	put_paced(c, &ns, 0, 3 * HOST_BLOCKS);
 	errors = test_stat(c, "nvme_write_errors_total");
 	CHECK(errors >= 1);

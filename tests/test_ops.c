@@ -135,21 +135,21 @@ int main(void)
 	/* Grow under load: new segments fill, the worker maps and checks them. */
 	write_conf(conf, "[host]\nsize = 8M\nsegment_size = 1M\n");
 	CHECK(kill(d.pid, SIGHUP) == 0);
-	wait_stat(c, "host_capacity_bytes", 8 * MIB);
+	wait_stat(c, "tiers.host.capacity_bytes", 8 * MIB);
 	CHECK(test_stat(c, "host_segments") == 8);
 	/* Segments are carved lowest first and nothing is evicted until the
 	 * tier is full: past 7M, segments 4..6 hold committed (written) pages. */
-	for (int i = 0; i < 500 && test_stat(c, "host_used_bytes") <= 7 * MIB; i++)
+	for (int i = 0; i < 500 && test_stat(c, "tiers.host.used_bytes") <= 7 * MIB; i++)
 		sleep_ms(10);
-	CHECK(test_stat(c, "host_used_bytes") > 7 * MIB);
+	CHECK(test_stat(c, "tiers.host.used_bytes") > 7 * MIB);
 	CHECK(segment_blocks(&d, 6) > 0);
 
 	/* Shrink under load: segments 2..7 empty out and give their memory back. */
 	write_conf(conf, "[host]\nsize = 2M\nsegment_size = 1M\n");
 	CHECK(kill(d.pid, SIGHUP) == 0);
-	wait_stat(c, "host_capacity_bytes", 2 * MIB);
+	wait_stat(c, "tiers.host.capacity_bytes", 2 * MIB);
 	wait_stat(c, "host_segments_retiring", 0);
-	CHECK(test_stat(c, "host_used_bytes") <= 2 * MIB);
+	CHECK(test_stat(c, "tiers.host.used_bytes") <= 2 * MIB);
 	for (unsigned i = 2; i < 8; i++)
 		CHECK(segment_blocks(&d, i) == 0);
 	sleep_ms(200); /* the worker goes on in the smaller tier */
@@ -165,7 +165,7 @@ int main(void)
 	CHECK(kill(d.pid, SIGHUP) == 0);
 	wait_stat(c, "config_reload_failures_total", 1);
 	CHECK(test_stat(c, "config_last_reload_ok") == 0);
-	CHECK(test_stat(c, "host_capacity_bytes") == 2 * MIB);
+	CHECK(test_stat(c, "tiers.host.capacity_bytes") == 2 * MIB);
 	CHECK(ctl(&d, "config", out, sizeof(out)) == 0);
 	CHECK(strstr(out, "last reload FAILED") && strstr(out, ":2: [host] size: 'lots' is not a size"));
 	/* So do a key given twice and a tier of too many segments: refused
@@ -180,13 +180,13 @@ int main(void)
 	wait_stat(c, "config_reload_failures_total", 3);
 	CHECK(ctl(&d, "config", out, sizeof(out)) == 0);
 	CHECK(strstr(out, "kvtierd.conf:2: [host] size: 32G makes more than 16384 segments"));
-	CHECK(test_stat(c, "host_capacity_bytes") == 2 * MIB);
+	CHECK(test_stat(c, "tiers.host.capacity_bytes") == 2 * MIB);
 
 	/* segment_size cannot change live: it stays, reported as pending. */
 	write_conf(conf, "[host]\nsize = 4M\nsegment_size = 2M\n[policy]\nmax_wait = 5s\n");
 	CHECK(kill(d.pid, SIGHUP) == 0);
 	wait_stat(c, "config_reloads_total", 6);
-	wait_stat(c, "host_capacity_bytes", 4 * MIB);
+	wait_stat(c, "tiers.host.capacity_bytes", 4 * MIB);
 	CHECK(test_stat(c, "config_last_reload_ok") == 1);
 	CHECK(ctl(&d, "config", out, sizeof(out)) == 0);
 	CHECK(strstr(out, "segment_size           = 1M"));
@@ -201,8 +201,9 @@ int main(void)
 	CHECK(strstr(out, ": SERVING") && strstr(out, "of 4 segments carved") &&
 	      strstr(out, "metrics      http://127.0.0.1:"));
 	CHECK(ctl(&d, "stats --json", out, sizeof(out)) == 0);
-	CHECK(out[0] == '{' && strstr(out, "\"host_capacity_bytes\": 4194304") &&
-	      strstr(out, "\"rpcs.Reserve.latency.count\": "));
+	CHECK(out[0] == '{' &&
+	      strstr(out, "{\"tier\":\"host\",\"up\":true,\"capacity_bytes\":4194304,") &&
+	      strstr(out, "{\"method\":\"Reserve\",\"calls_total\":"));
 	CHECK(ctl(&d, "top -n 2 -i 0.1", out, sizeof(out)) == 0);
 	CHECK(strstr(out, "ops:test") && strstr(out, "Acquire") && strstr(out, "host  ["));
 	CHECK(ctl(&d, "drop --namespace nope", out, sizeof(out)) == 1);

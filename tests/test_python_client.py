@@ -35,7 +35,7 @@ def lookup_tells_the_tier(stub, ns_id, keys, pages):
     look = stub.Lookup(pb.LookupRequest(namespace_id=ns_id, keys=keys))
     assert look.ready_blocks == len(keys), look
     assert list(look.tiers) == [pb.TIER_NVME] * len(keys), look.tiers
-    assert stub.Stats(pb.StatsRequest()).lookup_hits_nvme >= len(keys)
+    assert stub.Stats(pb.StatsRequest()).lookup_nvme_hit_blocks_total >= len(keys)
     # A Get returns what is in host and starts reading the rest back.
     while list(stub.Get(pb.GetRequest(namespace_id=ns_id, keys=keys)).pages) != pages:
         assert time.monotonic() < deadline + 10, "the blocks never came back from nvme"
@@ -99,9 +99,10 @@ def main():
         events.cancel()
 
         st = stub.Stats(pb.StatsRequest())
-        assert st.ready_blocks == 4 and st.lookup_keys == 5 and st.lookup_hits == 4, st
-        assert st.rpc_errors["INVALID_ARGUMENT"] == 2, st.rpc_errors
-        assert not st.hbm_enabled and st.hbm_capacity_bytes == 0, st
+        assert st.ready_blocks == 4 and st.lookup_blocks_total == 5 and st.lookup_hit_blocks_total == 4, st
+        assert st.rpc_status_errors_total["INVALID_ARGUMENT"] == 2, st.rpc_status_errors_total
+        hbm = [t for t in st.tiers if t.tier == "hbm"][0]
+        assert not hbm.up and hbm.capacity_bytes == 0, st
         assert st.allocator.startswith("jemalloc") or "without jemalloc" in st.allocator
         ns_stats = [n for n in st.namespaces if n.name == "py:test"][0]
         assert ns_stats.page_bytes == PAGE and ns_stats.ready_blocks == 4

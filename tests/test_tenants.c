@@ -131,7 +131,7 @@ static void collect(void *arg, const char *name, const char *value)
 		u->a_used = atol(value);
 	else if (strcmp(name, "tenants.uid:61002.host_used_bytes") == 0)
 		u->b_used = atol(value);
-	else if (strcmp(name, "tenants.uid:61002.evictions") == 0)
+	else if (strcmp(name, "tenants.uid:61002.evictions_total") == 0)
 		u->b_evictions = atol(value);
 }
 

@@ -278,6 +278,7 @@ int kvt_hbm_load(struct kvt_hbm *h, struct kvt_block *b, uint32_t dev,
 	}
 	b->hbm_loading = 1;
 	h->st.loads_total++;
+	h->st.in_bytes_total += len;
 	return 0;
 }
 

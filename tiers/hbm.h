@@ -67,6 +67,7 @@ struct kvt_hbm_stats {
 	uint32_t devices;
 	uint64_t capacity_bytes, used_bytes, blocks;
 	uint64_t loads_total, load_failures_total, loads_skipped_total;
+	uint64_t in_bytes_total; /* page bytes of the copies started */
 	uint64_t drops_total, evictions_total, hits_total, out_bytes_total;
 };
 

@@ -590,8 +590,9 @@ static void worker_main(const struct options *o, const struct workload *wl,
 
 enum { D_COMMITTED, D_IN, D_OUT, D_HITS, D_HITS_NVME, D_HBM_HITS, D_EVICTIONS, ND };
 static const char *const daemon_stats[ND] = {
-	"committed_blocks_total", "host_in_bytes_total", "host_out_bytes_total",
-	"lookup_hits", "lookup_hits_nvme", "hbm_hits_total", "evictions_total",
+	"committed_blocks_total", "tiers.host.in_bytes_total", "tiers.host.out_bytes_total",
+	"lookup_hit_blocks_total", "lookup_nvme_hit_blocks_total", "hbm_hits_total",
+	"tiers.host.evictions_total",
 };
 
 static void collect(void *arg, const char *name, const char *value)

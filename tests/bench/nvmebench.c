@@ -151,11 +151,11 @@ static double promote_bw(const struct test_daemon *d, unsigned n,
 	c = open_client(d, &ns);
 	while (now_s() < t0)
 		usleep(1000);
-	before = test_stat(c, "nvme_read_bytes_total");
+	before = test_stat(c, "tiers.nvme.out_bytes_total");
 	for (unsigned w = 0; w < WORKERS; w++)
 		reap(pids[w]);
 	t = now_s();
-	after = test_stat(c, "nvme_read_bytes_total");
+	after = test_stat(c, "tiers.nvme.out_bytes_total");
 	*out = c;
 	return (double)(after - before) / (t - t0);
 }

@@ -89,7 +89,7 @@ def test_tensors_share_memory(ns):
 def test_stats_health(client, ns):
     assert client.health() is True
     st = client.stats()
-    assert isinstance(st["host_capacity_bytes"], int) and st["host_capacity_bytes"] > 0
+    assert isinstance(st["tiers.host.capacity_bytes"], int) and st["tiers.host.capacity_bytes"] > 0
     assert client.tenant == "root" or client.tenant.startswith("uid:") or client.tenant
 
 
@@ -142,7 +142,7 @@ def test_zero_copy_across_processes(daemon, client, ns):
     assert "memfd:kvtier" in mapping, mapping
     after = client.stats()
     for rpc in ("Put", "Get"):
-        assert after.get(f"rpcs.{rpc}.calls", 0) == before.get(f"rpcs.{rpc}.calls", 0)
+        assert after.get(f"rpcs.{rpc}.calls_total", 0) == before.get(f"rpcs.{rpc}.calls_total", 0)
 
 
 # ---- exceptions release and abort ----

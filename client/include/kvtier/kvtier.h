@@ -217,20 +217,40 @@ int kvt_drop_tenant(kvt_client *c, const char *tenant, size_t *dropped);
  * unknown from then on, its name may be opened again with any layout, and
  * it no longer counts against the tenant's tenants.max_namespaces. Your own
  * namespaces; any, and shared ones, only for root or the daemon's user (who
- * find ids in kvt_stats: "namespaces.<name>.namespace_id"). *pending: the
+ * find ids in kvt_stats: "namespaces.<name>.id"). *pending: the
  * reservations in it still open; their Commit fails (-ENOENT) and aborts.
  */
 int kvt_drop_namespace(kvt_client *c, uint32_t namespace_id, size_t *dropped,
 		       size_t *pending);
 
 /*
- * Calls fn once per statistic, with a dotted name ("host_used_bytes",
- * "rpcs.Lookup.calls", "namespaces.<name>.lookup_hits",
- * "rpc_errors.INVALID_ARGUMENT") and its value as text.
+ * The daemon's stats (the Stats RPC; README.md lists them, and kvtierd
+ * --print-stats). A caller that is not root or the daemon's user sees only
+ * its own tenant and namespaces, the shared ones, and the daemon's totals.
+ *
+ * kvt_stats calls fn once per stat with a dotted name and its value as text
+ * ("true"/"false" for booleans): "ready_blocks",
+ * "tiers.host.used_bytes", "rpcs.Lookup.calls_total",
+ * "rpcs.Lookup.duration_seconds.p99_seconds" (a histogram reads as count,
+ * sum_seconds, p50_seconds and p99_seconds), "namespaces.<name>.ready_blocks",
+ * "tenants.<name>.host_used_bytes", "rpc_status_errors_total.NOT_FOUND". The
+ * element of a list is named by its name, which is not unique for
+ * namespaces (two tenants may each have one of a name; its "tenant"
+ * follows its "id") and may itself hold dots: use kvt_stats_json to tell
+ * them apart.
+ *
+ * kvt_stats_json writes the same stats as one JSON object into *json
+ * (malloc'd, NUL-terminated; free() it): numbers as numbers, booleans as
+ * booleans, text as strings; "tiers", "namespaces", "tenants" and "rpcs" as
+ * lists of objects, each carrying its names ("tier"; "name" and "tenant";
+ * "name"; "method"); "rpc_status_errors_total" as an object by status code;
+ * histograms as objects of count, sum_seconds, p50_seconds and p99_seconds.
+ * 0, or -errno (-ENOMEM, or the call's error; *json is NULL then).
  */
 int kvt_stats(kvt_client *c,
 	      void (*fn)(void *arg, const char *name, const char *value),
 	      void *arg);
+int kvt_stats_json(kvt_client *c, char **json);
 
 /* One configuration knob of the running daemon. */
 struct kvt_knob {

@@ -589,9 +589,11 @@ class Client:
         return True
 
     def stats(self) -> dict:
-        """Every statistic by dotted name ("host_used_bytes",
-        "rpcs.Lookup.calls", "namespaces.<name>.lookup_hits"); numbers as
-        int or float, the rest as str."""
+        """Every statistic by dotted name ("ready_blocks",
+        "tiers.host.used_bytes", "rpcs.Lookup.calls_total",
+        "namespaces.<name>.lookup_hit_blocks_total"; kvt_stats in kvtier.h
+        says how lists are named); numbers as int or float, the rest
+        (booleans too: "true", "false") as str."""
         out = {}
         for k, v in self._c.stats().items():
             try:
