@@ -192,22 +192,26 @@ int kvt_metrics_auth_read(const char *path, struct kvt_metrics_auth *out,
 		return 0;
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
+		int rc = -errno;
+
 		snprintf(err, len, "[metrics] auth_file: cannot open %s: %s", path,
-			 strerror(errno));
-		return -1;
+			 strerror(-rc));
+		return rc;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077)) {
 		snprintf(err, len, "[metrics] auth_file: %s must be a regular file that only its owner may read (mode %04o; chmod 0600 it)",
 			 path, (unsigned)(st.st_mode & 07777));
 		close(fd);
-		return -1;
+		return -EPERM;
 	}
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n < 0) {
+		int rc = -errno;
+
 		snprintf(err, len, "[metrics] auth_file: cannot read %s: %s", path,
-			 strerror(errno));
-		return -1;
+			 strerror(-rc));
+		return rc;
 	}
 	buf[n] = '\0';
 	buf[strcspn(buf, "\r\n")] = '\0';
@@ -218,7 +222,7 @@ int kvt_metrics_auth_read(const char *path, struct kvt_metrics_auth *out,
 		snprintf(err, len, "[metrics] auth_file: %s does not hold one line user:password (user under %zu bytes, password under %zu)",
 			 path, sizeof(out->user), sizeof(out->password));
 		explicit_bzero(buf, sizeof(buf));
-		return -1;
+		return -EINVAL;
 	}
 	*colon = '\0';
 	strcpy(out->user, buf);
@@ -364,7 +368,7 @@ int kvt_metrics_start(const char *listen, const struct kvt_metrics_auth *auth,
 	hlen = colon ? (size_t)(colon - listen) : 0;
 	if (!colon || hlen >= sizeof(host) || !colon[1]) {
 		snprintf(err, len, "[metrics] listen: '%s' is not HOST:PORT", listen);
-		return -1;
+		return -EINVAL;
 	}
 	memcpy(host, listen, hlen);
 	host[hlen] = '\0';
@@ -375,13 +379,13 @@ int kvt_metrics_start(const char *listen, const struct kvt_metrics_auth *auth,
 	rc = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &ai);
 	if (rc != 0) {
 		snprintf(err, len, "[metrics] listen: '%s': %s", listen, gai_strerror(rc));
-		return -1;
+		return -EINVAL;
 	}
 	m = calloc(1, sizeof(*m));
 	if (!m) {
 		freeaddrinfo(ai);
 		snprintf(err, len, "out of memory");
-		return -1;
+		return -ENOMEM;
 	}
 	m->d = d;
 	pthread_mutex_init(&m->auth_lock, NULL);
@@ -401,7 +405,7 @@ int kvt_metrics_start(const char *listen, const struct kvt_metrics_auth *auth,
 			 listen);
 		freeaddrinfo(ai);
 		free(m);
-		return -1;
+		return -EADDRNOTAVAIL;
 	}
 	info = MHD_get_daemon_info(m->mhd, MHD_DAEMON_INFO_BIND_PORT);
 	if (ai->ai_family == AF_INET6)

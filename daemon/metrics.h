@@ -29,13 +29,13 @@ struct kvt_metrics_auth {
 /*
  * Reads "user:password" (one line) from path into out; path "": no auth.
  * The file must be a regular file that neither group nor others may read
- * or write. 0, or -1 with the reason in err (never the file's content).
+ * or write. 0, or -errno with the reason in err (never the file's content).
  */
 int kvt_metrics_auth_read(const char *path, struct kvt_metrics_auth *out,
 			  char *err, size_t len);
 
 /* listen: "HOST:PORT" ("[::1]:9400" for IPv6; port 0: any free one). The
- * address actually bound goes to d->metrics_address. 0, or -1 with err. */
+ * address actually bound goes to d->metrics_address. 0, or -errno with err. */
 int kvt_metrics_start(const char *listen, const struct kvt_metrics_auth *auth,
 		      struct kvt_daemon *d, struct kvt_metrics **out, char *err,
 		      size_t len);

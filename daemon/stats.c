@@ -613,7 +613,7 @@ int kvt_stats_check(char *err, size_t len)
 		if (!m) {
 			snprintf(err, len, "stats table: StatsResponse has no list %s",
 				 kvt_stat_scopes[s].list);
-			return -1;
+			return -EINVAL;
 		}
 		/* Every field of the message is some stat's, or a scope's list. */
 		for (unsigned i = 0; i < m->n_fields; i++) {
@@ -626,7 +626,7 @@ int kvt_stats_check(char *err, size_t len)
 			if (!found) {
 				snprintf(err, len, "stats table: %s.%s is no stat's field",
 					 m->name, name);
-				return -1;
+				return -EINVAL;
 			}
 		}
 	}
@@ -641,7 +641,7 @@ int kvt_stats_check(char *err, size_t len)
 				 !kind_fits(st) ? "its kind does not suit its type" :
 				 !f ? "no field of that name in its message" :
 				      "its field's type does not fit");
-			return -1;
+			return -EINVAL;
 		}
 	}
 	return 0;

@@ -90,7 +90,7 @@ extern const struct kvt_stat_scope_info kvt_stat_scopes[KVT_STAT_SCOPES];
 void kvt_stat_metric(const struct kvt_stat *st, char *buf, size_t len);
 
 /* Checks the table against the messages it fills: every stat has a field
- * of its name and type, every field a stat. 0, or -1 with err. kvtierd
+ * of its name and type, every field a stat. 0, or -errno with err. kvtierd
  * runs it at start; kvt_rpc_stats relies on it. */
 int kvt_stats_check(char *err, size_t len);
 

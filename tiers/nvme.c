@@ -1,18 +1,11 @@
 /*
- * Layout of a path: [superblock 4 KiB][region 0][region 1]... A region is
- * [region header 4 KiB][record 0][record 1]..., a record [header 4 KiB]
- * [page, padded to the namespace's stride]. Every header ends with an
- * xxh3 of itself; a record header names its region's generation (seq),
- * which changes each time the region is reused, so a header left from an
- * earlier use is never mistaken for a current one.
- *
- * Slot state lives in memory (user pointer and page checksum per slot).
- * A region's inflight count covers every queued or running I/O on it; a
- * region with I/O outstanding is never reused, so no late write lands in
- * a region that has moved on.
+ * The nvme store: opening the paths, the queue of demotions and
+ * promotions, regions (taken oldest first, reclaimed, sealed) and the
+ * mover thread that drives io_uring. The on-disk format and the shared
+ * state are in nvme_int.h; reading back what the paths hold at start is
+ * nvme_recover.c.
  */
-#include "nvme.h"
-#include "host.h"
+#include "nvme_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,116 +23,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#define HDR KVT_NVME_HEADER_BYTES
-#define SUPER_MAGIC 0x314e56524954564bull  /* "KVTIERN1" */
-#define REGION_MAGIC 0x3247455254564b00ull /* "\0KVTREG2" */
-#define RECORD_MAGIC 0x3143455254564b00ull /* "\0KVTREC1" */
-#define NO_REGION UINT32_MAX
-#define WAKE_TAG 1ull /* user_data of the eventfd read; ios are aligned */
-#define RECOVERY_BATCH 64
-
-struct disk_super {
-	uint64_t magic, path_bytes, region_bytes;
-	uint8_t tier_id[16];
-	uint64_t sum;
-};
-
-struct disk_region {
-	uint64_t magic, seq, page_bytes, stride;
-	uint8_t tier_id[16];
-	uint32_t block_tokens, shared, uid;
-	char ns[KVT_NVME_NAME_MAX + 1];
-	char tenant[KVT_NVME_TENANT_MAX];
-	uint64_t sum;
-};
-
-struct disk_record {
-	uint64_t magic, seq, page_bytes, page_sum;
-	uint32_t slot, uid, has_parent;
-	uint8_t key[16], parent[16];
-	char tenant[KVT_NVME_TENANT_MAX];
-	uint64_t sum;
-};
-
-enum region_state { REGION_FREE, REGION_OPEN, REGION_SEALED };
-
-struct rslot {
-	void *user; /* NULL: no live record */
-	uint64_t sum;
-};
-
-struct region {
-	uint32_t path, ns, nslots, next, live, inflight;
-	uint8_t state;
-	uint64_t seq, stride, page_bytes;
-	struct rslot *slots;
-};
-
-struct path {
-	char name[256];
-	int fd;
-	uint64_t bytes;
-	uint32_t first_region, nregions;
-	uint8_t tier_id[16];
-	uint64_t failed_until; /* CLOCK_MONOTONIC ns; 0: healthy */
-	bool usable;
-};
-
-struct nsdesc {
-	struct kvt_nvme_ns d;
-	bool known;
-	uint32_t open[KVT_NVME_PATHS_MAX]; /* the region being filled, per path */
-};
-
-enum io_kind { IO_WRITE, IO_READ, IO_INVALIDATE };
-
-struct io {
-	struct io *next;
-	enum io_kind kind;
-	int rc;
-	unsigned pending; /* CQEs still due */
-	void *user;
-	uint32_t ns, segment;
-	uint64_t offset, sum;
-	struct kvt_nvme_loc loc;
-	struct kvt_nvme_block blk;
-	void *hdr; /* 4 KiB, aligned: a record header */
-};
-
-struct kvt_nvme {
-	struct kvt_nvme_config cfg;
-	struct path paths[KVT_NVME_PATHS_MAX];
-	uint32_t npaths, next_path;
-	struct region *regions;
-	uint32_t nregions;
-	struct nsdesc *ns;
-	uint64_t seq;
-	struct io_uring ring;
-	bool ring_ok, fixed;
-	/* Segments registered as fixed buffers (the table has room for
-	 * KVT_HOST_SEGMENTS_MAX; the host tier may grow and shrink). */
-	bool fixed_bufs, seg_fixed[KVT_HOST_SEGMENTS_MAX];
-	int efd;
-	uint64_t efd_buf;
-	void *zero; /* 4 KiB of zeros: an invalidated header */
-
-	/* Under cfg.lock. */
-	struct io *head, *tail;
-	uint32_t queued, writes_queued, inflight;
-	bool sleeping, stopping, started;
-	pthread_t mover;
-	struct kvt_nvme_stats st;
-};
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void say(struct kvt_nvme *nv, bool error, const char *fmt, ...)
+void nvme_say(struct kvt_nvme *nv, bool error, const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
@@ -151,40 +35,15 @@ static void say(struct kvt_nvme *nv, bool error, const char *fmt, ...)
 		nv->cfg.ops.log(nv->cfg.arg, error, msg);
 }
 
-/* xxh3 of a header up to its trailing sum field. */
-static uint64_t hdr_sum(const void *h, size_t sum_offset)
-{
-	return XXH3_64bits(h, sum_offset);
-}
-
-#define SEAL(h) ((h)->sum = hdr_sum((h), offsetof(__typeof__(*(h)), sum)))
-#define SEALED_OK(h) ((h)->sum == hdr_sum((h), offsetof(__typeof__(*(h)), sum)))
-
 uint64_t kvt_nvme_record_bytes(uint64_t stride)
 {
 	return HDR + stride;
-}
-
-static uint64_t region_offset(const struct kvt_nvme *nv, uint32_t r)
-{
-	const struct path *p = &nv->paths[nv->regions[r].path];
-
-	return HDR + (uint64_t)(r - p->first_region) * nv->cfg.region_bytes;
-}
-
-/* File offset of slot's record header; its page follows. */
-static uint64_t record_offset(const struct kvt_nvme *nv, uint32_t r,
-			      uint32_t slot)
-{
-	return region_offset(nv, r) + HDR +
-	       (uint64_t)slot * kvt_nvme_record_bytes(nv->regions[r].stride);
 }
 
 static void *host_page(const struct kvt_nvme *nv, uint32_t seg, uint64_t off)
 {
 	return (uint8_t *)nv->cfg.segments[seg] + off;
 }
-
 /* ---- open ---- */
 
 static int open_path(struct kvt_nvme *nv, struct path *p, const char *name)
@@ -197,14 +56,14 @@ static int open_path(struct kvt_nvme *nv, struct path *p, const char *name)
 	if (p->fd < 0) {
 		int rc = -errno;
 
-		say(nv, true, "nvme: %s: cannot open: %s; path left out", name,
+		nvme_say(nv, true, "nvme: %s: cannot open: %s; path left out", name,
 		    strerror(-rc));
 		return rc;
 	}
 	if (fstat(p->fd, &st) < 0) {
 		int rc = -errno;
 
-		say(nv, true, "nvme: %s: cannot stat: %s; path left out", name,
+		nvme_say(nv, true, "nvme: %s: cannot stat: %s; path left out", name,
 		    strerror(-rc));
 		return rc;
 	}
@@ -218,11 +77,11 @@ static int open_path(struct kvt_nvme *nv, struct path *p, const char *name)
 
 		if (rc) {
 			/* A sparse file still works until the disk fills. */
-			say(nv, false, "nvme: %s: cannot preallocate %llu bytes (%s); using a sparse file",
+			nvme_say(nv, false, "nvme: %s: cannot preallocate %llu bytes (%s); using a sparse file",
 			    name, (unsigned long long)bytes, strerror(rc));
 			if (ftruncate(p->fd, (off_t)bytes) < 0) {
 				rc = -errno;
-				say(nv, true, "nvme: %s: cannot size to %llu bytes: %s; path left out",
+				nvme_say(nv, true, "nvme: %s: cannot size to %llu bytes: %s; path left out",
 				    name, (unsigned long long)bytes, strerror(-rc));
 				return rc;
 			}
@@ -231,7 +90,7 @@ static int open_path(struct kvt_nvme *nv, struct path *p, const char *name)
 	p->bytes = bytes;
 	p->nregions = bytes > HDR ? (uint32_t)((bytes - HDR) / nv->cfg.region_bytes) : 0;
 	if (p->nregions == 0) {
-		say(nv, true, "nvme: %s: %llu bytes hold no region of %llu bytes; path left out",
+		nvme_say(nv, true, "nvme: %s: %llu bytes hold no region of %llu bytes; path left out",
 		    name, (unsigned long long)bytes,
 		    (unsigned long long)nv->cfg.region_bytes);
 		return -ENOSPC;
@@ -258,7 +117,7 @@ void kvt_nvme_segment(struct kvt_nvme *nv, uint32_t segment, void *base)
 		return;
 	rc = segment_register(nv, segment, base);
 	if (rc < 0 && base)
-		say(nv, false, "nvme: host segment %u not registered with io_uring (%s): its I/O goes through an unregistered buffer",
+		nvme_say(nv, false, "nvme: host segment %u not registered with io_uring (%s): its I/O goes through an unregistered buffer",
 		    segment, strerror(-rc));
 }
 
@@ -271,7 +130,7 @@ static void register_buffers(struct kvt_nvme *nv)
 		fds[i] = nv->paths[i].usable ? nv->paths[i].fd : -1;
 	rc = io_uring_register_files(&nv->ring, fds, nv->npaths);
 	if (rc < 0) {
-		say(nv, true, "nvme: cannot register files: %s", strerror(-rc));
+		nvme_say(nv, true, "nvme: cannot register files: %s", strerror(-rc));
 		return;
 	}
 	nv->fixed = true;
@@ -280,7 +139,7 @@ static void register_buffers(struct kvt_nvme *nv)
 	for (uint32_t i = 0; rc == 0 && i < nv->cfg.nsegments; i++)
 		rc = segment_register(nv, i, nv->cfg.segments[i]);
 	if (rc < 0)
-		say(nv, false, "nvme: host segments not registered with io_uring (%s; is LimitMEMLOCK too low?): I/O goes through unregistered buffers",
+		nvme_say(nv, false, "nvme: host segments not registered with io_uring (%s; is LimitMEMLOCK too low?): I/O goes through unregistered buffers",
 		    strerror(-rc));
 }
 
@@ -367,250 +226,6 @@ int kvt_nvme_open(const struct kvt_nvme_config *cfg, struct kvt_nvme **out,
 						 cfg->region_bytes;
 	nv->st.regions = nv->nregions;
 	*out = nv;
-	return 0;
-}
-
-/* ---- recovery ---- */
-
-static int read_at(int fd, void *buf, size_t len, uint64_t off)
-{
-	ssize_t n = pread(fd, buf, len, (off_t)off);
-
-	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
-}
-
-static int write_at(int fd, const void *buf, size_t len, uint64_t off)
-{
-	ssize_t n = pwrite(fd, buf, len, (off_t)off);
-
-	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
-}
-
-/* Checks a path's superblock; a missing or foreign one is written anew. */
-static int check_super(struct kvt_nvme *nv, struct path *p, void *buf)
-{
-	struct disk_super *s = buf;
-
-	if (read_at(p->fd, buf, HDR, 0) == 0 && s->magic == SUPER_MAGIC &&
-	    SEALED_OK(s) && s->region_bytes == nv->cfg.region_bytes &&
-	    s->path_bytes == p->bytes) {
-		memcpy(p->tier_id, s->tier_id, sizeof(p->tier_id));
-		return 1;
-	}
-	memset(buf, 0, HDR);
-	s->magic = SUPER_MAGIC;
-	s->path_bytes = p->bytes;
-	s->region_bytes = nv->cfg.region_bytes;
-	if (getrandom(s->tier_id, sizeof(s->tier_id), 0) != sizeof(s->tier_id))
-		return -EIO;
-	SEAL(s);
-	memcpy(p->tier_id, s->tier_id, sizeof(p->tier_id));
-	say(nv, false, "nvme: %s: formatting (%u regions of %llu bytes)",
-	    p->name, p->nregions, (unsigned long long)nv->cfg.region_bytes);
-	return write_at(p->fd, buf, HDR, 0);
-}
-
-static bool region_hdr_valid(const struct kvt_nvme *nv, const struct path *p,
-			     const struct disk_region *h)
-{
-	return h->magic == REGION_MAGIC && SEALED_OK(h) &&
-	       memcmp(h->tier_id, p->tier_id, sizeof(h->tier_id)) == 0 &&
-	       h->stride % HDR == 0 && h->page_bytes && h->page_bytes <= h->stride &&
-	       h->stride <= nv->cfg.segment_bytes &&
-	       memchr(h->ns, 0, sizeof(h->ns)) != NULL && h->ns[0] &&
-	       memchr(h->tenant, 0, sizeof(h->tenant)) != NULL;
-}
-
-/* The namespace a recovered region's header names. */
-static void region_ns(const struct disk_region *h, struct kvt_nvme_ns *d)
-{
-	memset(d, 0, sizeof(*d));
-	snprintf(d->name, sizeof(d->name), "%s", h->ns);
-	d->page_bytes = h->page_bytes;
-	d->stride = h->stride;
-	d->block_tokens = h->block_tokens;
-	d->shared = h->shared != 0;
-	d->uid = h->uid;
-	snprintf(d->tenant, sizeof(d->tenant), "%s", h->tenant);
-}
-
-/* The engine's id (from ns_fn) for a recovered namespace, or -1. */
-static int recovered_ns(struct kvt_nvme *nv, const struct kvt_nvme_ns *d,
-			int (*ns_fn)(void *, const struct kvt_nvme_ns *),
-			void *arg)
-{
-	int id = ns_fn(arg, d);
-
-	if (id < 0 || (uint32_t)id >= nv->cfg.max_namespaces)
-		return -1;
-	if (!nv->ns[id].known) {
-		nv->ns[id].d = *d;
-		nv->ns[id].known = true;
-	}
-	return id;
-}
-
-/* A recovered region that holds nothing to keep is free again. */
-static void region_forget(struct region *g)
-{
-	free(g->slots);
-	g->slots = NULL;
-	g->state = REGION_FREE;
-	g->ns = NO_REGION;
-}
-
-/*
- * Reads the record headers of region r in batches through the ring. Its
- * namespace (d) is brought back at its first whole record only, so that
- * a dropped namespace, whose records were all invalidated, stays dropped;
- * a region with none is free.
- */
-static void recover_records(struct kvt_nvme *nv, uint32_t r, uint8_t *bufs,
-			    const struct kvt_nvme_ns *d,
-			    int (*ns_fn)(void *, const struct kvt_nvme_ns *),
-			    void *(*rec_fn)(void *, const struct kvt_nvme_record *),
-			    void *arg)
-{
-	struct region *g = &nv->regions[r];
-	struct path *p = &nv->paths[g->path];
-	int id = -1;
-
-	for (uint32_t base = 0; base < g->nslots; base += RECOVERY_BATCH) {
-		uint32_t n = g->nslots - base < RECOVERY_BATCH ? g->nslots - base :
-								 RECOVERY_BATCH;
-		struct io_uring_cqe *cqe;
-		int res[RECOVERY_BATCH];
-
-		for (uint32_t i = 0; i < n; i++) {
-			struct io_uring_sqe *sqe = io_uring_get_sqe(&nv->ring);
-
-			if (!sqe) {
-				io_uring_submit(&nv->ring);
-				sqe = io_uring_get_sqe(&nv->ring);
-			}
-			io_uring_prep_read(sqe, p->fd, bufs + (size_t)i * HDR, HDR,
-					   record_offset(nv, r, base + i));
-			io_uring_sqe_set_data64(sqe, i);
-		}
-		io_uring_submit(&nv->ring);
-		for (uint32_t i = 0; i < n; i++) {
-			if (io_uring_wait_cqe(&nv->ring, &cqe) < 0)
-				goto out;
-			res[io_uring_cqe_get_data64(cqe)] = cqe->res;
-			io_uring_cqe_seen(&nv->ring, cqe);
-		}
-		for (uint32_t i = 0; i < n; i++) {
-			const struct disk_record *h =
-				(const void *)(bufs + (size_t)i * HDR);
-			struct kvt_nvme_record rec = { 0 };
-			void *user;
-
-			if (res[i] != HDR || h->magic != RECORD_MAGIC ||
-			    !SEALED_OK(h) || h->seq != g->seq ||
-			    h->slot != base + i || h->page_bytes != g->page_bytes)
-				continue;
-			if (id < 0 && (id = recovered_ns(nv, d, ns_fn, arg)) < 0)
-				goto out; /* the engine does not take it */
-			g->ns = (uint32_t)id;
-			rec.ns = g->ns;
-			memcpy(rec.block.key, h->key, 16);
-			memcpy(rec.block.parent, h->parent, 16);
-			rec.block.has_parent = h->has_parent != 0;
-			rec.block.uid = h->uid;
-			memcpy(rec.block.tenant, h->tenant, sizeof(h->tenant));
-			rec.block.tenant[KVT_NVME_TENANT_MAX - 1] = 0;
-			rec.loc.region = r;
-			rec.loc.slot = base + i;
-			user = rec_fn(arg, &rec);
-			if (!user)
-				continue;
-			g->slots[base + i].user = user;
-			g->slots[base + i].sum = h->page_sum;
-			g->live++;
-			nv->st.recovered_records++;
-		}
-	}
-out:
-	if (g->live == 0)
-		region_forget(g);
-}
-
-static int by_seq(const void *a, const void *b, void *arg)
-{
-	const struct region *rg = arg;
-	uint64_t x = rg[*(const uint32_t *)a].seq, y = rg[*(const uint32_t *)b].seq;
-
-	return x < y ? -1 : x > y;
-}
-
-int kvt_nvme_recover(struct kvt_nvme *nv,
-		     int (*ns_fn)(void *arg, const struct kvt_nvme_ns *ns),
-		     void *(*rec_fn)(void *arg, const struct kvt_nvme_record *r),
-		     void *arg)
-{
-	uint8_t *bufs = aligned_alloc(HDR, (size_t)HDR * RECOVERY_BATCH);
-	uint32_t *order = calloc(nv->nregions ? nv->nregions : 1, sizeof(*order));
-	/* Per region: the namespace its header names. */
-	struct kvt_nvme_ns *descs = calloc(nv->nregions ? nv->nregions : 1,
-					   sizeof(*descs));
-	uint32_t nfound = 0;
-	uint64_t t0 = mono_ns();
-
-	if (!bufs || !order || !descs) {
-		free(bufs);
-		free(order);
-		free(descs);
-		return -ENOMEM;
-	}
-	for (uint32_t i = 0; i < nv->npaths; i++) {
-		struct path *p = &nv->paths[i];
-		int rc;
-
-		if (!p->usable)
-			continue;
-		rc = check_super(nv, p, bufs);
-		if (rc < 0) {
-			say(nv, true, "nvme: %s: cannot write the superblock: %s; path left out",
-			    p->name, strerror(-rc));
-			p->usable = false;
-			nv->st.capacity_bytes -= (uint64_t)p->nregions * nv->cfg.region_bytes;
-			continue;
-		}
-		for (uint32_t r = p->first_region; rc == 1 &&
-		     r < p->first_region + p->nregions; r++) {
-			const struct disk_region *h = (const void *)bufs;
-			struct region *g = &nv->regions[r];
-
-			if (read_at(p->fd, bufs, HDR, region_offset(nv, r)) < 0 ||
-			    !region_hdr_valid(nv, p, h))
-				continue;
-			region_ns(h, &descs[r]);
-			g->seq = h->seq;
-			g->stride = h->stride;
-			g->page_bytes = h->page_bytes;
-			g->nslots = (uint32_t)((nv->cfg.region_bytes - HDR) /
-					       kvt_nvme_record_bytes(g->stride));
-			g->next = g->nslots;
-			g->state = REGION_SEALED;
-			g->slots = calloc(g->nslots, sizeof(*g->slots));
-			if (!g->slots) {
-				region_forget(g);
-				continue;
-			}
-			if (g->seq >= nv->seq)
-				nv->seq = g->seq + 1;
-			order[nfound++] = r;
-		}
-	}
-	/* Oldest first, so that a key found twice ends up with its newest record. */
-	qsort_r(order, nfound, sizeof(*order), by_seq, nv->regions);
-	for (uint32_t i = 0; i < nfound; i++)
-		recover_records(nv, order[i], bufs, &descs[order[i]], ns_fn,
-				rec_fn, arg);
-	nv->st.recovery_ms = (mono_ns() - t0) / 1000000;
-	free(bufs);
-	free(order);
-	free(descs);
 	return 0;
 }
 
@@ -790,7 +405,7 @@ static void path_failed(struct kvt_nvme *nv, struct path *p, int rc)
 	uint64_t now = mono_ns();
 
 	if (p->failed_until <= now) {
-		say(nv, true, "nvme: %s: write failed: %s; no writes to it for %llu s",
+		nvme_say(nv, true, "nvme: %s: write failed: %s; no writes to it for %llu s",
 		    p->name, strerror(-rc),
 		    (unsigned long long)(nv->cfg.retry_ns / 1000000000ull));
 	}
@@ -863,7 +478,7 @@ static int place_write(struct kvt_nvme *nv, struct io *io)
 		SEAL(h);
 		/* One 4 KiB write per region: done here, off the lock. */
 		pthread_mutex_unlock(nv->cfg.lock);
-		rc = write_at(nv->paths[p].fd, h, HDR, region_offset(nv, r));
+		rc = nvme_write_at(nv->paths[p].fd, h, HDR, region_offset(nv, r));
 		pthread_mutex_lock(nv->cfg.lock);
 		free(h);
 		g->inflight--;
@@ -984,11 +599,11 @@ static void complete_io(struct kvt_nvme *nv, struct io *io)
 			nv->st.read_bytes_total += g->page_bytes;
 		} else if (io->rc == -EBADMSG) {
 			nv->st.bad_checksum_total++;
-			say(nv, true, "nvme: %s: record %u/%u failed its checksum: not served",
+			nvme_say(nv, true, "nvme: %s: record %u/%u failed its checksum: not served",
 			    nv->paths[g->path].name, io->loc.region, io->loc.slot);
 		} else {
 			nv->st.read_errors_total++;
-			say(nv, true, "nvme: %s: read of record %u/%u failed: %s",
+			nvme_say(nv, true, "nvme: %s: read of record %u/%u failed: %s",
 			    nv->paths[g->path].name, io->loc.region,
 			    io->loc.slot, strerror(-io->rc));
 		}
@@ -1195,3 +810,4 @@ void kvt_nvme_stats(struct kvt_nvme *nv, struct kvt_nvme_stats *st)
 	st->queued = nv->queued;
 	st->inflight = nv->inflight;
 }
+
