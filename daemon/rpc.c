@@ -281,6 +281,9 @@ struct rpc {
 struct rpc_method {
 	const ProtobufCMessageDescriptor *in, *out;
 	bool keys_optional; /* an empty key list is the body's to judge */
+	/* Serves anyone without making the caller a tenant (Health and
+	 * GetConfig: a probe takes no entry, nor fails when none is left). */
+	bool no_tenant;
 	int (*body)(struct rpc *c);
 };
 
@@ -390,7 +393,8 @@ static grpc_status_code rpc_call(void *ctx, const void *method,
 			      m->in->name);
 	else if (!c.out)
 		rc = kvt_errf(&c.err, -ENOMEM, "out of memory");
-	else if ((rc = caller(c.d, call, &c.q.tenant, &c.err)) == 0 &&
+	else if ((m->no_tenant ||
+		  (rc = caller(c.d, call, &c.q.tenant, &c.err)) == 0) &&
 		 (rc = rpc_common(&c, m)) == 0)
 		rc = m->body(&c);
 	if (rc == 0 && !c.packed)
@@ -786,10 +790,11 @@ const struct kvt_method kvt_rpc_methods[] = {
 	KVTIER(Drop, drop, .body = drop, .keys_optional = true),
 	KVTIER(DropNamespace, drop_namespace, .body = drop_namespace),
 	KVTIER(Stats, stats, .body = stats),
-	KVTIER(GetConfig, get_config, .body = get_config),
+	KVTIER(GetConfig, get_config, .body = get_config, .no_tenant = true),
 	METHOD("/grpc.health.v1.Health/Check", Check,
 	       grpc__health__v1__health_check_request,
-	       grpc__health__v1__health_check_response, .body = health_check),
+	       grpc__health__v1__health_check_response, .body = health_check,
+	       .no_tenant = true),
 };
 
 const size_t kvt_rpc_nmethods = sizeof(kvt_rpc_methods) / sizeof(kvt_rpc_methods[0]);
