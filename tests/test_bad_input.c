@@ -386,6 +386,41 @@ int main(void)
 		CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Acquire", &a.base, msg,
 				  sizeof(msg)) == GRPC_STATUS_NOT_FOUND);
 		CHECK(strstr(msg, "unknown session"));
+		/* Drop judges its scope before its keys: keys where none
+		 * belong, or an unknown scope, are named as such whatever the
+		 * keys look like. */
+		{
+			Kvtier__V1__DropRequest dr = KVTIER__V1__DROP_REQUEST__INIT;
+			ProtobufCBinaryData many[9];
+
+			for (int i = 0; i < 9; i++)
+				many[i] = (ProtobufCBinaryData){ 16, keys[i].bytes };
+			many[1].len = 3;
+			dr.namespace_id = ns.id;
+			dr.keys = many;
+			dr.n_keys = 2;
+			dr.scope = KVTIER__V1__DROP_SCOPE__DROP_SCOPE_NAMESPACE;
+			CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, msg,
+					  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
+			CHECK(strstr(msg, "keys are only for DROP_SCOPE_KEYS"));
+			dr.n_keys = 9;
+			dr.scope = KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT;
+			CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, msg,
+					  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
+			CHECK(strstr(msg, "keys are only for DROP_SCOPE_KEYS"));
+			dr.scope = 7;
+			CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, msg,
+					  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
+			CHECK(strstr(msg, "unknown scope 7"));
+			dr.scope = KVTIER__V1__DROP_SCOPE__DROP_SCOPE_KEYS;
+			CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, msg,
+					  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
+			CHECK(strstr(msg, "9 keys exceed max_keys_per_request"));
+			dr.n_keys = 0;
+			CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, msg,
+					  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
+			CHECK(strstr(msg, "keys is empty"));
+		}
 		CHECK(raw_call(d.addr, "/kvtier.v1.KvTier/Lookup", "\xff\xff\xff\x0f", 4,
 			       msg, sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
 		CHECK(strstr(msg, "malformed kvtier.v1.LookupRequest"));
