@@ -281,6 +281,11 @@ struct rpc {
 struct rpc_method {
 	const ProtobufCMessageDescriptor *in, *out;
 	bool keys_optional; /* an empty key list is the body's to judge */
+	/* Serves anyone without making the caller a tenant (Health and
+	 * GetConfig: a probe takes no entry, nor fails when none is left). */
+	bool no_tenant;
+	/* Checks of its own that come before the common ones (NULL: none). */
+	int (*check)(struct rpc *c);
 	int (*body)(struct rpc *c);
 };
 
@@ -390,7 +395,9 @@ static grpc_status_code rpc_call(void *ctx, const void *method,
 			      m->in->name);
 	else if (!c.out)
 		rc = kvt_errf(&c.err, -ENOMEM, "out of memory");
-	else if ((rc = caller(c.d, call, &c.q.tenant, &c.err)) == 0 &&
+	else if ((m->no_tenant ||
+		  (rc = caller(c.d, call, &c.q.tenant, &c.err)) == 0) &&
+		 (!m->check || (rc = m->check(&c)) == 0) &&
 		 (rc = rpc_common(&c, m)) == 0)
 		rc = m->body(&c);
 	if (rc == 0 && !c.packed)
@@ -648,31 +655,39 @@ static int get(struct rpc *c)
 	return rc;
 }
 
+/* The scope first: keys where none belong are named as such, whatever
+ * they look like (the common checks of the keys come after). */
+static int drop_check(struct rpc *c)
+{
+	const Kvtier__V1__DropRequest *q = c->in;
+
+	switch (q->scope) {
+	case KVTIER__V1__DROP_SCOPE__DROP_SCOPE_KEYS:
+		if (q->n_keys == 0)
+			return kvt_errf(&c->err, -EINVAL, "keys is empty");
+		return 0;
+	case KVTIER__V1__DROP_SCOPE__DROP_SCOPE_NAMESPACE:
+	case KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT:
+		if (q->n_keys)
+			return kvt_errf(&c->err, -EINVAL, "keys are only for DROP_SCOPE_KEYS");
+		return 0;
+	default:
+		return kvt_errf(&c->err, -EINVAL, "unknown scope %d", (int)q->scope);
+	}
+}
+
 static int drop(struct rpc *c)
 {
 	const Kvtier__V1__DropRequest *q = c->in;
 	Kvtier__V1__DropResponse *p = (void *)c->out;
 	uint32_t uid = caller_uid(c->call);
 
-	switch (q->scope) {
-	case KVTIER__V1__DROP_SCOPE__DROP_SCOPE_KEYS:
-		if (q->n_keys == 0)
-			return kvt_errf(&c->err, -EINVAL, "keys is empty");
-		break;
-	case KVTIER__V1__DROP_SCOPE__DROP_SCOPE_NAMESPACE:
-	case KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT:
-		if (q->n_keys)
-			return kvt_errf(&c->err, -EINVAL, "keys are only for DROP_SCOPE_KEYS");
-		/* The target tenant: a user name or uid, or "" for the caller. */
-		if (q->scope == KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT &&
-		    q->tenant[0] && kvt_parse_user(q->tenant, &uid) < 0)
-			return kvt_errf(&c->err, -EINVAL,
-					"tenant '%s' is neither a user name nor a uid",
-					q->tenant);
-		break;
-	default:
-		return kvt_errf(&c->err, -EINVAL, "unknown scope %d", (int)q->scope);
-	}
+	/* The target tenant: a user name or uid, or "" for the caller. */
+	if (q->scope == KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT &&
+	    q->tenant[0] && kvt_parse_user(q->tenant, &uid) < 0)
+		return kvt_errf(&c->err, -EINVAL,
+				"tenant '%s' is neither a user name nor a uid",
+				q->tenant);
 	return kvt_engine_drop(c->d->engine, &c->q, (enum kvt_drop_scope)q->scope,
 			       is_admin(c->call), uid, &p->dropped, &c->err);
 }
@@ -783,13 +798,15 @@ const struct kvt_method kvt_rpc_methods[] = {
 	KVTIER(Release, release, .body = release),
 	KVTIER(Put, put, .body = put),
 	KVTIER(Get, get, .body = get),
-	KVTIER(Drop, drop, .body = drop, .keys_optional = true),
+	KVTIER(Drop, drop, .body = drop, .check = drop_check,
+	       .keys_optional = true),
 	KVTIER(DropNamespace, drop_namespace, .body = drop_namespace),
 	KVTIER(Stats, stats, .body = stats),
-	KVTIER(GetConfig, get_config, .body = get_config),
+	KVTIER(GetConfig, get_config, .body = get_config, .no_tenant = true),
 	METHOD("/grpc.health.v1.Health/Check", Check,
 	       grpc__health__v1__health_check_request,
-	       grpc__health__v1__health_check_response, .body = health_check),
+	       grpc__health__v1__health_check_response, .body = health_check,
+	       .no_tenant = true),
 };
 
 const size_t kvt_rpc_nmethods = sizeof(kvt_rpc_methods) / sizeof(kvt_rpc_methods[0]);

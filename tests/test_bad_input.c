@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <sys/wait.h>
 #include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <string.h>
@@ -18,10 +19,11 @@
 
 #define PAGE 4096
 
-/* Sends raw bytes to a method; returns the status, details in buf. */
-static grpc_status_code raw_call(const char *addr, const char *method,
-				 const void *bytes, size_t len, char *buf,
-				 size_t buflen)
+/* Sends raw bytes to a method; returns the status, details in buf, and
+ * with reply the reply's bytes (a slice to unref; empty: none). */
+static grpc_status_code raw_exchange(const char *addr, const char *method,
+				     const void *bytes, size_t len, char *buf,
+				     size_t buflen, grpc_slice *reply)
 {
 	grpc_channel_credentials *creds = grpc_insecure_credentials_create();
 	grpc_channel *ch = grpc_channel_create(addr, creds, NULL);
@@ -61,6 +63,15 @@ static grpc_status_code raw_call(const char *addr, const char *method,
 		 (const char *)GRPC_SLICE_START_PTR(details));
 	grpc_slice_unref(details);
 	grpc_slice_unref(body);
+	if (reply)
+		*reply = grpc_empty_slice();
+	if (recv && reply) {
+		grpc_byte_buffer_reader reader;
+
+		CHECK(grpc_byte_buffer_reader_init(&reader, recv));
+		*reply = grpc_byte_buffer_reader_readall(&reader);
+		grpc_byte_buffer_reader_destroy(&reader);
+	}
 	if (recv)
 		grpc_byte_buffer_destroy(recv);
 	grpc_byte_buffer_destroy(send);
@@ -75,6 +86,13 @@ static grpc_status_code raw_call(const char *addr, const char *method,
 	grpc_completion_queue_destroy(cq);
 	grpc_channel_credentials_release(creds);
 	return status;
+}
+
+static grpc_status_code raw_call(const char *addr, const char *method,
+				 const void *bytes, size_t len, char *buf,
+				 size_t buflen)
+{
+	return raw_exchange(addr, method, bytes, len, buf, buflen, NULL);
 }
 
 static grpc_status_code raw_message(const char *addr, const char *method,
@@ -115,6 +133,44 @@ static void count_errors(void *arg, const char *name, const char *value)
 		e->exhausted = atol(value);
 	else if (strcmp(name, "rpc_status_errors_total.UNIMPLEMENTED") == 0)
 		e->unimplemented = atol(value);
+}
+
+/* Reserve's locations as other languages' stubs read them: a reserved
+ * slot is in the host tier (TIER_HOST), as Acquire's are. libkvtier reads
+ * anything but TIER_HBM as host, so only the raw reply shows it. */
+static void reserve_location_tier(const char *addr, kvt_client *c,
+				  const struct kvt_namespace *ns)
+{
+	Kvtier__V1__ReserveRequest q = KVTIER__V1__RESERVE_REQUEST__INIT;
+	Kvtier__V1__ReserveResponse *p;
+	struct kvt_key key;
+	ProtobufCBinaryData k = { 16, key.bytes };
+	uint8_t token[16], packed[256];
+	grpc_slice reply;
+	char msg[512];
+
+	test_fill(key.bytes, 16, 4040);
+	kvt_session_token(c, token);
+	q.session.data = token;
+	q.session.len = sizeof(token);
+	q.namespace_id = ns->id;
+	q.keys = &k;
+	q.n_keys = 1;
+	CHECK(raw_exchange(addr, "/kvtier.v1.KvTier/Reserve", packed,
+			   protobuf_c_message_pack(&q.base, packed), msg, sizeof(msg),
+			   &reply) == GRPC_STATUS_OK);
+	p = kvtier__v1__reserve_response__unpack(NULL, GRPC_SLICE_LENGTH(reply),
+						 GRPC_SLICE_START_PTR(reply));
+	CHECK(p && p->n_states == 1 && p->n_locations == 1);
+	CHECK(p->states[0] == KVTIER__V1__RESERVE_STATE__RESERVE_STATE_RESERVED);
+	if (p->locations[0]->tier != KVTIER__V1__TIER__TIER_HOST) {
+		fprintf(stderr, "Reserve: a reserved slot's location has tier %d, want TIER_HOST\n",
+			(int)p->locations[0]->tier);
+		exit(1);
+	}
+	kvtier__v1__reserve_response__free_unpacked(p, NULL);
+	grpc_slice_unref(reply);
+	CHECK_RC(c, kvt_abort(c, ns, &key, 1), 0);
 }
 
 /* kvtierd -c FILE with text in FILE: exits 2 before it starts anything, and
@@ -273,6 +329,8 @@ int main(void)
 			   "neither a user name nor a uid");
 	}
 
+	reserve_location_tier(d.addr, c, &ns);
+
 	/* Fill the remaining slots with pins: Reserve has nowhere to go. */
 	{
 		CHECK_RC(c, kvt_put(c, &ns, NULL, &held[2], pages, 2, NULL, &n), 0);
@@ -328,6 +386,41 @@ int main(void)
 		CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Acquire", &a.base, msg,
 				  sizeof(msg)) == GRPC_STATUS_NOT_FOUND);
 		CHECK(strstr(msg, "unknown session"));
+		/* Drop judges its scope before its keys: keys where none
+		 * belong, or an unknown scope, are named as such whatever the
+		 * keys look like. */
+		{
+			Kvtier__V1__DropRequest dr = KVTIER__V1__DROP_REQUEST__INIT;
+			ProtobufCBinaryData many[9];
+
+			for (int i = 0; i < 9; i++)
+				many[i] = (ProtobufCBinaryData){ 16, keys[i].bytes };
+			many[1].len = 3;
+			dr.namespace_id = ns.id;
+			dr.keys = many;
+			dr.n_keys = 2;
+			dr.scope = KVTIER__V1__DROP_SCOPE__DROP_SCOPE_NAMESPACE;
+			CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, msg,
+					  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
+			CHECK(strstr(msg, "keys are only for DROP_SCOPE_KEYS"));
+			dr.n_keys = 9;
+			dr.scope = KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT;
+			CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, msg,
+					  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
+			CHECK(strstr(msg, "keys are only for DROP_SCOPE_KEYS"));
+			dr.scope = 7;
+			CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, msg,
+					  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
+			CHECK(strstr(msg, "unknown scope 7"));
+			dr.scope = KVTIER__V1__DROP_SCOPE__DROP_SCOPE_KEYS;
+			CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, msg,
+					  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
+			CHECK(strstr(msg, "9 keys exceed max_keys_per_request"));
+			dr.n_keys = 0;
+			CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, msg,
+					  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
+			CHECK(strstr(msg, "keys is empty"));
+		}
 		CHECK(raw_call(d.addr, "/kvtier.v1.KvTier/Lookup", "\xff\xff\xff\x0f", 4,
 			       msg, sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
 		CHECK(strstr(msg, "malformed kvtier.v1.LookupRequest"));

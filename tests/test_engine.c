@@ -8,9 +8,11 @@
  * pinned, reclaim of another namespace's segment, capacity bound, drop
  * scopes (namespace, tenant), lease TTL, husks, a quiet namespace's
  * segments going to a busy one unless kept by priority, destroy closing
- * the memfds.
+ * the memfds, a promotion that fails while the engine is destroyed
+ * forgetting its nvme record.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -714,6 +716,103 @@ static void test_destroy_closes_memfds(void)
 	CHECK(test_memfds(getpid(), "kvtier-host-", &blocks) == 0);
 }
 
+/* An engine of cfg with an nvme tier on path (1 MiB regions, one I/O at a
+ * time), for alice, and her namespace "cold" (created or recovered). */
+static struct kvt_engine *nvme_engine(const char *const *path, uint32_t *ns)
+{
+	struct kvt_engine_config c = cfg;
+	struct kvt_engine *e;
+	struct kvt_err err;
+	uint64_t stride;
+	bool created;
+
+	c.nvme = (struct kvt_engine_nvme){ path, 1, 8 << 20, 1 << 20, 1,
+					   30000 * KVT_MS };
+	CHECK(kvt_engine_create(&c, &e, &err) == 0);
+	CHECK(kvt_engine_tenant(e, 1000, "alice", &alice) == 0);
+	me = alice;
+	CHECK(kvt_engine_open_namespace(e, alice, "cold", PAGE, 16, false, 0, ns,
+					&created, &stride, &err) == 0);
+	return e;
+}
+
+static struct kvt_engine_stats engine_stats(struct kvt_engine *e)
+{
+	struct kvt_engine_stats st;
+
+	kvt_engine_stats(e, &st);
+	return st;
+}
+
+/*
+ * Promotions still in flight when the engine is destroyed complete while
+ * the nvme tier stops; one that fails (a corrupt page) takes its block out
+ * of the cache, and its record off nvme, as at any other time: the next
+ * start does not bring the corrupt block back.
+ */
+static void test_nvme_promotion_fails_at_destroy(void)
+{
+	char dir[] = "/tmp/kvtier-engine-XXXXXX", path[64], hdr[4096];
+	const char *paths[1] = { path };
+	struct kvt_block *pinned[8];
+	struct kvt_engine *e;
+	struct kvt_req q;
+	struct kvt_err err;
+	uint32_t ns, count, r;
+	int fd, flipped = 0;
+
+	CHECK(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/nvme.kvt", dir);
+	e = nvme_engine(paths, &ns);
+	CHECK(engine_stats(e).nvme_enabled);
+	for (int i = 0; i < 16; i++) {
+		put(e, ns, i);
+		for (int t = 0; engine_stats(e).demotions_total < (uint64_t)i + 1; t++) {
+			CHECK(t < 2000);
+			usleep(1000);
+		}
+	}
+	kvt_engine_destroy(e);
+
+	/* Flip a byte of the pages of keys 0..7: each record is a 4 KiB
+	 * header (its key at byte 44), then its page. */
+	fd = open(path, O_RDWR);
+	CHECK(fd >= 0);
+	for (off_t at = 0; pread(fd, hdr, sizeof(hdr), at) == (ssize_t)sizeof(hdr);
+	     at += sizeof(hdr)) {
+		uint8_t byte;
+
+		if (memcmp(hdr, "\0KVTREC1", 8) != 0)
+			continue;
+		for (int i = 0; i < 8; i++) {
+			if (memcmp(hdr + 44, keys[i], KVT_KEY_BYTES) != 0)
+				continue;
+			CHECK(pread(fd, &byte, 1, at + 4096 + 100) == 1);
+			byte ^= 0x5a;
+			CHECK(pwrite(fd, &byte, 1, at + 4096 + 100) == 1);
+			flipped++;
+		}
+	}
+	close(fd);
+	CHECK(flipped == 8);
+
+	/* Back from nvme only; a Get starts reading the first 8 back, and the
+	 * engine goes at once, their reads still under way. */
+	e = nvme_engine(paths, &ns);
+	CHECK(engine_stats(e).nvme_recovered_blocks == 16);
+	q = req(NULL, ns, 0, 8);
+	CHECK(kvt_engine_pin(e, &q, 8, pinned, &count, &r, &err) == 0);
+	CHECK(count == 0 && r == 8);
+	kvt_engine_destroy(e);
+
+	e = nvme_engine(paths, &ns);
+	CHECK(engine_stats(e).nvme_recovered_blocks == 8);
+	CHECK(ready(e, ns, 0) == 0 && ready(e, ns, 8) == 1);
+	kvt_engine_destroy(e);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	for (int i = 0; i < NKEYS; i++) {
@@ -742,5 +841,6 @@ int main(void)
 	test_quiet_namespace_gives_segments();
 	test_priority_keeps_segments();
 	test_destroy_closes_memfds();
+	test_nvme_promotion_fails_at_destroy();
 	return 0;
 }

@@ -5,7 +5,9 @@
  *   - B misses on A's prefix while A hits it again;
  *   - a namespace listed as shared is shared;
  *   - A floods the tier (twice its size); B keeps every block of its quota;
- *   - B may not drop A's blocks; root (an admin) may.
+ *   - B may not drop A's blocks; root (an admin) may;
+ *   - a uid that only asks Health and GetConfig is no tenant (a probe
+ *     takes no entry of the table, nor fails when it is full).
  * Needs root to switch uids: skipped otherwise.
  */
 #include <errno.h>
@@ -24,6 +26,7 @@
 #define QUOTA 64              /* blocks: tenants.host_quota */
 #define UID_A 61001
 #define UID_B 61002
+#define UID_PROBE 61003
 #define GID 65534             /* nogroup: the socket's and segments' group */
 #define PREFIX 8
 
@@ -119,8 +122,27 @@ static void tenant_b(const char *addr)
 	kvt_close(c);
 }
 
+static void no_knob(void *arg, const struct kvt_knob *k)
+{
+	(void)arg;
+	(void)k;
+}
+
+/* A health probe or an operator's kvtierctl config under its own uid. */
+static void prober(const char *addr)
+{
+	kvt_client *c;
+
+	test_become(UID_PROBE, GID);
+	CHECK(kvt_connect(addr, &c) == 0);
+	CHECK_RC(c, kvt_health(c), 0);
+	CHECK_RC(c, kvt_get_config(c, no_knob, NULL, NULL), 0);
+	kvt_close(c);
+}
+
 struct usage {
 	long a_used, b_used, b_evictions;
+	bool probe_seen;
 };
 
 static void collect(void *arg, const char *name, const char *value)
@@ -133,6 +155,8 @@ static void collect(void *arg, const char *name, const char *value)
 		u->b_used = atol(value);
 	else if (strcmp(name, "tenants.uid:61002.evictions_total") == 0)
 		u->b_evictions = atol(value);
+	else if (strncmp(name, "tenants.uid:61003.", 18) == 0)
+		u->probe_seen = true;
 }
 
 int main(void)
@@ -161,12 +185,15 @@ int main(void)
 	b = test_spawn(tenant_b, d.addr);
 	CHECK(waitpid(a, &status, 0) == a && WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	CHECK(waitpid(b, &status, 0) == b && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	a = test_spawn(prober, d.addr);
+	CHECK(waitpid(a, &status, 0) == a && WIFEXITED(status) && WEXITSTATUS(status) == 0);
 
 	CHECK(kvt_connect(d.addr, &c) == 0);
 	CHECK_RC(c, kvt_stats(c, collect, &u), 0);
 	printf("after A's flood: A uses %ld KiB, B %ld KiB (quota 256 KiB), B lost %ld blocks\n",
 	       u.a_used >> 10, u.b_used >> 10, u.b_evictions);
 	CHECK(u.b_used == QUOTA * PAGE && u.b_evictions == 0);
+	CHECK(!u.probe_seen);
 	/* A has the rest: the shared namespace, unused since before the flood
 	 * and of no higher priority, gave up its segment. */
 	CHECK(u.a_used == (CAPACITY - QUOTA) * PAGE);

@@ -117,6 +117,7 @@ struct kvt_waiter {
 struct promotion {
 	struct promotion *prev, *next;
 	struct kvt_block *b;
+	struct kvt_lower_tier *tier; /* reading it back */
 	struct kvt_waiter *waiters;
 };
 

@@ -164,7 +164,8 @@ static int reserve_locked(struct kvt_engine *e, struct kvt_block_list *pending,
 	for (uint32_t i = 0; i < q->n; i++) {
 		struct kvt_block *b = find(e, q, i);
 
-		memset(&locs[i], 0, sizeof(locs[i]));
+		/* A reserved slot is a host one; the others' stay empty. */
+		locs[i] = (struct kvt_location){ .tier = KVT_TIER_HOST };
 		if (b && b->state == KVT_BLOCK_READY) {
 			states[i] = KVT_RESERVE_PRESENT;
 			if (ret)

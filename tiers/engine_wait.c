@@ -299,6 +299,7 @@ bool block_promote(struct kvt_engine *e, struct kvt_block *b)
 	if (host_slot_alloc(e, b->ns, b->tenant, &seg, &slot) < 0)
 		goto fail;
 	p->b = b;
+	p->tier = t;
 	if (t->ops->promote(t, b, p, seg, kvt_slots_offset(e->slots, seg, slot)) < 0) {
 		host_slot_free(e, seg, slot);
 		goto fail;
@@ -333,10 +334,15 @@ void engine_promoted(struct kvt_engine *e, void *job, int rc)
 		e->st.promotions_total++;
 		e->st.host_in_bytes_total += e->ns[b->ns].page_bytes;
 	} else {
-		/* A corrupt or unreadable page is a miss, never served. */
+		/* A corrupt or unreadable page is a miss, never served. Its
+		 * tier forgets it itself: a tier that is stopping (in
+		 * kvt_engine_destroy) has left e->lower already. */
 		e->st.promotion_failures_total++;
-		if (b->indexed)
+		if (b->indexed) {
+			if (p->tier->ops->forget)
+				p->tier->ops->forget(p->tier, b);
 			block_unindex(e, b);
+		}
 	}
 	wake_waiters(e, p->waiters, &e->io_done);
 	free(p);
