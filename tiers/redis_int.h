@@ -21,6 +21,7 @@
 #define REDIS_BACKOFF_MAX (1000 * REDIS_MS)
 #define REDIS_REDIRECTS_MAX 5
 #define REDIS_NODES_MAX 1024
+#define REDIS_READ_CHUNK (256 * 1024)
 
 enum op_kind { OP_GET, OP_EXISTS, OP_SET, OP_DEL };
 
@@ -35,6 +36,8 @@ struct op {
 	uint32_t idx;
 	uint8_t state, redirects;
 	bool asking; /* send ASKING before it */
+	bool copied; /* a GET's value went to dst as it was parsed: got bytes */
+	size_t got;
 };
 
 struct oplist {
@@ -138,6 +141,12 @@ struct kvt_redis {
 	bool stop;
 	uint64_t logged_map, logged_timeout, logged_probe;
 	char map_summary[64];
+
+	char *rbuf; /* REDIS_READ_CHUNK bytes: what one read takes */
+
+	/* hiredis's reply builders, but for GET values (redis_node.c) */
+	redisReplyObjectFunctions fns;
+	void *(*plain_string)(const redisReadTask *task, char *str, size_t len);
 
 	struct counters st;
 	struct kvt_histogram latency;

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <unistd.h>
 
 /* Bytes of commands hiredis may hold unsent per node: past it, ops wait in
  * the node's pending list (hiredis moves what follows an unfinished write
@@ -255,6 +256,35 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 	node_down(n, -EIO, ac->errstr[0] ? ac->errstr : "connection closed");
 }
 
+static void op_reply(redisAsyncContext *ac, void *r, void *priv);
+
+/*
+ * hiredis builds a reply by copying each string out of its read buffer; a
+ * GET's value would then be copied again into the caller's buffer. This
+ * builder copies it straight to dst instead, when the reply being parsed
+ * (the head of the context's callback list: replies come in order) is a
+ * live GET's, leaving an empty string in the reply.
+ */
+static void *direct_string(const redisReadTask *task, char *str, size_t len)
+{
+	struct node *n = task->privdata;
+	redisCallback *cb = n->ac && !task->parent ? n->ac->replies.head : NULL;
+
+	if (cb && cb->fn == op_reply && task->type == REDIS_REPLY_STRING) {
+		struct op *op = cb->privdata;
+		struct kvt_redis_item *it = &op->b->items[op->idx];
+
+		if (op->b->kind == OP_GET && !op->b->finished && len <= it->len) {
+			if (len)
+				memcpy(it->dst, str, len);
+			op->copied = true;
+			op->got = len;
+			return n->c->plain_string(task, str, 0);
+		}
+	}
+	return n->c->plain_string(task, str, len);
+}
+
 static void node_connect(struct node *n)
 {
 	struct kvt_redis *c = n->c;
@@ -269,6 +299,13 @@ static void node_connect(struct node *n)
 		node_down(n, -EIO, why);
 		return;
 	}
+	if (!c->plain_string) {
+		c->fns = *ac->c.reader->fn;
+		c->plain_string = c->fns.createString;
+		c->fns.createString = direct_string;
+	}
+	ac->c.reader->fn = &c->fns;
+	redisReaderSetPrivdata(ac->c.reader, n);
 	n->ac = ac;
 	n->fd = ac->c.fd;
 	ac->data = n;
@@ -398,6 +435,8 @@ static int64_t reply_value(struct batch *b, uint32_t idx, const redisReply *rep)
 
 	switch (b->kind) {
 	case OP_GET:
+		if (b->ops[idx].copied)
+			return (int64_t)b->ops[idx].got;
 		if (rep->type == REDIS_REPLY_NIL)
 			return KVT_REDIS_MISS;
 		if (rep->type != REDIS_REPLY_STRING)
@@ -712,13 +751,52 @@ static void nodes_gc(struct kvt_redis *c)
 
 /* ---- the loop's part ---- */
 
+/* Not in hiredis's headers, but exported (async.c, since 0.11): runs the
+ * callbacks of the replies its reader holds, as redisAsyncHandleRead does
+ * after its read. */
+void redisProcessCallbacks(redisAsyncContext *ac);
+
+/*
+ * redisAsyncHandleRead reads 16 KiB per call, one epoll_wait each: a
+ * 2 MiB value took 128 turns of the loop. Here the socket is read in
+ * REDIS_READ_CHUNK pieces (at most 4 per event, to let other nodes in)
+ * and fed to the context's reader. At the end of the stream or on an
+ * error, what was fed has been answered already, and hiredis's own read
+ * finds the end again and closes the context.
+ */
+static void node_read(struct node *n)
+{
+	struct kvt_redis *c = n->c;
+
+	if (!(n->ac->c.flags & REDIS_CONNECTED)) {
+		redisAsyncHandleRead(n->ac); /* the connect's outcome */
+		return;
+	}
+	for (int i = 0; i < 4 && n->ac; i++) {
+		ssize_t k = read(n->fd, c->rbuf, REDIS_READ_CHUNK);
+
+		if (k > 0) {
+			/* a reader in error makes redisProcessCallbacks close it */
+			(void)redisReaderFeed(n->ac->c.reader, c->rbuf, (size_t)k);
+			redisProcessCallbacks(n->ac);
+			if (k < REDIS_READ_CHUNK)
+				return;
+		} else if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
+			return;
+		} else {
+			redisAsyncHandleRead(n->ac);
+			return;
+		}
+	}
+}
+
 void node_event(struct node *n, uint32_t events)
 {
 	if (!n->ac)
 		return;
 	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
 		n->progress = n->c->now;
-		redisAsyncHandleRead(n->ac);
+		node_read(n);
 	}
 	if (n->ac && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 		redisAsyncHandleWrite(n->ac);
