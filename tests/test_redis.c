@@ -446,6 +446,118 @@ static void test_auth(const struct test_redis *srv)
 	printf("single: AUTH user pass (ACL), AUTH pass, wrong password -> -EACCES (kind auth): ok\n");
 }
 
+/* Closing with a batch in flight: it completes with -ECANCELED within the
+ * grace, before close returns. */
+static void test_close_inflight(const struct test_redis *srv)
+{
+	const char *ep[] = { endpoint(srv->port) };
+	struct kvt_redis *r = client(ep, 1, NULL, NULL, 16);
+	redisContext *sync = test_redis_connect(srv);
+	struct waiter w = WAITER_INIT;
+	struct kvt_redis_item it = { .key = "x", .key_len = 1 };
+	uint64_t t0, took;
+
+	CHECK(run(r, EXISTS, &it, 1) == 0); /* connected */
+	cmd_start(sync, "DEBUG SLEEP 0.8");
+	CHECK(kvt_redis_exists(r, &it, 1, 0, done_cb, &w) == 0);
+	t0 = now_ns();
+	kvt_redis_close(r);
+	took = now_ns() - t0;
+	CHECK(took < 600 * MS);
+	CHECK(w.calls == 1 && w.rc == -ECANCELED && it.result == -ECANCELED);
+	cmd_finish(sync);
+	redisFree(sync);
+	printf("single: close with a batch in flight -> -ECANCELED, close took %llu ms: ok\n",
+	       (unsigned long long)(took / MS));
+}
+
+/* A completion submits the next batch (the client's lock is not held). */
+struct chain {
+	struct kvt_redis *r;
+	struct kvt_redis_item it;
+	struct waiter w;
+	int left;
+};
+
+static void chain_cb(void *arg, struct kvt_redis_item *items, uint32_t n, int rc)
+{
+	struct chain *ch = arg;
+
+	CHECK(rc == 0);
+	if (--ch->left > 0)
+		CHECK(kvt_redis_exists(ch->r, &ch->it, 1, 0, chain_cb, ch) == 0);
+	else
+		done_cb(&ch->w, items, n, rc);
+}
+
+/* Four threads submit at once against a small queue_depth, retrying on
+ * -EAGAIN: every batch completes once, with the right answers. */
+struct submitter {
+	struct kvt_redis *r;
+	unsigned seed;
+	uint32_t again;
+};
+
+static void *submitter_main(void *arg)
+{
+	struct submitter *s = arg;
+	char keys[8][32];
+	struct kvt_redis_item it[8];
+
+	for (int b = 0; b < 50; b++) {
+		struct waiter w = WAITER_INIT;
+		int rc;
+
+		for (int i = 0; i < 8; i++) {
+			snprintf(keys[i], sizeof(keys[i]), "th:%u:%d", s->seed, (b + i) % 3);
+			it[i] = (struct kvt_redis_item){ .key = keys[i], .key_len = strlen(keys[i]) };
+		}
+		while ((rc = kvt_redis_exists(s->r, it, 8, 0, done_cb, &w)) == -EAGAIN) {
+			s->again++;
+			usleep(100);
+		}
+		CHECK(rc == 0);
+		CHECK(wait_done(&w) == 0);
+		for (int i = 0; i < 8; i++) /* th:<seed>:0 was set, the others not */
+			CHECK(it[i].result == ((b + i) % 3 == 0));
+	}
+	return NULL;
+}
+
+static void test_concurrency(const struct test_redis *srv)
+{
+	const char *ep[] = { endpoint(srv->port) };
+	struct kvt_redis *r = client(ep, 1, NULL, NULL, 16);
+	struct chain ch = { .r = r, .it = { .key = "th:0:0", .key_len = 6 }, .w = WAITER_INIT,
+			    .left = 100 };
+	struct submitter s[4];
+	pthread_t t[4];
+	uint32_t again = 0;
+
+	for (unsigned i = 0; i < 4; i++) {
+		char key[32];
+		struct kvt_redis_item it = { .key = key, .val = "1", .len = 1 };
+
+		snprintf(key, sizeof(key), "th:%u:0", i);
+		it.key_len = strlen(key);
+		CHECK(run(r, SET, &it, 1) == 0);
+	}
+	CHECK(kvt_redis_exists(r, &ch.it, 1, 0, chain_cb, &ch) == 0);
+	CHECK(wait_done(&ch.w) == 0 && ch.left == 0);
+	for (unsigned i = 0; i < 4; i++) {
+		s[i] = (struct submitter){ .r = r, .seed = i };
+		CHECK(pthread_create(&t[i], NULL, submitter_main, &s[i]) == 0);
+	}
+	for (unsigned i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		again += s[i].again;
+	}
+	CHECK(stats(r).requests == 4 + 100 + 4 * 50);
+	kvt_redis_close(r);
+	printf("single: 100 batches chained from completions; 4 threads x 50 batches (%u -EAGAIN retried): ok\n",
+	       again);
+}
+
 static double gbps(uint64_t bytes, uint64_t ns)
 {
 	return (double)bytes / (double)ns;
@@ -555,6 +667,8 @@ static void test_single(void)
 	test_backpressure(r, 64, &srv);
 	test_eviction(r, &srv);
 	kvt_redis_close(r);
+	test_close_inflight(&srv);
+	test_concurrency(&srv);
 	test_auth(&srv);
 	if (!getenv("KVT_REDIS_NO_BENCH"))
 		bench(&srv);

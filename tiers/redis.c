@@ -348,6 +348,7 @@ static void take_submissions(struct kvt_redis *c)
 		c->close_at = c->now + grace;
 	}
 	pthread_mutex_unlock(&c->lock);
+	c->now = redis_now(); /* not before any batch taken was submitted */
 
 	while (b) {
 		struct batch *next = b->next;
