@@ -84,69 +84,68 @@ uint16_t kvt_redis_slot(const void *key, size_t len)
 
 /* ---- lists ---- */
 
-void oplist_push(struct oplist *l, struct op *op)
+/* Inserts x after `after` (NULL: at the head). */
+void redis_list_insert(struct redis_list *l, struct redis_link *after, struct redis_link *x)
 {
-	op->next = NULL;
-	op->prev = l->tail;
-	if (l->tail)
-		l->tail->next = op;
+	x->prev = after;
+	x->next = after ? after->next : l->head;
+	if (x->next)
+		x->next->prev = x;
 	else
-		l->head = op;
-	l->tail = op;
+		l->tail = x;
+	if (after)
+		after->next = x;
+	else
+		l->head = x;
 }
 
-void oplist_remove(struct oplist *l, struct op *op)
+void redis_list_unlink(struct redis_list *l, struct redis_link *x)
 {
-	if (op->prev)
-		op->prev->next = op->next;
+	if (x->prev)
+		x->prev->next = x->next;
 	else
-		l->head = op->next;
-	if (op->next)
-		op->next->prev = op->prev;
+		l->head = x->next;
+	if (x->next)
+		x->next->prev = x->prev;
 	else
-		l->tail = op->prev;
-	op->prev = op->next = NULL;
+		l->tail = x->prev;
+	x->prev = x->next = NULL;
 }
 
-struct op *oplist_pop(struct oplist *l)
+void redis_list_push(struct redis_list *l, struct redis_link *x)
 {
-	struct op *op = l->head;
-
-	if (op)
-		oplist_remove(l, op);
-	return op;
+	redis_list_insert(l, l->tail, x);
 }
 
-static void active_unlink(struct kvt_redis *c, struct batch *b)
+static struct redis_link *list_pop(struct redis_list *l)
 {
-	if (b->prev)
-		b->prev->next = b->next;
-	else
-		c->active_head = b->next;
-	if (b->next)
-		b->next->prev = b->prev;
-	else
-		c->active_tail = b->prev;
-	b->prev = b->next = NULL;
+	struct redis_link *x = l->head;
+
+	if (x)
+		redis_list_unlink(l, x);
+	return x;
+}
+
+struct op *op_pop(struct redis_list *l)
+{
+	struct redis_link *x = list_pop(l);
+
+	return x ? redis_entry(x, struct op, link) : NULL;
+}
+
+static struct batch *batch_of(struct redis_link *x)
+{
+	return x ? redis_entry(x, struct batch, link) : NULL;
 }
 
 /* Deadlines mostly come in order (one timeout): walk back from the tail. */
 static void active_insert(struct kvt_redis *c, struct batch *b)
 {
-	struct batch *after = c->active_tail;
+	struct redis_link *after = c->active.tail;
 
-	while (after && after->deadline_ns > b->deadline_ns)
+	while (after && batch_of(after)->deadline_ns > b->deadline_ns)
 		after = after->prev;
-	b->prev = after;
-	b->next = after ? after->next : c->active_head;
-	if (b->next)
-		b->next->prev = b;
-	else
-		c->active_tail = b;
-	if (after)
-		after->next = b;
-	else
-		c->active_head = b;
+	redis_list_insert(&c->active, after, &b->link);
 }
 
 void batch_release(struct batch *b)
@@ -184,12 +183,8 @@ static bool is_error(int64_t rc)
 static void batch_finish(struct kvt_redis *c, struct batch *b)
 {
 	b->finished = true;
-	active_unlink(c, b);
-	if (c->done_tail)
-		c->done_tail->next = b;
-	else
-		c->done_head = b;
-	c->done_tail = b;
+	redis_list_unlink(&c->active, &b->link);
+	redis_list_push(&c->done, &b->link);
 	kvt_histogram_observe(&c->latency, c->now - b->start_ns);
 }
 
@@ -236,7 +231,7 @@ static void batch_expire(struct kvt_redis *c, struct batch *b, int rc)
 		if (op->state == OP_DONE)
 			continue;
 		if (op->state == OP_QUEUED)
-			oplist_remove(op->node ? &op->node->pending : &c->unrouted, op);
+			redis_list_unlink(op->node ? &op->node->pending : &c->unrouted, &op->link);
 		late++;
 		op_resolve(c, op, rc);
 	}
@@ -292,11 +287,7 @@ static int submit(struct kvt_redis *c, enum op_kind kind, struct kvt_redis_item 
 		return rc;
 	}
 	c->queued += n;
-	if (c->sub_tail)
-		c->sub_tail->next = b;
-	else
-		c->sub_head = b;
-	c->sub_tail = b;
+	redis_list_push(&c->submitted, &b->link);
 	wake = !c->woken;
 	c->woken = true;
 	pthread_mutex_unlock(&c->lock);
@@ -336,11 +327,12 @@ int kvt_redis_del(struct kvt_redis *r, struct kvt_redis_item *items, uint32_t n,
 
 static void take_submissions(struct kvt_redis *c)
 {
+	struct redis_list sub;
 	struct batch *b;
 
 	pthread_mutex_lock(&c->lock);
-	b = c->sub_head;
-	c->sub_head = c->sub_tail = NULL;
+	sub = c->submitted;
+	c->submitted = (struct redis_list){ 0 };
 	c->woken = false;
 	if (c->closing && !c->close_at) {
 		uint64_t grace = c->cfg.timeout_ns < GRACE_MAX ? c->cfg.timeout_ns : GRACE_MAX;
@@ -350,53 +342,49 @@ static void take_submissions(struct kvt_redis *c)
 	pthread_mutex_unlock(&c->lock);
 	c->now = redis_now(); /* not before any batch taken was submitted */
 
-	while (b) {
-		struct batch *next = b->next;
-
-		b->next = NULL;
+	while ((b = batch_of(list_pop(&sub)))) {
 		active_insert(c, b);
 		for (uint32_t i = 0; i < b->n && !b->finished; i++)
 			op_dispatch(c, &b->ops[i]);
-		b = next;
 	}
 }
 
 static void deliver(struct kvt_redis *c)
 {
-	struct batch *b = c->done_head;
+	struct redis_list done = c->done;
+	struct batch *b;
 	uint32_t keys = 0;
 
-	if (!b)
+	if (!done.head)
 		return;
-	c->done_head = c->done_tail = NULL;
-	for (struct batch *x = b; x; x = x->next)
-		keys += x->n;
+	c->done = (struct redis_list){ 0 };
+	for (struct redis_link *x = done.head; x; x = x->next)
+		keys += batch_of(x)->n;
 	pthread_mutex_lock(&c->lock);
 	c->queued -= keys;
 	pthread_mutex_unlock(&c->lock);
-	while (b) {
-		struct batch *next = b->next;
-
+	while ((b = batch_of(list_pop(&done)))) {
 		b->done(b->arg, b->items, b->n, b->rc);
 		b->delivered = true;
 		batch_release(b);
-		b = next;
 	}
 }
 
 /* Deadlines and closing; returns the next deadline. */
 static uint64_t batches_tick(struct kvt_redis *c)
 {
-	while (c->active_head && c->active_head->deadline_ns <= c->now)
-		batch_expire(c, c->active_head, -ETIMEDOUT);
-	if (c->close_at && (c->now >= c->close_at || (!c->active_head && !c->unrouted.head))) {
-		while (c->active_head)
-			batch_expire(c, c->active_head, -ECANCELED);
+	struct batch *b;
+	uint64_t next;
+
+	while ((b = batch_of(c->active.head)) && b->deadline_ns <= c->now)
+		batch_expire(c, b, -ETIMEDOUT);
+	if (c->close_at && (c->now >= c->close_at || !c->active.head)) {
+		while ((b = batch_of(c->active.head)))
+			batch_expire(c, b, -ECANCELED);
 		c->stop = true;
 	}
-	if (c->close_at && !c->stop && c->close_at < (c->active_head ? c->active_head->deadline_ns : UINT64_MAX))
-		return c->close_at;
-	return c->active_head ? c->active_head->deadline_ns : UINT64_MAX;
+	next = c->active.head ? batch_of(c->active.head)->deadline_ns : UINT64_MAX;
+	return c->close_at && !c->stop && c->close_at < next ? c->close_at : next;
 }
 
 static void *client_main(void *arg)

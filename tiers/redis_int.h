@@ -14,6 +14,7 @@
 #include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 
 #define REDIS_SLOTS 16384
 #define REDIS_MS 1000000ull
@@ -23,6 +24,18 @@
 #define REDIS_NODES_MAX 1024
 #define REDIS_READ_CHUNK (256 * 1024)
 
+/* The client's lists (a node's queue, the batches by deadline, ...):
+ * doubly linked through a link in each element. */
+struct redis_link {
+	struct redis_link *prev, *next;
+};
+
+struct redis_list {
+	struct redis_link *head, *tail;
+};
+
+#define redis_entry(link, type, member) ((type *)((char *)(link) - offsetof(type, member)))
+
 enum op_kind { OP_GET, OP_EXISTS, OP_SET, OP_DEL };
 
 /* A key of a batch: queued on a node (or waiting for the probe), sent
@@ -30,7 +43,7 @@ enum op_kind { OP_GET, OP_EXISTS, OP_SET, OP_DEL };
 enum op_state { OP_NEW, OP_QUEUED, OP_SENT, OP_DONE };
 
 struct op {
-	struct op *prev, *next; /* in a queue while OP_QUEUED */
+	struct redis_link link; /* in a queue while OP_QUEUED */
 	struct batch *b;
 	struct node *node; /* queued on or sent to */
 	uint32_t idx;
@@ -40,10 +53,6 @@ struct op {
 	size_t got;
 };
 
-struct oplist {
-	struct op *head, *tail;
-};
-
 /*
  * A batch lives until its completion was called and no op of it is left
  * with hiredis: an op sent before the deadline stays hiredis's callback
@@ -51,7 +60,7 @@ struct oplist {
  * connection) only counts down `sent`.
  */
 struct batch {
-	struct batch *prev, *next; /* deadline order, then the done list */
+	struct redis_link link; /* submitted, then by deadline, then done */
 	enum op_kind kind;
 	struct kvt_redis_item *items;
 	uint32_t n, left, sent;
@@ -81,7 +90,7 @@ struct node {
 	uint32_t ev; /* epoll events asked for */
 	bool registered;
 	enum node_state state;
-	struct oplist pending; /* not sent yet */
+	struct redis_list pending; /* ops not sent yet */
 	uint32_t inflight;     /* commands whose callbacks are to come */
 	uint64_t since;        /* connect started */
 	uint64_t progress;     /* last read, or first send after idle */
@@ -116,26 +125,26 @@ struct kvt_redis {
 
 	/* Taken by submitters and, briefly, by the thread. */
 	pthread_mutex_t lock;
-	struct batch *sub_head, *sub_tail;
+	struct redis_list submitted;
 	uint32_t queued; /* keys of batches not yet delivered */
 	bool closing, woken;
 
 	/* The thread's. */
 	uint64_t now;
 	enum client_mode mode;
-	struct node **nodes;
-	uint32_t nnodes, cap_nodes, nseeds;
+	struct node *nodes[REDIS_NODES_MAX];
+	uint32_t nnodes, nseeds;
 	struct node *single;
 	struct node *slots[REDIS_SLOTS];
 	struct node *probing, *refreshing;
 	uint32_t probe_idx, refresh_rr;
 	uint64_t probe_at, probe_backoff;
 	int probe_rc;
-	struct oplist unrouted; /* waiting for the probe */
+	struct redis_list unrouted; /* ops waiting for the probe */
 	bool refresh_wanted, gc_wanted;
 	uint64_t last_refresh, last_error;
-	struct batch *active_head, *active_tail; /* by deadline */
-	struct batch *done_head, *done_tail;
+	struct redis_list active; /* batches by deadline */
+	struct redis_list done;
 	struct node *dirty;
 	uint64_t close_at;
 	bool stop;
@@ -157,9 +166,10 @@ uint64_t redis_now(void);
 void redis_say(struct kvt_redis *c, bool error, uint64_t *last, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void op_resolve(struct kvt_redis *c, struct op *op, int64_t rc);
-void oplist_push(struct oplist *l, struct op *op);
-void oplist_remove(struct oplist *l, struct op *op);
-struct op *oplist_pop(struct oplist *l);
+void redis_list_insert(struct redis_list *l, struct redis_link *after, struct redis_link *x);
+void redis_list_unlink(struct redis_list *l, struct redis_link *x);
+void redis_list_push(struct redis_list *l, struct redis_link *x);
+struct op *op_pop(struct redis_list *l); /* NULL: empty */
 void batch_release(struct batch *b);
 
 /* redis_node.c */

@@ -51,33 +51,15 @@ static void ev_set(struct node *n, uint32_t want)
 	/* else the connection never progresses, and the tick drops it */
 }
 
-static void ev_add_read(void *p)
+static void ev_change(struct node *n, uint32_t add, uint32_t del)
 {
-	struct node *n = p;
-
-	ev_set(n, n->ev | EPOLLIN);
+	ev_set(n, (n->ev | add) & ~del);
 }
 
-static void ev_del_read(void *p)
-{
-	struct node *n = p;
-
-	ev_set(n, n->ev & ~(uint32_t)EPOLLIN);
-}
-
-static void ev_add_write(void *p)
-{
-	struct node *n = p;
-
-	ev_set(n, n->ev | EPOLLOUT);
-}
-
-static void ev_del_write(void *p)
-{
-	struct node *n = p;
-
-	ev_set(n, n->ev & ~(uint32_t)EPOLLOUT);
-}
+static void ev_add_read(void *p) { ev_change(p, EPOLLIN, 0); }
+static void ev_del_read(void *p) { ev_change(p, 0, EPOLLIN); }
+static void ev_add_write(void *p) { ev_change(p, EPOLLOUT, 0); }
+static void ev_del_write(void *p) { ev_change(p, 0, EPOLLOUT); }
 
 static void ev_cleanup(void *p)
 {
@@ -100,15 +82,6 @@ struct node *node_get(struct kvt_redis *c, const char *host, int port)
 			return c->nodes[i];
 	if (c->nnodes == REDIS_NODES_MAX || strlen(host) >= sizeof(n->host))
 		return NULL;
-	if (c->nnodes == c->cap_nodes) {
-		uint32_t cap = c->cap_nodes ? 2 * c->cap_nodes : 8;
-		struct node **nodes = realloc(c->nodes, cap * sizeof(*nodes));
-
-		if (!nodes)
-			return NULL;
-		c->nodes = nodes;
-		c->cap_nodes = cap;
-	}
 	n = calloc(1, sizeof(*n));
 	if (!n)
 		return NULL;
@@ -149,7 +122,7 @@ static void node_down(struct node *n, int rc, const char *why)
 	else
 		n->backoff = n->backoff ? min_u64(2 * n->backoff, REDIS_BACKOFF_MAX) : REDIS_BACKOFF_MIN;
 	n->retry_at = c->now + n->backoff;
-	while ((op = oplist_pop(&n->pending)))
+	while ((op = op_pop(&n->pending)))
 		op_resolve(c, op, rc);
 	c->last_error = c->now;
 	if (rc == -EACCES) {
@@ -390,7 +363,7 @@ static void op_queue(struct node *n, struct op *op)
 	}
 	op->node = n;
 	op->state = OP_QUEUED;
-	oplist_push(&n->pending, op);
+	redis_list_push(&n->pending, &op->link);
 	node_dirty(n);
 }
 
@@ -541,7 +514,7 @@ void op_dispatch(struct kvt_redis *c, struct op *op)
 		}
 		op->node = NULL;
 		op->state = OP_QUEUED;
-		oplist_push(&c->unrouted, op);
+		redis_list_push(&c->unrouted, &op->link);
 		return;
 	case MODE_SINGLE:
 		n = c->single;
@@ -635,7 +608,7 @@ void probe_start(struct kvt_redis *c)
 	redis_say(c, true, &c->logged_probe, "redis: no endpoint answered (%s); trying again",
 		  strerror(-c->probe_rc));
 	while (c->unrouted.head)
-		op_resolve(c, oplist_pop(&c->unrouted), c->probe_rc);
+		op_resolve(c, op_pop(&c->unrouted), c->probe_rc);
 }
 
 static void probe_failed(struct kvt_redis *c, int rc)
@@ -669,7 +642,7 @@ static void probe_answer(struct kvt_redis *c, struct node *n, const redisReply *
 	}
 	c->probe_rc = 0;
 	while (c->unrouted.head)
-		op_dispatch(c, oplist_pop(&c->unrouted));
+		op_dispatch(c, op_pop(&c->unrouted));
 }
 
 static void slots_reply(redisAsyncContext *ac, void *r, void *priv)
@@ -834,7 +807,7 @@ void nodes_flush(struct kvt_redis *c)
 				c->refresh_wanted = true;
 		}
 		while (n->pending.head && n->ac && sdslen(n->ac->c.obuf) < WINDOW)
-			op_send(n, oplist_pop(&n->pending));
+			op_send(n, op_pop(&n->pending));
 		if (n->ac && sdslen(n->ac->c.obuf))
 			redisAsyncHandleWrite(n->ac); /* now, not after another epoll_wait */
 	}
@@ -916,7 +889,5 @@ void nodes_free(struct kvt_redis *c)
 	}
 	for (uint32_t i = 0; i < c->nnodes; i++)
 		free(c->nodes[i]);
-	free(c->nodes);
-	c->nodes = NULL;
-	c->nnodes = c->cap_nodes = 0;
+	c->nnodes = 0;
 }
