@@ -1,7 +1,7 @@
 /*
  * The Redis client: the submission queue, batches and their deadlines,
- * completions, stats and the thread's loop. Connections, routing and the
- * slot map are redis_node.c.
+ * completions, stats and the thread's loop. Connections and routing are
+ * redis_node.c, slots and the slot map redis_cluster.c.
  *
  * A submission allocates its batch (one op per key) outside the lock,
  * then only appends it to the queue under c->lock and, if the thread was
@@ -50,36 +50,6 @@ void redis_say(struct kvt_redis *c, bool error, uint64_t *last, const char *fmt,
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	c->cfg.log(c->cfg.arg, error, msg);
-}
-
-/* ---- slots ---- */
-
-static uint16_t crc16_xmodem(const uint8_t *p, size_t n)
-{
-	uint16_t crc = 0;
-
-	while (n--) {
-		crc ^= (uint16_t)(*p++ << 8);
-		for (int i = 0; i < 8; i++)
-			crc = crc & 0x8000 ? (uint16_t)((crc << 1) ^ 0x1021) : (uint16_t)(crc << 1);
-	}
-	return crc;
-}
-
-uint16_t kvt_redis_slot(const void *key, size_t len)
-{
-	const uint8_t *k = key;
-	size_t s, e;
-
-	for (s = 0; s < len && k[s] != '{'; s++)
-		;
-	if (s < len) {
-		for (e = s + 1; e < len && k[e] != '}'; e++)
-			;
-		if (e < len && e > s + 1)
-			return crc16_xmodem(k + s + 1, e - s - 1) & (REDIS_SLOTS - 1);
-	}
-	return crc16_xmodem(k, len) & (REDIS_SLOTS - 1);
 }
 
 /* ---- lists ---- */

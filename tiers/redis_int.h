@@ -1,8 +1,9 @@
 /*
  * The Redis client's shared state: batches and their per-key operations
- * (redis.c: the API, the queue, the loop, deadlines, completions) and the
+ * (redis.c: the API, the queue, the loop, deadlines, completions), the
  * nodes (redis_node.c: connections on the epoll loop, AUTH, routing,
- * redirections, the slot map). Everything below the queue lock is the
+ * redirections) and the cluster (redis_cluster.c: slots, the probe, the
+ * slot map). Everything below the queue lock is the
  * client thread's alone.
  */
 #ifndef KVT_REDIS_INT_H
@@ -161,6 +162,16 @@ struct kvt_redis {
 	struct kvt_histogram latency;
 };
 
+static inline uint64_t max_u64(uint64_t a, uint64_t b)
+{
+	return a > b ? a : b;
+}
+
+static inline uint64_t min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
 /* redis.c */
 uint64_t redis_now(void);
 void redis_say(struct kvt_redis *c, bool error, uint64_t *last, const char *fmt, ...)
@@ -174,6 +185,7 @@ void batch_release(struct batch *b);
 
 /* redis_node.c */
 int redis_parse_endpoint(const char *s, char *host, size_t hostlen, int *port);
+int redis_server_error(const char *s); /* an error reply's -errno */
 struct node *node_get(struct kvt_redis *c, const char *host, int port);
 void node_dirty(struct node *n);
 void node_event(struct node *n, uint32_t events);
@@ -182,6 +194,11 @@ void nodes_flush(struct kvt_redis *c);
 uint64_t nodes_tick(struct kvt_redis *c); /* the next time it wants */
 void nodes_free(struct kvt_redis *c);
 void op_dispatch(struct kvt_redis *c, struct op *op);
+
+/* redis_cluster.c */
 void probe_start(struct kvt_redis *c);
+void probe_failed(struct kvt_redis *c, int rc); /* the node probed is down */
+void slots_reply(redisAsyncContext *ac, void *r, void *priv); /* CLUSTER SLOTS */
+uint64_t cluster_tick(struct kvt_redis *c);
 
 #endif

@@ -2,8 +2,8 @@
  * The Redis client's nodes: a hiredis async context per node driven by
  * the client's epoll loop (the adapter below maps hiredis's addRead,
  * delRead, addWrite, delWrite and cleanup hooks onto epoll_ctl), AUTH on
- * every new connection, routing a key to its node, -MOVED and -ASK, the
- * probe of the endpoints and the slot map.
+ * every new connection, routing a key to its node, -MOVED and -ASK. The
+ * probe of the endpoints and the slot map are redis_cluster.c.
  *
  * Only the client's thread runs this. hiredis calls back from inside
  * redisAsyncHandleRead/Write and redisAsyncFree; a callback never frees a
@@ -25,16 +25,6 @@
  * the node's pending list (hiredis moves what follows an unfinished write
  * to the front of its buffer, so a long buffer costs a copy per write). */
 #define WINDOW (1u << 20)
-
-static uint64_t max_u64(uint64_t a, uint64_t b)
-{
-	return a > b ? a : b;
-}
-
-static uint64_t min_u64(uint64_t a, uint64_t b)
-{
-	return a < b ? a : b;
-}
 
 /* ---- the epoll adapter ---- */
 
@@ -102,8 +92,6 @@ void node_dirty(struct node *n)
 	n->dirty_next = n->c->dirty;
 	n->c->dirty = n;
 }
-
-static void probe_failed(struct kvt_redis *c, int rc);
 
 /*
  * The node failed (could not connect, lost its connection, or refused
@@ -335,7 +323,7 @@ int redis_parse_endpoint(const char *s, char *host, size_t hostlen, int *port)
 }
 
 /* What an error reply means for its key. */
-static int server_error(const char *s)
+int redis_server_error(const char *s)
 {
 	static const struct {
 		const char *prefix;
@@ -455,7 +443,7 @@ static void op_reply(redisAsyncContext *ac, void *r, void *priv)
 			op_redirect(n, op, rep->str, ask);
 			return;
 		}
-		rc = server_error(rep->str);
+		rc = redis_server_error(rep->str);
 		if (rc == -EIO && c->mode == MODE_CLUSTER)
 			c->refresh_wanted = true;
 		redis_say(c, true, &n->logged_at, "redis: %s: %s", n->name, rep->str);
@@ -528,198 +516,6 @@ void op_dispatch(struct kvt_redis *c, struct op *op)
 		}
 	}
 	op_queue(n, op);
-}
-
-/* ---- the slot map ---- */
-
-static void apply_map(struct kvt_redis *c, struct node *from, const redisReply *rep)
-{
-	uint32_t masters = 0, covered = 0;
-	char summary[sizeof(c->map_summary)];
-
-	for (uint32_t i = 0; i < c->nnodes; i++)
-		c->nodes[i]->master = false;
-	memset(c->slots, 0, sizeof(c->slots));
-	for (size_t i = 0; i < rep->elements; i++) {
-		const redisReply *e = rep->element[i], *m;
-		long long lo, hi;
-		struct node *t;
-		const char *host;
-
-		if (e->type != REDIS_REPLY_ARRAY || e->elements < 3)
-			continue;
-		m = e->element[2];
-		if (e->element[0]->type != REDIS_REPLY_INTEGER ||
-		    e->element[1]->type != REDIS_REPLY_INTEGER || m->type != REDIS_REPLY_ARRAY ||
-		    m->elements < 2 || m->element[0]->type != REDIS_REPLY_STRING ||
-		    m->element[1]->type != REDIS_REPLY_INTEGER)
-			continue;
-		lo = e->element[0]->integer;
-		hi = e->element[1]->integer;
-		if (lo < 0 || hi >= REDIS_SLOTS || lo > hi)
-			continue;
-		host = m->element[0]->str;
-		if (!host[0] || !strcmp(host, "?"))
-			host = from->host;
-		t = node_get(c, host, (int)m->element[1]->integer);
-		if (!t)
-			continue;
-		masters += !t->master;
-		t->master = true;
-		for (long long s = lo; s <= hi; s++)
-			c->slots[s] = t;
-		covered += (uint32_t)(hi - lo + 1);
-	}
-	atomic_store(&c->st.nodes, masters);
-	atomic_fetch_add_explicit(&c->st.refreshes, 1, memory_order_relaxed);
-	snprintf(summary, sizeof(summary), "%u masters, %u of %u slots", masters, covered,
-		 REDIS_SLOTS);
-	if (strcmp(summary, c->map_summary)) {
-		redis_say(c, covered < REDIS_SLOTS, NULL, "redis: cluster map from %s: %s",
-			  from->name, summary);
-		strcpy(c->map_summary, summary);
-	}
-	c->gc_wanted = true;
-}
-
-/* The endpoints are tried in order; a round that finds none starts again
- * when the first of them may be tried again. */
-void probe_start(struct kvt_redis *c)
-{
-	uint64_t at = UINT64_MAX;
-
-	while (c->probe_idx < c->nseeds) {
-		struct node *n = c->nodes[c->probe_idx];
-
-		if (n->state == N_DOWN && c->now < n->retry_at) {
-			c->probe_rc = n->down_rc;
-			c->probe_idx++;
-			continue;
-		}
-		c->probing = n;
-		n->want_slots = true;
-		node_dirty(n);
-		return;
-	}
-	for (uint32_t i = 0; i < c->nseeds; i++)
-		at = min_u64(at, c->nodes[i]->retry_at);
-	c->probe_idx = 0;
-	c->probe_at = max_u64(at, c->now + REDIS_BACKOFF_MIN);
-	redis_say(c, true, &c->logged_probe, "redis: no endpoint answered (%s); trying again",
-		  strerror(-c->probe_rc));
-	while (c->unrouted.head)
-		op_resolve(c, op_pop(&c->unrouted), c->probe_rc);
-}
-
-static void probe_failed(struct kvt_redis *c, int rc)
-{
-	c->probing = NULL;
-	c->probe_rc = rc;
-	c->probe_idx++;
-	probe_start(c);
-}
-
-static void probe_answer(struct kvt_redis *c, struct node *n, const redisReply *rep)
-{
-	c->probing = NULL;
-	if (rep->type == REDIS_REPLY_ARRAY) {
-		c->mode = MODE_CLUSTER;
-		atomic_store(&c->st.cluster, true);
-		c->last_refresh = c->now;
-		apply_map(c, n, rep);
-	} else if (rep->type == REDIS_REPLY_ERROR && strstr(rep->str, "cluster support disabled")) {
-		c->mode = MODE_SINGLE;
-		c->single = n;
-		n->master = true;
-		atomic_store(&c->st.nodes, 1);
-		redis_say(c, false, NULL, "redis: %s is a single server (no cluster support)",
-			  n->name);
-	} else {
-		redis_say(c, true, NULL, "redis: %s: CLUSTER SLOTS: %s", n->name,
-			  rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
-		probe_failed(c, rep->type == REDIS_REPLY_ERROR ? server_error(rep->str) : -EPROTO);
-		return;
-	}
-	c->probe_rc = 0;
-	while (c->unrouted.head)
-		op_dispatch(c, op_pop(&c->unrouted));
-}
-
-static void slots_reply(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct node *n = priv;
-	struct kvt_redis *c = n->c;
-	redisReply *rep = r;
-
-	(void)ac;
-	n->inflight--;
-	if (!rep) /* node_down saw to the probe or refresh */
-		return;
-	n->backoff = 0;
-	if (c->probing == n) {
-		probe_answer(c, n, rep);
-		return;
-	}
-	if (c->refreshing == n)
-		c->refreshing = NULL;
-	if (rep->type == REDIS_REPLY_ARRAY && c->mode == MODE_CLUSTER) {
-		apply_map(c, n, rep);
-	} else {
-		redis_say(c, true, &c->logged_map, "redis: %s: CLUSTER SLOTS: %s", n->name,
-			  rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
-		c->refresh_wanted = true;
-	}
-}
-
-/* Asks a master that answers (else any known master or endpoint) for the map. */
-static void refresh_start(struct kvt_redis *c)
-{
-	struct node *pick = NULL;
-	uint32_t nn = c->nnodes;
-
-	for (uint32_t k = 0; k < nn && !pick; k++) {
-		struct node *x = c->nodes[(c->refresh_rr + k) % nn];
-
-		if (x->master && x->state == N_READY)
-			pick = x;
-	}
-	for (uint32_t k = 0; k < nn && !pick; k++) {
-		struct node *x = c->nodes[(c->refresh_rr + k) % nn];
-
-		if ((x->master || x->seed) && !(x->state == N_DOWN && c->now < x->retry_at))
-			pick = x;
-	}
-	c->refresh_rr++;
-	c->last_refresh = c->now;
-	if (!pick)
-		return;
-	c->refresh_wanted = false;
-	c->refreshing = pick;
-	pick->want_slots = true;
-	node_dirty(pick);
-}
-
-/* Nodes no longer in the map, with nothing on them, are closed and freed. */
-static void nodes_gc(struct kvt_redis *c)
-{
-	c->gc_wanted = false;
-	for (uint32_t i = 0; i < c->nnodes;) {
-		struct node *n = c->nodes[i];
-
-		if (n->master || n->seed || n->dirty || n->pending.head || n->inflight ||
-		    c->probing == n || c->refreshing == n) {
-			i++;
-			continue;
-		}
-		if (n->ac) {
-			redisAsyncContext *ac = n->ac;
-
-			n->ac = NULL;
-			redisAsyncFree(ac);
-		}
-		free(n);
-		c->nodes[i] = c->nodes[--c->nnodes];
-	}
 }
 
 /* ---- the loop's part ---- */
@@ -851,21 +647,7 @@ uint64_t nodes_tick(struct kvt_redis *c)
 			break;
 		}
 	}
-	if (c->mode == MODE_PROBE && !c->probing) {
-		if (now >= c->probe_at)
-			probe_start(c);
-		else
-			next = min_u64(next, c->probe_at);
-	}
-	if (c->mode == MODE_CLUSTER && c->refresh_wanted && !c->refreshing) {
-		uint64_t at = c->last_refresh + c->cfg.interval_ns;
-
-		if (now >= at)
-			refresh_start(c);
-		next = min_u64(next, max_u64(at, now + c->cfg.interval_ns / 8));
-	}
-	if (c->gc_wanted)
-		nodes_gc(c);
+	next = min_u64(next, cluster_tick(c));
 	if (c->last_error && now - c->last_error < c->cfg.interval_ns) {
 		degraded = true;
 		next = min_u64(next, c->last_error + c->cfg.interval_ns);
