@@ -413,7 +413,6 @@ static void client_free(struct kvt_redis *c)
 	pthread_mutex_destroy(&c->lock);
 	free(c->user);
 	free(c->pass);
-	free(c->rbuf);
 	free(c);
 }
 
@@ -445,11 +444,6 @@ int kvt_redis_create(const struct kvt_redis_config *cfg, struct kvt_redis **out,
 	if (!c->cfg.queue_depth)
 		c->cfg.queue_depth = 1024;
 	c->ep = c->efd = -1;
-	c->rbuf = malloc(REDIS_READ_CHUNK);
-	if (!c->rbuf) {
-		free(c);
-		return -ENOMEM;
-	}
 	pthread_mutex_init(&c->lock, NULL);
 	kvt_histogram_init(&c->latency, &kvt_latency_bounds);
 	c->user = cfg->username ? strdup(cfg->username) : NULL;

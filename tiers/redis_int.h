@@ -24,6 +24,7 @@
 #define REDIS_REDIRECTS_MAX 5
 #define REDIS_NODES_MAX 1024
 #define REDIS_READ_CHUNK (256 * 1024)
+#define REDIS_READ_KEEP (4u << 20) /* a node's idle read buffer, at most */
 
 /* The client's lists (a node's queue, the batches by deadline, ...):
  * doubly linked through a link in each element. */
@@ -151,8 +152,6 @@ struct kvt_redis {
 	bool stop;
 	uint64_t logged_map, logged_timeout, logged_probe;
 	char map_summary[64];
-
-	char *rbuf; /* REDIS_READ_CHUNK bytes: what one read takes */
 
 	/* hiredis's reply builders, but for GET values (redis_node.c) */
 	redisReplyObjectFunctions fns;

@@ -522,39 +522,60 @@ void op_dispatch(struct kvt_redis *c, struct op *op)
 
 /* Not in hiredis's headers, but exported (async.c, since 0.11): runs the
  * callbacks of the replies its reader holds, as redisAsyncHandleRead does
- * after its read. */
+ * after its read. (hiredis 1.x has it too.) */
 void redisProcessCallbacks(redisAsyncContext *ac);
 
 /*
- * redisAsyncHandleRead reads 16 KiB per call, one epoll_wait each: a
- * 2 MiB value took 128 turns of the loop. Here the socket is read in
- * REDIS_READ_CHUNK pieces (at most 4 per event, to let other nodes in)
- * and fed to the context's reader. At the end of the stream or on an
- * error, what was fed has been answered already, and hiredis's own read
- * finds the end again and closes the context.
+ * redisAsyncHandleRead reads 16 KiB per call into a buffer of its own and
+ * copies that into its reader: a 2 MiB value took 128 turns of the loop
+ * and a copy. Here the socket is read straight into the reader's buffer
+ * (what redisReaderFeed does, less its copy), REDIS_READ_CHUNK at a time
+ * and at most 4 times per event, to let other nodes in. At the end of the
+ * stream or on an error, what was read has been answered already, and
+ * hiredis's own read finds the end again and closes the context. The
+ * buffer keeps its size between replies, up to REDIS_READ_KEEP.
  */
 static void node_read(struct node *n)
 {
-	struct kvt_redis *c = n->c;
+	redisReader *rd;
 
 	if (!(n->ac->c.flags & REDIS_CONNECTED)) {
 		redisAsyncHandleRead(n->ac); /* the connect's outcome */
 		return;
 	}
 	for (int i = 0; i < 4 && n->ac; i++) {
-		ssize_t k = read(n->fd, c->rbuf, REDIS_READ_CHUNK);
+		sds buf;
+		ssize_t k;
 
-		if (k > 0) {
-			/* a reader in error makes redisProcessCallbacks close it */
-			(void)redisReaderFeed(n->ac->c.reader, c->rbuf, (size_t)k);
-			redisProcessCallbacks(n->ac);
-			if (k < REDIS_READ_CHUNK)
-				return;
-		} else if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
+		rd = n->ac->c.reader;
+		buf = rd->err ? NULL : sdsMakeRoomFor(rd->buf, REDIS_READ_CHUNK);
+		if (!buf) { /* the reader failed, or no memory: hiredis closes it */
+			redisAsyncHandleRead(n->ac);
 			return;
+		}
+		rd->buf = buf;
+		k = read(n->fd, buf + sdslen(buf), REDIS_READ_CHUNK);
+		if (k > 0) {
+			sdsIncrLen(buf, (int)k);
+			rd->len = sdslen(buf);
+			redisProcessCallbacks(n->ac); /* may close the context */
+			if (k < REDIS_READ_CHUNK)
+				break;
+		} else if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
+			break;
 		} else {
 			redisAsyncHandleRead(n->ac);
 			return;
+		}
+	}
+	rd = n->ac ? n->ac->c.reader : NULL;
+	if (rd && !rd->len && sdsavail(rd->buf) > REDIS_READ_KEEP) {
+		sds empty = sdsempty();
+
+		if (empty) {
+			sdsfree(rd->buf);
+			rd->buf = empty;
+			rd->pos = 0;
 		}
 	}
 }
