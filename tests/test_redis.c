@@ -960,6 +960,85 @@ static void test_kill(struct kvt_redis *r, struct cluster_node *nodes, struct ke
 	printf("cluster: degraded cleared: ok\n");
 }
 
+static bool info_has(const struct test_redis *srv, const char *cmdline, const char *what)
+{
+	redisContext *c = test_redis_connect(srv);
+	redisReply *rep = cmd(c, cmdline);
+	bool has = rep->type == REDIS_REPLY_STRING && strstr(rep->str, what);
+
+	freeReplyObject(rep);
+	redisFree(c);
+	return has;
+}
+
+static void node_dir(struct cluster_node *n)
+{
+	snprintf(n->dir, sizeof(n->dir), "/tmp/kvt-redis-XXXXXX");
+	CHECK(mkdtemp(n->dir));
+	n->bus = redis_free_port();
+}
+
+/*
+ * Failover: a fourth node joins as master `m`'s replica; m is killed; once
+ * the cluster promotes the replica, the client finds it in the map and m's
+ * keys read back (replicated) from it.
+ */
+static void test_failover(struct kvt_redis *r, struct cluster_node *nodes, struct keyset k[3],
+			  struct cluster_node *rep)
+{
+	const int m = 1;
+	struct kvt_redis_stats st0;
+	redisContext *c;
+	uint64_t t0;
+	int i;
+
+	node_dir(rep);
+	node_start(rep);
+	c = test_redis_connect(&rep->srv);
+	cmd_ok(c, "CLUSTER MEET 127.0.0.1 %d %d", nodes[0].srv.port, nodes[0].bus);
+	for (i = 0;; i++) { /* it must know m before it can follow it */
+		redisReply *x = cmd(c, "CLUSTER REPLICATE %s", nodes[m].id);
+		bool ok = x->type != REDIS_REPLY_ERROR;
+
+		freeReplyObject(x);
+		if (ok)
+			break;
+		CHECK(i < 200);
+		usleep(50 * 1000);
+	}
+	redisFree(c);
+	for (i = 0; !info_has(&rep->srv, "INFO replication", "master_link_status:up"); i++) {
+		CHECK(i < 200);
+		usleep(50 * 1000);
+	}
+	c = test_redis_connect(&nodes[m].srv);
+	freeReplyObject(cmd(c, "WAIT 1 5000")); /* the replica has every write */
+	redisFree(c);
+
+	st0 = stats(r);
+	test_redis_signal(&nodes[m].srv, SIGKILL);
+	nodes[m].srv.pid = 0;
+	t0 = now_ns();
+	for (i = 0;; i++) {
+		int rc;
+
+		CHECK(now_ns() - t0 < 60000 * MS);
+		rc = run(r, GET, items(&k[m], GET, 0, 40, 4096), 40);
+		if (rc == 0)
+			break;
+		items_free(&k[m], GET, 0, 40);
+		CHECK(run(r, GET, items(&k[0], GET, 0, 40, 4096), 40) == 0); /* the others */
+		items_free(&k[0], GET, 0, 40);
+		usleep(100 * 1000);
+	}
+	check_values(&k[m], 0, 40);
+	items_free(&k[m], GET, 0, 40);
+	CHECK(info_has(&rep->srv, "INFO replication", "role:master"));
+	CHECK(stats(r).refreshes > st0.refreshes && stats(r).nodes == 3);
+	printf("cluster: master killed, its replica promoted: its keys read back from the replica after %.1f s: ok\n",
+	       (double)(now_ns() - t0) / 1e9);
+}
+
 static void rmdir_all(const char *dir)
 {
 	DIR *d = opendir(dir);
@@ -980,7 +1059,7 @@ static void rmdir_all(const char *dir)
 
 static void test_cluster(void)
 {
-	struct cluster_node nodes[3];
+	struct cluster_node nodes[4]; /* the fourth: a replica, for the failover */
 	const char *cli[12] = { "redis-cli", "--cluster", "create" };
 	struct keyset k[3];
 	struct kvt_redis *r;
@@ -992,9 +1071,7 @@ static void test_cluster(void)
 		redisContext *c;
 		redisReply *rep;
 
-		snprintf(nodes[i].dir, sizeof(nodes[i].dir), "/tmp/kvt-redis-XXXXXX");
-		CHECK(mkdtemp(nodes[i].dir));
-		nodes[i].bus = redis_free_port();
+		node_dir(&nodes[i]);
 		node_start(&nodes[i]);
 		cli[argc++] = endpoint(nodes[i].srv.port);
 		c = test_redis_connect(&nodes[i].srv);
@@ -1022,10 +1099,13 @@ static void test_cluster(void)
 	CHECK(stats(r).cluster && stats(r).nodes == 3 && !stats(r).degraded);
 	test_redirects(r, nodes);
 	test_kill(r, nodes, k);
+	test_failover(r, nodes, k, &nodes[3]);
 	kvt_redis_close(r);
-	for (int i = 0; i < 3; i++) {
-		keys_free(&k[i]);
-		test_redis_stop(&nodes[i].srv);
+	for (int i = 0; i < 4; i++) {
+		if (i < 3)
+			keys_free(&k[i]);
+		if (nodes[i].srv.pid)
+			test_redis_stop(&nodes[i].srv);
 		rmdir_all(nodes[i].dir);
 	}
 }

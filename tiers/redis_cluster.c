@@ -43,14 +43,14 @@ uint16_t kvt_redis_slot(const void *key, size_t len)
 
 /* ---- the probe and the map ---- */
 
+/* The map from a CLUSTER SLOTS reply; logged when a slot changed owner. */
 static void apply_map(struct kvt_redis *c, struct node *from, const redisReply *rep)
 {
-	uint32_t masters = 0, covered = 0;
-	char summary[sizeof(c->map_summary)];
+	uint32_t masters = 0, covered = 0, changed = 0;
+	uint64_t seen[REDIS_SLOTS / 64] = { 0 };
 
 	for (uint32_t i = 0; i < c->nnodes; i++)
 		c->nodes[i]->master = false;
-	memset(c->slots, 0, sizeof(c->slots));
 	for (size_t i = 0; i < rep->elements; i++) {
 		const redisReply *e = rep->element[i], *m;
 		long long lo, hi;
@@ -77,19 +77,26 @@ static void apply_map(struct kvt_redis *c, struct node *from, const redisReply *
 			continue;
 		masters += !t->master;
 		t->master = true;
-		for (long long s = lo; s <= hi; s++)
+		for (long long s = lo; s <= hi; s++) {
+			changed += c->slots[s] != t;
 			c->slots[s] = t;
-		covered += (uint32_t)(hi - lo + 1);
+			seen[s / 64] |= 1ull << (s % 64);
+		}
+	}
+	for (uint32_t s = 0; s < REDIS_SLOTS; s++) {
+		if (seen[s / 64] & (1ull << (s % 64))) {
+			covered++;
+		} else {
+			changed += c->slots[s] != NULL;
+			c->slots[s] = NULL;
+		}
 	}
 	atomic_store(&c->st.nodes, masters);
 	atomic_fetch_add_explicit(&c->st.refreshes, 1, memory_order_relaxed);
-	snprintf(summary, sizeof(summary), "%u masters, %u of %u slots", masters, covered,
-		 REDIS_SLOTS);
-	if (strcmp(summary, c->map_summary)) {
-		redis_say(c, covered < REDIS_SLOTS, NULL, "redis: cluster map from %s: %s",
-			  from->name, summary);
-		strcpy(c->map_summary, summary);
-	}
+	if (changed)
+		redis_say(c, covered < REDIS_SLOTS, NULL,
+			  "redis: cluster map from %s: %u masters, %u of %u slots covered, %u changed owner",
+			  from->name, masters, covered, REDIS_SLOTS, changed);
 	c->gc_wanted = true;
 }
 

@@ -151,7 +151,6 @@ struct kvt_redis {
 	uint64_t close_at;
 	bool stop;
 	uint64_t logged_map, logged_timeout, logged_probe;
-	char map_summary[64];
 
 	/* hiredis's reply builders, but for GET values (redis_node.c) */
 	redisReplyObjectFunctions fns;

@@ -346,6 +346,8 @@ static void op_queue(struct node *n, struct op *op)
 	struct kvt_redis *c = n->c;
 
 	if (n->state == N_DOWN && c->now < n->retry_at) {
+		if (c->mode == MODE_CLUSTER) /* its slots may have moved (failover) */
+			c->refresh_wanted = true;
 		op_resolve(c, op, n->down_rc);
 		return;
 	}
