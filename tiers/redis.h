@@ -9,7 +9,8 @@
  * to slots by CRC16 with {hash tags}, each sent to its slot's master,
  * -MOVED and -ASK followed, the map refreshed at most once per interval
  * after a MOVED or a node error); one without cluster support makes it a
- * client of that one server. Connections are made when first needed, each
+ * client of that one server, which it keeps (a failure there is not a
+ * reason to try the other endpoints). Connections are made when first needed, each
  * authenticated (AUTH [user] pass) before any command, and made again with
  * backoff (10 ms doubling to 1 s) after a failure.
  *
