@@ -1,6 +1,7 @@
 /*
- * A real redis-server on loopback for side-by-side baselines: started on a
- * free 127.0.0.1 port with persistence off, stopped with SIGTERM.
+ * A real redis-server on loopback for side-by-side baselines and the Redis
+ * client's tests: started on a free 127.0.0.1 port with persistence off,
+ * stopped with SIGTERM (or killed, and started again on its port).
  * Only hiredis is used here, so a process may fork after these calls.
  */
 #ifndef KVT_BENCH_REDIS_UTIL_H
@@ -11,6 +12,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,35 +37,41 @@ static inline int redis_free_port(void)
 	return ntohs(a.sin_port);
 }
 
-/* Starts redis-server ($REDIS_SERVER or redis-server on PATH); maxmemory
- * bytes with allkeys-lru, as a cache would be run. */
-static inline void test_redis_start(struct test_redis *r, unsigned long long maxmemory)
+/*
+ * Starts redis-server ($REDIS_SERVER or redis-server on PATH) on r->port
+ * (a free one when 0: set it again to restart on the same port) with
+ * persistence off and the options in extra (NULL-terminated, may be
+ * NULL); returns once it answers.
+ */
+static inline void test_redis_spawn(struct test_redis *r, const char *const *extra)
 {
-	char port[16], mem[32];
+	char port[16];
 
-	r->port = redis_free_port();
+	if (!r->port)
+		r->port = redis_free_port();
 	snprintf(port, sizeof(port), "%d", r->port);
-	snprintf(mem, sizeof(mem), "%llu", maxmemory);
 	fflush(NULL); /* the child's freopen must not write our buffer twice */
 	r->pid = fork();
 	CHECK(r->pid >= 0);
 	if (r->pid == 0) {
 		const char *bin = getenv("REDIS_SERVER") ? getenv("REDIS_SERVER") : "redis-server";
+		const char *argv[64] = { bin, "--port", port, "--bind", "127.0.0.1", "--save", "",
+					 "--appendonly", "no", "--proto-max-bulk-len", "1gb",
+					 "--loglevel", "warning" };
+		int argc = 13;
 
-		/* Its start-up banner is not the benchmark's output. */
+		while (extra && *extra && argc < 63)
+			argv[argc++] = *extra++;
+		/* Its start-up banner is not the test's output. */
 		CHECK(freopen("/dev/null", "w", stdout));
-
-		execlp(bin, bin, "--port", port, "--bind", "127.0.0.1", "--save", "",
-		       "--appendonly", "no", "--maxmemory", mem, "--maxmemory-policy",
-		       "allkeys-lru", "--proto-max-bulk-len", "1gb", "--loglevel", "warning",
-		       (char *)NULL);
+		execvp(bin, (char *const *)argv);
 		fprintf(stderr, "cannot run %s (apt-get install redis-server)\n", bin);
 		_exit(127);
 	}
 	for (int i = 0; i < 500; i++) {
 		redisContext *c = redisConnect("127.0.0.1", r->port);
 		redisReply *rep = c && !c->err ? redisCommand(c, "PING") : NULL;
-		bool up = rep && rep->type == REDIS_REPLY_STATUS;
+		bool up = rep != NULL; /* PONG, or NOAUTH where a password is set */
 
 		if (rep)
 			freeReplyObject(rep);
@@ -77,6 +85,17 @@ static inline void test_redis_start(struct test_redis *r, unsigned long long max
 	CHECK(!"redis-server did not answer PING");
 }
 
+/* maxmemory bytes with allkeys-lru, as a cache would be run. */
+static inline void test_redis_start(struct test_redis *r, unsigned long long maxmemory)
+{
+	char mem[32];
+	const char *extra[] = { "--maxmemory", mem, "--maxmemory-policy", "allkeys-lru", NULL };
+
+	snprintf(mem, sizeof(mem), "%llu", maxmemory);
+	r->port = 0;
+	test_redis_spawn(r, extra);
+}
+
 static inline redisContext *test_redis_connect(const struct test_redis *r)
 {
 	redisContext *c = redisConnect("127.0.0.1", r->port);
@@ -85,10 +104,16 @@ static inline redisContext *test_redis_connect(const struct test_redis *r)
 	return c;
 }
 
+/* SIGTERM (or another signal: SIGKILL for a crash), then the wait. */
+static inline void test_redis_signal(struct test_redis *r, int sig)
+{
+	kill(r->pid, sig);
+	CHECK(waitpid(r->pid, NULL, 0) == r->pid);
+}
+
 static inline void test_redis_stop(struct test_redis *r)
 {
-	kill(r->pid, SIGTERM);
-	CHECK(waitpid(r->pid, NULL, 0) == r->pid);
+	test_redis_signal(r, SIGTERM);
 }
 
 #endif
