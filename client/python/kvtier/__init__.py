@@ -28,12 +28,13 @@ Fork and threads:
   * A Client, its Namespaces, Leases and Reservations may be used from
     several threads: libkvtier serializes the calls of one client, and
     calls that wait on the daemon release the GIL. For calls in parallel,
-    use one Client per thread.
-  * Views of pages (memoryviews, tensors) must not outlive their lease or
-    reservation; once it is over, no new view can be made, and the memory
-    stays mapped (never a crash) until the last view and the Client are
-    gone. Client.close() ends the session at once unless views are alive,
-    then when the last goes.
+    use one Client per thread. close() while another thread is in a call
+    refuses new calls at once and ends the session when that call returns.
+  * Views of pages (memoryviews, tensors) should not outlive their lease
+    or reservation; once it is over, or the client closed, no new view can
+    be made, and views already made stay mapped (never a crash) until the
+    client and its last page are gone. Client.close() ends the session at
+    once all the same.
 """
 
 from __future__ import annotations
@@ -355,7 +356,7 @@ class Reservation:
             raise Closed(_errno.EBADF, "the reservation is over (committed or aborted)")
         if indices is None:
             return sorted(self._open)
-        todo = sorted(set(_index_list(indices, "indices")))
+        todo = _index_list(indices, "indices")
         bad = [i for i in todo if i not in self._open]
         if bad:
             raise InvalidArgument(_errno.EINVAL,
@@ -372,7 +373,7 @@ class Reservation:
             self._views = None
 
     def _finish(self, op, indices=None) -> None:
-        todo = self._indices(indices)
+        todo = sorted(set(self._indices(indices)))
         if todo:
             # A call that fails changes nothing here: the slots stay open
             # (to retry, or abort).
@@ -384,10 +385,11 @@ class Reservation:
         """Copies cache blocks block_ids[j] into the slots of keys[indices[j]]
         on stream through libkvtier-cuda, which commits them once the stream
         has passed the copy (needs a client bound to the cache's GPU)."""
-        indices = self._indices(_index_list(indices, "indices"))
+        indices = self._indices(indices)  # in order: indices[j] is block_ids[j]'s
         block_ids = _index_list(block_ids, "block_ids")
-        if len(indices) != len(block_ids):
-            raise InvalidArgument(_errno.EINVAL, "one open reservation index per block id")
+        if len(indices) != len(block_ids) or len(set(indices)) != len(indices):
+            raise InvalidArgument(_errno.EINVAL,
+                                  "one open reservation index per block id, each once")
         self.namespace.client._c.cuda_offload(
             self.namespace._ns, layout._native(cache), block_ids,
             b"".join(self.keys[i] for i in indices), [self._pages[i] for i in indices],
