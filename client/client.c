@@ -75,6 +75,11 @@ struct kvt_client {
 	void (*on_map)(void *arg, void *base, size_t len);
 	void (*on_unmap)(void *arg, void *base);
 	void *hook_arg;
+	/* kvt_keep_segments: takes the mappings we are done with */
+	void (*keep)(void *arg, void *base, size_t len);
+	void *keep_arg;
+	/* maps and map_gen: slot_ptr runs outside c->lock, in several threads */
+	pthread_mutex_t map_lock;
 
 	/* GPU (kvt_set_gpu) and the daemon's hbm pool on it */
 	uint8_t gpu_uuid[16];
@@ -135,6 +140,7 @@ int kvt_connect(const char *target, kvt_client **out)
 		target = KVT_DEFAULT_ADDR;
 	pthread_once(&grpc_once, grpc_start);
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->map_lock, NULL);
 	c->timeout_ms = 10000;
 	c->poll_us = getenv("KVTIER_POLL_US") ? (unsigned)atoi(getenv("KVTIER_POLL_US")) :
 						KVT_DEFAULT_POLL_US;
@@ -165,6 +171,18 @@ static void drain_and_destroy(grpc_completion_queue *cq)
 	grpc_completion_queue_destroy(cq);
 }
 
+/* A segment mapping we are done with: unmapped, or handed to the keep hook
+ * (whose caller may still have views into it). */
+static void drop_mapping(kvt_client *c, uint8_t *base)
+{
+	if (c->on_unmap)
+		c->on_unmap(c->hook_arg, base);
+	if (c->keep)
+		c->keep(c->keep_arg, base, c->segment_bytes);
+	else
+		munmap(base, c->segment_bytes);
+}
+
 void kvt_close(kvt_client *c)
 {
 	if (!c)
@@ -181,17 +199,14 @@ void kvt_close(kvt_client *c)
 	}
 	if (c->attach_cq)
 		drain_and_destroy(c->attach_cq);
-	for (uint32_t i = 0; c->maps && i < c->segments; i++) {
-		if (!c->maps[i])
-			continue;
-		if (c->on_unmap)
-			c->on_unmap(c->hook_arg, c->maps[i]);
-		munmap(c->maps[i], c->segment_bytes);
-	}
+	for (uint32_t i = 0; c->maps && i < c->segments; i++)
+		if (c->maps[i])
+			drop_mapping(c, c->maps[i]);
 	free(c->maps);
 	free(c->map_gen);
 	grpc_channel_destroy(c->channel);
 	drain_and_destroy(c->cq);
+	pthread_mutex_destroy(&c->map_lock);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
@@ -523,8 +538,8 @@ out:
 /* *out: the address of (segment, offset) of that segment's generation,
  * mapping the segment on first use (again when the mapping is of an older
  * one). 0 or -errno with the reason in errmsg. */
-static int slot_ptr(kvt_client *c, uint32_t segment, uint32_t generation,
-		    uint64_t offset, void **out)
+static int slot_ptr_locked(kvt_client *c, uint32_t segment, uint32_t generation,
+			   uint64_t offset, void **out)
 {
 	uint32_t got;
 	void *p;
@@ -538,9 +553,7 @@ static int slot_ptr(kvt_client *c, uint32_t segment, uint32_t generation,
 		return 0;
 	}
 	if (c->maps[segment]) {
-		if (c->on_unmap)
-			c->on_unmap(c->hook_arg, c->maps[segment]);
-		munmap(c->maps[segment], c->segment_bytes);
+		drop_mapping(c, c->maps[segment]);
 		c->maps[segment] = NULL;
 	}
 	fd = kvt_segment_fd(c, segment, &got);
@@ -568,6 +581,18 @@ static int slot_ptr(kvt_client *c, uint32_t segment, uint32_t generation,
 	return 0;
 }
 
+/* Two threads' Reserve or Acquire may map (or remap) the same segment. */
+static int slot_ptr(kvt_client *c, uint32_t segment, uint32_t generation,
+		    uint64_t offset, void **out)
+{
+	int rc;
+
+	pthread_mutex_lock(&c->map_lock);
+	rc = slot_ptr_locked(c, segment, generation, offset, out);
+	pthread_mutex_unlock(&c->map_lock);
+	return rc;
+}
+
 /* A page of a lease: a host segment's, or the hbm pool's on our GPU. */
 static int page_ptr(kvt_client *c, const Kvtier__V1__Location *l, void **out)
 {
@@ -588,6 +613,13 @@ void kvt_set_segment_hooks(kvt_client *c,
 	c->on_map = on_map;
 	c->on_unmap = on_unmap;
 	c->hook_arg = arg;
+}
+
+void kvt_keep_segments(kvt_client *c, void (*keep)(void *arg, void *base, size_t len),
+		       void *arg)
+{
+	c->keep = keep;
+	c->keep_arg = arg;
 }
 
 void kvt_set_gpu(kvt_client *c, const uint8_t uuid[16])

@@ -80,6 +80,20 @@ void kvt_session_token(const kvt_client *c, uint8_t token[16]);
 /* Ends the session (releasing its pins and reservations), frees the client. */
 void kvt_close(kvt_client *c);
 
+/*
+ * For callers whose pointers into pages may outlive a lease or the client
+ * (the Python package's buffers): from now on, a host segment mapping the
+ * library is done with (one of an older generation, when a segment is
+ * mapped anew, and every one at kvt_close) is not unmapped but handed to
+ * keep(arg, base, len), which unmaps it once nothing points into it.
+ * Unmapped, such a pointer would fault, or reach whatever is mapped there
+ * next. A mapping of an older generation reads zeros (the daemon punched
+ * it) and holds no memory. keep runs in the calling thread, one call at a
+ * time, and must not call libkvtier.
+ */
+void kvt_keep_segments(kvt_client *c, void (*keep)(void *arg, void *base, size_t len),
+		       void *arg);
+
 /* What the daemon (or the library) said about the last failed call. */
 const char *kvt_errmsg(const kvt_client *c);
 

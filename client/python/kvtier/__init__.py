@@ -28,18 +28,20 @@ Fork and threads:
   * A Client, its Namespaces, Leases and Reservations may be used from
     several threads: libkvtier serializes the calls of one client, and
     calls that wait on the daemon release the GIL. For calls in parallel,
-    use one Client per thread.
-  * Views of pages (memoryviews, tensors) must not outlive their lease or
-    reservation; once it is over, no new view can be made, and the memory
-    stays mapped (never a crash) until the last view and the Client are
-    gone. Client.close() ends the session at once unless views are alive,
-    then when the last goes.
+    use one Client per thread. close() while another thread is in a call
+    refuses new calls at once and ends the session when that call returns.
+  * Views of pages (memoryviews, tensors) should not outlive their lease
+    or reservation; once it is over, or the client closed, no new view can
+    be made, and views already made stay mapped (never a crash) until the
+    client and its last page are gone. Client.close() ends the session at
+    once all the same.
 """
 
 from __future__ import annotations
 
 import errno as _errno
 import hashlib as _hashlib
+import operator as _operator
 import os as _os
 from array import array as _array
 from dataclasses import dataclass
@@ -140,16 +142,38 @@ class Retention:
     duration_ms: int = 0
 
     def _args(self) -> Tuple[int, int]:
-        if not 0 <= self.priority <= 100:
-            raise InvalidArgument(_errno.EINVAL,
-                                  f"priority {self.priority} is outside 0..100")
-        if self.duration_ms < 0:
-            raise InvalidArgument(_errno.EINVAL, "duration_ms must be >= 0")
+        # The binding checks both: ints, priority 0..100, duration_ms >= 0.
         return self.priority, self.duration_ms
 
 
-def _retention(r: Optional[Retention]) -> Tuple[int, int]:
-    return (-1, 0) if r is None else r._args()
+def _retention(r: Optional[Retention]) -> Tuple[Optional[int], int]:
+    if r is None:
+        return None, 0
+    if not isinstance(r, Retention):
+        raise TypeError(f"retention must be a kvtier.Retention, not {type(r).__name__}")
+    return r._args()
+
+
+def _index(v, name: str) -> int:
+    """v as an int (numpy ints too; not floats, not bools)."""
+    if isinstance(v, bool):
+        raise TypeError(f"{name} must be an int, not bool")
+    try:
+        return _operator.index(v)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, not {type(v).__name__}") from None
+
+
+def _index_list(values, name: str) -> List[int]:
+    """An iterable of ints (a generator, numpy array, tensor) as a list."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of ints, not {type(values).__name__}")
+    try:
+        values = list(values)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of ints, not "
+                        f"{type(values).__name__}") from None
+    return [_index(v, f"{name}[{i}]") for i, v in enumerate(values)]
 
 
 # ---- keys ----
@@ -178,8 +202,6 @@ def prompt_keys(tokens: Iterable[int], block_tokens: int, secret: bytes,
     """The chained keys of every full block of a prompt, bit-identical to
     kvt_key_prompt (client/include/kvtier/key.h); a trailing partial block
     gets none."""
-    if block_tokens <= 0:
-        raise InvalidArgument(_errno.EINVAL, "block_tokens must be positive")
     blob = _native.prompt_keys(_secret(secret), _tokens_u32(tokens),
                                block_tokens, bytes(extra))
     return [blob[i:i + KEY_BYTES] for i in range(0, len(blob), KEY_BYTES)]
@@ -210,9 +232,7 @@ def key_chain(hashes: Iterable[Union[int, bytes]], secret: bytes,
     chained like them (equal keys mean equal prefixes even if the engine's
     hashes are not chained), and the same in every process."""
     secret = _secret(secret)
-    prev = bytes(KEY_BYTES) if parent is None else bytes(parent)
-    if len(prev) != KEY_BYTES:
-        raise InvalidArgument(_errno.EINVAL, "parent must be 16 bytes")
+    prev = bytes(KEY_BYTES) if parent is None else _check_key(parent, "parent")
     out = []
     for h in hashes:
         prev = _hashlib.blake2b(prev + _hash_bytes(h), digest_size=KEY_BYTES,
@@ -242,12 +262,20 @@ class Lease:
         return self._native.released
 
     @property
+    def hbm(self) -> Tuple[bool, ...]:
+        """Per pinned block: whether it is in the daemon's hbm pool on the
+        client's GPU (connect(device=)), with no host view: such a lease is
+        for Namespace.onload into a cache on that GPU."""
+        return self._native.hbm
+
+    @property
     def pages(self) -> List[memoryview]:
-        """One read-only memoryview per pinned block."""
+        """One read-only memoryview per pinned block. Raises Closed once the
+        lease is released or the client closed, Unsupported where a block
+        is in GPU memory (see hbm)."""
+        pages = self._native.pages  # raises when the lease is over
         if self._views is None:
-            self._views = [memoryview(p) for p in self._native.pages]
-        elif self._native.released:
-            self._native.pages  # raises Closed
+            self._views = [memoryview(p) for p in pages]
         return self._views
 
     def tensors(self, dtype=None, shape=None):
@@ -269,8 +297,14 @@ class Lease:
     def __enter__(self) -> "Lease":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.release()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.release()
+        except Error:
+            # Leaving on an exception: that one matters, and the pins go
+            # with the session (or the daemon's lease_ttl) anyway.
+            if exc_type is None:
+                raise
 
 
 class Reservation:
@@ -303,6 +337,9 @@ class Reservation:
         committed or aborted yet."""
         if self.done:
             raise Closed(_errno.EBADF, "the reservation is over (committed or aborted)")
+        if self.namespace.client.closed:
+            raise Closed(_errno.EBADF,
+                         "the client is closed: its reservations went with its session")
         if self._views is None or len(self._views) != len(self._open):
             self._views = [(i, memoryview(self._pages[i])) for i in sorted(self._open)]
         return self._views
@@ -313,43 +350,51 @@ class Reservation:
         idx = [i for i, _ in self.pages]
         return list(zip(idx, page_tensors([v for _, v in self.pages], dtype, shape)))
 
-    def _finish(self, op, indices=None) -> None:
+    def _indices(self, indices: Optional[Iterable[int]]) -> List[int]:
+        """Open indices, checked before anything changes."""
         if self.done:
             raise Closed(_errno.EBADF, "the reservation is over (committed or aborted)")
         if indices is None:
-            todo = sorted(self._open)
-        else:
-            todo = sorted(set(indices))
-            bad = [i for i in todo if i not in self._open]
-            if bad:
-                raise InvalidArgument(_errno.EINVAL,
-                                      f"keys[{bad[0]}] is not an open reservation of this call")
+            return sorted(self._open)
+        todo = _index_list(indices, "indices")
+        bad = [i for i in todo if i not in self._open]
+        if bad:
+            raise InvalidArgument(_errno.EINVAL,
+                                  f"keys[{bad[0]}] is not an open reservation of this call")
+        return todo
+
+    def _close(self, todo: List[int]) -> None:
+        """Slots todo are committed or aborted: their pages make no views."""
         self._open.difference_update(todo)
+        for i in todo:
+            self._pages[i].revoke()
         if not self._open:
             self.done = True
             self._views = None
-        for i in todo:
-            self._pages[i].revoke()
+
+    def _finish(self, op, indices=None) -> None:
+        todo = sorted(set(self._indices(indices)))
         if todo:
+            # A call that fails changes nothing here: the slots stay open
+            # (to retry, or abort).
             op(self.namespace._ns, b"".join(self.keys[i] for i in todo))
+        self._close(todo)
 
     def offload_cuda(self, layout, cache, block_ids: Sequence[int],
                      indices: Sequence[int], stream=None) -> None:
         """Copies cache blocks block_ids[j] into the slots of keys[indices[j]]
         on stream through libkvtier-cuda, which commits them once the stream
         has passed the copy (needs a client bound to the cache's GPU)."""
-        indices = list(indices)
-        bad = [i for i in indices if i not in self._open]
-        if bad or len(indices) != len(block_ids):
-            raise InvalidArgument(_errno.EINVAL, "one open reservation index per block id")
+        indices = self._indices(indices)  # in order: indices[j] is block_ids[j]'s
+        block_ids = _index_list(block_ids, "block_ids")
+        if len(indices) != len(block_ids) or len(set(indices)) != len(indices):
+            raise InvalidArgument(_errno.EINVAL,
+                                  "one open reservation index per block id, each once")
         self.namespace.client._c.cuda_offload(
-            self.namespace._ns, layout._native(cache), list(block_ids),
+            self.namespace._ns, layout._native(cache), block_ids,
             b"".join(self.keys[i] for i in indices), [self._pages[i] for i in indices],
             _stream(stream))
-        self._open.difference_update(indices)
-        if not self._open:
-            self.done = True
-            self._views = None
+        self._close(indices)
 
     def commit(self, indices: Optional[Iterable[int]] = None) -> None:
         """Publishes the reserved blocks (their pages written): all of them,
@@ -369,8 +414,21 @@ class Reservation:
             return
         if exc_type is None:
             self.commit()
-        else:
+            return
+        try:
             self.abort()
+        except Error:
+            pass  # the exception leaving the block matters; the session's end aborts
+
+    def __del__(self) -> None:
+        # Dropped without commit or abort: give the slots up now rather
+        # than hold them (and block other writers) until the session ends.
+        # Never raises: a closed client or a forked child has nothing to do.
+        try:
+            if not self.done and self._open:
+                self.abort()
+        except Exception:
+            pass
 
 
 # ---- namespaces ----
@@ -385,10 +443,19 @@ def _keys_blob(keys: Keys) -> bytes:
                               "keys must be bytes or a sequence of 16-byte keys") from None
 
 
-def _check_key(k, i: int) -> bytes:
-    k = bytes(k)
+def _check_key(k, name) -> bytes:
+    """A key: 16 bytes of a bytes-like object (bytes(int) would make one)."""
+    if isinstance(name, int):
+        name = f"keys[{name}]"
+    why = f"{name} must be 16 bytes, not {type(k).__name__}"
+    if isinstance(k, (str, int)):
+        raise InvalidArgument(_errno.EINVAL, why)
+    try:
+        k = bytes(memoryview(k))
+    except TypeError:
+        raise InvalidArgument(_errno.EINVAL, why) from None
     if len(k) != KEY_BYTES:
-        raise InvalidArgument(_errno.EINVAL, f"keys[{i}] is {len(k)} bytes, not 16")
+        raise InvalidArgument(_errno.EINVAL, f"{name} is {len(k)} bytes, not 16")
     return k
 
 
@@ -433,8 +500,6 @@ class Namespace:
     def acquire(self, keys: Keys, wait_ms: int = 0) -> Lease:
         """Pins the ready prefix of keys (waiting at most wait_ms for blocks
         being produced). Use as a context manager, or release()."""
-        if wait_ms < 0:
-            raise InvalidArgument(_errno.EINVAL, "wait_ms must be >= 0")
         return Lease(self, self.client._c.acquire(self._ns, _keys_blob(keys), wait_ms))
 
     def reserve(self, keys: Keys, parent: Optional[Key] = None,
@@ -472,6 +537,7 @@ class Namespace:
         torch's current) through libkvtier-cuda and the blocks are committed
         once the stream has passed it; otherwise it is done and committed
         before this returns."""
+        block_ids = _index_list(block_ids, "block_ids")
         res = self.reserve(keys, parent, retention)
         if len(block_ids) != len(res.keys):
             res.abort()
@@ -501,18 +567,21 @@ class Namespace:
         returns how many. With a CUDA cache and a client bound to its GPU
         the copy runs on stream and the pins are released once the stream
         has passed it; otherwise before this returns."""
+        block_ids = _index_list(block_ids, "block_ids")
         lease = self.acquire(keys, wait_ms)
         n = lease.count
         if n > len(block_ids):
             lease.release()
             raise InvalidArgument(_errno.EINVAL, f"{n} blocks ready for {len(block_ids)} block ids")
         if n and self.client._gpu_path(cache):
-            self.client._c.cuda_onload(layout._native(cache), list(block_ids), lease._native,
+            self.client._c.cuda_onload(layout._native(cache), block_ids, lease._native,
                                        _stream(stream))
         else:
             try:
                 if n:
-                    layout.scatter(lease.pages, cache, list(block_ids)[:n])
+                    # A GPU-bound client may get blocks in its GPU's hbm
+                    # pool: lease.pages raises Unsupported for those.
+                    layout.scatter(lease.pages, cache, block_ids[:n])
             finally:
                 lease.release()
         return n
@@ -577,11 +646,11 @@ class Client:
                   idle_ttl_ms: int = 0) -> Namespace:
         """Opens (creating on first use) the namespace of one KV layout,
         e.g. "llama-3-8b:bf16:tp0of1:bt16"."""
-        if page_bytes <= 0 or block_tokens <= 0 or idle_ttl_ms < 0:
-            raise InvalidArgument(_errno.EINVAL,
-                                  "page_bytes and block_tokens must be positive, idle_ttl_ms >= 0")
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        # The binding checks the ints' ranges, the daemon the name.
         info = self._c.open_namespace(name, page_bytes, block_tokens, idle_ttl_ms)
-        return Namespace(self, name, block_tokens, info)
+        return Namespace(self, name, _index(block_tokens, "block_tokens"), info)
 
     def health(self) -> bool:
         """True when the daemon answers SERVING; raises otherwise."""

@@ -26,7 +26,7 @@ from typing import List, Sequence, Union
 
 import torch
 
-from . import InvalidArgument
+from . import InvalidArgument, _index, _index_list
 
 PER_LAYER = "per_layer"
 LAYER_MAJOR = "layer_major"
@@ -58,11 +58,18 @@ class KVLayout:
 
     def __init__(self, num_layers: int, block_tokens: int, kv_heads: int,
                  head_dim: int, dtype: torch.dtype, format: str = PER_LAYER):
-        if min(num_layers, block_tokens, kv_heads, head_dim) <= 0:
-            raise _bad("num_layers, block_tokens, kv_heads and head_dim must be positive")
+        dims = dict(num_layers=num_layers, block_tokens=block_tokens,
+                    kv_heads=kv_heads, head_dim=head_dim)
+        for name, v in dims.items():
+            # The kernels take 32-bit dimensions.
+            if not 1 <= _index(v, name) <= 2**32 - 1:
+                raise _bad(f"{name} must be in 1..{2**32 - 1} (got {v})")
+        num_layers, block_tokens, kv_heads, head_dim = (int(v) for v in dims.values())
         if num_layers > 128:
             raise _bad(f"num_layers {num_layers} is more than 128 (kernels/kv_layout.h)")
-        if format not in (PER_LAYER, LAYER_MAJOR):
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype, not {type(dtype).__name__}")
+        if not isinstance(format, str) or format not in (PER_LAYER, LAYER_MAJOR):
             raise _bad(f"format must be {PER_LAYER!r} or {LAYER_MAJOR!r}, not {format!r}")
         self.num_layers = num_layers
         self.block_tokens = block_tokens
@@ -85,6 +92,8 @@ class KVLayout:
 
     def new_cache(self, num_blocks: int, device="cpu"):
         """A zeroed cache of num_blocks blocks in this layout."""
+        if not 1 <= _index(num_blocks, "num_blocks") <= 2**32 - 1:
+            raise _bad(f"num_blocks must be in 1..{2**32 - 1} (got {num_blocks})")
         tail = (self.block_tokens, self.kv_heads, self.head_dim)
         if self.format == PER_LAYER:
             return [torch.zeros((2, num_blocks) + tail, dtype=self.dtype, device=device)
@@ -94,9 +103,11 @@ class KVLayout:
 
     # ---- checks ----
 
-    def _check_tensor(self, t, name: str, shape) -> None:
+    def _check_tensor(self, t, name: str, shape, device=None) -> None:
         if not isinstance(t, torch.Tensor):
             raise _bad(f"{name} is a {type(t).__name__}, not a torch tensor")
+        if device is not None and t.device != device:
+            raise _bad(f"{name} is on {t.device}, cache[0] on {device}")
         if t.dtype != self.dtype:
             raise _bad(f"{name} is {t.dtype}, the layout is {self.dtype}")
         if tuple(t.shape) != tuple(shape):
@@ -111,9 +122,11 @@ class KVLayout:
         if self.format == PER_LAYER:
             if not isinstance(cache, (list, tuple)) or len(cache) != self.num_layers:
                 raise _bad(f"a per-layer cache is a list of {self.num_layers} tensors")
-            nb = cache[0].shape[1] if cache[0].dim() == 5 else -1
+            first = cache[0]
+            nb = first.shape[1] if isinstance(first, torch.Tensor) and first.dim() == 5 else -1
             for i, t in enumerate(cache):
-                self._check_tensor(t, f"cache[{i}]", (2, nb) + tail)
+                self._check_tensor(t, f"cache[{i}]", (2, nb) + tail,
+                                   first.device if i else None)
             return list(cache)
         if isinstance(cache, (list, tuple)):
             raise _bad("a layer-major cache is one tensor")
@@ -122,12 +135,19 @@ class KVLayout:
         return [cache[i].transpose(0, 1) for i in range(self.num_layers)]
 
     def _ids(self, block_ids, num_blocks: int, device) -> torch.Tensor:
-        ids = torch.as_tensor(list(block_ids), dtype=torch.long)
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_blocks):
-            raise _bad(f"block ids must be in 0..{num_blocks - 1}")
-        return ids.to(device)
+        ids = _index_list(block_ids, "block_ids")  # ints: 1.5 is not block 1
+        bad = [i for i in ids if not 0 <= i < num_blocks]
+        if bad:
+            raise _bad(f"block ids must be in 0..{num_blocks - 1} (got {bad[0]})")
+        return torch.tensor(ids, dtype=torch.long).to(device)
 
     def _pages(self, pages, n: int, writable: bool) -> List[torch.Tensor]:
+        if isinstance(pages, (bytes, bytearray, memoryview, torch.Tensor)):
+            raise _bad("pages must be a sequence of pages, one per block id")
+        try:
+            pages = list(pages)
+        except TypeError:
+            raise _bad(f"pages must be a sequence of pages, not {type(pages).__name__}") from None
         if len(pages) != n:
             raise _bad(f"{len(pages)} pages for {n} block ids")
         out = []
@@ -144,6 +164,8 @@ class KVLayout:
                     mv = memoryview(p)
                 except TypeError:
                     raise _bad(f"pages[{i}] is neither a buffer nor a tensor") from None
+                if not mv.c_contiguous:
+                    raise _bad(f"pages[{i}] is not contiguous")
                 if mv.nbytes != self.page_bytes:
                     raise _bad(f"pages[{i}] is {mv.nbytes} bytes, a page is {self.page_bytes}")
                 if writable and mv.readonly:
