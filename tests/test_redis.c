@@ -288,6 +288,26 @@ static void test_round_trip(struct kvt_redis *r)
 	CHECK(k.it[5].result == -EMSGSIZE && k.len[5] > 10);
 	items_free(&k, GET, 5, 1);
 
+	/* Split: the first head_len bytes to head, the rest to dst, and
+	 * -EMSGSIZE only past both. */
+	{
+		uint8_t head[100];
+		struct kvt_redis_item *it = items(&k, GET, 7, 1, k.len[7] - 100);
+
+		it->head = head;
+		it->head_len = sizeof(head);
+		CHECK(k.len[7] > 200);
+		CHECK(run(r, GET, it, 1) == 0 && it->result == (int64_t)k.len[7]);
+		CHECK(memcmp(head, k.val[7], 100) == 0);
+		CHECK(memcmp(it->dst, k.val[7] + 100, k.len[7] - 100) == 0);
+		items_free(&k, GET, 7, 1);
+		it = items(&k, GET, 7, 1, k.len[7] - 101);
+		it->head = head;
+		it->head_len = sizeof(head);
+		CHECK(run(r, GET, it, 1) == -EMSGSIZE);
+		items_free(&k, GET, 7, 1);
+	}
+
 	CHECK(run(r, DEL, items(&k, DEL, 0, 16, 0), 16) == 0);
 	check_results(&k, 0, 16, 1);
 	CHECK(run(r, DEL, items(&k, DEL, 0, 16, 0), 16) == 0);
@@ -298,10 +318,10 @@ static void test_round_trip(struct kvt_redis *r)
 	items_free(&k, GET, 0, 32);
 
 	st = stats(r);
-	CHECK(st.requests - st0.requests == 7 && st.keys - st0.keys == 32 + 33 + 33 + 1 + 16 + 16 + 32);
+	CHECK(st.requests - st0.requests == 9 && st.keys - st0.keys == 32 + 33 + 33 + 1 + 2 + 16 + 16 + 32);
 	CHECK(st.bytes_out - st0.bytes_out == bytes);
-	CHECK(st.errors[KVT_REDIS_ERR_SIZE] - st0.errors[KVT_REDIS_ERR_SIZE] == 1);
-	CHECK(st.latency.count - st0.latency.count == 7);
+	CHECK(st.errors[KVT_REDIS_ERR_SIZE] - st0.errors[KVT_REDIS_ERR_SIZE] == 2);
+	CHECK(st.latency.count - st0.latency.count == 9);
 	CHECK(!st.cluster && st.nodes == 1);
 
 	/* SET with an expiry */

@@ -229,6 +229,8 @@ static int submit(struct kvt_redis *c, enum op_kind kind, struct kvt_redis_item 
 			return -EINVAL;
 		if ((kind == OP_GET || kind == OP_SET) && !items[i].dst && items[i].len)
 			return -EINVAL;
+		if (kind == OP_GET && !items[i].head && items[i].head_len)
+			return -EINVAL;
 	}
 	b = calloc(1, sizeof(*b) + n * sizeof(b->ops[0]));
 	if (!b)

@@ -45,8 +45,9 @@
 
 /*
  * One key of a batch. result, per operation:
- *   GET     bytes copied to dst (the value's length), KVT_REDIS_MISS, or
- *           -EMSGSIZE when the value is longer than len (nothing copied)
+ *   GET     the value's length (copied to head, then dst), KVT_REDIS_MISS,
+ *           or -EMSGSIZE when it is longer than head_len + len (nothing
+ *           copied)
  *   EXISTS  1 or 0
  *   SET     0
  *   DEL     1 (deleted) or 0 (there was none)
@@ -65,6 +66,11 @@ struct kvt_redis_item {
 		const void *val; /* SET: the value */
 	};
 	size_t len; /* GET: bytes at dst; SET: bytes of val */
+	/* GET: the value's first head_len bytes go to head, the rest to dst,
+	 * so that a record's header and its page land apart in one copy;
+	 * head_len 0: all of it to dst. */
+	void *head;
+	size_t head_len;
 	int64_t result;
 };
 

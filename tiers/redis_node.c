@@ -226,6 +226,20 @@ static void op_reply(redisAsyncContext *ac, void *r, void *priv);
  * (the head of the context's callback list: replies come in order) is a
  * live GET's, leaving an empty string in the reply.
  */
+/* A GET's value into the item's head, then dst; false: it does not fit. */
+static bool get_copy(struct kvt_redis_item *it, const char *str, size_t len)
+{
+	size_t head = len < it->head_len ? len : it->head_len;
+
+	if (len > it->head_len + it->len)
+		return false;
+	if (head)
+		memcpy(it->head, str, head);
+	if (len > head)
+		memcpy(it->dst, str + head, len - head);
+	return true;
+}
+
 static void *direct_string(const redisReadTask *task, char *str, size_t len)
 {
 	struct node *n = task->privdata;
@@ -235,9 +249,7 @@ static void *direct_string(const redisReadTask *task, char *str, size_t len)
 		struct op *op = cb->privdata;
 		struct kvt_redis_item *it = &op->b->items[op->idx];
 
-		if (op->b->kind == OP_GET && !op->b->finished && len <= it->len) {
-			if (len)
-				memcpy(it->dst, str, len);
+		if (op->b->kind == OP_GET && !op->b->finished && get_copy(it, str, len)) {
 			op->copied = true;
 			op->got = len;
 			return n->c->plain_string(task, str, 0);
@@ -404,10 +416,8 @@ static int64_t reply_value(struct batch *b, uint32_t idx, const redisReply *rep)
 			return KVT_REDIS_MISS;
 		if (rep->type != REDIS_REPLY_STRING)
 			return -EPROTO;
-		if ((size_t)rep->len > it->len)
+		if (!get_copy(it, rep->str, (size_t)rep->len))
 			return -EMSGSIZE;
-		if (rep->len)
-			memcpy(it->dst, rep->str, (size_t)rep->len);
 		return rep->len;
 	case OP_EXISTS:
 	case OP_DEL:

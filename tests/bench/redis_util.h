@@ -10,6 +10,7 @@
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,9 @@ static inline void test_redis_spawn(struct test_redis *r, const char *const *ext
 
 		while (extra && *extra && argc < 63)
 			argv[argc++] = *extra++;
+		/* Dies with the test, also one that a failed CHECK ends: a
+		 * server left holding the test's stderr would hang meson. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		/* Its start-up banner is not the test's output. */
 		CHECK(freopen("/dev/null", "w", stdout));
 		execvp(bin, (char *const *)argv);
