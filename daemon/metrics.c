@@ -417,6 +417,7 @@ int kvt_metrics_start(const char *listen, const struct kvt_metrics_auth *auth,
 	snprintf(d->metrics_address, sizeof(d->metrics_address),
 		 ai->ai_family == AF_INET6 ? "http://[%s]:%u/metrics" : "http://%s:%u/metrics",
 		 host_text, info ? info->port : 0);
+	atomic_store_explicit(&d->metrics_published, true, memory_order_release);
 	freeaddrinfo(ai);
 	*out = m;
 	return 0;

@@ -26,6 +26,9 @@ struct kvt_daemon {
 	uint64_t max_message_size;
 	time_t started;
 	char metrics_address[96]; /* "http://HOST:PORT/metrics"; "": off */
+	/* Set (release) once metrics_address is written: threads already
+	 * serving (RPCs, /metrics itself) read it only after seeing this. */
+	_Atomic bool metrics_published;
 	char allocator[96];
 	char cuda[160];
 };

@@ -376,7 +376,8 @@ static void read_daemon(struct kvt_daemon *d, struct daemon_stats *st)
 	snprintf(st->allocator, sizeof(st->allocator), "%s", d->allocator);
 	snprintf(st->cuda, sizeof(st->cuda), "%s", d->cuda);
 	snprintf(st->metrics_address, sizeof(st->metrics_address), "%s",
-		 d->metrics_address);
+		 atomic_load_explicit(&d->metrics_published, memory_order_acquire) ?
+		 d->metrics_address : "");
 	for (size_t i = 0; i < kvt_server_listen_count(d->server) &&
 			   at < sizeof(st->listen); i++)
 		at += (size_t)snprintf(st->listen + at, sizeof(st->listen) - at,
