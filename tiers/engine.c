@@ -176,6 +176,8 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 	e->st.nvme_paths = e->st.nvme_paths_failed = cfg->nvme.npaths;
 	if (cfg->nvme.npaths)
 		lower_open(e, "nvme", kvt_nvme_tier_open);
+	if (cfg->remote.nendpoints)
+		lower_open(e, "remote", kvt_remote_tier_open);
 	if (cfg->timer_thread) {
 		if (pthread_create(&e->timer, NULL, timer_main, e)) {
 			kvt_engine_destroy(e);

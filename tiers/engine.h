@@ -64,6 +64,20 @@ struct kvt_engine_hbm {
 	uint64_t bytes; /* per device */
 };
 
+/* The remote tier: a Redis or Redis Cluster that nodes share; nendpoints
+ * 0: none. See remote_tier.c. */
+struct kvt_engine_remote {
+	const char *const *endpoints; /* "host:port" */
+	uint32_t nendpoints;
+	const char *username, *password; /* NULL: no AUTH (or no user) */
+	uint64_t timeout;      /* a request's deadline, ns; 0: 1 s */
+	uint32_t queue_depth;  /* keys in flight; 0: 1024 */
+	/* Committed blocks of at least this retention priority are written
+	 * (write-behind); above KVT_PRIORITY_MAX: none (a read-only node). */
+	uint32_t min_priority;
+	uint64_t ttl_ms;       /* records expire after this in the store; 0: never */
+};
+
 struct kvt_quota {
 	uint32_t uid;
 	uint64_t host_bytes;
@@ -94,6 +108,7 @@ struct kvt_engine_config {
 
 	struct kvt_engine_nvme nvme;
 	struct kvt_engine_hbm hbm;
+	struct kvt_engine_remote remote;
 	/* Where the nvme tier reports faults (error) and progress; NULL: nowhere. */
 	void (*log)(bool error, const char *msg);
 
@@ -200,6 +215,12 @@ struct kvt_engine_stats {
 	 * was at its bound. */
 	uint64_t sessions_refused_total, leases_refused_total;
 	uint64_t namespaces_refused_total, namespaces_dropped_total;
+	/* remote: records written (write-behind) and not (over queue_depth,
+	 * store failing), promotions from it, and values that failed their
+	 * check (a miss; the value is deleted from the store). */
+	uint64_t remote_writes_total, remote_writes_skipped_total;
+	uint64_t remote_promotions_total, remote_bad_records_total;
+	bool remote_enabled, remote_degraded;
 	/* hbm: copies of host blocks in GPU pools (hbm.h). */
 	struct kvt_hbm_stats hbm;
 	bool hbm_enabled;

@@ -62,10 +62,15 @@ struct kvt_block {
 	uint8_t promoting : 1; /* host slot being read back from nvme */
 	uint8_t has_hbm : 1;     /* a copy in an hbm pool (hbm.h knows where) */
 	uint8_t hbm_loading : 1; /* that copy is being made */
+	uint8_t has_remote : 1;  /* READY: a record in the remote store */
+	uint8_t remote_saving : 1; /* that record is being written */
 	/* Children that hold a host slot: leaf-first eviction in the host
 	 * tier looks at these, not at children kept on nvme only. */
 	uint32_t host_children;
 };
+
+_Static_assert(sizeof(struct kvt_block) == 96,
+	       "struct kvt_block is the daemon's bulk metadata: keep it at 96 bytes");
 
 struct kvt_index;
 

@@ -89,6 +89,8 @@ struct kvt_lower_tier *kvt_nvme_tier_open(struct kvt_engine *e,
 					  struct kvt_err *err);
 struct kvt_lower_tier *kvt_hbm_tier_open(struct kvt_engine *e,
 					 struct kvt_err *err);
+struct kvt_lower_tier *kvt_remote_tier_open(struct kvt_engine *e,
+					    struct kvt_err *err);
 
 /* A promotion (job from the engine) ended: rc 0, b is in its host slot. */
 void engine_promoted(struct kvt_engine *e, void *job, int rc);

@@ -1,0 +1,298 @@
+/*
+ * The remote tier behind struct kvt_tier_ops (tier.h): a Redis or Redis
+ * Cluster that nodes share (redis.c moves the bytes, remote_record.c names
+ * and checks them). Committed blocks of at least min_priority are written
+ * behind; a block evicted from host stays cached here (has_remote), and an
+ * Acquire reads it back into a host slot, the page landing in the slot and
+ * checked before it is served. A value that fails its check is a miss,
+ * counted, logged and deleted from the store.
+ *
+ * Every op runs with the engine lock held; the store's completions run on
+ * the Redis client's thread and take the engine lock themselves.
+ *
+ * Not yet here (issue 17): Lookup asking the store for what is missing
+ * locally, and the [remote] config section; so far only the engine's
+ * callers (tests) configure it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_int.h"
+#include "redis.h"
+#include "remote_record.h"
+
+struct remote_tier {
+	struct kvt_lower_tier base;
+	struct kvt_redis *redis;
+	uint64_t writes, skipped, promotions, bad;
+};
+
+/* One request to the store, and what its completion needs. */
+struct remote_job {
+	struct remote_tier *t;
+	struct kvt_block *b;
+	void *promotion; /* the engine's, for engine_promoted */
+	struct kvt_redis_item item;
+	uint64_t fingerprint;
+	char tenant[KVT_REMOTE_TENANT_MAX];
+	uint8_t key[16];
+	uint32_t page_len;
+	char name[KVT_REMOTE_NAME_MAX];
+	uint8_t hdr[KVT_REMOTE_HEADER_BYTES];
+	uint8_t value[]; /* a SET's: header and page */
+};
+
+static struct remote_tier *remote_of(struct kvt_lower_tier *t)
+{
+	return (struct remote_tier *)t;
+}
+
+/* A job naming b's record (the namespace and tenant as every node knows
+ * them), with extra bytes after it. */
+static struct remote_job *job_new(struct remote_tier *t, struct kvt_block *b,
+				  size_t extra)
+{
+	struct kvt_engine *e = t->base.e;
+	const struct namespace *n = &e->ns[b->ns];
+	struct remote_job *j = calloc(1, sizeof(*j) + extra);
+	struct kvt_remote_id id;
+
+	if (!j)
+		return NULL;
+	j->t = t;
+	j->b = b;
+	j->fingerprint = kvt_remote_fingerprint(n->name, n->page_bytes,
+						n->block_tokens);
+	snprintf(j->tenant, sizeof(j->tenant), "%s",
+		 n->shared ? "" : e->tenants[b->tenant].name);
+	memcpy(j->key, b->key, sizeof(j->key));
+	j->page_len = (uint32_t)n->page_bytes;
+	id = (struct kvt_remote_id){ j->fingerprint, j->tenant, j->key };
+	j->item.key = j->name;
+	j->item.key_len = kvt_remote_name(&id, j->name);
+	return j;
+}
+
+/* ---- write-behind ---- */
+
+static void saved(void *arg, struct kvt_redis_item *items, uint32_t n, int rc)
+{
+	struct remote_job *j = arg;
+	struct kvt_engine *e = j->t->base.e;
+	struct kvt_block *b = j->b;
+
+	(void)items;
+	(void)n;
+	pthread_mutex_lock(&e->lock);
+	b->remote_saving = 0;
+	if (rc == 0 && b->indexed) {
+		b->has_remote = 1;
+		j->t->writes++;
+	} else if (rc < 0) {
+		j->t->skipped++;
+	}
+	io_unpin(e, b);
+	pthread_mutex_unlock(&e->lock);
+	free(j);
+}
+
+/*
+ * Writes b's record, pinned until written. The value (header and page) is
+ * built here, under the engine lock: a copy of the page that the record's
+ * checksum needs anyway. Skipped, and counted, when the store has
+ * queue_depth keys in flight or refuses.
+ */
+static bool remote_save(struct kvt_lower_tier *lt, struct kvt_block *b)
+{
+	struct remote_tier *t = remote_of(lt);
+	struct kvt_engine *e = lt->e;
+	const struct namespace *n = &e->ns[b->ns];
+	struct remote_job *j;
+	const void *page;
+
+	if (b->has_remote || b->remote_saving)
+		return b->remote_saving;
+	if (b->priority < e->cfg.remote.min_priority)
+		return false;
+	j = job_new(t, b, KVT_REMOTE_HEADER_BYTES + n->page_bytes);
+	if (!j) {
+		t->skipped++;
+		return false;
+	}
+	page = kvt_host_ptr(e->host, b->segment, slot_offset(e, b));
+	kvt_remote_header(&(struct kvt_remote_id){ j->fingerprint, j->tenant, j->key },
+			  b->parent ? b->parent->key : NULL, page, j->page_len,
+			  j->value);
+	memcpy(j->value + KVT_REMOTE_HEADER_BYTES, page, j->page_len);
+	j->item.val = j->value;
+	j->item.len = KVT_REMOTE_HEADER_BYTES + j->page_len;
+	if (kvt_redis_set(t->redis, &j->item, 1, e->cfg.remote.ttl_ms, 0, saved,
+			  j) < 0) {
+		t->skipped++;
+		free(j);
+		return false;
+	}
+	b->remote_saving = 1;
+	block_pin(e, b);
+	return true;
+}
+
+/* ---- promotion ---- */
+
+static void dropped(void *arg, struct kvt_redis_item *items, uint32_t n, int rc)
+{
+	(void)items;
+	(void)n;
+	(void)rc;
+	free(arg);
+}
+
+static void fetched(void *arg, struct kvt_redis_item *items, uint32_t n, int rc)
+{
+	struct remote_job *j = arg;
+	struct remote_tier *t = j->t;
+	struct kvt_engine *e = t->base.e;
+	int64_t got = items[0].result;
+	const char *why = NULL;
+	char msg[256];
+
+	(void)n;
+	(void)rc;
+	if (got == KVT_REDIS_MISS) {
+		rc = -ENOENT; /* expired, or evicted by the store */
+	} else if (got < 0) {
+		rc = (int)got;
+	} else {
+		rc = kvt_remote_record_check(
+			&(struct kvt_remote_id){ j->fingerprint, j->tenant, j->key },
+			j->hdr, j->item.dst, (uint64_t)got, j->page_len, &why);
+	}
+	pthread_mutex_lock(&e->lock);
+	if (rc == 0) {
+		t->promotions++;
+	} else {
+		/* Not there (any more), or not to be trusted: a miss. */
+		j->b->has_remote = 0;
+		if (why)
+			t->bad++;
+	}
+	engine_promoted(e, j->promotion, rc);
+	pthread_mutex_unlock(&e->lock);
+	engine_run_io_done(e);
+	if (why) {
+		snprintf(msg, sizeof(msg), "remote record %s refused (%s): a miss, deleted from the store",
+			 j->name, why);
+		engine_log(e, true, msg);
+		/* The job (its name) lives until the DEL is done. */
+		j->item = (struct kvt_redis_item){ .key = j->name,
+						   .key_len = strlen(j->name) };
+		if (kvt_redis_del(t->redis, &j->item, 1, 0, dropped, j) == 0)
+			return;
+	}
+	free(j);
+}
+
+static int remote_promote(struct kvt_lower_tier *lt, struct kvt_block *b,
+			  void *promotion, uint32_t seg, uint64_t offset)
+{
+	struct remote_tier *t = remote_of(lt);
+	struct remote_job *j = job_new(t, b, 0);
+	int rc;
+
+	if (!j)
+		return -ENOMEM;
+	j->promotion = promotion;
+	j->item.head = j->hdr;
+	j->item.head_len = sizeof(j->hdr);
+	j->item.dst = kvt_host_ptr(lt->e->host, seg, offset);
+	j->item.len = j->page_len;
+	rc = kvt_redis_get(t->redis, &j->item, 1, 0, fetched, j);
+	if (rc < 0)
+		free(j);
+	return rc;
+}
+
+/* ---- the rest of the ops ---- */
+
+static bool remote_holds(const struct kvt_lower_tier *lt, const struct kvt_block *b)
+{
+	(void)lt;
+	return b->has_remote;
+}
+
+/* The block leaves this node's cache; its record stays for other nodes
+ * (and expires with ttl_ms, or by the store's maxmemory policy). */
+static void remote_forget(struct kvt_lower_tier *lt, struct kvt_block *b)
+{
+	(void)lt;
+	b->has_remote = 0;
+}
+
+static void remote_stats(struct kvt_lower_tier *lt, struct kvt_engine_stats *st)
+{
+	struct remote_tier *t = remote_of(lt);
+	struct kvt_redis_stats rs;
+
+	kvt_redis_stats(t->redis, &rs);
+	st->remote_enabled = true;
+	st->remote_degraded = rs.degraded;
+	st->remote_writes_total = t->writes;
+	st->remote_writes_skipped_total = t->skipped;
+	st->remote_promotions_total = t->promotions;
+	st->remote_bad_records_total = t->bad;
+}
+
+static void remote_destroy(struct kvt_lower_tier *lt)
+{
+	struct remote_tier *t = remote_of(lt);
+
+	kvt_redis_close(t->redis); /* what is in flight completes */
+	free(t);
+}
+
+static const struct kvt_tier_ops remote_tier_ops = {
+	.name = "remote",
+	.tier = KVT_TIER_REMOTE,
+	.save = remote_save,
+	.holds = remote_holds,
+	.forget = remote_forget,
+	.promote = remote_promote,
+	.stats = remote_stats,
+	.destroy = remote_destroy,
+};
+
+static void remote_log(void *arg, bool error, const char *msg)
+{
+	struct remote_tier *t = arg;
+	char line[320];
+
+	snprintf(line, sizeof(line), "remote tier: %s", msg);
+	engine_log(t->base.e, error, line);
+}
+
+struct kvt_lower_tier *kvt_remote_tier_open(struct kvt_engine *e,
+					    struct kvt_err *err)
+{
+	const struct kvt_engine_remote *c = &e->cfg.remote;
+	struct remote_tier *t = calloc(1, sizeof(*t));
+	struct kvt_redis_config rc = {
+		.endpoints = c->endpoints, .nendpoints = c->nendpoints,
+		.username = c->username, .password = c->password,
+		.timeout_ns = c->timeout, .queue_depth = c->queue_depth,
+		.log = remote_log, .arg = t,
+	};
+
+	if (!t) {
+		kvt_errf(err, -ENOMEM, "out of memory");
+		return NULL;
+	}
+	t->base.ops = &remote_tier_ops;
+	t->base.e = e;
+	if (kvt_redis_create(&rc, &t->redis, err->msg, sizeof(err->msg)) < 0) {
+		free(t);
+		return NULL;
+	}
+	return &t->base;
+}
