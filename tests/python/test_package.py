@@ -91,6 +91,13 @@ def test_stats_health(client, ns):
     st = client.stats()
     assert isinstance(st["tiers.host.capacity_bytes"], int) and st["tiers.host.capacity_bytes"] > 0
     assert client.tenant == "root" or client.tenant.startswith("uid:") or client.tenant
+    # Typed and nested: the namespace by name and tenant, booleans as bool.
+    tree = client.stats_tree()
+    host = [t for t in tree["tiers"] if t["tier"] == "host"][0]
+    assert host["up"] is True and host["capacity_bytes"] == st["tiers.host.capacity_bytes"]
+    mine = [n for n in tree["namespaces"] if n["name"] == ns.name]
+    assert len(mine) == 1 and mine[0]["tenant"] == client.tenant
+    assert isinstance(mine[0]["ready_blocks"], int)
 
 
 # ---- zero copy ----

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import errno as _errno
 import hashlib as _hashlib
+import json as _json
 import operator as _operator
 import os as _os
 from array import array as _array
@@ -673,6 +674,14 @@ class Client:
                 except ValueError:
                     out[k] = v
         return out
+
+    def stats_tree(self) -> dict:
+        """Every statistic, typed and nested as `kvtierctl stats --json`
+        prints them: numbers, booleans and strings as such; "tiers",
+        "namespaces" (each with its "name" and "tenant"), "tenants" and
+        "rpcs" as lists of dicts. Unambiguous where stats() is not (two
+        tenants' namespaces of one name, names with dots)."""
+        return _json.loads(self._c.stats_json())
 
     def drop_tenant(self, tenant: Optional[str] = None) -> int:
         """Drops every block of a tenant (None: the caller's own)."""

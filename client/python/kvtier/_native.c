@@ -1325,6 +1325,27 @@ static PyObject *stat_dict(const struct stat_list *s)
 	return d;
 }
 
+/* kvt_stats_json's text (typed and nested), without the GIL. */
+static PyObject *Client_stats_json(Client *self, PyObject *unused)
+{
+	PyObject *ret;
+	char *json = NULL;
+	int rc;
+
+	(void)unused;
+	if (client_enter(self) < 0)
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	rc = kvt_stats_json(self->c, &json);
+	Py_END_ALLOW_THREADS
+	if (rc < 0)
+		ret = client_fail(self, rc);
+	else
+		ret = PyUnicode_DecodeUTF8(json, (Py_ssize_t)strlen(json), "replace");
+	free(json);
+	return client_leave(self, ret);
+}
+
 static PyObject *Client_stats(Client *self, PyObject *unused)
 {
 	struct stat_list s = { 0 };
@@ -1636,6 +1657,7 @@ static PyMethodDef Client_methods[] = {
 	{ "drop_tenant", (PyCFunction)Client_drop_tenant, METH_VARARGS, NULL },
 	{ "drop_namespace", (PyCFunction)Client_drop_namespace, METH_O, NULL },
 	{ "stats", (PyCFunction)Client_stats, METH_NOARGS, NULL },
+	{ "stats_json", (PyCFunction)Client_stats_json, METH_NOARGS, NULL },
 	{ NULL },
 };
 
