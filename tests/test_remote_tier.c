@@ -6,6 +6,7 @@
  * counted and deleted.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 
@@ -67,6 +68,39 @@ static void put(struct kvt_engine *e, int first, int n)
 			sleep_ms(1);
 		CHECK(stats(e).remote_writes_total == before + (uint64_t)(i - first + 1));
 	}
+}
+
+/* A Lookup through kvt_engine_lookup_async, waited for. */
+struct looked {
+	_Atomic bool done;
+	int rc;
+	uint32_t ready, pending;
+	enum kvt_tier where[FIRST];
+};
+
+static void on_looked(void *arg, int rc, uint32_t ready, uint32_t pending,
+		      const enum kvt_tier *where)
+{
+	struct looked *l = arg;
+
+	l->rc = rc;
+	l->ready = ready;
+	l->pending = pending;
+	memcpy(l->where, where, sizeof(l->where[0]) * (ready < FIRST ? ready : FIRST));
+	atomic_store(&l->done, true);
+}
+
+static struct looked *look(struct kvt_engine *e, struct kvt_req q)
+{
+	static struct looked l;
+	struct kvt_err err;
+
+	memset(&l, 0, sizeof(l));
+	CHECK(kvt_engine_lookup_async(e, &q, 500 * KVT_MS, on_looked, &l, &err) == 0);
+	for (int i = 0; i < 1000 && !atomic_load(&l.done); i++)
+		sleep_ms(1);
+	CHECK(atomic_load(&l.done) && l.rc == 0);
+	return &l;
 }
 
 /* Pins keys [0, n) once every one is back in host (Pin starts the
@@ -160,6 +194,56 @@ int main(void)
 	}
 	kvt_engine_unpin(e, pinned, FIRST);
 	CHECK(stats(e).remote_promotions_total >= FIRST);
+
+	/* Node B, cold, shares the store: Lookup finds alice's blocks there
+	 * (REMOTE) and an Acquire's promotions bring them, byte for byte;
+	 * bob's scope holds none of them. */
+	{
+		struct kvt_engine *b;
+		struct looked *l;
+		uint32_t a_tenant = tenant, bob;
+
+		CHECK(kvt_engine_create(&cfg, &b, &err) == 0);
+		CHECK(kvt_engine_tenant(b, 2000, "bob", &bob) == 0);
+		CHECK(kvt_engine_tenant(b, 1001, "alice", &tenant) == 0);
+		CHECK(tenant != a_tenant || bob != a_tenant); /* other indices */
+		CHECK(kvt_engine_open_namespace(b, tenant, "rt:test", PAGE, 16, false, 0,
+						&ns, &created, &stride, &err) == 0);
+		l = look(b, req(0, FIRST));
+		CHECK(l->ready == FIRST && l->pending == 0);
+		for (int i = 0; i < FIRST; i++)
+			CHECK(l->where[i] == KVT_TIER_REMOTE);
+		CHECK(pin_back(b, FIRST, pinned) == FIRST);
+		for (int i = 0; i < FIRST; i++) {
+			test_fill(want, PAGE, (unsigned)i);
+			CHECK(memcmp(kvt_engine_page(b, pinned[i]), want, PAGE) == 0);
+		}
+		kvt_engine_unpin(b, pinned, FIRST);
+		/* Found here now: no store asked (a second node-local hit). */
+		l = look(b, req(0, FIRST));
+		CHECK(l->ready == FIRST && l->where[0] == KVT_TIER_HOST);
+		/* Keys nobody wrote end the prefix. */
+		{
+			const uint8_t *some[4] = { keys[6], keys[7], keys[NKEYS - 1],
+						   keys[NKEYS - 2] };
+			struct kvt_req q = req(0, 4);
+
+			q.keys = some;
+			l = look(b, q);
+			CHECK(l->ready == 2 && l->pending == 0);
+		}
+
+		tenant = bob;
+		CHECK(kvt_engine_open_namespace(b, bob, "rt:test", PAGE, 16, false, 0,
+						&ns, &created, &stride, &err) == 0);
+		l = look(b, req(0, FIRST));
+		CHECK(l->ready == 0);
+		kvt_engine_destroy(b);
+	}
+	/* Back to node A, alice. */
+	CHECK(kvt_engine_tenant(e, 1000, NULL, &tenant) == 0);
+	CHECK(kvt_engine_open_namespace(e, tenant, "rt:test", PAGE, 16, false, 0, &ns,
+					&created, &stride, &err) == 0);
 
 	/* Corrupted in the store: a miss, counted, the value deleted. */
 	put(e, 200, SLOTS + 16);

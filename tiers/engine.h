@@ -372,6 +372,21 @@ int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
 		      struct kvt_err *err);
 
 /*
+ * Lookup that also asks the lower tiers that keep blocks of other nodes
+ * (the remote tier) about the part of the chain found nowhere here: the
+ * first absent key and those after it, within budget ns. Blocks found
+ * there become ready here (kept by that tier: where says REMOTE; an
+ * Acquire reads them into host). 0: done() is called exactly once,
+ * maybe before this returns, without the engine lock, where valid for
+ * the call only; <0: error, done() is not called.
+ */
+typedef void (*kvt_lookup_done)(void *arg, int rc, uint32_t ready,
+				uint32_t pending, const enum kvt_tier *where);
+int kvt_engine_lookup_async(struct kvt_engine *e, const struct kvt_req *q,
+			    uint64_t budget, kvt_lookup_done done, void *arg,
+			    struct kvt_err *err);
+
+/*
  * parent may be NULL; retention NULL: the default. states[n] and locs[n]
  * receive the outcome per key. -ENOSPC when some key needed a slot and none
  * was reserved.

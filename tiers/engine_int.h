@@ -223,6 +223,8 @@ void block_unpin(struct kvt_engine *e, struct kvt_block *b);
 void block_retain(struct kvt_engine *e, struct kvt_block *b,
 		  const struct kvt_retention *ret, uint64_t now);
 void block_copy_lost(struct kvt_engine *e, struct kvt_block *b);
+struct kvt_block *block_kept_new(struct kvt_engine *e, uint32_t ns,
+				 uint32_t tenant, const uint8_t *key);
 
 /* engine_wait.c */
 struct kvt_session *session_find(struct kvt_engine *e, const uint8_t *token,

@@ -51,23 +51,33 @@ static int ready_prefix(struct kvt_engine *e, const struct kvt_req *q,
 	return 0;
 }
 
-int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
-		      uint32_t *ready, uint32_t *pending, enum kvt_tier *where,
-		      struct kvt_err *err)
+/* Counts a Lookup of q's n keys that found ready of them ready. */
+static void lookup_count(struct kvt_engine *e, const struct kvt_req *q,
+			 uint32_t ready, uint32_t pending)
+{
+	e->ns[q->ns].lookup_keys += q->n;
+	e->ns[q->ns].lookup_hits += ready;
+	e->tenants[q->tenant].lookup_keys += q->n;
+	e->tenants[q->tenant].lookup_hits += ready;
+	e->st.lookup_keys += q->n;
+	e->st.lookup_hits += ready;
+	e->st.lookup_pending += pending;
+}
+
+/* The local part of a Lookup (q resolved): the ready prefix, touched
+ * leaf first so that the chain's root is the most recent, and what
+ * follows it that exists (pending). */
+static int lookup_local(struct kvt_engine *e, const struct kvt_req *q,
+			uint32_t *ready, uint32_t *pending, enum kvt_tier *where,
+			struct kvt_err *err)
 {
 	uint32_t r, p, on_nvme = 0;
-	struct kvt_req rq;
 	int rc;
 
-	pthread_mutex_lock(&e->lock);
-	if ((rc = req_resolve(e, q, &rq, false, err)) < 0)
-		goto out;
-	q = &rq;
 	if ((rc = ready_prefix(e, q, &r, err)) < 0)
-		goto out;
+		return rc;
 	for (p = r; p < q->n && find(e, q, p); p++)
 		;
-	/* Touch leaf first so that the chain's root is the most recent. */
 	for (uint32_t i = r; i-- > 0;) {
 		block_touch(e, e->found[i], engine_now_locked(e));
 		on_nvme += !e->found[i]->has_slot;
@@ -78,16 +88,131 @@ int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
 	e->st.lookup_hits_nvme += on_nvme;
 	*ready = r;
 	*pending = p - r;
-	e->ns[q->ns].lookup_keys += q->n;
-	e->ns[q->ns].lookup_hits += r;
-	e->tenants[q->tenant].lookup_keys += q->n;
-	e->tenants[q->tenant].lookup_hits += r;
-	e->st.lookup_keys += q->n;
-	e->st.lookup_hits += r;
-	e->st.lookup_pending += p - r;
-out:
+	return 0;
+}
+
+int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
+		      uint32_t *ready, uint32_t *pending, enum kvt_tier *where,
+		      struct kvt_err *err)
+{
+	struct kvt_req rq;
+	int rc;
+
+	pthread_mutex_lock(&e->lock);
+	if ((rc = req_resolve(e, q, &rq, false, err)) == 0 &&
+	    (rc = lookup_local(e, &rq, ready, pending, where, err)) == 0)
+		lookup_count(e, &rq, *ready, *pending);
 	pthread_mutex_unlock(&e->lock);
 	return rc;
+}
+
+/* A Lookup waiting for a lower tier's probe of its absent keys. */
+struct probe {
+	struct kvt_lower_tier *t;
+	kvt_lookup_done done;
+	void *arg;
+	struct kvt_req q;  /* resolved; keys point into keys below */
+	uint32_t id;       /* the namespace's id, to see it was not dropped */
+	uint32_t ready;    /* found here */
+	enum kvt_tier *where;
+	const uint8_t **key_ptrs;
+	uint8_t (*keys)[KVT_KEY_BYTES];
+};
+
+/* The first lower tier that can be asked for blocks found nowhere here. */
+static struct kvt_lower_tier *prober(const struct kvt_engine *e)
+{
+	for (uint32_t i = 0; i < e->nlower; i++)
+		if (e->lower[i]->ops->probe)
+			return e->lower[i];
+	return NULL;
+}
+
+int kvt_engine_lookup_async(struct kvt_engine *e, const struct kvt_req *q,
+			    uint64_t budget, kvt_lookup_done done, void *arg,
+			    struct kvt_err *err)
+{
+	size_t per_key = sizeof(enum kvt_tier) + sizeof(uint8_t *) + KVT_KEY_BYTES;
+	struct probe *pr = calloc(1, sizeof(*pr) + per_key * q->n);
+	uint32_t ready = 0, pending = 0;
+	int rc;
+
+	if (!pr)
+		return kvt_errf(err, -ENOMEM, "out of memory");
+	pr->where = (enum kvt_tier *)(pr + 1);
+	pr->key_ptrs = (const uint8_t **)(pr->where + q->n);
+	pr->keys = (uint8_t (*)[KVT_KEY_BYTES])(pr->key_ptrs + q->n);
+	for (uint32_t i = 0; i < q->n; i++) {
+		memcpy(pr->keys[i], q->keys[i], KVT_KEY_BYTES);
+		pr->key_ptrs[i] = pr->keys[i];
+	}
+	pthread_mutex_lock(&e->lock);
+	if ((rc = req_resolve(e, q, &pr->q, false, err)) == 0)
+		rc = lookup_local(e, &pr->q, &ready, &pending, pr->where, err);
+	pr->q.keys = pr->key_ptrs;
+	pr->id = q->ns;
+	pr->ready = ready;
+	pr->done = done;
+	pr->arg = arg;
+	/* Ask only where the chain stops here with nothing being made. */
+	if (rc == 0 && ready < q->n && pending == 0 && (pr->t = prober(e)) &&
+	    pr->t->ops->probe(pr->t, pr->q.ns, ns_scope(e, pr->q.ns),
+			      pr->keys + ready, q->n - ready, budget, pr) == 0) {
+		pthread_mutex_unlock(&e->lock);
+		return 0;
+	}
+	if (rc == 0)
+		lookup_count(e, &pr->q, ready, pending);
+	pthread_mutex_unlock(&e->lock);
+	if (rc == 0)
+		done(arg, 0, ready, pending, pr->where);
+	free(pr);
+	return rc;
+}
+
+/* Makes key i of pr, found by its tier, a READY block here kept there,
+ * chained to the block before it; NULL when it cannot. */
+static struct kvt_block *probe_adopt(struct kvt_engine *e, struct probe *pr,
+				     uint32_t i)
+{
+	struct kvt_block *b = block_kept_new(e, pr->q.ns, ns_scope(e, pr->q.ns),
+					     pr->keys[i]);
+
+	if (!b)
+		return NULL;
+	b->parent = i ? find(e, &pr->q, i - 1) : NULL;
+	if (b->parent)
+		b->parent->children++;
+	pr->t->ops->adopt(pr->t, b);
+	return b;
+}
+
+void engine_probed(struct kvt_engine *e, void *job, const bool *found)
+{
+	struct probe *pr = job;
+	uint32_t ready = pr->ready, n = pr->q.n;
+	struct kvt_err err;
+
+	pthread_mutex_lock(&e->lock);
+	/* The namespace may have been dropped while the store answered. */
+	if (ns_index(e, pr->id, pr->q.tenant, false, &err) == (int)pr->q.ns) {
+		for (; ready < n && found && found[ready - pr->ready]; ready++) {
+			struct kvt_block *b = find(e, &pr->q, ready);
+
+			if (!b)
+				b = probe_adopt(e, pr, ready);
+			else if (b->state != KVT_BLOCK_READY)
+				break; /* made here meanwhile */
+			if (!b)
+				break;
+			block_touch(e, b, engine_now_locked(e));
+			pr->where[ready] = tiers_where(e, b);
+		}
+		lookup_count(e, &pr->q, ready, 0);
+	}
+	pthread_mutex_unlock(&e->lock);
+	pr->done(pr->arg, 0, ready, 0, pr->where);
+	free(pr);
 }
 
 /* ---- reserve / commit / abort ---- */

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "index.h"
 #include "policy.h"
@@ -490,6 +491,36 @@ int host_resize(struct kvt_engine *e, uint64_t bytes, struct kvt_err *err)
 	return 0;
 }
 
+
+/*
+ * A READY block of key in namespace ns (tenant's scope) with no host slot:
+ * one that a lower tier keeps (recovered from nvme, found in the remote
+ * store). Indexed, retained at the default priority and counted; the
+ * caller marks which tier keeps it. NULL when it cannot be had.
+ */
+struct kvt_block *block_kept_new(struct kvt_engine *e, uint32_t ns,
+				 uint32_t tenant, const uint8_t *key)
+{
+	struct kvt_block *b;
+
+	if (kvt_policy_prepare(e->policy, ns, tenant) < 0 ||
+	    !(b = calloc(1, sizeof(*b))))
+		return NULL;
+	memcpy(b->key, key, KVT_KEY_BYTES);
+	b->ns = (uint16_t)ns;
+	b->tenant = (uint16_t)tenant;
+	b->state = KVT_BLOCK_READY;
+	b->indexed = 1;
+	b->u.atime = engine_now_locked(e);
+	if (kvt_index_insert(e->index, b) < 0) {
+		free(b);
+		return NULL;
+	}
+	block_retain(e, b, NULL, 0);
+	e->ns[ns].blocks++;
+	e->ns[ns].ready++;
+	return b;
+}
 
 /* ---- the tiers below host (tier.h), asked in turn ---- */
 

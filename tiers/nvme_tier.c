@@ -289,23 +289,10 @@ static void *recover_record(void *arg, const struct kvt_nvme_record *r)
 		t->recovered = v;
 		t->recovered_cap = cap;
 	}
-	b = calloc(1, sizeof(*b));
+	b = block_kept_new(e, r->ns, tenant, r->block.key);
 	if (!b)
 		return NULL;
-	memcpy(b->key, r->block.key, KVT_KEY_BYTES);
-	b->ns = (uint16_t)r->ns;
-	b->tenant = (uint16_t)tenant;
-	b->state = KVT_BLOCK_READY;
-	b->indexed = 1;
-	b->u.atime = engine_now_locked(e);
-	if (kvt_index_insert(e->index, b) < 0) {
-		free(b);
-		return NULL;
-	}
 	disk_set(e, b, r->loc);
-	block_retain(e, b, NULL, 0);
-	e->ns[r->ns].blocks++;
-	e->ns[r->ns].ready++;
 	/* Its own key for a parent means none. */
 	t->recovered[t->nrecovered].b = b;
 	memcpy(t->recovered[t->nrecovered].parent,

@@ -10,9 +10,12 @@
  * Every op runs with the engine lock held; the store's completions run on
  * the Redis client's thread and take the engine lock themselves.
  *
- * Not yet here (issue 17): Lookup asking the store for what is missing
- * locally, and the [remote] config section; so far only the engine's
- * callers (tests) configure it.
+ * A Lookup's keys found nowhere on this node are asked for in one EXISTS
+ * batch within the Lookup's budget (probe); those found become blocks here
+ * kept by this tier (adopt), which an Acquire then promotes.
+ *
+ * Not yet here (issue 17): the [remote] config section; so far only the
+ * engine's callers (tests) configure it.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -214,6 +217,69 @@ static int remote_promote(struct kvt_lower_tier *lt, struct kvt_block *b,
 	return rc;
 }
 
+/* ---- probes (a Lookup's keys found nowhere on this node) ---- */
+
+struct probe_job {
+	struct remote_tier *t;
+	void *lookup; /* the engine's, for engine_probed */
+	uint32_t n;
+	struct kvt_redis_item *items;
+	bool *found;
+	char (*names)[KVT_REMOTE_NAME_MAX];
+};
+
+static void probed(void *arg, struct kvt_redis_item *items, uint32_t n, int rc)
+{
+	struct probe_job *j = arg;
+
+	(void)rc;
+	for (uint32_t i = 0; i < n; i++)
+		j->found[i] = items[i].result == 1;
+	engine_probed(j->t->base.e, j->lookup, j->found);
+	free(j);
+}
+
+static int remote_probe(struct kvt_lower_tier *lt, uint32_t ns, uint32_t tenant,
+			const uint8_t (*keys)[16], uint32_t n, uint64_t budget,
+			void *lookup)
+{
+	struct remote_tier *t = remote_of(lt);
+	struct kvt_engine *e = lt->e;
+	const struct namespace *d = &e->ns[ns];
+	size_t per_key = sizeof(struct kvt_redis_item) + sizeof(bool) +
+			 KVT_REMOTE_NAME_MAX;
+	struct probe_job *j = calloc(1, sizeof(*j) + per_key * n);
+	struct kvt_remote_id id = {
+		kvt_remote_fingerprint(d->name, d->page_bytes, d->block_tokens),
+		d->shared ? "" : e->tenants[tenant].name, NULL
+	};
+	int rc;
+
+	if (!j)
+		return -ENOMEM;
+	j->t = t;
+	j->lookup = lookup;
+	j->n = n;
+	j->items = (struct kvt_redis_item *)(j + 1);
+	j->names = (char (*)[KVT_REMOTE_NAME_MAX])(j->items + n);
+	j->found = (bool *)(j->names + n);
+	for (uint32_t i = 0; i < n; i++) {
+		id.key = keys[i];
+		j->items[i].key = j->names[i];
+		j->items[i].key_len = kvt_remote_name(&id, j->names[i]);
+	}
+	rc = kvt_redis_exists(t->redis, j->items, n, budget, probed, j);
+	if (rc < 0)
+		free(j);
+	return rc;
+}
+
+static void remote_adopt(struct kvt_lower_tier *lt, struct kvt_block *b)
+{
+	(void)lt;
+	b->has_remote = 1;
+}
+
 /* ---- the rest of the ops ---- */
 
 static bool remote_holds(const struct kvt_lower_tier *lt, const struct kvt_block *b)
@@ -259,6 +325,8 @@ static const struct kvt_tier_ops remote_tier_ops = {
 	.holds = remote_holds,
 	.forget = remote_forget,
 	.promote = remote_promote,
+	.probe = remote_probe,
+	.adopt = remote_adopt,
 	.stats = remote_stats,
 	.destroy = remote_destroy,
 };

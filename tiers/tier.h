@@ -69,6 +69,17 @@ struct kvt_tier_ops {
 	 * the next reader finds one). */
 	bool (*locate)(struct kvt_lower_tier *t, struct kvt_block *b,
 		       uint32_t pool, struct kvt_location *loc);
+	/*
+	 * Asks whether the n keys (of namespace entry ns, tenant's scope) that
+	 * a Lookup found nowhere on this node are kept here, within budget
+	 * ns. 0: the tier calls engine_probed(e, job, found) exactly once,
+	 * later, WITHOUT the engine lock; -errno: it will not. Blocks it
+	 * found become stubs kept here (adopt).
+	 */
+	int (*probe)(struct kvt_lower_tier *t, uint32_t ns, uint32_t tenant,
+		     const uint8_t (*keys)[16], uint32_t n, uint64_t budget,
+		     void *job);
+	void (*adopt)(struct kvt_lower_tier *t, struct kvt_block *b);
 	/* Namespace entry ns was created (open) or dropped (!open). */
 	void (*namespace)(struct kvt_lower_tier *t, uint32_t ns, bool open);
 	void (*stats)(struct kvt_lower_tier *t, struct kvt_engine_stats *st);
@@ -94,6 +105,9 @@ struct kvt_lower_tier *kvt_remote_tier_open(struct kvt_engine *e,
 
 /* A promotion (job from the engine) ended: rc 0, b is in its host slot. */
 void engine_promoted(struct kvt_engine *e, void *job, int rc);
+/* A probe (job from the engine) ended: found[i] for its keys; without
+ * the engine lock: it finishes the Lookup. */
+void engine_probed(struct kvt_engine *e, void *job, const bool *found);
 /* Runs the waits that tier threads completed (call without the lock). */
 void engine_run_io_done(struct kvt_engine *e);
 
