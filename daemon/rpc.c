@@ -366,6 +366,13 @@ static int rpc_common(struct rpc *c, const struct rpc_method *m)
 	return 0;
 }
 
+/* Frees what rpc_alloc gave c. */
+static void rpc_free(struct rpc *c)
+{
+	for (size_t i = 0; i < sizeof(c->mem) / sizeof(c->mem[0]); i++)
+		free(c->mem[i]);
+}
+
 static int rpc_pack(struct rpc *c)
 {
 	if (pack(c->out, c->r) != GRPC_STATUS_OK)
@@ -403,8 +410,7 @@ static grpc_status_code rpc_call(void *ctx, const void *method,
 	if (rc == 0 && !c.packed)
 		rc = rpc_pack(&c);
 	code = rc == RPC_DEFERRED ? KVT_STATUS_DEFERRED : errno_status(rc, &c.err, r);
-	for (size_t i = 0; i < sizeof(c.mem) / sizeof(c.mem[0]); i++)
-		free(c.mem[i]);
+	rpc_free(&c);
 	free(c.out);
 	if (c.in)
 		protobuf_c_message_free_unpacked((ProtobufCMessage *)c.in, NULL);
@@ -540,9 +546,6 @@ static void acquire_done(void *arg, int rc, const struct kvt_acquired *got)
 		rc = kvt_errf(&c.err, -ENOMEM, "out of memory recording the lease");
 	else if (!(p.locations = locations_new(&c, got->count)))
 		rc = kvt_errf(&c.err, -ENOMEM, "out of memory");
-	if (rc < 0 && got && got->lease)
-		kvt_engine_release(a->d->engine, a->tenant, a->session,
-				   got->lease, &ignored);
 	if (rc == 0) {
 		locations_set(p.locations, got->locs, got->count);
 		p.blocks = got->count;
@@ -550,9 +553,12 @@ static void acquire_done(void *arg, int rc, const struct kvt_acquired *got)
 		p.n_locations = got->count;
 		rc = rpc_pack(&c);
 	}
+	/* A lease the worker will never hear of is given back at once. */
+	if (rc < 0 && got && got->lease)
+		kvt_engine_release(a->d->engine, a->tenant, a->session,
+				   got->lease, &ignored);
 	code = errno_status(rc, &c.err, &r);
-	for (size_t i = 0; i < sizeof(c.mem) / sizeof(c.mem[0]); i++)
-		free(c.mem[i]);
+	rpc_free(&c);
 	kvt_call_reply(a->call, code, &r);
 	free(a);
 }

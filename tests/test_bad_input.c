@@ -105,6 +105,17 @@ static grpc_status_code raw_message(const char *addr, const char *method,
 	return raw_call(addr, method, packed, len, buf, buflen);
 }
 
+/* m is refused as INVALID_ARGUMENT with a message naming why. */
+static void refused(const char *addr, const char *method,
+		    const ProtobufCMessage *m, const char *why)
+{
+	char msg[512];
+
+	CHECK(raw_message(addr, method, m, msg, sizeof(msg)) ==
+	      GRPC_STATUS_INVALID_ARGUMENT);
+	CHECK(strstr(msg, why));
+}
+
 #define EXPECT_MSG(c, expr, want, text)                                  \
 	do {                                                               \
 		CHECK_RC(c, expr, want);                                   \
@@ -400,26 +411,19 @@ int main(void)
 			dr.keys = many;
 			dr.n_keys = 2;
 			dr.scope = KVTIER__V1__DROP_SCOPE__DROP_SCOPE_NAMESPACE;
-			CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, msg,
-					  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
-			CHECK(strstr(msg, "keys are only for DROP_SCOPE_KEYS"));
+			refused(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base,
+				"keys are only for DROP_SCOPE_KEYS");
 			dr.n_keys = 9;
 			dr.scope = KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT;
-			CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, msg,
-					  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
-			CHECK(strstr(msg, "keys are only for DROP_SCOPE_KEYS"));
+			refused(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base,
+				"keys are only for DROP_SCOPE_KEYS");
 			dr.scope = 7;
-			CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, msg,
-					  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
-			CHECK(strstr(msg, "unknown scope 7"));
+			refused(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, "unknown scope 7");
 			dr.scope = KVTIER__V1__DROP_SCOPE__DROP_SCOPE_KEYS;
-			CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, msg,
-					  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
-			CHECK(strstr(msg, "9 keys exceed max_keys_per_request"));
+			refused(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base,
+				"9 keys exceed max_keys_per_request");
 			dr.n_keys = 0;
-			CHECK(raw_message(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, msg,
-					  sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
-			CHECK(strstr(msg, "keys is empty"));
+			refused(d.addr, "/kvtier.v1.KvTier/Drop", &dr.base, "keys is empty");
 		}
 		CHECK(raw_call(d.addr, "/kvtier.v1.KvTier/Lookup", "\xff\xff\xff\x0f", 4,
 			       msg, sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);

@@ -134,6 +134,56 @@ static void fill(struct kvt_engine *e, uint32_t ns, int first)
 		put(e, ns, i);
 }
 
+/* A fresh engine, alice's namespace "a", and two sessions of hers: s1
+ * (token t1) produces, s2 (t2) reads. */
+struct pair {
+	struct kvt_engine *e;
+	uint32_t a;
+	struct kvt_session *s1, *s2;
+	uint8_t t1[16], t2[16];
+};
+
+static void pair_open(struct pair *p)
+{
+	p->e = engine();
+	p->a = open_ns(p->e, "a");
+	CHECK(kvt_engine_session_open(p->e, me, p->t1, &p->s1) == 0);
+	CHECK(kvt_engine_session_open(p->e, me, p->t2, &p->s2) == 0);
+}
+
+static void pair_close(struct pair *p)
+{
+	kvt_engine_session_close(p->e, p->s2);
+	kvt_engine_session_close(p->e, p->s1);
+	kvt_engine_destroy(p->e);
+}
+
+/* token's session reserves keys [first, first + n) of ns, all new. */
+static void reserve(struct kvt_engine *e, const uint8_t *token, uint32_t ns,
+		    int first, int n)
+{
+	struct kvt_req q = req(token, ns, first, n);
+	enum kvt_reserve_state states[4];
+	struct kvt_location locs[4];
+	struct kvt_err err;
+
+	CHECK(n <= 4 && kvt_engine_reserve(e, &q, NULL, NULL, states, locs, &err) == 0);
+	for (int i = 0; i < n; i++)
+		CHECK(states[i] == KVT_RESERVE_RESERVED);
+}
+
+/* Starts an Acquire of [first, first + n) that may wait; its outcome
+ * arrives in *g, now or later. */
+static void acquire_start(struct kvt_engine *e, const uint8_t *token, uint32_t ns,
+			  int first, int n, uint64_t wait, struct got *g)
+{
+	struct kvt_req q = req(token, ns, first, n);
+	struct kvt_err err;
+
+	*g = (struct got){ 0 };
+	CHECK(kvt_engine_acquire(e, &q, wait, on_acquired, g, &err) == 0);
+}
+
 /* Reopening with other pages, bad names and pages over a segment are refused. */
 static void test_namespace_options(void)
 {
@@ -287,185 +337,134 @@ static void test_release_then_reserve(void)
  * reports it pending); only the owner may commit. */
 static void test_ownership(void)
 {
-	struct kvt_engine *e = engine();
-	uint32_t a = open_ns(e, "a"), r, p;
-	enum kvt_reserve_state states[2];
-	struct kvt_location locs[2];
-	struct kvt_session *s1, *s2;
-	uint8_t t1[16], t2[16];
+	struct pair p;
 	struct kvt_err err;
 	struct kvt_req q;
+	uint32_t r, pend;
 
-	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
-	CHECK(kvt_engine_session_open(e, me, t2, &s2) == 0);
-	q = req(t1, a, 20, 2);
-	CHECK(kvt_engine_reserve(e, &q, NULL, NULL, states, locs, &err) == 0);
-	q = req(t1, a, 20, 1);
+	pair_open(&p);
+	reserve(p.e, p.t1, p.a, 20, 2);
+	q = req(p.t1, p.a, 20, 1);
 	q.tenant = bob;
-	CHECK(kvt_engine_commit(e, &q, &err) == -ENOENT);
-	q = req((const uint8_t *)"0123456789abcdef", a, 20, 1);
-	CHECK(kvt_engine_commit(e, &q, &err) == -ENOENT);
-	CHECK(ready(e, a, 20) == 0);
-	q = req(NULL, a, 20, 2);
-	CHECK(kvt_engine_lookup(e, &q, &r, &p, NULL, &err) == 0 && r == 0 && p == 2);
-	q = req(t2, a, 20, 1);
-	CHECK(kvt_engine_commit(e, &q, &err) == -EPERM);
+	CHECK(kvt_engine_commit(p.e, &q, &err) == -ENOENT);
+	q = req((const uint8_t *)"0123456789abcdef", p.a, 20, 1);
+	CHECK(kvt_engine_commit(p.e, &q, &err) == -ENOENT);
+	CHECK(ready(p.e, p.a, 20) == 0);
+	q = req(NULL, p.a, 20, 2);
+	CHECK(kvt_engine_lookup(p.e, &q, &r, &pend, NULL, &err) == 0 && r == 0 && pend == 2);
+	q = req(p.t2, p.a, 20, 1);
+	CHECK(kvt_engine_commit(p.e, &q, &err) == -EPERM);
 	CHECK(strstr(err.msg, "keys[0]") && strstr(err.msg, "another session"));
-	kvt_engine_session_close(e, s2);
-	kvt_engine_session_close(e, s1);
-	kvt_engine_destroy(e);
+	pair_close(&p);
 }
 
 /* Early reuse: a reader waits for key 20; the commit completes its Acquire.
  * A committed key cannot be committed again. */
 static void test_wait_commit(void)
 {
-	struct kvt_engine *e = engine();
-	uint32_t a = open_ns(e, "a");
-	enum kvt_reserve_state states[1];
-	struct kvt_location locs[1];
 	struct kvt_engine_stats st;
-	struct kvt_session *s1, *s2;
-	struct got waiting = { 0 };
-	uint8_t t1[16], t2[16];
+	struct got waiting;
 	struct kvt_err err;
 	struct kvt_req q;
+	struct pair p;
 
-	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
-	CHECK(kvt_engine_session_open(e, me, t2, &s2) == 0);
-	q = req(t1, a, 20, 1);
-	CHECK(kvt_engine_reserve(e, &q, NULL, NULL, states, locs, &err) == 0);
-	q = req(t2, a, 20, 1);
-	CHECK(kvt_engine_acquire(e, &q, 5000 * KVT_MS, on_acquired, &waiting, &err) == 0);
+	pair_open(&p);
+	reserve(p.e, p.t1, p.a, 20, 1);
+	acquire_start(p.e, p.t2, p.a, 20, 1, 5000 * KVT_MS, &waiting);
 	CHECK(waiting.calls == 0);
-	q = req(t1, a, 20, 1);
-	CHECK(kvt_engine_commit(e, &q, &err) == 0);
+	q = req(p.t1, p.a, 20, 1);
+	CHECK(kvt_engine_commit(p.e, &q, &err) == 0);
 	CHECK(waiting.calls == 1 && waiting.rc == 0 && waiting.count == 1);
-	CHECK(kvt_engine_release(e, me, t2, waiting.lease, &err) == 0);
-	CHECK(ready(e, a, 20) == 1);
-	CHECK(kvt_engine_commit(e, &q, &err) == -EPERM);
-	kvt_engine_stats(e, &st);
+	CHECK(kvt_engine_release(p.e, me, p.t2, waiting.lease, &err) == 0);
+	CHECK(ready(p.e, p.a, 20) == 1);
+	CHECK(kvt_engine_commit(p.e, &q, &err) == -EPERM);
+	kvt_engine_stats(p.e, &st);
 	CHECK(st.waits_active == 0 && st.waits_completed_total == 1 &&
 	      st.waits_missed_total == 0 && st.waits_timed_out_total == 0);
-	kvt_engine_session_close(e, s2);
-	kvt_engine_session_close(e, s1);
-	kvt_engine_destroy(e);
+	pair_close(&p);
 }
 
 /* A reader waiting for 20 and 21 (20 ready) gets a miss at 21 when it is
  * aborted. */
 static void test_wait_abort(void)
 {
-	struct kvt_engine *e = engine();
-	uint32_t a = open_ns(e, "a");
-	enum kvt_reserve_state states[1];
-	struct kvt_location locs[1];
 	struct kvt_engine_stats st;
-	struct kvt_session *s1, *s2;
-	struct got w = { 0 };
-	uint8_t t1[16], t2[16];
 	struct kvt_err err;
 	struct kvt_req q;
+	struct pair p;
+	struct got w;
 
-	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
-	CHECK(kvt_engine_session_open(e, me, t2, &s2) == 0);
-	put(e, a, 20);
-	q = req(t1, a, 21, 1);
-	CHECK(kvt_engine_reserve(e, &q, NULL, NULL, states, locs, &err) == 0);
-	q = req(t2, a, 20, 2);
-	CHECK(kvt_engine_acquire(e, &q, 5000 * KVT_MS, on_acquired, &w, &err) == 0);
+	pair_open(&p);
+	put(p.e, p.a, 20);
+	reserve(p.e, p.t1, p.a, 21, 1);
+	acquire_start(p.e, p.t2, p.a, 20, 2, 5000 * KVT_MS, &w);
 	CHECK(w.calls == 0);
-	q = req(t1, a, 21, 1);
-	CHECK(kvt_engine_abort(e, &q, &err) == 0);
+	q = req(p.t1, p.a, 21, 1);
+	CHECK(kvt_engine_abort(p.e, &q, &err) == 0);
 	CHECK(w.calls == 1 && w.rc == 0 && w.count == 1);
-	CHECK(kvt_engine_release(e, me, t2, w.lease, &err) == 0);
-	CHECK(ready(e, a, 21) == 0);
-	kvt_engine_stats(e, &st);
+	CHECK(kvt_engine_release(p.e, me, p.t2, w.lease, &err) == 0);
+	CHECK(ready(p.e, p.a, 21) == 0);
+	kvt_engine_stats(p.e, &st);
 	CHECK(st.waits_active == 0 && st.waits_completed_total == 0 &&
 	      st.waits_missed_total == 1 && st.waits_timed_out_total == 0);
 	CHECK(st.aborted_total == 1);
-	kvt_engine_session_close(e, s2);
-	kvt_engine_session_close(e, s1);
-	kvt_engine_destroy(e);
+	pair_close(&p);
 }
 
 /* A wait ends at its deadline with what is ready; an absent key ends the
  * prefix without a wait; waits beyond max_wait are refused. */
 static void test_wait_deadline(void)
 {
-	struct kvt_engine *e = engine();
-	uint32_t a = open_ns(e, "a");
-	enum kvt_reserve_state states[1];
-	struct kvt_location locs[1];
 	struct kvt_engine_stats st;
-	struct kvt_session *s1, *s2;
-	uint8_t t1[16], t2[16];
 	struct kvt_err err;
 	struct kvt_req q;
+	struct pair p;
 	struct got w;
 
-	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
-	CHECK(kvt_engine_session_open(e, me, t2, &s2) == 0);
-	put(e, a, 20);
-	q = req(t1, a, 22, 1);
-	CHECK(kvt_engine_reserve(e, &q, NULL, NULL, states, locs, &err) == 0);
-	w = (struct got){ 0 };
-	q = req(t2, a, 20, 3); /* 20 ready, 21 absent: no wait */
-	CHECK(kvt_engine_acquire(e, &q, 100 * KVT_MS, on_acquired, &w, &err) == 0);
+	pair_open(&p);
+	put(p.e, p.a, 20);
+	reserve(p.e, p.t1, p.a, 22, 1);
+	/* 20 ready, 21 absent: no wait */
+	acquire_start(p.e, p.t2, p.a, 20, 3, 100 * KVT_MS, &w);
 	CHECK(w.calls == 1 && w.count == 1);
-	CHECK(kvt_engine_release(e, me, t2, w.lease, &err) == 0);
-	w = (struct got){ 0 };
-	q = req(t2, a, 22, 1);
-	CHECK(kvt_engine_acquire(e, &q, 100 * KVT_MS, on_acquired, &w, &err) == 0);
+	CHECK(kvt_engine_release(p.e, me, p.t2, w.lease, &err) == 0);
+	acquire_start(p.e, p.t2, p.a, 22, 1, 100 * KVT_MS, &w);
 	fake_now += 99 * KVT_MS;
-	kvt_engine_tick(e);
+	kvt_engine_tick(p.e);
 	CHECK(w.calls == 0);
 	fake_now += 2 * KVT_MS;
-	kvt_engine_tick(e);
+	kvt_engine_tick(p.e);
 	CHECK(w.calls == 1 && w.rc == 0 && w.count == 0 && w.lease == 0);
-	CHECK(kvt_engine_acquire(e, &q, 20000 * KVT_MS, on_acquired, &w, &err) == -EINVAL);
+	q = req(p.t2, p.a, 22, 1);
+	CHECK(kvt_engine_acquire(p.e, &q, 20000 * KVT_MS, on_acquired, &w, &err) == -EINVAL);
 	CHECK(strstr(err.msg, "max_wait"));
-	kvt_engine_stats(e, &st);
+	kvt_engine_stats(p.e, &st);
 	CHECK(st.waits_active == 0 && st.waits_completed_total == 0 &&
 	      st.waits_missed_total == 0 && st.waits_timed_out_total == 1);
-	kvt_engine_session_close(e, s2);
-	kvt_engine_session_close(e, s1);
-	kvt_engine_destroy(e);
+	pair_close(&p);
 }
 
 /* The producer's session ends while a reader waits: a miss, at once. */
 static void test_wait_session_end(void)
 {
-	struct kvt_engine *e = engine();
-	uint32_t a = open_ns(e, "a");
-	enum kvt_reserve_state states[1];
-	struct kvt_location locs[1];
 	struct kvt_engine_stats st;
-	struct kvt_session *s1, *s2;
-	struct got w = { 0 };
-	uint8_t t1[16], t2[16];
-	struct kvt_err err;
-	struct kvt_req q;
+	struct pair p;
+	struct got w;
 
-	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
-	CHECK(kvt_engine_session_open(e, me, t2, &s2) == 0);
-	q = req(t1, a, 22, 1);
-	CHECK(kvt_engine_reserve(e, &q, NULL, NULL, states, locs, &err) == 0);
-	q = req(t2, a, 22, 1);
-	CHECK(kvt_engine_acquire(e, &q, 5000 * KVT_MS, on_acquired, &w, &err) == 0);
+	pair_open(&p);
+	reserve(p.e, p.t1, p.a, 22, 1);
+	acquire_start(p.e, p.t2, p.a, 22, 1, 5000 * KVT_MS, &w);
 	CHECK(w.calls == 0);
-	kvt_engine_stats(e, &st);
+	kvt_engine_stats(p.e, &st);
 	CHECK(st.waits_active == 1 && st.waits_missed_total == 0);
-	kvt_engine_session_close(e, s1);
+	kvt_engine_session_close(p.e, p.s1);
 	CHECK(w.calls == 1 && w.rc == 0 && w.count == 0);
-	kvt_engine_stats(e, &st);
+	kvt_engine_stats(p.e, &st);
 	CHECK(st.waits_active == 0 && st.waits_missed_total == 1);
-	CHECK(st.aborted_total == 1 && ready(e, a, 22) == 0);
+	CHECK(st.aborted_total == 1 && ready(p.e, p.a, 22) == 0);
 	/* Its token can be used again for a new session. */
-	CHECK(kvt_engine_session_open(e, me, t1, &s1) == 0);
-	kvt_engine_session_close(e, s1);
-	kvt_engine_session_close(e, s2);
-	kvt_engine_destroy(e);
+	CHECK(kvt_engine_session_open(p.e, me, p.t1, &p.s1) == 0);
+	pair_close(&p);
 }
 
 /* Session end: its pins and reservations go, and their slots; the other

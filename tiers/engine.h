@@ -378,7 +378,8 @@ int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
  * there become ready here (kept by that tier: where says REMOTE; an
  * Acquire reads them into host). 0: done() is called exactly once,
  * maybe before this returns, without the engine lock, where valid for
- * the call only; <0: error, done() is not called.
+ * the call only (its rc -ENOENT: the namespace was dropped meanwhile);
+ * <0: error, done() is not called.
  */
 typedef void (*kvt_lookup_done)(void *arg, int rc, uint32_t ready,
 				uint32_t pending, const enum kvt_tier *where);

@@ -192,10 +192,14 @@ void engine_probed(struct kvt_engine *e, void *job, const bool *found)
 	struct probe *pr = job;
 	uint32_t ready = pr->ready, n = pr->q.n;
 	struct kvt_err err;
+	int rc = 0;
 
 	pthread_mutex_lock(&e->lock);
 	/* The namespace may have been dropped while the store answered. */
-	if (ns_index(e, pr->id, pr->q.tenant, false, &err) == (int)pr->q.ns) {
+	if (ns_index(e, pr->id, pr->q.tenant, false, &err) != (int)pr->q.ns) {
+		rc = -ENOENT;
+		ready = 0;
+	} else {
 		for (; ready < n && found && found[ready - pr->ready]; ready++) {
 			struct kvt_block *b = find(e, &pr->q, ready);
 
@@ -211,7 +215,7 @@ void engine_probed(struct kvt_engine *e, void *job, const bool *found)
 		lookup_count(e, &pr->q, ready, 0);
 	}
 	pthread_mutex_unlock(&e->lock);
-	pr->done(pr->arg, 0, ready, 0, pr->where);
+	pr->done(pr->arg, rc, ready, 0, pr->where);
 	free(pr);
 }
 

@@ -1,4 +1,5 @@
-"""Fixtures of the kvtier package's tests: a real kvtierd per test module."""
+"""Fixtures of the kvtier package's tests: a real kvtierd per test module,
+a client of it and a namespace per test; helpers.py has the constants."""
 import os
 import shutil
 import subprocess
@@ -48,3 +49,16 @@ def make_daemon():
     yield make
     for d in made:
         d.stop()
+
+
+@pytest.fixture
+def client(daemon, request):
+    import kvtier
+    with kvtier.connect(daemon.addr, name=request.module.__name__) as c:
+        yield c
+
+
+@pytest.fixture
+def ns(client, request):
+    from helpers import PAGE
+    return client.namespace("py:" + request.node.name[:60], PAGE, 16)

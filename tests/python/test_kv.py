@@ -11,7 +11,7 @@ import kvtier  # noqa: E402
 from kvtier import _native  # noqa: E402
 from kvtier.kv import KVLayout  # noqa: E402
 
-SECRET = b"kvtier-test-secret-0123"
+from helpers import SECRET
 SHAPE = dict(num_layers=3, block_tokens=16, kv_heads=2, head_dim=8)
 BLOCKS = 10
 IDS = [7, 2, 9, 0]

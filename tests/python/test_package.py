@@ -18,27 +18,7 @@ import pytest
 import kvtier
 from kvtier import _native
 
-SECRET = b"kvtier-test-secret-0123"
-PAGE = 8192
-
-
-def fill(i, n=PAGE):
-    return bytes((i * 31 + j) % 251 for j in range(256)) * (n // 256)
-
-
-@pytest.fixture
-def client(daemon):
-    with kvtier.connect(daemon.addr, name="pytest") as c:
-        yield c
-
-
-@pytest.fixture
-def ns(client, request):
-    return client.namespace("py:" + request.node.name[:60], PAGE, 16)
-
-
-def keys_of(ns, n, salt=0):
-    return ns.prompt_keys(range(salt, salt + 16 * n), SECRET)
+from helpers import PAGE, SECRET, fill, keys_of
 
 
 # ---- round trips ----

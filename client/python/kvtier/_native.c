@@ -528,6 +528,20 @@ bad:
 	return -1;
 }
 
+/* A keyed call's namespace and keys parsed, then the client entered: 0
+ * with *keys to free, or -1 with the exception set and nothing to free. */
+static int enter_keyed(Client *self, PyObject *nso, PyObject *keyso,
+		       struct kvt_namespace *ns, struct kvt_key **keys, size_t *n)
+{
+	if (parse_ns(self, nso, ns) < 0 || parse_keys(keyso, keys, n, "keys") < 0)
+		return -1;
+	if (client_enter(self) < 0) {
+		free(*keys);
+		return -1;
+	}
+	return 0;
+}
+
 /* An optional parent key: None or 16 bytes. */
 static int parse_parent(PyObject *o, struct kvt_key *parent, bool *has)
 {
@@ -694,13 +708,9 @@ static PyObject *Client_lookup(Client *self, PyObject *args)
 	size_t n, ready = 0, pending = 0;
 	int rc;
 
-	if (!PyArg_ParseTuple(args, "OO", &nso, &keyso) || parse_ns(self, nso, &ns) < 0 ||
-	    parse_keys(keyso, &keys, &n, "keys") < 0)
+	if (!PyArg_ParseTuple(args, "OO", &nso, &keyso) ||
+	    enter_keyed(self, nso, keyso, &ns, &keys, &n) < 0)
 		return NULL;
-	if (client_enter(self) < 0) {
-		free(keys);
-		return NULL;
-	}
 	Py_BEGIN_ALLOW_THREADS
 	rc = kvt_lookup(self->c, &ns, keys, n, &ready, &pending);
 	Py_END_ALLOW_THREADS
@@ -722,12 +732,8 @@ static PyObject *Client_bench_lookup(Client *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "OOO", &nso, &keyso, &iterso) ||
 	    get_uint(iterso, "iters", 1, INT32_MAX, &iters) < 0 ||
-	    parse_ns(self, nso, &ns) < 0 || parse_keys(keyso, &keys, &n, "keys") < 0)
+	    enter_keyed(self, nso, keyso, &ns, &keys, &n) < 0)
 		return NULL;
-	if (client_enter(self) < 0) {
-		free(keys);
-		return NULL;
-	}
 	Py_BEGIN_ALLOW_THREADS
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (unsigned long long i = 0; i < iters && rc == 0; i++)
@@ -751,13 +757,9 @@ static PyObject *keys_call(Client *self, PyObject *args,
 	size_t n;
 	int rc;
 
-	if (!PyArg_ParseTuple(args, "OO", &nso, &keyso) || parse_ns(self, nso, &ns) < 0 ||
-	    parse_keys(keyso, &keys, &n, "keys") < 0)
+	if (!PyArg_ParseTuple(args, "OO", &nso, &keyso) ||
+	    enter_keyed(self, nso, keyso, &ns, &keys, &n) < 0)
 		return NULL;
-	if (client_enter(self) < 0) {
-		free(keys);
-		return NULL;
-	}
 	Py_BEGIN_ALLOW_THREADS
 	rc = fn(self->c, &ns, keys, n);
 	Py_END_ALLOW_THREADS
@@ -1058,12 +1060,8 @@ static PyObject *Client_acquire(Client *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "OOO", &nso, &keyso, &waito) ||
 	    get_uint(waito, "wait_ms", 0, UINT32_MAX, &wait_ms) < 0 ||
-	    parse_ns(self, nso, &ns) < 0 || parse_keys(keyso, &keys, &n, "keys") < 0)
+	    enter_keyed(self, nso, keyso, &ns, &keys, &n) < 0)
 		return NULL;
-	if (client_enter(self) < 0) {
-		free(keys);
-		return NULL;
-	}
 	Py_BEGIN_ALLOW_THREADS
 	rc = kvt_acquire(self->c, &ns, keys, n, (unsigned)wait_ms, &kl);
 	Py_END_ALLOW_THREADS
