@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <ini.h>
 #include <pwd.h>
@@ -8,6 +9,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine.h"
@@ -110,6 +112,25 @@ static const struct knob knobs[] = {
 	  "GPU memory of the hbm tier on each of its GPUs, allocated at start (0: no hbm tier); the host tier is then registered with CUDA, so committed and pinned at start", false },
 	{ "hbm", "devices", KNOB_STRING, FIELD(hbm_devices), 0, 0, "all",
 	  "comma-separated CUDA ordinals (0..1023, each listed once) of the hbm tier's GPUs, as the daemon sees them, or all", false },
+	{ "remote", "endpoints", KNOB_STRING, FIELD(remote_endpoints), 0, 0, "",
+	  "comma-separated HOST:PORT of one Redis server, or of seed nodes of a Redis Cluster (the rest are discovered), that nodes share prefixes through (empty: no remote tier)", false },
+	{ "remote", "username", KNOB_STRING, FIELD(remote_username), 0, 0, "",
+	  "Redis ACL user to AUTH as (empty: the password alone, or no AUTH); needs password_file", false },
+	{ "remote", "password_file", KNOB_STRING, FIELD(remote_password_file), 0, 0, "",
+	  "file whose first line is the Redis password, mode 0600 or stricter, read at start; never put the password itself in the config or on the command line (empty: no AUTH)", false },
+	{ "remote", "timeout", KNOB_DURATION, FIELD(remote_timeout_ms), 1,
+	  60000, "1s", "longest a request to the store may take before it counts as failed", false },
+	{ "remote", "queue_depth", KNOB_U32, FIELD(remote_queue_depth), 1,
+	  1u << 16, "1024",
+	  "keys queued or in flight to the store; a write beyond it is skipped and counted", false },
+	{ "remote", "write", KNOB_STRING, FIELD(remote_write), 0, 0, "all",
+	  "committed blocks written to the store (write-behind): all, priority>=N (retention priority at least N, 0..100), or none (a read-only node)", false },
+	{ "remote", "ttl", KNOB_DURATION, FIELD(remote_ttl_ms), 0,
+	  KVT_DURATION_MS_MAX, "0",
+	  "records expire from the store this long after they are written (0: never; the store's maxmemory-policy evicts them)", false },
+	{ "remote", "lookup_budget", KNOB_DURATION, FIELD(remote_lookup_budget_ms),
+	  0, 10000, "5ms",
+	  "longest a Lookup waits for the store about keys found nowhere on this node (0: never asks; blocks this node wrote are still found)", false },
 	{ "metrics", "listen", KNOB_STRING, FIELD(metrics_listen), 0, 0,
 	  "127.0.0.1:9400",
 	  "HOST:PORT serving Prometheus /metrics and /healthz over HTTP, an operator surface: every tenant's usage; port 0..65535 (0: any free one; empty: off)",
@@ -252,6 +273,32 @@ static int check_listen(const char *s, bool grpc, char *err, size_t len)
 	return 0;
 }
 
+/* [remote] write: all, none or priority>=N. 0, or -EINVAL with err. */
+static int parse_write(const char *s, uint32_t *min_priority, char *err,
+		       size_t len)
+{
+	static const char prefix[] = "priority>=";
+	unsigned long long v;
+	char *end;
+
+	if (strcmp(s, "all") == 0) {
+		*min_priority = 0;
+		return 0;
+	}
+	if (strcmp(s, "none") == 0) {
+		*min_priority = KVT_CONFIG_WRITE_NONE;
+		return 0;
+	}
+	if (strncmp(s, prefix, sizeof(prefix) - 1) == 0 &&
+	    parse_digits(s + sizeof(prefix) - 1, 10, &v, &end) == 0 && !*end &&
+	    v <= 100) {
+		*min_priority = (uint32_t)v;
+		return 0;
+	}
+	snprintf(err, len, "'%s' is not all, none or priority>=N (N in 0..100)", s);
+	return -EINVAL;
+}
+
 /* Stores value into the knob's field. 0, or -1 with the reason in err. */
 static int knob_apply(struct kvt_config *c, const struct knob *k,
 		      const char *value, char *err, size_t len)
@@ -288,6 +335,8 @@ static int knob_apply(struct kvt_config *c, const struct knob *k,
 			snprintf(err, len, "'%s' is not true or false", value);
 			return -EINVAL;
 		}
+		if (field == c->remote_write)
+			return parse_write(value, &c->remote_min_priority, err, len);
 		if ((field == c->tcp || field == c->metrics_listen) && value[0])
 			return check_listen(value, field == c->tcp, err, len);
 		return 0;
@@ -642,6 +691,51 @@ static int parse_quota(const struct kvt_config *c, const char *s,
 	return kvt_parse_size(s, bytes);
 }
 
+int kvt_config_read_secret(const char *what, const char *path, char *out,
+			   size_t len, char *err, size_t errlen)
+{
+	struct stat st;
+	ssize_t n;
+	int fd, rc = 0;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: cannot open %s: %s", what, path,
+			 strerror(-rc));
+		return rc;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077)) {
+		snprintf(err, errlen, "%s: %s must be a regular file that only its owner may read (mode %04o; chmod 0600 it)",
+			 what, path, (unsigned)(st.st_mode & 07777));
+		close(fd);
+		return -EPERM;
+	}
+	n = read(fd, out, len - 1);
+	if (n < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: cannot read %s: %s", what, path,
+			 strerror(-rc));
+		n = 0;
+	}
+	close(fd);
+	out[n] = '\0';
+	if (rc == 0 && (size_t)n == len - 1 && !strchr(out, '\n')) {
+		snprintf(err, errlen, "%s: %s: first line longer than %zu bytes",
+			 what, path, len - 2);
+		rc = -EINVAL;
+	}
+	out[strcspn(out, "\r\n")] = '\0';
+	if (rc == 0 && !out[0]) {
+		snprintf(err, errlen, "%s: %s holds nothing on its first line",
+			 what, path);
+		rc = -EINVAL;
+	}
+	if (rc < 0)
+		explicit_bzero(out, len);
+	return rc;
+}
+
 int kvt_parse_user(const char *s, uint32_t *uid)
 {
 	struct passwd pw, *res = NULL;
@@ -785,6 +879,48 @@ static int finish_nvme(struct kvt_config *c, char *err, size_t len)
 	return 0;
 }
 
+/* Splits [remote] endpoints; a user needs a password. */
+static int finish_remote(struct kvt_config *c, char *err, size_t len)
+{
+	size_t knob = KNOB_OF(remote_endpoints);
+	const char *s = c->remote_endpoints;
+	char why[256];
+
+	c->remote_nendpoints = 0;
+	while (*(s += strspn(s, " ,"))) {
+		size_t n = strcspn(s, " ,");
+		char *ep = c->remote_endpoint[c->remote_nendpoints];
+
+		if (c->remote_nendpoints == KVT_CONFIG_REMOTE_ENDPOINTS_MAX ||
+		    n >= sizeof(c->remote_endpoint[0]))
+			return knob_error(c, knob, err, len,
+					  "at most %d endpoints, each under %zu bytes",
+					  KVT_CONFIG_REMOTE_ENDPOINTS_MAX,
+					  sizeof(c->remote_endpoint[0]));
+		memcpy(ep, s, n);
+		ep[n] = '\0';
+		if (check_listen(ep, true, why, sizeof(why)) < 0)
+			return knob_error(c, knob, err, len, "%s", why);
+		if (strcmp(strrchr(ep, ':'), ":0") == 0)
+			return knob_error(c, knob, err, len,
+					  "%s: port 0 names no server", ep);
+		for (uint32_t i = 0; i < c->remote_nendpoints; i++)
+			if (strcmp(c->remote_endpoint[i], ep) == 0)
+				return knob_error(c, knob, err, len,
+						  "%s is listed twice", ep);
+		c->remote_nendpoints++;
+		s += n;
+	}
+	if (c->remote_username[0] && !c->remote_password_file[0])
+		return knob_error(c, KNOB_OF(remote_username), err, len,
+				  "a user needs [remote] password_file");
+	if (c->remote_password_file[0] && c->remote_password_file[0] != '/')
+		return knob_error(c, KNOB_OF(remote_password_file), err, len,
+				  "'%s' is not an absolute path",
+				  c->remote_password_file);
+	return 0;
+}
+
 /* [host] size against segment_size. */
 static int finish_host(struct kvt_config *c, char *err, size_t len)
 {
@@ -834,7 +970,8 @@ int kvt_config_finish(struct kvt_config *c, char *err, size_t len)
 				  "'%s' must be an absolute path under 108 bytes",
 				  c->socket);
 	if (finish_group(c, err, len) < 0 || finish_host(c, err, len) < 0 ||
-	    finish_hbm(c, err, len) < 0 || finish_nvme(c, err, len) < 0)
+	    finish_hbm(c, err, len) < 0 || finish_nvme(c, err, len) < 0 ||
+	    finish_remote(c, err, len) < 0)
 		return -EINVAL;
 	return finish_quotas(c, err, len);
 }

@@ -16,7 +16,7 @@
 #include <sys/types.h>
 
 #define KVT_CONFIG_QUOTAS_MAX 64
-#define KVT_CONFIG_KNOBS_MAX 48
+#define KVT_CONFIG_KNOBS_MAX 64
 #define KVT_CONFIG_VALUE_MAX 4096 /* a formatted value, with its NUL */
 
 enum kvt_config_from {
@@ -26,6 +26,9 @@ enum kvt_config_from {
 };
 #define KVT_CONFIG_NVME_PATHS_MAX 16 /* KVT_NVME_PATHS_MAX */
 #define KVT_CONFIG_HBM_DEVICES_MAX 16 /* KVT_HBM_DEVICES_MAX */
+#define KVT_CONFIG_REMOTE_ENDPOINTS_MAX 16 /* KVT_REDIS_ENDPOINTS_MAX */
+/* [remote] write = none: no priority reaches it */
+#define KVT_CONFIG_WRITE_NONE 101
 
 struct kvt_config {
 	/* [daemon] */
@@ -62,6 +65,13 @@ struct kvt_config {
 	/* [hbm] */
 	uint64_t hbm_size;
 	char hbm_devices[256];
+	/* [remote] */
+	char remote_endpoints[2048];
+	char remote_username[128];
+	char remote_password_file[PATH_MAX];
+	uint64_t remote_timeout_ms, remote_ttl_ms, remote_lookup_budget_ms;
+	uint32_t remote_queue_depth;
+	char remote_write[32]; /* all, none or priority>=N */
 	/* [metrics] */
 	char metrics_listen[128];
 	char metrics_auth_file[PATH_MAX];
@@ -83,6 +93,11 @@ struct kvt_config {
 	int hbm_device[KVT_CONFIG_HBM_DEVICES_MAX]; /* hbm_ndevices 0: all */
 	uint32_t hbm_ndevices;
 	gid_t gid; /* of group; (gid_t)-1: none given */
+	char remote_endpoint[KVT_CONFIG_REMOTE_ENDPOINTS_MAX][128];
+	uint32_t remote_nendpoints;
+	/* Committed blocks of at least this priority are written to the
+	 * store; KVT_CONFIG_WRITE_NONE: none. */
+	uint32_t remote_min_priority;
 };
 
 /* Fills in every default. The run directory depends on who runs the daemon. */
@@ -149,6 +164,13 @@ int kvt_huge_pages_parse(const char *s);
 /* Parses "250ms", "30s", "5m", "2h", "1d", "0" (a bare number: seconds)
  * into milliseconds. 0, or -EINVAL. */
 int kvt_parse_duration(const char *s, uint64_t *ms);
+
+/* Reads a secret from a file that only its owner may read (what names
+ * the knob in errors, e.g. "[remote] password_file"): its first line, at
+ * most len - 1 bytes, into out. 0, or -errno with the reason in err; the
+ * caller wipes out after use (explicit_bzero). */
+int kvt_config_read_secret(const char *what, const char *path, char *out,
+			   size_t len, char *err, size_t errlen);
 
 /* A user name or decimal uid. 0, or -EINVAL. */
 int kvt_parse_user(const char *s, uint32_t *uid);

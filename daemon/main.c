@@ -194,6 +194,39 @@ static void engine_config(const struct kvt_config *c,
 	};
 }
 
+/* The remote tier of c: endpoints (an array of the config's size that ec
+ * points into) and the password read from password_file into password
+ * (wiped by the caller once the engine has its copy). 0, or -1 logged. */
+static int remote_config(const struct kvt_config *c,
+			 struct kvt_engine_config *ec, const char **endpoints,
+			 char *password, size_t len)
+{
+	char msg[PATH_MAX + 128];
+
+	if (!c->remote_nendpoints)
+		return 0;
+	for (uint32_t i = 0; i < c->remote_nendpoints; i++)
+		endpoints[i] = c->remote_endpoint[i];
+	if (c->remote_password_file[0] &&
+	    kvt_config_read_secret("[remote] password_file",
+				   c->remote_password_file, password, len, msg,
+				   sizeof(msg)) < 0) {
+		kvt_log(KVT_LOG_ERROR, "%s", msg);
+		return -1;
+	}
+	ec->remote = (struct kvt_engine_remote){
+		.endpoints = endpoints,
+		.nendpoints = c->remote_nendpoints,
+		.username = c->remote_username[0] ? c->remote_username : NULL,
+		.password = c->remote_password_file[0] ? password : NULL,
+		.timeout = c->remote_timeout_ms * KVT_MS,
+		.queue_depth = c->remote_queue_depth,
+		.min_priority = c->remote_min_priority,
+		.ttl_ms = c->remote_ttl_ms,
+	};
+	return 0;
+}
+
 /* The hbm tier of c, when there is a GPU to put it on; says why not. */
 static void hbm_config(const struct kvt_config *c, int gpus,
 		       struct kvt_engine_config *ec)
@@ -321,6 +354,8 @@ int main(int argc, char **argv)
 	struct kvt_server_config scfg;
 	struct kvt_quota quotas[KVT_CONFIG_QUOTAS_MAX];
 	const char *nvme_paths[KVT_CONFIG_NVME_PATHS_MAX];
+	const char *remote_endpoints[KVT_CONFIG_REMOTE_ENDPOINTS_MAX];
+	char remote_password[512];
 	struct kvt_engine_stats st;
 	struct kvt_err err;
 	char lock_path[PATH_MAX + 8], msg[512];
@@ -364,10 +399,17 @@ int main(int argc, char **argv)
 	hbm_config(&cfg, kvt_gpu_probe(d.cuda, sizeof(d.cuda)), &ecfg);
 	ecfg.log = engine_log;
 	ecfg.timer_thread = true;
-	if (kvt_engine_create(&ecfg, &d.engine, &err) < 0) {
+	if (remote_config(&cfg, &ecfg, remote_endpoints, remote_password,
+			  sizeof(remote_password)) < 0)
+		goto out_lock;
+	rc = kvt_engine_create(&ecfg, &d.engine, &err);
+	explicit_bzero(remote_password, sizeof(remote_password));
+	if (rc < 0) {
+		rc = 1;
 		kvt_log(KVT_LOG_ERROR, "host tier: %s", err.msg);
 		goto out_lock;
 	}
+	rc = 1;
 	{
 		char path[PATH_MAX + 16];
 
@@ -435,6 +477,9 @@ int main(int argc, char **argv)
 	if (st.hbm_enabled)
 		printf("hbm tier %llu MiB on %u GPUs; ",
 		       (unsigned long long)(st.hbm.capacity_bytes >> 20), st.hbm.devices);
+	if (st.remote_enabled)
+		printf("remote tier at %s%s, write %s; ", cfg.remote_endpoint[0],
+		       cfg.remote_nendpoints > 1 ? ",..." : "", cfg.remote_write);
 	printf("%s; %s)", d.allocator, d.cuda);
 	if (d.metrics_address[0])
 		printf(" metrics %s", d.metrics_address);

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "log.h"
 #include "rpc.h"
 #include "stats.h"
@@ -183,38 +184,15 @@ int kvt_metrics_auth_read(const char *path, struct kvt_metrics_auth *out,
 			  char *err, size_t len)
 {
 	char buf[512], *colon;
-	struct stat st;
-	ssize_t n;
-	int fd;
+	int rc;
 
 	memset(out, 0, sizeof(*out));
 	if (!path[0])
 		return 0;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0) {
-		int rc = -errno;
-
-		snprintf(err, len, "[metrics] auth_file: cannot open %s: %s", path,
-			 strerror(-rc));
+	rc = kvt_config_read_secret("[metrics] auth_file", path, buf, sizeof(buf),
+				    err, len);
+	if (rc < 0)
 		return rc;
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077)) {
-		snprintf(err, len, "[metrics] auth_file: %s must be a regular file that only its owner may read (mode %04o; chmod 0600 it)",
-			 path, (unsigned)(st.st_mode & 07777));
-		close(fd);
-		return -EPERM;
-	}
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n < 0) {
-		int rc = -errno;
-
-		snprintf(err, len, "[metrics] auth_file: cannot read %s: %s", path,
-			 strerror(-rc));
-		return rc;
-	}
-	buf[n] = '\0';
-	buf[strcspn(buf, "\r\n")] = '\0';
 	colon = strchr(buf, ':');
 	if (!colon || colon == buf || !colon[1] ||
 	    (size_t)(colon - buf) >= sizeof(out->user) ||

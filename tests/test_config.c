@@ -3,7 +3,10 @@
  * section and key; every value the daemon cannot run with is refused when
  * the file is read (so also on reload), not when the engine starts.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -358,6 +361,60 @@ static void audit(void)
 	expect_error(text, 2, NULL, "line longer than 199 bytes");
 }
 
+/* [remote]: endpoints, write, AUTH from a file only its owner reads. */
+static void remote(void)
+{
+	static const struct bad_file bad[] = {
+		{ "[remote]\nendpoints = 127.0.0.1:6379, redis-a\n", 2,
+		  "[remote] endpoints: 'redis-a' is not HOST:PORT" },
+		{ "[remote]\nendpoints = a:1,a:1\n", 2, "a:1 is listed twice" },
+		{ "[remote]\nendpoints = a:0\n", 2, "port 0 names no server" },
+		{ "[remote]\nwrite = some\n", 2,
+		  "[remote] write: 'some' is not all, none or priority>=N" },
+		{ "[remote]\nwrite = priority>=101\n", 2, "priority>=N" },
+		{ "[remote]\nusername = kv\n", 2,
+		  "[remote] username: a user needs [remote] password_file" },
+		{ "[remote]\npassword_file = secret\n", 2, "not an absolute path" },
+		{ "[remote]\nlookup_budget = 11s\n", 2, "outside 0..10000 ms" },
+	};
+	char secret[] = "/tmp/kvtier-secret-XXXXXX", out[64], err[256];
+	struct kvt_config c;
+	int fd;
+
+	expect_errors(bad, NBAD(bad));
+	write_file("[remote]\nendpoints = 10.0.0.1:7000 [::1]:7001,redis:7002\n"
+		   "write = priority>=50\nlookup_budget = 2ms\n");
+	CHECK(kvt_config_build(&c, path, NULL, 0, err, sizeof(err)) == 0);
+	CHECK(c.remote_nendpoints == 3 && strcmp(c.remote_endpoint[1], "[::1]:7001") == 0);
+	CHECK(c.remote_min_priority == 50 && c.remote_lookup_budget_ms == 2);
+	CHECK(kvt_config_build(&c, NULL, (const char *[]){ "remote.write=none" }, 1,
+			       err, sizeof(err)) == 0);
+	CHECK(c.remote_min_priority == KVT_CONFIG_WRITE_NONE && c.remote_nendpoints == 0);
+
+	/* The password: the first line of a file only its owner may read. */
+	fd = mkstemp(secret);
+	CHECK(fd >= 0 && write(fd, "s3cret\nrest\n", 12) == 12 && close(fd) == 0);
+	CHECK(kvt_config_read_secret("[remote] password_file", secret, out,
+				     sizeof(out), err, sizeof(err)) == 0);
+	CHECK(strcmp(out, "s3cret") == 0);
+	CHECK(chmod(secret, 0640) == 0);
+	CHECK(kvt_config_read_secret("[remote] password_file", secret, out,
+				     sizeof(out), err, sizeof(err)) == -EPERM);
+	CHECK(strstr(err, "[remote] password_file: ") && strstr(err, "chmod 0600"));
+	CHECK(chmod(secret, 0600) == 0 && truncate(secret, 0) == 0);
+	CHECK(kvt_config_read_secret("[remote] password_file", secret, out,
+				     sizeof(out), err, sizeof(err)) == -EINVAL);
+	CHECK(strstr(err, "holds nothing"));
+	fd = open(secret, O_WRONLY);
+	CHECK(fd >= 0 && write(fd, "0123456789", 10) == 10 && close(fd) == 0);
+	CHECK(kvt_config_read_secret("[remote] password_file", secret, out, 8,
+				     err, sizeof(err)) == -EINVAL);
+	CHECK(strstr(err, "longer than 6 bytes"));
+	unlink(secret);
+	CHECK(kvt_config_read_secret("[remote] password_file", secret, out,
+				     sizeof(out), err, sizeof(err)) == -ENOENT);
+}
+
 int main(void)
 {
 	int fd = mkstemp(path);
@@ -373,6 +430,7 @@ int main(void)
 	region_size_help();
 	durations();
 	audit();
+	remote();
 	unlink(path);
 	return 0;
 }

@@ -85,7 +85,7 @@ static void lower_open(struct kvt_engine *e, const char *name,
 		e->lower[e->nlower++] = t;
 		return;
 	}
-	snprintf(msg, sizeof(msg), "%s tier unavailable: %s; serving from the host tier only",
+	snprintf(msg, sizeof(msg), "%s tier unavailable: %s; serving without it",
 		 name, err.msg);
 	engine_log(e, true, msg);
 }
