@@ -261,6 +261,13 @@ static void check_results(struct keyset *k, uint32_t from, uint32_t n, int64_t w
 
 /* ---- a single server ---- */
 
+/* A SET's prepare: head from the value's first bytes. */
+static void fill_head(struct kvt_redis_item *it)
+{
+	for (size_t i = 0; i < it->head_len; i++)
+		((uint8_t *)it->head)[i] = ((const uint8_t *)it->val)[i] ^ 0x5a;
+}
+
 static void test_round_trip(struct kvt_redis *r)
 {
 	struct keyset k;
@@ -307,6 +314,28 @@ static void test_round_trip(struct kvt_redis *r)
 		CHECK(run(r, GET, it, 1) == -EMSGSIZE);
 		items_free(&k, GET, 7, 1);
 	}
+	/* A SET of head then val, head filled by prepare on the client's
+	 * thread: one value, read back whole. */
+	{
+		uint8_t head[64], *got = malloc(64 + k.len[8]);
+		struct kvt_redis_item it = { .key = k.key[8], .key_len = strlen(k.key[8]),
+					     .val = k.val[8], .len = k.len[8],
+					     .head = head, .head_len = sizeof(head),
+					     .prepare = fill_head };
+
+		CHECK(got && run(r, SET, &it, 1) == 0 && it.prepare == NULL);
+		it = (struct kvt_redis_item){ .key = k.key[8], .key_len = strlen(k.key[8]),
+					      .dst = got, .len = 64 + k.len[8] };
+		CHECK(run(r, GET, &it, 1) == 0 && it.result == (int64_t)(64 + k.len[8]));
+		for (int i = 0; i < 64; i++)
+			CHECK(got[i] == (uint8_t)(k.val[8][i] ^ 0x5a));
+		CHECK(memcmp(got + 64, k.val[8], k.len[8]) == 0);
+		free(got);
+		it = (struct kvt_redis_item){ .key = k.key[8], .key_len = strlen(k.key[8]),
+					      .val = k.val[8], .len = k.len[8] };
+		CHECK(run(r, SET, &it, 1) == 0);
+		bytes += 64 + 2 * k.len[8];
+	}
 
 	CHECK(run(r, DEL, items(&k, DEL, 0, 16, 0), 16) == 0);
 	check_results(&k, 0, 16, 1);
@@ -318,10 +347,11 @@ static void test_round_trip(struct kvt_redis *r)
 	items_free(&k, GET, 0, 32);
 
 	st = stats(r);
-	CHECK(st.requests - st0.requests == 9 && st.keys - st0.keys == 32 + 33 + 33 + 1 + 2 + 16 + 16 + 32);
+	CHECK(st.requests - st0.requests == 12 &&
+	      st.keys - st0.keys == 32 + 33 + 33 + 1 + 2 + 3 + 16 + 16 + 32);
 	CHECK(st.bytes_out - st0.bytes_out == bytes);
 	CHECK(st.errors[KVT_REDIS_ERR_SIZE] - st0.errors[KVT_REDIS_ERR_SIZE] == 2);
-	CHECK(st.latency.count - st0.latency.count == 9);
+	CHECK(st.latency.count - st0.latency.count == 12);
 	CHECK(!st.cluster && st.nodes == 1);
 
 	/* SET with an expiry */

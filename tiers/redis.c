@@ -174,7 +174,9 @@ void op_resolve(struct kvt_redis *c, struct op *op, int64_t rc)
 			atomic_fetch_add_explicit(&c->st.bytes_in, (uint64_t)rc,
 						  memory_order_relaxed);
 	} else if (b->kind == OP_SET && rc == 0) {
-		atomic_fetch_add_explicit(&c->st.bytes_out, b->items[op->idx].len,
+		atomic_fetch_add_explicit(&c->st.bytes_out,
+					  b->items[op->idx].head_len +
+						  b->items[op->idx].len,
 					  memory_order_relaxed);
 	}
 	if (is_error(rc)) {
@@ -229,7 +231,8 @@ static int submit(struct kvt_redis *c, enum op_kind kind, struct kvt_redis_item 
 			return -EINVAL;
 		if ((kind == OP_GET || kind == OP_SET) && !items[i].dst && items[i].len)
 			return -EINVAL;
-		if (kind == OP_GET && !items[i].head && items[i].head_len)
+		if ((kind == OP_GET || kind == OP_SET) && !items[i].head &&
+		    items[i].head_len)
 			return -EINVAL;
 	}
 	b = calloc(1, sizeof(*b) + n * sizeof(b->ops[0]));

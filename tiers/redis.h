@@ -67,10 +67,16 @@ struct kvt_redis_item {
 	};
 	size_t len; /* GET: bytes at dst; SET: bytes of val */
 	/* GET: the value's first head_len bytes go to head, the rest to dst,
-	 * so that a record's header and its page land apart in one copy;
-	 * head_len 0: all of it to dst. */
+	 * so that a record's header and its page land apart in one copy.
+	 * SET: the value is head_len bytes at head, then val's len bytes, so
+	 * that a page is sent from where it is. head_len 0: all of it at
+	 * dst or val. */
 	void *head;
 	size_t head_len;
+	/* SET, optional: called once on the client's thread before the value
+	 * is first sent, to fill head from val (work the submitter keeps off
+	 * its own thread, such as a checksum of the page). */
+	void (*prepare)(struct kvt_redis_item *it);
 	int64_t result;
 };
 

@@ -152,14 +152,28 @@ static void node_ready(struct node *n)
 	node_dirty(n);
 }
 
-static int node_command(struct node *n, redisCallbackFn *fn, void *priv, int argc,
-			const char **argv, const size_t *lens)
+/* Queues a command formatted as RESP (hiredis copies it). */
+static int node_send(struct node *n, redisCallbackFn *fn, void *priv,
+		     const char *cmd, size_t len)
 {
-	if (redisAsyncCommandArgv(n->ac, fn, priv, argc, argv, lens) != REDIS_OK)
+	if (redisAsyncFormattedCommand(n->ac, fn, priv, cmd, len) != REDIS_OK)
 		return -EIO;
 	if (!n->inflight++)
 		n->progress = n->c->now;
 	return 0;
+}
+
+static int node_command(struct node *n, redisCallbackFn *fn, void *priv, int argc,
+			const char **argv, const size_t *lens)
+{
+	char *cmd;
+	int len = redisFormatCommandArgv(&cmd, argc, argv, lens), rc;
+
+	if (len < 0)
+		return -EIO;
+	rc = node_send(n, fn, priv, cmd, (size_t)len);
+	redisFreeCommand(cmd);
+	return rc;
 }
 
 static void ignore_reply(redisAsyncContext *ac, void *r, void *priv)
@@ -465,27 +479,51 @@ static void op_reply(redisAsyncContext *ac, void *r, void *priv)
 	op_resolve(c, op, reply_value(b, op->idx, rep));
 }
 
+/* SET key head+val [PX ttl] as one formatted command: the value's two
+ * parts are copied once, into the command, which hiredis then queues. */
+static int set_send(struct node *n, struct op *op)
+{
+	struct batch *b = op->b;
+	struct kvt_redis_item *it = &b->items[op->idx];
+	size_t vlen = it->head_len + it->len, cap, len;
+	char px[24], *cmd;
+	int pxlen = snprintf(px, sizeof(px), "%llu", (unsigned long long)b->ttl_ms);
+	int rc;
+
+	if (it->prepare) {
+		it->prepare(it);
+		it->prepare = NULL;
+	}
+	cap = 128 + it->key_len + vlen + (size_t)pxlen;
+	cmd = malloc(cap);
+	if (!cmd)
+		return -EIO;
+	len = (size_t)snprintf(cmd, cap, "*%d\r\n$3\r\nSET\r\n$%zu\r\n",
+			       b->ttl_ms ? 5 : 3, it->key_len);
+	memcpy(cmd + len, it->key, it->key_len);
+	len += it->key_len;
+	len += (size_t)snprintf(cmd + len, cap - len, "\r\n$%zu\r\n", vlen);
+	memcpy(cmd + len, it->head, it->head_len);
+	memcpy(cmd + len + it->head_len, it->val, it->len);
+	len += vlen;
+	if (b->ttl_ms)
+		len += (size_t)snprintf(cmd + len, cap - len,
+					"\r\n$2\r\nPX\r\n$%d\r\n%s", pxlen, px);
+	len += (size_t)snprintf(cmd + len, cap - len, "\r\n");
+	rc = node_send(n, op_reply, op, cmd, len);
+	free(cmd);
+	return rc;
+}
+
 static void op_send(struct node *n, struct op *op)
 {
 	static const char *const names[] = { "GET", "EXISTS", "SET", "DEL" };
 	struct batch *b = op->b;
 	struct kvt_redis_item *it = &b->items[op->idx];
-	const char *argv[5] = { names[b->kind], it->key ? it->key : "" };
-	size_t lens[5] = { strlen(names[b->kind]), it->key_len };
-	char px[24];
-	int argc = 2;
+	const char *argv[2] = { names[b->kind], it->key ? it->key : "" };
+	size_t lens[2] = { strlen(names[b->kind]), it->key_len };
+	int rc;
 
-	if (b->kind == OP_SET) {
-		argv[argc] = it->val ? it->val : "";
-		lens[argc++] = it->len;
-		if (b->ttl_ms) {
-			argv[argc] = "PX";
-			lens[argc++] = 2;
-			lens[argc] = (size_t)snprintf(px, sizeof(px), "%llu",
-						      (unsigned long long)b->ttl_ms);
-			argv[argc++] = px;
-		}
-	}
 	if (op->asking) {
 		const char *asking = "ASKING";
 		size_t len = 6;
@@ -493,7 +531,9 @@ static void op_send(struct node *n, struct op *op)
 		op->asking = false;
 		(void)node_command(n, ignore_reply, n, 1, &asking, &len);
 	}
-	if (node_command(n, op_reply, op, argc, argv, lens) < 0) {
+	rc = b->kind == OP_SET ? set_send(n, op) :
+				 node_command(n, op_reply, op, 2, argv, lens);
+	if (rc < 0) {
 		op_resolve(n->c, op, -EIO);
 		return;
 	}

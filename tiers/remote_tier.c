@@ -18,6 +18,7 @@
  * engine's callers (tests) configure it.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,8 +44,9 @@ struct remote_job {
 	uint8_t key[16];
 	uint32_t page_len;
 	char name[KVT_REMOTE_NAME_MAX];
+	uint8_t parent[16]; /* a SET's */
+	bool has_parent;
 	uint8_t hdr[KVT_REMOTE_HEADER_BYTES];
-	uint8_t value[]; /* a SET's: header and page */
 };
 
 static struct remote_tier *remote_of(struct kvt_lower_tier *t)
@@ -53,13 +55,12 @@ static struct remote_tier *remote_of(struct kvt_lower_tier *t)
 }
 
 /* A job naming b's record (the namespace and tenant as every node knows
- * them), with extra bytes after it. */
-static struct remote_job *job_new(struct remote_tier *t, struct kvt_block *b,
-				  size_t extra)
+ * them). */
+static struct remote_job *job_new(struct remote_tier *t, struct kvt_block *b)
 {
 	struct kvt_engine *e = t->base.e;
 	const struct namespace *n = &e->ns[b->ns];
-	struct remote_job *j = calloc(1, sizeof(*j) + extra);
+	struct remote_job *j = calloc(1, sizeof(*j));
 	struct kvt_remote_id id;
 
 	if (!j)
@@ -101,36 +102,47 @@ static void saved(void *arg, struct kvt_redis_item *items, uint32_t n, int rc)
 	free(j);
 }
 
+/* On the store's thread, before the value is sent: the record's header,
+ * whose checksum of the page is the costly part, kept off the engine lock. */
+static void header_fill(struct kvt_redis_item *it)
+{
+	struct remote_job *j = (struct remote_job *)((char *)it -
+						     offsetof(struct remote_job, item));
+
+	kvt_remote_header(&(struct kvt_remote_id){ j->fingerprint, j->tenant, j->key },
+			  j->has_parent ? j->parent : NULL, it->val, j->page_len,
+			  j->hdr);
+}
+
 /*
- * Writes b's record, pinned until written. The value (header and page) is
- * built here, under the engine lock: a copy of the page that the record's
- * checksum needs anyway. Skipped, and counted, when the store has
- * queue_depth keys in flight or refuses.
+ * Writes b's record: its header, then the page straight from its host
+ * slot, where b stays pinned until written. Skipped, and counted, when the
+ * store has queue_depth keys in flight or refuses.
  */
 static bool remote_save(struct kvt_lower_tier *lt, struct kvt_block *b)
 {
 	struct remote_tier *t = remote_of(lt);
 	struct kvt_engine *e = lt->e;
-	const struct namespace *n = &e->ns[b->ns];
 	struct remote_job *j;
-	const void *page;
 
 	if (b->has_remote || b->remote_saving)
 		return b->remote_saving;
 	if (b->priority < e->cfg.remote.min_priority)
 		return false;
-	j = job_new(t, b, KVT_REMOTE_HEADER_BYTES + n->page_bytes);
+	j = job_new(t, b);
 	if (!j) {
 		t->skipped++;
 		return false;
 	}
-	page = kvt_host_ptr(e->host, b->segment, slot_offset(e, b));
-	kvt_remote_header(&(struct kvt_remote_id){ j->fingerprint, j->tenant, j->key },
-			  b->parent ? b->parent->key : NULL, page, j->page_len,
-			  j->value);
-	memcpy(j->value + KVT_REMOTE_HEADER_BYTES, page, j->page_len);
-	j->item.val = j->value;
-	j->item.len = KVT_REMOTE_HEADER_BYTES + j->page_len;
+	if (b->parent) {
+		memcpy(j->parent, b->parent->key, sizeof(j->parent));
+		j->has_parent = true;
+	}
+	j->item.head = j->hdr;
+	j->item.head_len = sizeof(j->hdr);
+	j->item.val = kvt_host_ptr(e->host, b->segment, slot_offset(e, b));
+	j->item.len = j->page_len;
+	j->item.prepare = header_fill;
 	if (kvt_redis_set(t->redis, &j->item, 1, e->cfg.remote.ttl_ms, 0, saved,
 			  j) < 0) {
 		t->skipped++;
@@ -201,7 +213,7 @@ static int remote_promote(struct kvt_lower_tier *lt, struct kvt_block *b,
 			  void *promotion, uint32_t seg, uint64_t offset)
 {
 	struct remote_tier *t = remote_of(lt);
-	struct remote_job *j = job_new(t, b, 0);
+	struct remote_job *j = job_new(t, b);
 	int rc;
 
 	if (!j)
