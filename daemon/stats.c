@@ -32,7 +32,7 @@ struct daemon_stats {
 	struct kvt_server_connections conns;
 	uint64_t reloads_total, reload_failures_total;
 	bool last_reload_ok;
-	struct kvt_stat_by_label errors_by_code;
+	struct kvt_stat_by_label errors_by_code, remote_errors;
 };
 
 /* The measures every tier has, gathered from the engine's own fields. */
@@ -46,7 +46,7 @@ struct tier_stats {
 struct namespace_stats {
 	struct kvt_namespace_stats e;
 	uint64_t idle_ttl_ms, lookup_tokens_total, lookup_hit_tokens_total;
-	uint64_t lookup_nvme_hit_tokens_total;
+	uint64_t lookup_nvme_hit_tokens_total, lookup_remote_hit_tokens_total;
 };
 
 struct rpc_stats {
@@ -55,7 +55,7 @@ struct rpc_stats {
 	struct kvt_histogram_snapshot duration;
 };
 
-enum { TIER_HOST, TIER_HBM, TIER_NVME, TIERS };
+enum { TIER_HOST, TIER_HBM, TIER_NVME, TIER_REMOTE, TIERS };
 
 struct kvt_stats {
 	struct daemon_stats daemon;
@@ -137,6 +137,8 @@ const struct kvt_stat kvt_stats_table[] = {
 	  "Queried blocks found in a ready prefix."),
 	D(COUNTER, lookup_nvme_hit_blocks_total, e.lookup_hits_nvme,
 	  "Of the queried blocks found, those on nvme only."),
+	D(COUNTER, lookup_remote_hit_blocks_total, e.lookup_hits_remote,
+	  "Of the queried blocks found, those kept only by the remote store."),
 	D(COUNTER, lookup_pending_blocks_total, e.lookup_pending,
 	  "Queried blocks Lookup reported pending."),
 	D(COUNTER, reserved_blocks_total, e.reserved_total, "Blocks reserved."),
@@ -228,6 +230,32 @@ const struct kvt_stat kvt_stats_table[] = {
 	D(GAUGE, nvme_recovery_ms, e.nvme_recovery_ms,
 	  "Milliseconds the nvme tier took to read its records back at start."),
 
+	/* The remote tier: a Redis or Redis Cluster that nodes share. */
+	D(GAUGE, remote_degraded, e.remote.degraded,
+	  "1 while a store node is down, or a request to it failed within the last second."),
+	D(GAUGE, remote_cluster, e.remote.cluster, "1 when the store is a Redis Cluster."),
+	D(GAUGE, remote_nodes, e.remote.nodes, "Store masters known (1 for one server)."),
+	D(COUNTER, remote_slot_map_refreshes_total, e.remote.refreshes,
+	  "Cluster slot maps read (at start, after MOVED or a node failure)."),
+	D(COUNTER, remote_requests_total, e.remote.requests, "Batches sent to the store."),
+	D(COUNTER, remote_hits_total, e.remote.hits,
+	  "Keys the store had, read or checked for."),
+	D(COUNTER, remote_misses_total, e.remote.misses,
+	  "Keys the store did not have: never written, expired, or evicted by its maxmemory-policy."),
+	D(COUNTER, remote_writes_total, e.remote_writes_total,
+	  "Records written to the store (write-behind)."),
+	D(COUNTER, remote_writes_skipped_total, e.remote_writes_skipped_total,
+	  "Committed blocks not written: queue_depth reached, or the store failing."),
+	D(COUNTER, remote_promotions_total, e.remote_promotions_total,
+	  "Blocks read from the store into the host tier."),
+	D(COUNTER, remote_bad_records_total, e.remote_bad_records_total,
+	  "Records read that failed their check: a miss, deleted from the store."),
+	STAT(KVT_STAT_DAEMON, struct daemon_stats, COUNTER, remote_errors_total,
+	     remote_errors, "kind",
+	     "Keys the store failed, by kind (timeout, conn, auth, proto, server, size); moved and ask: redirections followed."),
+	D(HISTOGRAM, remote_request_duration_seconds, e.remote.latency,
+	  "Round trips of batches to the store."),
+
 	/* Connections and bounds. */
 	D(GAUGE, connections_active, conns.active,
 	  "Unix-socket connections served (over tenants.max_connections ones not counted)."),
@@ -274,12 +302,16 @@ const struct kvt_stat kvt_stats_table[] = {
 	  "Queried blocks found in a ready prefix."),
 	N(COUNTER, lookup_nvme_hit_blocks_total, e.lookup_hits_nvme,
 	  "Of the queried blocks found, those on nvme only."),
+	N(COUNTER, lookup_remote_hit_blocks_total, e.lookup_hits_remote,
+	  "Of the queried blocks found, those kept only by the remote store."),
 	N(COUNTER, lookup_tokens_total, lookup_tokens_total,
 	  "Tokens queried by Lookup (blocks x block_tokens)."),
 	N(COUNTER, lookup_hit_tokens_total, lookup_hit_tokens_total,
 	  "Queried tokens found cached; the hit rate is lookup_hit_tokens_total / lookup_tokens_total."),
 	N(COUNTER, lookup_nvme_hit_tokens_total, lookup_nvme_hit_tokens_total,
 	  "Of the queried tokens found, those on nvme only."),
+	N(COUNTER, lookup_remote_hit_tokens_total, lookup_remote_hit_tokens_total,
+	  "Of the queried tokens found, those kept only by the remote store."),
 	N(COUNTER, evictions_total, e.evictions, "Host evictions of its blocks."),
 	N(COUNTER, expired_blocks_total, e.expired, "Blocks expired after its idle TTL."),
 	N(GAUGE, nvme_blocks, e.nvme_blocks, "Blocks with a copy on nvme."),
@@ -403,6 +435,16 @@ static void read_daemon(struct kvt_daemon *d, struct daemon_stats *st)
 			b->value[b->n++] = v;
 		}
 	}
+	for (int k = 0; k < KVT_REDIS_ERR_KINDS; k++) {
+		static const char *const kinds[KVT_REDIS_ERR_KINDS] = {
+			"timeout", "conn", "auth", "proto", "server", "size",
+			"moved", "ask",
+		};
+
+		st->remote_errors.key[k] = kinds[k];
+		st->remote_errors.value[k] = st->e.remote.errors[k];
+		st->remote_errors.n = k + 1;
+	}
 }
 
 static void read_tiers(const struct kvt_engine_stats *e, struct tier_stats *t)
@@ -419,6 +461,11 @@ static void read_tiers(const struct kvt_engine_stats *e, struct tier_stats *t)
 		"nvme", e->nvme_enabled, e->nvme_capacity_bytes, e->nvme_used_bytes,
 		e->nvme_write_bytes_total, e->nvme_read_bytes_total,
 		e->nvme_evictions_total,
+	};
+	/* Its capacity is the store's: not known here. */
+	t[TIER_REMOTE] = (struct tier_stats){
+		"remote", e->remote_enabled, 0, 0, e->remote.bytes_out,
+		e->remote.bytes_in, 0,
 	};
 }
 
@@ -471,6 +518,8 @@ static int read_namespaces(struct kvt_daemon *d, bool all, uint32_t tenant,
 		m->lookup_tokens_total = m->e.lookup_keys * m->e.block_tokens;
 		m->lookup_hit_tokens_total = m->e.lookup_hits * m->e.block_tokens;
 		m->lookup_nvme_hit_tokens_total = m->e.lookup_hits_nvme * m->e.block_tokens;
+		m->lookup_remote_hit_tokens_total =
+			m->e.lookup_hits_remote * m->e.block_tokens;
 		s->nns++;
 	}
 	return 0;

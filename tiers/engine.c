@@ -372,6 +372,7 @@ int kvt_engine_namespace_stats(struct kvt_engine *e, uint32_t ns,
 	st->evictions = n->evictions;
 	st->expired = n->expired;
 	st->lookup_hits_nvme = n->lookup_hits_nvme;
+	st->lookup_hits_remote = n->lookup_hits_remote;
 	st->nvme_blocks = n->nvme_blocks;
 out:
 	pthread_mutex_unlock(&e->lock);

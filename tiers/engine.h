@@ -33,6 +33,7 @@
 #include "host.h"
 #include "index.h"
 #include "policy.h"
+#include "redis.h"
 
 #define KVT_NAMESPACE_NAME_MAX 128
 #define KVT_BLOCK_TOKENS_MAX 4096
@@ -198,6 +199,7 @@ struct kvt_engine_stats {
 	 * promotions and failed ones (bad checksum, I/O error), committed blocks
 	 * never written (backlog full, tier failing). */
 	uint64_t lookup_hits_nvme, nvme_blocks;
+	uint64_t lookup_hits_remote; /* hits kept only by the remote tier */
 	uint64_t demotions_total, evictions_to_nvme_total, nvme_evictions_total;
 	uint64_t promotions_total, promotion_failures_total;
 	uint64_t demotions_skipped_total;
@@ -220,7 +222,8 @@ struct kvt_engine_stats {
 	 * check (a miss; the value is deleted from the store). */
 	uint64_t remote_writes_total, remote_writes_skipped_total;
 	uint64_t remote_promotions_total, remote_bad_records_total;
-	bool remote_enabled, remote_degraded;
+	bool remote_enabled;
+	struct kvt_redis_stats remote; /* the store's client (redis.h) */
 	/* hbm: copies of host blocks in GPU pools (hbm.h). */
 	struct kvt_hbm_stats hbm;
 	bool hbm_enabled;
@@ -238,7 +241,7 @@ struct kvt_namespace_stats {
 	uint64_t idle_ttl;
 	uint64_t ready_blocks, pending_blocks, lookup_keys, lookup_hits;
 	uint64_t evictions, expired;
-	uint64_t lookup_hits_nvme, nvme_blocks;
+	uint64_t lookup_hits_nvme, lookup_hits_remote, nvme_blocks;
 };
 
 struct kvt_tenant_stats {

@@ -68,7 +68,7 @@ struct namespace {
 	uint32_t tenant; /* its owner; KVT_TENANT_SHARED for a shared one */
 	bool shared, own_ttl; /* own_ttl: idle_ttl is not the daemon default */
 	uint64_t ready, pending, lookup_keys, lookup_hits, evictions, expired;
-	uint64_t lookup_hits_nvme, nvme_blocks;
+	uint64_t lookup_hits_nvme, lookup_hits_remote, nvme_blocks;
 	uint64_t last_use; /* the latest use of any of its blocks */
 	uint32_t creator; /* the tenant it counts against (max_tenant_namespaces) */
 	uint64_t blocks;  /* struct kvt_block of it, in any state */

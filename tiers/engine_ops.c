@@ -64,6 +64,23 @@ static void lookup_count(struct kvt_engine *e, const struct kvt_req *q,
 	e->st.lookup_pending += pending;
 }
 
+/* A Lookup hit on b, found in ns: counted by the lower tier that keeps it
+ * when it has no host slot. Returns b's tier. */
+static enum kvt_tier lookup_hit(struct kvt_engine *e, uint32_t ns,
+				const struct kvt_block *b)
+{
+	enum kvt_tier t = tiers_where(e, b);
+
+	if (t == KVT_TIER_NVME) {
+		e->ns[ns].lookup_hits_nvme++;
+		e->st.lookup_hits_nvme++;
+	} else if (t == KVT_TIER_REMOTE) {
+		e->ns[ns].lookup_hits_remote++;
+		e->st.lookup_hits_remote++;
+	}
+	return t;
+}
+
 /* The local part of a Lookup (q resolved): the ready prefix, touched
  * leaf first so that the chain's root is the most recent, and what
  * follows it that exists (pending). */
@@ -71,7 +88,7 @@ static int lookup_local(struct kvt_engine *e, const struct kvt_req *q,
 			uint32_t *ready, uint32_t *pending, enum kvt_tier *where,
 			struct kvt_err *err)
 {
-	uint32_t r, p, on_nvme = 0;
+	uint32_t r, p;
 	int rc;
 
 	if ((rc = ready_prefix(e, q, &r, err)) < 0)
@@ -79,13 +96,12 @@ static int lookup_local(struct kvt_engine *e, const struct kvt_req *q,
 	for (p = r; p < q->n && find(e, q, p); p++)
 		;
 	for (uint32_t i = r; i-- > 0;) {
+		enum kvt_tier t = lookup_hit(e, q->ns, e->found[i]);
+
 		block_touch(e, e->found[i], engine_now_locked(e));
-		on_nvme += !e->found[i]->has_slot;
 		if (where)
-			where[i] = tiers_where(e, e->found[i]);
+			where[i] = t;
 	}
-	e->ns[q->ns].lookup_hits_nvme += on_nvme;
-	e->st.lookup_hits_nvme += on_nvme;
 	*ready = r;
 	*pending = p - r;
 	return 0;
@@ -210,7 +226,7 @@ void engine_probed(struct kvt_engine *e, void *job, const bool *found)
 			if (!b)
 				break;
 			block_touch(e, b, engine_now_locked(e));
-			pr->where[ready] = tiers_where(e, b);
+			pr->where[ready] = lookup_hit(e, pr->q.ns, b);
 		}
 		lookup_count(e, &pr->q, ready, 0);
 	}

@@ -311,11 +311,8 @@ static void remote_forget(struct kvt_lower_tier *lt, struct kvt_block *b)
 static void remote_stats(struct kvt_lower_tier *lt, struct kvt_engine_stats *st)
 {
 	struct remote_tier *t = remote_of(lt);
-	struct kvt_redis_stats rs;
-
-	kvt_redis_stats(t->redis, &rs);
+	kvt_redis_stats(t->redis, &st->remote);
 	st->remote_enabled = true;
-	st->remote_degraded = rs.degraded;
 	st->remote_writes_total = t->writes;
 	st->remote_writes_skipped_total = t->skipped;
 	st->remote_promotions_total = t->promotions;
