@@ -426,6 +426,7 @@ int main(int argc, char **argv)
 	d.max_sessions = cfg.max_sessions;
 	d.shared_namespaces = cfg.shared_namespaces;
 	d.max_message_size = cfg.max_message_size;
+	d.lookup_budget = cfg.remote_nendpoints ? cfg.remote_lookup_budget_ms * KVT_MS : 0;
 	d.started = time(NULL);
 	kvt_allocator_describe(d.allocator, sizeof(d.allocator));
 

@@ -442,23 +442,83 @@ static int open_namespace(struct rpc *c)
 	return 0;
 }
 
+/* The reply to a Lookup: enum kvt_tier's values are the proto's. */
+static void lookup_fill(Kvtier__V1__LookupResponse *p, Kvtier__V1__Tier *tiers,
+			uint32_t ready, uint32_t pending,
+			const enum kvt_tier *where)
+{
+	for (uint32_t i = 0; i < ready; i++)
+		tiers[i] = (Kvtier__V1__Tier)where[i];
+	p->ready_blocks = ready;
+	p->pending_blocks = pending;
+	p->tiers = tiers;
+	p->n_tiers = ready;
+}
+
+/* Ends a deferred call: its status from rc (its reply packed if 0). */
+static void rpc_reply_later(struct rpc *c, int rc)
+{
+	grpc_status_code code = errno_status(rc, &c->err, c->r);
+
+	rpc_free(c);
+	kvt_call_reply(c->call, code, c->r);
+}
+
+/* A Lookup that asked the remote store, answered by lookup_done. */
+struct lookup_call {
+	struct kvt_daemon *d;
+	struct kvt_call *call;
+};
+
+static void lookup_done(void *arg, int rc, uint32_t ready, uint32_t pending,
+			const enum kvt_tier *where)
+{
+	struct lookup_call *l = arg;
+	Kvtier__V1__LookupResponse p = KVTIER__V1__LOOKUP_RESPONSE__INIT;
+	struct kvt_reply r = { 0 };
+	struct rpc c = { .d = l->d, .call = l->call, .r = &r, .out = &p.base };
+	Kvtier__V1__Tier *tiers = rpc_alloc(&c, ready ? ready : 1, sizeof(*tiers));
+
+	if (rc == -ENOENT)
+		rc = kvt_errf(&c.err, rc, "the namespace was dropped while this Lookup asked the remote store");
+	else if (rc == 0 && !tiers)
+		rc = kvt_errf(&c.err, -ENOMEM, "out of memory");
+	if (rc == 0) {
+		lookup_fill(&p, tiers, ready, pending, where);
+		rc = rpc_pack(&c);
+	}
+	rpc_reply_later(&c, rc);
+	free(l);
+}
+
+/* Answered at once, unless the chain stops here with nothing pending and
+ * the remote store is to be asked about the rest (within lookup_budget):
+ * then lookup_done answers. */
 static int lookup(struct rpc *c)
 {
 	Kvtier__V1__LookupResponse *p = (void *)c->out;
 	enum kvt_tier *where = rpc_alloc(c, c->q.n, sizeof(*where));
 	Kvtier__V1__Tier *tiers = rpc_alloc(c, c->q.n, sizeof(*tiers));
+	uint64_t budget = c->d->lookup_budget;
+	struct lookup_call *l = budget ? malloc(sizeof(*l)) : NULL;
+	uint32_t ready, pending;
 	int rc;
 
-	if (!where || !tiers)
+	if (!where || !tiers || (budget && !l)) {
+		free(l);
 		return kvt_errf(&c->err, -ENOMEM, "out of memory");
-	rc = kvt_engine_lookup(c->d->engine, &c->q, &p->ready_blocks,
-			       &p->pending_blocks, where, &c->err);
-	/* enum kvt_tier's values are the proto's. */
-	for (uint32_t i = 0; rc == 0 && i < p->ready_blocks; i++)
-		tiers[i] = (Kvtier__V1__Tier)where[i];
-	p->tiers = tiers;
-	p->n_tiers = p->ready_blocks;
-	return rc;
+	}
+	if (l)
+		*l = (struct lookup_call){ c->d, c->call };
+	rc = kvt_engine_lookup_async(c->d->engine, &c->q, budget, &ready, &pending,
+				     where, l ? lookup_done : NULL, l, &c->err);
+	if (rc == 0)
+		return RPC_DEFERRED; /* lookup_done answers, maybe already has */
+	free(l);
+	if (rc < 0)
+		return rc;
+	lookup_fill(p, tiers, ready, pending, where);
+	return 0;
 }
 
 /* Location messages for n engine locations, as an array of pointers,
@@ -537,7 +597,6 @@ static void acquire_done(void *arg, int rc, const struct kvt_acquired *got)
 	struct rpc c = { .d = a->d, .call = a->call, .out = &p.base };
 	struct kvt_reply r = { 0 };
 	struct kvt_err ignored;
-	grpc_status_code code;
 
 	c.r = &r;
 	if (rc == -ENOENT)
@@ -557,9 +616,7 @@ static void acquire_done(void *arg, int rc, const struct kvt_acquired *got)
 	if (rc < 0 && got && got->lease)
 		kvt_engine_release(a->d->engine, a->tenant, a->session,
 				   got->lease, &ignored);
-	code = errno_status(rc, &c.err, &r);
-	rpc_free(&c);
-	kvt_call_reply(a->call, code, &r);
+	rpc_reply_later(&c, rc);
 	free(a);
 }
 

@@ -24,6 +24,8 @@ struct kvt_daemon {
 	_Atomic uint32_t max_sessions; /* the engine's bound, for messages */
 	const char *shared_namespaces; /* comma-separated */
 	uint64_t max_message_size;
+	/* Longest a Lookup waits for the remote store, ns; 0: never asks. */
+	uint64_t lookup_budget;
 	time_t started;
 	char metrics_address[96]; /* "http://HOST:PORT/metrics"; "": off */
 	/* Set (release) once metrics_address is written: threads already

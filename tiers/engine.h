@@ -377,18 +377,22 @@ int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
 /*
  * Lookup that also asks the lower tiers that keep blocks of other nodes
  * (the remote tier) about the part of the chain found nowhere here: the
- * first absent key and those after it, within budget ns. Blocks found
- * there become ready here (kept by that tier: where says REMOTE; an
- * Acquire reads them into host). 0: done() is called exactly once,
- * maybe before this returns, without the engine lock, where valid for
- * the call only (its rc -ENOENT: the namespace was dropped meanwhile);
- * <0: error, done() is not called.
+ * first absent key and those after it, when nothing follows the ready
+ * prefix, within budget ns (0: never asks). Blocks found there become
+ * ready here (kept by that tier: where says REMOTE; an Acquire reads them
+ * into host).
+ * Returns 1: answered at once in *ready, *pending and where (q->n entries;
+ * NULL only without done), as kvt_engine_lookup; done() is not called. 0: the store was
+ * asked; done() is called exactly once, later, without the engine lock,
+ * its where valid for the call only (its rc -ENOENT: the namespace was
+ * dropped meanwhile). <0: error, done() is not called.
  */
 typedef void (*kvt_lookup_done)(void *arg, int rc, uint32_t ready,
 				uint32_t pending, const enum kvt_tier *where);
 int kvt_engine_lookup_async(struct kvt_engine *e, const struct kvt_req *q,
-			    uint64_t budget, kvt_lookup_done done, void *arg,
-			    struct kvt_err *err);
+			    uint64_t budget, uint32_t *ready, uint32_t *pending,
+			    enum kvt_tier *where, kvt_lookup_done done,
+			    void *arg, struct kvt_err *err);
 
 /*
  * parent may be NULL; retention NULL: the default. states[n] and locs[n]

@@ -111,15 +111,10 @@ int kvt_engine_lookup(struct kvt_engine *e, const struct kvt_req *q,
 		      uint32_t *ready, uint32_t *pending, enum kvt_tier *where,
 		      struct kvt_err *err)
 {
-	struct kvt_req rq;
-	int rc;
+	int rc = kvt_engine_lookup_async(e, q, 0, ready, pending, where, NULL,
+					 NULL, err);
 
-	pthread_mutex_lock(&e->lock);
-	if ((rc = req_resolve(e, q, &rq, false, err)) == 0 &&
-	    (rc = lookup_local(e, &rq, ready, pending, where, err)) == 0)
-		lookup_count(e, &rq, *ready, *pending);
-	pthread_mutex_unlock(&e->lock);
-	return rc;
+	return rc < 0 ? rc : 0;
 }
 
 /* A Lookup waiting for a lower tier's probe of its absent keys. */
@@ -144,45 +139,66 @@ static struct kvt_lower_tier *prober(const struct kvt_engine *e)
 	return NULL;
 }
 
-int kvt_engine_lookup_async(struct kvt_engine *e, const struct kvt_req *q,
-			    uint64_t budget, kvt_lookup_done done, void *arg,
-			    struct kvt_err *err)
+/* A probe of rq's keys from ready on (the first ready found here, their
+ * tiers in where); NULL: out of memory. */
+static struct probe *probe_new(const struct kvt_req *rq, uint32_t id,
+			       uint32_t ready, const enum kvt_tier *where,
+			       kvt_lookup_done done, void *arg)
 {
 	size_t per_key = sizeof(enum kvt_tier) + sizeof(uint8_t *) + KVT_KEY_BYTES;
-	struct probe *pr = calloc(1, sizeof(*pr) + per_key * q->n);
-	uint32_t ready = 0, pending = 0;
-	int rc;
+	struct probe *pr = calloc(1, sizeof(*pr) + per_key * rq->n);
 
 	if (!pr)
-		return kvt_errf(err, -ENOMEM, "out of memory");
+		return NULL;
 	pr->where = (enum kvt_tier *)(pr + 1);
-	pr->key_ptrs = (const uint8_t **)(pr->where + q->n);
-	pr->keys = (uint8_t (*)[KVT_KEY_BYTES])(pr->key_ptrs + q->n);
-	for (uint32_t i = 0; i < q->n; i++) {
-		memcpy(pr->keys[i], q->keys[i], KVT_KEY_BYTES);
+	pr->key_ptrs = (const uint8_t **)(pr->where + rq->n);
+	pr->keys = (uint8_t (*)[KVT_KEY_BYTES])(pr->key_ptrs + rq->n);
+	for (uint32_t i = 0; i < rq->n; i++) {
+		memcpy(pr->keys[i], rq->keys[i], KVT_KEY_BYTES);
 		pr->key_ptrs[i] = pr->keys[i];
 	}
-	pthread_mutex_lock(&e->lock);
-	if ((rc = req_resolve(e, q, &pr->q, false, err)) == 0)
-		rc = lookup_local(e, &pr->q, &ready, &pending, pr->where, err);
+	memcpy(pr->where, where, sizeof(*where) * ready);
+	pr->q = *rq;
 	pr->q.keys = pr->key_ptrs;
-	pr->id = q->ns;
+	pr->id = id;
 	pr->ready = ready;
 	pr->done = done;
 	pr->arg = arg;
+	return pr;
+}
+
+int kvt_engine_lookup_async(struct kvt_engine *e, const struct kvt_req *q,
+			    uint64_t budget, uint32_t *ready, uint32_t *pending,
+			    enum kvt_tier *where, kvt_lookup_done done,
+			    void *arg, struct kvt_err *err)
+{
+	struct kvt_lower_tier *t;
+	struct kvt_req rq;
+	struct probe *pr;
+	int rc;
+
+	if (done && !where)
+		return kvt_errf(err, -EINVAL, "a Lookup that may wait needs where");
+	pthread_mutex_lock(&e->lock);
+	if ((rc = req_resolve(e, q, &rq, false, err)) == 0)
+		rc = lookup_local(e, &rq, ready, pending, where, err);
+	if (rc < 0)
+		goto out;
 	/* Ask only where the chain stops here with nothing being made. */
-	if (rc == 0 && ready < q->n && pending == 0 && (pr->t = prober(e)) &&
-	    pr->t->ops->probe(pr->t, pr->q.ns, ns_scope(e, pr->q.ns),
-			      pr->keys + ready, q->n - ready, budget, pr) == 0) {
-		pthread_mutex_unlock(&e->lock);
-		return 0;
+	if (budget && done && *ready < rq.n && *pending == 0 && (t = prober(e)) &&
+	    (pr = probe_new(&rq, q->ns, *ready, where, done, arg))) {
+		pr->t = t;
+		if (t->ops->probe(t, rq.ns, ns_scope(e, rq.ns), pr->keys + *ready,
+				  rq.n - *ready, budget, pr) == 0) {
+			pthread_mutex_unlock(&e->lock);
+			return 0;
+		}
+		free(pr);
 	}
-	if (rc == 0)
-		lookup_count(e, &pr->q, ready, pending);
+	lookup_count(e, &rq, *ready, *pending);
+	rc = 1;
+out:
 	pthread_mutex_unlock(&e->lock);
-	if (rc == 0)
-		done(arg, 0, ready, pending, pr->where);
-	free(pr);
 	return rc;
 }
 
