@@ -746,9 +746,9 @@ static ProtobufCBinaryData session_bytes(kvt_client *c)
 	return b;
 }
 
-int kvt_lookup(kvt_client *c, const struct kvt_namespace *ns,
-	       const struct kvt_key *keys, size_t n, size_t *ready,
-	       size_t *pending)
+int kvt_lookup_where(kvt_client *c, const struct kvt_namespace *ns,
+		     const struct kvt_key *keys, size_t n, size_t *ready,
+		     size_t *pending, enum kvt_where *where)
 {
 	Kvtier__V1__LookupRequest req = KVTIER__V1__LOOKUP_REQUEST__INIT;
 	Kvtier__V1__LookupResponse *resp;
@@ -764,11 +764,25 @@ int kvt_lookup(kvt_client *c, const struct kvt_namespace *ns,
 	free(req.keys);
 	if (rc < 0)
 		return rc;
+	if (resp->ready_blocks > n ||
+	    (where && resp->n_tiers != resp->ready_blocks)) {
+		FREE_MSG(resp);
+		return fail(c, -EPROTO, "Lookup: the reply does not fit the request");
+	}
 	*ready = resp->ready_blocks;
 	if (pending)
 		*pending = resp->pending_blocks;
+	for (size_t i = 0; where && i < *ready; i++)
+		where[i] = (enum kvt_where)resp->tiers[i];
 	FREE_MSG(resp);
 	return 0;
+}
+
+int kvt_lookup(kvt_client *c, const struct kvt_namespace *ns,
+	       const struct kvt_key *keys, size_t n, size_t *ready,
+	       size_t *pending)
+{
+	return kvt_lookup_where(c, ns, keys, n, ready, pending, NULL);
 }
 
 /* Gives up the reservations of a Reserve whose pages could not be mapped,

@@ -138,6 +138,21 @@ int kvt_lookup(kvt_client *c, const struct kvt_namespace *ns,
 	       const struct kvt_key *keys, size_t n, size_t *ready,
 	       size_t *pending);
 
+/* Where a ready block is (kvtier.v1.Tier's values): in shared memory, or
+ * kept by a tier that kvt_acquire reads it back from first. */
+enum kvt_where {
+	KVT_WHERE_HOST = 1,
+	KVT_WHERE_HBM = 2,
+	KVT_WHERE_NVME = 3,
+	KVT_WHERE_REMOTE = 4, /* another node's, in the shared store */
+};
+
+/* kvt_lookup that also says where each ready block is: where[i] for i <
+ * *ready (where has room for n). */
+int kvt_lookup_where(kvt_client *c, const struct kvt_namespace *ns,
+		     const struct kvt_key *keys, size_t n, size_t *ready,
+		     size_t *pending, enum kvt_where *where);
+
 /*
  * How long blocks should stay: priority 0 (evicted first) .. 100 (last),
  * for duration_ms (0: for good), then the daemon's default priority.

@@ -498,6 +498,12 @@ class Namespace:
         after them are being produced by some worker (early reuse)."""
         return self.client._c.lookup(self._ns, _keys_blob(keys))
 
+    def lookup_where(self, keys: Keys) -> Tuple[int, int, List[str]]:
+        """lookup, and where each ready block is: "host" (shared memory),
+        "hbm", "nvme" or "remote" (another node's, in the shared store);
+        acquire reads the last two back into host first."""
+        return self.client._c.lookup_where(self._ns, _keys_blob(keys))
+
     def acquire(self, keys: Keys, wait_ms: int = 0) -> Lease:
         """Pins the ready prefix of keys (waiting at most wait_ms for blocks
         being produced). Use as a context manager, or release()."""

@@ -719,6 +719,41 @@ static PyObject *Client_lookup(Client *self, PyObject *args)
 				 Py_BuildValue("(nn)", (Py_ssize_t)ready, (Py_ssize_t)pending));
 }
 
+/* lookup, and the tier of each ready block by name. */
+static PyObject *Client_lookup_where(Client *self, PyObject *args)
+{
+	static const char *const names[] = { "?", "host", "hbm", "nvme", "remote" };
+	PyObject *nso, *keyso, *list = NULL;
+	struct kvt_namespace ns;
+	struct kvt_key *keys;
+	enum kvt_where *where;
+	size_t n, ready = 0, pending = 0;
+	int rc = -ENOMEM;
+
+	if (!PyArg_ParseTuple(args, "OO", &nso, &keyso) ||
+	    enter_keyed(self, nso, keyso, &ns, &keys, &n) < 0)
+		return NULL;
+	where = calloc(n ? n : 1, sizeof(*where));
+	if (where) {
+		Py_BEGIN_ALLOW_THREADS
+		rc = kvt_lookup_where(self->c, &ns, keys, n, &ready, &pending, where);
+		Py_END_ALLOW_THREADS
+	}
+	free(keys);
+	if (rc == 0 && (list = PyList_New((Py_ssize_t)ready))) {
+		for (size_t i = 0; i < ready; i++) {
+			unsigned w = where[i] < 5 ? (unsigned)where[i] : 0;
+
+			PyList_SET_ITEM(list, (Py_ssize_t)i, PyUnicode_FromString(names[w]));
+		}
+	}
+	free(where);
+	if (rc < 0)
+		return client_leave(self, client_fail(self, rc));
+	return client_leave(self, list ? Py_BuildValue("(nnN)", (Py_ssize_t)ready,
+						      (Py_ssize_t)pending, list) : NULL);
+}
+
 /* The C loop of lookup, for the binding's cost beside C: seconds per call. */
 static PyObject *Client_bench_lookup(Client *self, PyObject *args)
 {
@@ -1643,6 +1678,7 @@ static PyMethodDef Client_methods[] = {
 	{ "set_timeout_ms", (PyCFunction)Client_set_timeout_ms, METH_O, NULL },
 	{ "open_namespace", (PyCFunction)Client_open_namespace, METH_VARARGS, NULL },
 	{ "lookup", (PyCFunction)Client_lookup, METH_VARARGS, NULL },
+	{ "lookup_where", (PyCFunction)Client_lookup_where, METH_VARARGS, NULL },
 	{ "bench_lookup", (PyCFunction)Client_bench_lookup, METH_VARARGS, NULL },
 	{ "reserve", (PyCFunction)Client_reserve, METH_VARARGS, NULL },
 	{ "commit", (PyCFunction)Client_commit, METH_VARARGS, NULL },
