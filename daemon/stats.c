@@ -253,6 +253,8 @@ const struct kvt_stat kvt_stats_table[] = {
 	STAT(KVT_STAT_DAEMON, struct daemon_stats, COUNTER, remote_errors_total,
 	     remote_errors, "kind",
 	     "Keys the store failed, by kind (timeout, conn, auth, proto, server, size); moved and ask: redirections followed."),
+	D(COUNTER, remote_lookup_budget_expired_total, e.remote.budget_expired,
+	  "Keys a Lookup stopped waiting for at remote.lookup_budget: its chain ends there (not a store error)."),
 	D(HISTOGRAM, remote_request_duration_seconds, e.remote.latency,
 	  "Round trips of batches to the store."),
 

@@ -179,7 +179,11 @@ void op_resolve(struct kvt_redis *c, struct op *op, int64_t rc)
 						  b->items[op->idx].len,
 					  memory_order_relaxed);
 	}
-	if (is_error(rc)) {
+	if (rc == -ETIMEDOUT && b->budget) {
+		atomic_fetch_add_explicit(&c->st.budget_expired, 1, memory_order_relaxed);
+		if (!b->rc)
+			b->rc = (int)rc;
+	} else if (is_error(rc)) {
 		enum kvt_redis_err k = err_kind(rc);
 
 		atomic_fetch_add_explicit(&c->st.errors[k], 1, memory_order_relaxed);
@@ -207,7 +211,7 @@ static void batch_expire(struct kvt_redis *c, struct batch *b, int rc)
 		late++;
 		op_resolve(c, op, rc);
 	}
-	if (rc == -ETIMEDOUT)
+	if (rc == -ETIMEDOUT && !b->budget)
 		redis_say(c, true, &c->logged_timeout,
 			  "redis: %u keys not answered within %llu ms (counted in errors{kind=\"timeout\"})",
 			  late, (unsigned long long)((b->deadline_ns - b->start_ns) / REDIS_MS));
@@ -245,8 +249,10 @@ static int submit(struct kvt_redis *c, enum op_kind kind, struct kvt_redis_item 
 	b->done = done;
 	b->arg = arg;
 	b->start_ns = redis_now();
-	if (!timeout_ns || timeout_ns > c->cfg.timeout_ns)
+	if (!timeout_ns || timeout_ns >= c->cfg.timeout_ns)
 		timeout_ns = c->cfg.timeout_ns;
+	else
+		b->budget = true;
 	b->deadline_ns = b->start_ns + timeout_ns;
 	for (uint32_t i = 0; i < n; i++) {
 		b->ops[i].b = b;
@@ -525,4 +531,6 @@ void kvt_redis_stats(struct kvt_redis *c, struct kvt_redis_stats *st)
 	st->cluster = atomic_load(&c->st.cluster);
 	st->nodes = atomic_load(&c->st.nodes);
 	st->refreshes = atomic_load_explicit(&c->st.refreshes, memory_order_relaxed);
+	st->budget_expired = atomic_load_explicit(&c->st.budget_expired,
+						  memory_order_relaxed);
 }

@@ -118,6 +118,10 @@ struct kvt_redis_stats {
 	uint64_t hits, misses;        /* GET (and EXISTS) keys found, not found */
 	uint64_t bytes_in, bytes_out; /* value bytes got, value bytes set */
 	uint64_t errors[KVT_REDIS_ERR_KINDS]; /* keys, or redirections */
+	/* Keys not answered by a deadline shorter than the timeout (a
+	 * Lookup's budget): -ETIMEDOUT to the caller, but not an error of
+	 * the store, nor a reason to be degraded. */
+	uint64_t budget_expired;
 	struct kvt_histogram_snapshot latency; /* batch round trips */
 	bool degraded;   /* a node down, or an error in the last interval */
 	bool cluster;    /* the endpoints are a cluster */

@@ -68,6 +68,7 @@ struct batch {
 	uint32_t n, left, sent;
 	uint64_t ttl_ms, start_ns, deadline_ns;
 	int rc;
+	bool budget;    /* its deadline is the caller's, before the timeout */
 	bool finished;  /* results final: items are the caller's again */
 	bool delivered; /* done() was called */
 	kvt_redis_done_fn done;
@@ -114,7 +115,7 @@ enum client_mode { MODE_PROBE, MODE_SINGLE, MODE_CLUSTER };
 struct counters {
 	atomic_uint_fast64_t requests, keys, hits, misses, bytes_in, bytes_out;
 	atomic_uint_fast64_t errors[KVT_REDIS_ERR_KINDS];
-	atomic_uint_fast64_t refreshes;
+	atomic_uint_fast64_t refreshes, budget_expired;
 	atomic_uint nodes;
 	atomic_bool degraded, cluster;
 };

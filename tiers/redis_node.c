@@ -500,11 +500,14 @@ static int set_send(struct node *n, struct op *op)
 		return -EIO;
 	len = (size_t)snprintf(cmd, cap, "*%d\r\n$3\r\nSET\r\n$%zu\r\n",
 			       b->ttl_ms ? 5 : 3, it->key_len);
-	memcpy(cmd + len, it->key, it->key_len);
+	if (it->key_len)
+		memcpy(cmd + len, it->key, it->key_len);
 	len += it->key_len;
 	len += (size_t)snprintf(cmd + len, cap - len, "\r\n$%zu\r\n", vlen);
-	memcpy(cmd + len, it->head, it->head_len);
-	memcpy(cmd + len + it->head_len, it->val, it->len);
+	if (it->head_len)
+		memcpy(cmd + len, it->head, it->head_len);
+	if (it->len)
+		memcpy(cmd + len + it->head_len, it->val, it->len);
 	len += vlen;
 	if (b->ttl_ms)
 		len += (size_t)snprintf(cmd + len, cap - len,

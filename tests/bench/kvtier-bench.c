@@ -24,6 +24,11 @@
  * the cached prefix, pipelined GET to onload it, pipelined SET to offload
  * the rest. Then kvtier/Redis ratios are printed per workload.
  *
+ * --two-nodes runs each workload on two kvtierd ("node A", "node B") that
+ * share a redis-server on loopback as their remote tier: node A first,
+ * which warms the store (write-behind), then node B with a cold host
+ * tier, whose hit rate by tier says what the store gave it.
+ *
  * --check runs a small version and fails unless the cache did exactly what
  * the workload implies: every distinct block produced once, every other
  * block served from the cache, the page bytes intact, and the daemon's
@@ -77,7 +82,7 @@ struct options {
 	uint32_t workers, requests, block_tokens;
 	double zipf;
 	uint64_t seed, host_bytes;
-	bool check, progress, redis;
+	bool check, progress, redis, two_nodes;
 	const struct test_redis *server; /* the Redis run's */
 };
 
@@ -588,11 +593,13 @@ static void worker_main(const struct options *o, const struct workload *wl,
 
 /* ---- the daemon's side ---- */
 
-enum { D_COMMITTED, D_IN, D_OUT, D_HITS, D_HITS_NVME, D_HBM_HITS, D_EVICTIONS, ND };
+enum { D_COMMITTED, D_IN, D_OUT, D_HITS, D_HITS_NVME, D_HITS_REMOTE, D_HBM_HITS,
+       D_EVICTIONS, D_REMOTE_WRITES, D_REMOTE_SKIPPED, ND };
 static const char *const daemon_stats[ND] = {
 	"committed_blocks_total", "tiers.host.in_bytes_total", "tiers.host.out_bytes_total",
-	"lookup_hit_blocks_total", "lookup_nvme_hit_blocks_total", "hbm_hits_total",
-	"tiers.host.evictions_total",
+	"lookup_hit_blocks_total", "lookup_nvme_hit_blocks_total",
+	"lookup_remote_hit_blocks_total", "hbm_hits_total", "tiers.host.evictions_total",
+	"remote_writes_total", "remote_writes_skipped_total",
 };
 
 static void collect(void *arg, const char *name, const char *value)
@@ -752,9 +759,11 @@ static void report(const struct workload *wl, const struct result *r, bool redis
 	       wl->name, (unsigned long long)s->requests, (unsigned long long)s->blocks,
 	       (unsigned long long)wl->unique_blocks, s->blocks ? 100.0 * served / s->blocks : 0);
 	if (!redis)
-		printf("(host %.1f%% nvme %.1f%% hbm %.1f%% of hits; early reuse %llu; %llu evicted)  ",
-		       100.0 * (r->daemon[D_HITS] - r->daemon[D_HITS_NVME]) / hits,
+		printf("(host %.1f%% nvme %.1f%% remote %.1f%% hbm %.1f%% of hits; early reuse %llu; %llu evicted)  ",
+		       100.0 * (r->daemon[D_HITS] - r->daemon[D_HITS_NVME] -
+				r->daemon[D_HITS_REMOTE]) / hits,
 		       100.0 * r->daemon[D_HITS_NVME] / hits,
+		       100.0 * r->daemon[D_HITS_REMOTE] / hits,
 		       s->hits + s->busy ? 100.0 * s->hbm_pages / (s->hits + s->busy) : 0,
 		       (unsigned long long)s->busy, (unsigned long long)r->daemon[D_EVICTIONS]);
 	printf("%.0f lookups/s  onload %.2f GB/s  offload %.2f GB/s (per worker)  %.2fs\n",
@@ -828,6 +837,42 @@ static int check(const struct options *o, const struct workload *wl,
 	return bad;
 }
 
+/* Node A's write-behind is done: every block it committed is written to
+ * the store or skipped. Returns how many were skipped. */
+static uint64_t store_settled(const char *addr)
+{
+	uint64_t *shared = mmap(NULL, ND * 8, PROT_READ | PROT_WRITE,
+				MAP_SHARED | MAP_ANONYMOUS, -1, 0), st[ND];
+
+	CHECK(shared != MAP_FAILED);
+	for (int i = 0;; i++) {
+		daemon_snapshot(addr, shared, st);
+		if (st[D_REMOTE_WRITES] + st[D_REMOTE_SKIPPED] >= st[D_COMMITTED])
+			break;
+		CHECK(i < 3000); /* 30 s */
+		usleep(10000);
+	}
+	munmap(shared, ND * 8);
+	return st[D_REMOTE_SKIPPED];
+}
+
+/* Node B after node A warmed the store: nothing produced again (unless A
+ * skipped writes), every repeat served, every page intact. */
+static int check_node_b(const struct workload *wl, const struct result *r,
+			uint64_t skipped_on_a)
+{
+	const struct worker_stats *s = &r->sum;
+	int bad = 0;
+
+	EXPECT(s->bad_pages == 0, "node B read %llu pages wrong", (unsigned long long)s->bad_pages);
+	if (skipped_on_a == 0)
+		EXPECT(s->produced == 0 && r->daemon[D_HITS_REMOTE] > 0,
+		       "node B produced %llu blocks and hit %llu in the store; node A wrote them all",
+		       (unsigned long long)s->produced,
+		       (unsigned long long)r->daemon[D_HITS_REMOTE]);
+	return bad;
+}
+
 /* What one core copies, pages of len bytes, 64 MiB or more in all: the
  * host-memory ceiling that onload and offload rates compare with. */
 static double memcpy_gbps(uint64_t len)
@@ -866,6 +911,9 @@ static void usage(void)
 	       "  --host-size BYTES   host tier of the started kvtierd (default 8G)\n"
 	       "  --redis             also replay it against a redis-server on loopback\n"
 	       "                      (started here, maxmemory = host size) and compare\n"
+	       "  --two-nodes         run each workload on node A, then on node B, two\n"
+	       "                      kvtierd sharing a redis-server on loopback (started\n"
+	       "                      here) as their remote tier; prints B's hits by tier\n"
 	       "  --check             small run (tiny model, 100 requests) that fails on\n"
 	       "                      wrong hit counts, byte counts or page contents\n");
 }
@@ -891,15 +939,16 @@ int main(int argc, char **argv)
 		{ "block-tokens", 1, NULL, 'b' }, { "zipf", 1, NULL, 'z' },
 		{ "seed", 1, NULL, 's' }, { "addr", 1, NULL, 'a' },
 		{ "host-size", 1, NULL, 'H' }, { "check", 0, NULL, 'c' },
-		{ "redis", 0, NULL, 'R' },
+		{ "redis", 0, NULL, 'R' }, { "two-nodes", 0, NULL, '2' },
 		{ "help", 0, NULL, 'h' }, { NULL, 0, NULL, 0 },
 	};
 	struct options o = { .workloads = "burst,chat,rag", .model = models[0],
 			     .workers = 4, .requests = 400, .block_tokens = 16,
 			     .zipf = 1.0, .seed = 1, .host_bytes = 8ull << 30 };
 	bool requests_set = false, model_set = false;
-	struct test_daemon d = { 0 };
-	char host_set[64], seg_set[64], list[64];
+	struct test_daemon d = { 0 }, node_b = { 0 };
+	struct test_redis store = { 0 };
+	char host_set[64], seg_set[64], list[64], remote_set[64];
 	int opt, bad = 0;
 
 	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -934,6 +983,7 @@ int main(int argc, char **argv)
 		}
 		case 'c': o.check = true; break;
 		case 'R': o.redis = true; break;
+		case '2': o.two_nodes = true; break;
 		case 'h': usage(); return 0;
 		default: usage(); return 2;
 		}
@@ -956,6 +1006,11 @@ int main(int argc, char **argv)
 	CHECK(page_template);
 	test_fill(page_template, page_bytes(&o), 42);
 
+	if (o.two_nodes && (o.addr || o.redis)) {
+		fprintf(stderr, "kvtier-bench: --two-nodes starts its own daemons and store: "
+				"no --addr, no --redis\n");
+		return 2;
+	}
 	if (!o.addr) {
 		uint64_t seg = 64ull << 20;
 
@@ -963,7 +1018,15 @@ int main(int argc, char **argv)
 			seg *= 2;
 		snprintf(host_set, sizeof(host_set), "host.size=%llu", (unsigned long long)o.host_bytes);
 		snprintf(seg_set, sizeof(seg_set), "host.segment_size=%llu", (unsigned long long)seg);
-		const char *sets[] = { host_set, seg_set, "limits.max_keys_per_request=4096", NULL };
+		const char *sets[] = { host_set, seg_set, "limits.max_keys_per_request=4096",
+				       o.two_nodes ? remote_set : NULL, NULL };
+		if (o.two_nodes) {
+			/* The store holds what both nodes' host tiers do. */
+			test_redis_start(&store, 2 * o.host_bytes);
+			snprintf(remote_set, sizeof(remote_set), "remote.endpoints=127.0.0.1:%d",
+				 store.port);
+			test_daemon_start(&node_b, sets);
+		}
 		test_daemon_start(&d, sets);
 		o.addr = d.addr;
 	}
@@ -986,10 +1049,27 @@ int main(int argc, char **argv)
 		}
 		build(&wl, name, &o);
 		run(&o, &wl, &r);
-		printf("kvtier ");
+		printf(o.two_nodes ? "node A " : "kvtier ");
 		report(&wl, &r, false);
 		if (o.check)
 			bad += check(&o, &wl, &r);
+		if (o.two_nodes) {
+			struct options bo = o;
+			uint64_t skipped = store_settled(o.addr);
+			struct result rb;
+
+			bo.addr = node_b.addr;
+			run(&bo, &wl, &rb);
+			printf("node B ");
+			report(&wl, &rb, false);
+			if (skipped)
+				printf("       (node A skipped %llu writes to the store)\n",
+				       (unsigned long long)skipped);
+			if (o.check)
+				bad += check_node_b(&wl, &rb, skipped);
+			for (int k = 0; k < NRPC; k++)
+				free(rb.samples[k]);
+		}
 		if (o.redis) {
 			struct options ro = o;
 			struct test_redis server;
@@ -1013,6 +1093,10 @@ int main(int argc, char **argv)
 	}
 	if (d.pid)
 		CHECK(test_daemon_stop(&d) == 0);
+	if (node_b.pid) {
+		CHECK(test_daemon_stop(&node_b) == 0);
+		test_redis_stop(&store);
+	}
 	free(page_template);
 	if (o.check)
 		printf("kvtier-bench --check: %s\n", bad ? "FAILED" : "ok");
