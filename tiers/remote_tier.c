@@ -13,9 +13,6 @@
  * A Lookup's keys found nowhere on this node are asked for in one EXISTS
  * batch within the Lookup's budget (probe); those found become blocks here
  * kept by this tier (adopt), which an Acquire then promotes.
- *
- * Not yet here (issue 17): the [remote] config section; so far only the
- * engine's callers (tests) configure it.
  */
 #include <errno.h>
 #include <stddef.h>
