@@ -684,38 +684,69 @@ static int put(struct rpc *c)
 			      pages, &p->stored, &c->err);
 }
 
+/* A Get whose pages are being pinned (read back first from a lower tier
+ * when they must be), answered by get_done. */
+struct get_call {
+	struct kvt_daemon *d;
+	struct kvt_call *call;
+	uint64_t page_bytes;
+};
+
+static void get_done(void *arg, int rc, const struct kvt_acquired *got)
+{
+	struct get_call *g = arg;
+	Kvtier__V1__GetResponse p = KVTIER__V1__GET_RESPONSE__INIT;
+	struct kvt_reply r = { 0 };
+	struct rpc c = { .d = g->d, .call = g->call, .r = &r, .out = &p.base };
+	ProtobufCBinaryData *pages = NULL;
+
+	if (rc == 0 && got->count &&
+	    !(pages = rpc_alloc(&c, got->count, sizeof(*pages))))
+		rc = kvt_errf(&c.err, -ENOMEM, "out of memory");
+	if (rc == 0) {
+		/* Pinned: the pages cannot move while they are packed. */
+		for (uint32_t i = 0; i < got->count; i++) {
+			pages[i].data = (uint8_t *)kvt_engine_page(g->d->engine,
+								   got->pinned[i]);
+			pages[i].len = g->page_bytes;
+		}
+		p.pages = pages;
+		p.n_pages = got->count;
+		p.ready_blocks = got->ready;
+		rc = rpc_pack(&c);
+	} else if (rc == -ENOENT) {
+		rc = kvt_errf(&c.err, rc, "the namespace was dropped while this Get read its pages");
+	}
+	if (got && got->count)
+		kvt_engine_unpin(g->d->engine, got->pinned, got->count);
+	rpc_reply_later(&c, rc);
+	free(g);
+}
+
+/* Copies of the ready prefix's pages, as many as fit in a reply; blocks
+ * kept only by nvme or the remote store are read back into host first. */
 static int get(struct rpc *c)
 {
-	Kvtier__V1__GetResponse *p = (void *)c->out;
-	struct kvt_block **pinned = rpc_alloc(c, c->q.n, sizeof(*pinned));
-	ProtobufCBinaryData *pages = rpc_alloc(c, c->q.n, sizeof(*pages));
-	uint64_t page_bytes, fit;
-	uint32_t count = 0;
+	struct get_call *g = calloc(1, sizeof(*g));
+	uint64_t fit;
 	int rc;
 
-	if (!pinned || !pages)
+	if (!g)
 		return kvt_errf(&c->err, -ENOMEM, "out of memory");
+	*g = (struct get_call){ .d = c->d, .call = c->call };
 	rc = kvt_engine_page_bytes(c->d->engine, c->q.tenant, c->q.ns,
-				   &page_bytes, &c->err);
-	if (rc < 0)
-		return rc;
+				   &g->page_bytes, &c->err);
 	/* Each page costs its bytes plus a tag and a length varint. */
-	fit = (c->d->max_message_size - 16) / (page_bytes + 11);
-	rc = kvt_engine_pin(c->d->engine, &c->q,
-			    fit > UINT32_MAX ? UINT32_MAX : (uint32_t)fit,
-			    pinned, &count, &p->ready_blocks, &c->err);
-	if (rc < 0)
+	fit = (c->d->max_message_size - 16) / (g->page_bytes + 11);
+	if (rc == 0)
+		rc = kvt_engine_pin_async(c->d->engine, &c->q,
+					  fit > UINT32_MAX ? UINT32_MAX : (uint32_t)fit,
+					  get_done, g, &c->err);
+	if (rc < 0) {
+		free(g);
 		return rc;
-	/* Pinned: the pages cannot move while they are packed. */
-	for (uint32_t i = 0; i < count; i++) {
-		pages[i].data = (uint8_t *)kvt_engine_page(c->d->engine, pinned[i]);
-		pages[i].len = page_bytes;
 	}
-	p->pages = pages;
-	p->n_pages = count;
-	rc = rpc_pack(c);
-	kvt_engine_unpin(c->d->engine, pinned, count);
-	return rc;
+	return RPC_DEFERRED; /* get_done answers, maybe already has */
 }
 
 /* The scope first: keys where none belong are named as such, whatever

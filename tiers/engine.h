@@ -258,6 +258,11 @@ struct kvt_acquired {
 	uint64_t lease;
 	uint32_t count;
 	const struct kvt_location *locs; /* count entries */
+	/* kvt_engine_pin_async: the count blocks pinned (the callee's to
+	 * kvt_engine_unpin, within done()), and the ready prefix's length
+	 * when the call came. */
+	struct kvt_block **pinned;
+	uint32_t ready;
 };
 
 /* rc 0 with the result; -ENOENT when the session ended first, -ENOMEM
@@ -433,6 +438,17 @@ int kvt_engine_put(struct kvt_engine *e, const struct kvt_req *q,
 		   const uint8_t *parent, const struct kvt_retention *retention,
 		   const void *const *pages, uint32_t *stored,
 		   struct kvt_err *err);
+
+/*
+ * Pins at most max_pins blocks of the ready prefix without a session, for a
+ * caller that copies them out at once (Get): blocks kept by a lower tier
+ * only are read back first, as for kvt_engine_acquire (PENDING ones are not
+ * waited for). done() as for kvt_engine_acquire, with no lease: got->pinned
+ * and got->count are the pins, which done() copies and unpins.
+ */
+int kvt_engine_pin_async(struct kvt_engine *e, const struct kvt_req *q,
+			 uint32_t max_pins, kvt_acquire_done done, void *arg,
+			 struct kvt_err *err);
 
 /*
  * Pins at most max_pins blocks of the ready prefix without a session, for a

@@ -501,29 +501,39 @@ int kvt_engine_abort(struct kvt_engine *e, const struct kvt_req *q,
 
 /* ---- acquire / release / pin ---- */
 
+/* A waiter for the first n of q's keys, answering done; NULL: no memory. */
+static struct kvt_waiter *waiter_new(const struct kvt_req *q, uint32_t n,
+				     kvt_acquire_done done_fn, void *arg)
+{
+	struct kvt_waiter *w;
+	size_t per_key = sizeof(*w->pinned) + sizeof(*w->locs) + KVT_KEY_BYTES;
+
+	w = calloc(1, sizeof(*w) + per_key * n);
+	if (!w)
+		return NULL;
+	w->pinned = (struct kvt_block **)(w + 1);
+	w->locs = (struct kvt_location *)(w->pinned + n);
+	w->keys = (uint8_t(*)[KVT_KEY_BYTES])(w->locs + n);
+	w->result.locs = w->locs;
+	w->n = n;
+	w->done = done_fn;
+	w->arg = arg;
+	for (uint32_t i = 0; i < n; i++)
+		memcpy(w->keys[i], q->keys[i], KVT_KEY_BYTES);
+	return w;
+}
+
 int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
 		       uint64_t wait, kvt_acquire_done done_fn, void *arg,
 		       struct kvt_err *err)
 {
 	struct done_list done = { 0 };
-	struct kvt_waiter *w;
+	struct kvt_waiter *w = waiter_new(q, q->n, done_fn, arg);
 	struct kvt_session *s;
-	size_t per_key = sizeof(*w->pinned) + sizeof(*w->locs) + KVT_KEY_BYTES;
 	int rc = 0;
 
-	w = calloc(1, sizeof(*w) + per_key * q->n);
 	if (!w)
 		return kvt_errf(err, -ENOMEM, "out of memory");
-	w->pinned = (struct kvt_block **)(w + 1);
-	w->locs = (struct kvt_location *)(w->pinned + q->n);
-	w->keys = (uint8_t(*)[KVT_KEY_BYTES])(w->locs + q->n);
-	w->result.locs = w->locs;
-	w->n = q->n;
-	w->done = done_fn;
-	w->arg = arg;
-	for (uint32_t i = 0; i < q->n; i++)
-		memcpy(w->keys[i], q->keys[i], KVT_KEY_BYTES);
-
 	pthread_mutex_lock(&e->lock);
 	s = session_find(e, q->session, q->tenant);
 	if (wait > e->cfg.max_wait) /* reload changes it under the lock */
@@ -550,6 +560,33 @@ int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
 		w->session = s;
 		w->tenant = ns_scope(e, w->ns);
 		w->wait_deadline = engine_now_locked(e) + wait;
+		waiter_advance(e, w, &done);
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (rc < 0)
+		free(w);
+	done_run(&done);
+	return rc;
+}
+
+int kvt_engine_pin_async(struct kvt_engine *e, const struct kvt_req *q,
+			 uint32_t max_pins, kvt_acquire_done done_fn, void *arg,
+			 struct kvt_err *err)
+{
+	struct done_list done = { 0 };
+	struct kvt_waiter *w = waiter_new(q, q->n < max_pins ? q->n : max_pins,
+					  done_fn, arg);
+	struct kvt_req rq;
+	int rc;
+
+	if (!w)
+		return kvt_errf(err, -ENOMEM, "out of memory");
+	pthread_mutex_lock(&e->lock);
+	if ((rc = req_resolve(e, q, &rq, false, err)) == 0 &&
+	    (rc = ready_prefix(e, &rq, &w->result.ready, err)) == 0) {
+		w->ns = rq.ns;
+		w->tenant = ns_scope(e, rq.ns);
+		w->wait_deadline = engine_now_locked(e); /* no PENDING waits */
 		waiter_advance(e, w, &done);
 	}
 	pthread_mutex_unlock(&e->lock);

@@ -195,7 +195,11 @@ void waiter_finish(struct kvt_engine *e, struct kvt_waiter *w, int rc,
 	if (w->session)
 		e->tenants[w->session->tenant].acquiring--;
 	w->rc = rc;
-	if (rc == 0 && w->got) {
+	if (rc == 0 && w->got && !w->session) { /* kvt_engine_pin_async */
+		w->result.pinned = w->pinned;
+		w->result.count = w->got;
+		e->st.host_out_bytes_total += w->got * e->ns[w->ns].page_bytes;
+	} else if (rc == 0 && w->got) {
 		struct lease *l = lease_new(e, w->session, w->pinned, w->got);
 
 		if (l) {
