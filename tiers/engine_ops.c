@@ -523,6 +523,28 @@ static struct kvt_waiter *waiter_new(const struct kvt_req *q, uint32_t n,
 	return w;
 }
 
+/* Starts w on namespace index ns, waiting at most wait for PENDING keys. */
+static void waiter_start(struct kvt_engine *e, struct kvt_waiter *w, uint32_t ns,
+			 uint64_t wait, struct done_list *done)
+{
+	w->ns = ns;
+	w->tenant = ns_scope(e, ns);
+	w->wait_deadline = engine_now_locked(e) + wait;
+	waiter_advance(e, w, done);
+}
+
+/* Ends a call that made w: w is freed if it was not started (rc < 0), the
+ * waiters done are answered without the lock. */
+static int waiter_unlock(struct kvt_engine *e, struct kvt_waiter *w, int rc,
+			 struct done_list *done)
+{
+	pthread_mutex_unlock(&e->lock);
+	if (rc < 0)
+		free(w);
+	done_run(done);
+	return rc;
+}
+
 int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
 		       uint64_t wait, kvt_acquire_done done_fn, void *arg,
 		       struct kvt_err *err)
@@ -542,8 +564,8 @@ int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
 				 (unsigned long long)(e->cfg.max_wait / KVT_MS));
 	else if (!s)
 		rc = kvt_errf(err, -ENOENT, "unknown session");
-	else if ((rc = ns_index(e, q->ns, q->tenant, false, err)) >= 0)
-		w->ns = (uint32_t)rc;
+	else
+		rc = ns_index(e, q->ns, q->tenant, false, err);
 	if (rc >= 0 && e->cfg.max_leases) {
 		struct tenant *t = &e->tenants[s->tenant];
 
@@ -555,18 +577,12 @@ int kvt_engine_acquire(struct kvt_engine *e, const struct kvt_req *q,
 		}
 	}
 	if (rc >= 0) {
-		rc = 0;
 		e->tenants[s->tenant].acquiring++;
 		w->session = s;
-		w->tenant = ns_scope(e, w->ns);
-		w->wait_deadline = engine_now_locked(e) + wait;
-		waiter_advance(e, w, &done);
+		waiter_start(e, w, (uint32_t)rc, wait, &done);
+		rc = 0;
 	}
-	pthread_mutex_unlock(&e->lock);
-	if (rc < 0)
-		free(w);
-	done_run(&done);
-	return rc;
+	return waiter_unlock(e, w, rc, &done);
 }
 
 int kvt_engine_pin_async(struct kvt_engine *e, const struct kvt_req *q,
@@ -583,17 +599,9 @@ int kvt_engine_pin_async(struct kvt_engine *e, const struct kvt_req *q,
 		return kvt_errf(err, -ENOMEM, "out of memory");
 	pthread_mutex_lock(&e->lock);
 	if ((rc = req_resolve(e, q, &rq, false, err)) == 0 &&
-	    (rc = ready_prefix(e, &rq, &w->result.ready, err)) == 0) {
-		w->ns = rq.ns;
-		w->tenant = ns_scope(e, rq.ns);
-		w->wait_deadline = engine_now_locked(e); /* no PENDING waits */
-		waiter_advance(e, w, &done);
-	}
-	pthread_mutex_unlock(&e->lock);
-	if (rc < 0)
-		free(w);
-	done_run(&done);
-	return rc;
+	    (rc = ready_prefix(e, &rq, &w->result.ready, err)) == 0)
+		waiter_start(e, w, rq.ns, 0, &done); /* no PENDING waits */
+	return waiter_unlock(e, w, rc, &done);
 }
 
 int kvt_engine_release(struct kvt_engine *e, uint32_t tenant,
