@@ -1018,8 +1018,12 @@ int main(int argc, char **argv)
 			seg *= 2;
 		snprintf(host_set, sizeof(host_set), "host.size=%llu", (unsigned long long)o.host_bytes);
 		snprintf(seg_set, sizeof(seg_set), "host.segment_size=%llu", (unsigned long long)seg);
+		/* --check counts on node B finding what node A wrote: a
+		 * Lookup waits for the store as long as it takes (a slow
+		 * build, a loaded machine), not the default 5 ms. */
 		const char *sets[] = { host_set, seg_set, "limits.max_keys_per_request=4096",
-				       o.two_nodes ? remote_set : NULL, NULL };
+				       o.two_nodes ? remote_set : NULL,
+				       o.check ? "remote.lookup_budget=10s" : NULL, NULL };
 		if (o.two_nodes) {
 			/* The store holds what both nodes' host tiers do. */
 			test_redis_start(&store, 2 * o.host_bytes);
