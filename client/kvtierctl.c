@@ -125,6 +125,17 @@ static void print_status(const struct stat_list *l)
 		printf("nvme tier    UNAVAILABLE (%s paths configured; see the log)\n",
 		       find(l, "nvme_paths"));
 	}
+	if (strcmp(find(l, "tiers.remote.up"), "true") == 0)
+		printf("remote tier  %s, %s %s known; %s writes (%s skipped), %s blocks read in, %s lookup hits, %s bad records, %s timeouts, %s connection errors\n",
+		       strcmp(find(l, "remote_degraded"), "true") == 0 ? "DEGRADED" : "ok",
+		       find(l, "remote_nodes"),
+		       strcmp(find(l, "remote_cluster"), "true") == 0 ? "cluster masters" : "server",
+		       find(l, "remote_writes_total"), find(l, "remote_writes_skipped_total"),
+		       find(l, "remote_promotions_total"),
+		       find(l, "lookup_remote_hit_blocks_total"),
+		       find(l, "remote_bad_records_total"),
+		       find(l, "remote_errors_total.timeout"),
+		       find(l, "remote_errors_total.conn"));
 }
 
 static void print_knob(void *arg, const struct kvt_knob *k)

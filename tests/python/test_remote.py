@@ -305,6 +305,9 @@ def test_master_killed_mid_workload(make_daemon, cluster):
     st = stats(a)
     assert st["remote_errors_total"]["conn"] > 0 or st["remote_errors_total"]["timeout"] > 0
     assert stats(b)["remote_degraded"] is True
+    status = subprocess.run([os.environ["KVTIERCTL"], "--addr", a.addr, "status"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "remote tier  DEGRADED, 3 cluster masters known" in status, status
     assert a.proc.poll() is None and b.proc.poll() is None
 
     # The master comes back (empty: no persistence); the tier recovers.
