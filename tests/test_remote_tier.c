@@ -91,15 +91,15 @@ static void on_looked(void *arg, int rc, uint32_t ready, uint32_t pending,
 	atomic_store(&l->done, true);
 }
 
-static struct looked *look(struct kvt_engine *e, struct kvt_req q)
+static struct looked *look_within(struct kvt_engine *e, struct kvt_req q,
+				  uint64_t budget)
 {
 	static struct looked l;
 	struct kvt_err err;
-
 	int rc;
 
 	memset(&l, 0, sizeof(l));
-	rc = kvt_engine_lookup_async(e, &q, 500 * KVT_MS, &l.ready, &l.pending,
+	rc = kvt_engine_lookup_async(e, &q, budget, &l.ready, &l.pending,
 				     l.where, on_looked, &l, &err);
 	CHECK(rc >= 0);
 	l.asked = rc == 0;
@@ -109,6 +109,11 @@ static struct looked *look(struct kvt_engine *e, struct kvt_req q)
 		sleep_ms(1);
 	CHECK(atomic_load(&l.done) && l.rc == 0);
 	return &l;
+}
+
+static struct looked *look(struct kvt_engine *e, struct kvt_req q)
+{
+	return look_within(e, q, 500 * KVT_MS);
 }
 
 /* Pins keys [0, n) once every one is back in host (Pin starts the
@@ -278,6 +283,23 @@ int main(void)
 		struct kvt_req q = req(0, FIRST);
 
 		CHECK(kvt_engine_lookup(e, &q, &ready, &pending, NULL, &err) == 0 && ready == 0);
+	}
+
+	/* A budget the store cannot meet: the probe's keys count as expired
+	 * (not as store errors), and Lookups then do not ask for 100 ms. */
+	{
+		struct kvt_engine_stats st0 = stats(e), st;
+
+		CHECK(look_within(e, req(0, FIRST), 1000)->asked); /* 1 us */
+		st = stats(e);
+		CHECK(st.remote.budget_expired - st0.remote.budget_expired == FIRST);
+		CHECK(st.remote.errors[KVT_REDIS_ERR_TIMEOUT] ==
+		      st0.remote.errors[KVT_REDIS_ERR_TIMEOUT]);
+		CHECK(!look(e, req(0, FIRST))->asked);
+		CHECK(stats(e).remote_probes_skipped_total == 1);
+		sleep_ms(150);
+		CHECK(look(e, req(0, FIRST))->asked);
+		printf("a Lookup budget run out: counted apart, the next Lookups answered here for 100 ms: ok\n");
 	}
 	redisFree(rc);
 	kvt_engine_destroy(e);

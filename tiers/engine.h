@@ -222,6 +222,9 @@ struct kvt_engine_stats {
 	 * check (a miss; the value is deleted from the store). */
 	uint64_t remote_writes_total, remote_writes_skipped_total;
 	uint64_t remote_promotions_total, remote_bad_records_total;
+	/* Lookups not asking the store: a probe ran out of its budget in the
+	 * last 100 ms. */
+	uint64_t remote_probes_skipped_total;
 	bool remote_enabled;
 	struct kvt_redis_stats remote; /* the store's client (redis.h) */
 	/* hbm: copies of host blocks in GPU pools (hbm.h). */

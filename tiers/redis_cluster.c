@@ -235,6 +235,10 @@ static void nodes_gc(struct kvt_redis *c)
 			n->ac = NULL;
 			redisAsyncFree(ac);
 		}
+		if (n->reader) /* a write lane goes; another is made when needed */
+			n->reader->writer = NULL;
+		if (n->writer) /* an orphan lane, freed once idle */
+			n->writer->reader = NULL;
 		free(n);
 		c->nodes[i] = c->nodes[--c->nnodes];
 	}

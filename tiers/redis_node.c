@@ -68,7 +68,8 @@ struct node *node_get(struct kvt_redis *c, const char *host, int port)
 	struct node *n;
 
 	for (uint32_t i = 0; i < c->nnodes; i++)
-		if (c->nodes[i]->port == port && !strcmp(c->nodes[i]->host, host))
+		if (c->nodes[i]->port == port && !strcmp(c->nodes[i]->host, host) &&
+		    !c->nodes[i]->is_writer)
 			return c->nodes[i];
 	if (c->nnodes == REDIS_NODES_MAX || strlen(host) >= sizeof(n->host))
 		return NULL;
@@ -367,10 +368,35 @@ int redis_server_error(const char *s)
 	return -EPROTO;
 }
 
+/* The connection op goes on: n's, or n's write lane for a write. */
+static struct node *lane(struct node *n, const struct op *op)
+{
+	struct kvt_redis *c = n->c;
+	struct node *w;
+
+	if (op->b->kind != OP_SET && op->b->kind != OP_DEL)
+		return n;
+	if (n->writer)
+		return n->writer;
+	if (c->nnodes == REDIS_NODES_MAX || !(w = calloc(1, sizeof(*w))))
+		return n; /* writes share the node's connection */
+	w->c = c;
+	strcpy(w->host, n->host);
+	w->port = n->port;
+	snprintf(w->name, sizeof(w->name), "%s", n->name);
+	w->fd = -1;
+	w->reader = n;
+	w->is_writer = true;
+	n->writer = w;
+	c->nodes[c->nnodes++] = w;
+	return w;
+}
+
 static void op_queue(struct node *n, struct op *op)
 {
 	struct kvt_redis *c = n->c;
 
+	n = lane(n, op);
 	if (n->state == N_DOWN && c->now < n->retry_at) {
 		if (c->mode == MODE_CLUSTER) /* its slots may have moved (failover) */
 			c->refresh_wanted = true;

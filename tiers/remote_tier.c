@@ -15,6 +15,7 @@
  * kept by this tier (adopt), which an Acquire then promotes.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,10 +25,23 @@
 #include "redis.h"
 #include "remote_record.h"
 
+/* Record bytes being written at most: a backlog the store drains well
+ * within the timeout (64 MiB at 1 GB/s: 64 ms), so that written records
+ * are skipped and counted when the store cannot keep up, rather than
+ * queued until they time out. */
+#define WRITE_BACKLOG_MAX (64ull << 20)
+
+/* After a probe ran out of its Lookup's budget (a store too busy or too
+ * far to answer in it), Lookups do not ask for this long: one slow Lookup
+ * per interval, not every one, while the store is overloaded. */
+#define PROBE_QUIET_NS (100 * KVT_MS)
+
 struct remote_tier {
 	struct kvt_lower_tier base;
 	struct kvt_redis *redis;
-	uint64_t writes, skipped, promotions, bad;
+	uint64_t writes, skipped, promotions, bad, probes_skipped;
+	uint64_t writing; /* record bytes being written */
+	_Atomic uint64_t quiet_until; /* no probes before (engine clock) */
 };
 
 /* One request to the store, and what its completion needs. */
@@ -88,6 +102,7 @@ static void saved(void *arg, struct kvt_redis_item *items, uint32_t n, int rc)
 	(void)n;
 	pthread_mutex_lock(&e->lock);
 	b->remote_saving = 0;
+	j->t->writing -= KVT_REMOTE_HEADER_BYTES + j->page_len;
 	if (rc == 0 && b->indexed) {
 		b->has_remote = 1;
 		j->t->writes++;
@@ -126,6 +141,11 @@ static bool remote_save(struct kvt_lower_tier *lt, struct kvt_block *b)
 		return b->remote_saving;
 	if (b->priority < e->cfg.remote.min_priority)
 		return false;
+	if (t->writing + KVT_REMOTE_HEADER_BYTES + e->ns[b->ns].page_bytes >
+	    WRITE_BACKLOG_MAX && t->writing) {
+		t->skipped++;
+		return false;
+	}
 	j = job_new(t, b);
 	if (!j) {
 		t->skipped++;
@@ -147,6 +167,7 @@ static bool remote_save(struct kvt_lower_tier *lt, struct kvt_block *b)
 		return false;
 	}
 	b->remote_saving = 1;
+	t->writing += KVT_REMOTE_HEADER_BYTES + j->page_len;
 	block_pin(e, b);
 	return true;
 }
@@ -240,8 +261,11 @@ struct probe_job {
 static void probed(void *arg, struct kvt_redis_item *items, uint32_t n, int rc)
 {
 	struct probe_job *j = arg;
+	struct kvt_engine *e = j->t->base.e;
 
-	(void)rc;
+	if (rc == -ETIMEDOUT)
+		atomic_store(&j->t->quiet_until,
+			     e->cfg.clock(e->cfg.clock_arg) + PROBE_QUIET_NS);
 	for (uint32_t i = 0; i < n; i++)
 		j->found[i] = items[i].result == 1;
 	engine_probed(j->t->base.e, j->lookup, j->found);
@@ -257,13 +281,18 @@ static int remote_probe(struct kvt_lower_tier *lt, uint32_t ns, uint32_t tenant,
 	const struct namespace *d = &e->ns[ns];
 	size_t per_key = sizeof(struct kvt_redis_item) + sizeof(bool) +
 			 KVT_REMOTE_NAME_MAX;
-	struct probe_job *j = calloc(1, sizeof(*j) + per_key * n);
+	struct probe_job *j;
 	struct kvt_remote_id id = {
 		kvt_remote_fingerprint(d->name, d->page_bytes, d->block_tokens),
 		d->shared ? "" : e->tenants[tenant].name, NULL
 	};
 	int rc;
 
+	if (engine_now_locked(e) < atomic_load(&t->quiet_until)) {
+		t->probes_skipped++;
+		return -EAGAIN; /* the Lookup is answered from this node */
+	}
+	j = calloc(1, sizeof(*j) + per_key * n);
 	if (!j)
 		return -ENOMEM;
 	j->t = t;
@@ -314,6 +343,7 @@ static void remote_stats(struct kvt_lower_tier *lt, struct kvt_engine_stats *st)
 	st->remote_writes_skipped_total = t->skipped;
 	st->remote_promotions_total = t->promotions;
 	st->remote_bad_records_total = t->bad;
+	st->remote_probes_skipped_total = t->probes_skipped;
 }
 
 static void remote_destroy(struct kvt_lower_tier *lt)
