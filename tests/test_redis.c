@@ -703,6 +703,38 @@ static void bench(const struct test_redis *srv)
 	kvt_redis_close(r);
 }
 
+/* Writes go on a connection of their own: an EXISTS sent after 64 MiB of
+ * SETs is answered before they are. */
+static void test_write_lane(struct kvt_redis *r)
+{
+	enum { N = 32, LEN = 2 << 20 };
+	struct kvt_redis_item sets[N], probe = { .key = "lane:0", .key_len = 6 };
+	struct waiter ws = WAITER_INIT, wp = WAITER_INIT;
+	char keys[N][16];
+	uint8_t *val = malloc(LEN);
+	bool sets_first;
+
+	CHECK(val);
+	test_fill(val, LEN, 5);
+	CHECK(run(r, SET, &(struct kvt_redis_item){ .key = "lane:0", .key_len = 6,
+						    .val = val, .len = 16 }, 1) == 0);
+	for (uint32_t i = 0; i < N; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "lane:big:%u", i);
+		sets[i] = (struct kvt_redis_item){ .key = keys[i], .key_len = strlen(keys[i]),
+						   .val = val, .len = LEN };
+	}
+	CHECK(submit(r, SET, sets, N, 0, &ws) == 0);
+	CHECK(submit(r, EXISTS, &probe, 1, 0, &wp) == 0);
+	CHECK(wait_done(&wp) == 0 && probe.result == 1);
+	pthread_mutex_lock(&ws.m);
+	sets_first = ws.calls > 0;
+	pthread_mutex_unlock(&ws.m);
+	CHECK(wait_done(&ws) == 0);
+	CHECK(!sets_first);
+	free(val);
+	printf("single: an EXISTS after 64 MiB of SETs is answered first (write lane): ok\n");
+}
+
 static void test_single(void)
 {
 	const char *extra[] = { "--enable-debug-command", "local", "--maxmemory", "1gb",
@@ -720,6 +752,7 @@ static void test_single(void)
 	r = client(ep, 2, NULL, NULL, 64);
 	test_round_trip(r);
 	quiet_log = false;
+	test_write_lane(r);
 	test_deadline(r, &srv);
 	test_backpressure(r, 64, &srv);
 	test_eviction(r, &srv);
