@@ -150,9 +150,10 @@ static struct probe *probe_new(const struct kvt_req *rq, uint32_t id,
 
 	if (!pr)
 		return NULL;
-	pr->where = (enum kvt_tier *)(pr + 1);
-	pr->key_ptrs = (const uint8_t **)(pr->where + rq->n);
-	pr->keys = (uint8_t (*)[KVT_KEY_BYTES])(pr->key_ptrs + rq->n);
+	/* Pointers first: each array stays aligned for any n. */
+	pr->key_ptrs = (const uint8_t **)(pr + 1);
+	pr->where = (enum kvt_tier *)(pr->key_ptrs + rq->n);
+	pr->keys = (uint8_t (*)[KVT_KEY_BYTES])(pr->where + rq->n);
 	for (uint32_t i = 0; i < rq->n; i++) {
 		memcpy(pr->keys[i], rq->keys[i], KVT_KEY_BYTES);
 		pr->key_ptrs[i] = pr->keys[i];
