@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -80,6 +81,9 @@ void test_daemon_restart(struct test_daemon *d, const char *const *sets)
 		dup2(out[1], STDOUT_FILENO);
 		close(out[0]);
 		close(out[1]);
+		/* Dies with the test, whichever of its daemons it is: one left
+		 * holding the test's stdout would hang meson until its timeout. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		execv(bin, argv);
 		_exit(127);
 	}
