@@ -91,6 +91,7 @@ static void apply_map(struct kvt_redis *c, struct node *from, const redisReply *
 			c->slots[s] = NULL;
 		}
 	}
+	c->covered = covered;
 	atomic_store(&c->st.nodes, masters);
 	atomic_fetch_add_explicit(&c->st.refreshes, 1, memory_order_relaxed);
 	if (changed)
@@ -224,8 +225,9 @@ static void nodes_gc(struct kvt_redis *c)
 	for (uint32_t i = 0; i < c->nnodes;) {
 		struct node *n = c->nodes[i];
 
-		if (n->master || n->seed || n->dirty || n->pending.head || n->inflight ||
-		    c->probing == n || c->refreshing == n) {
+		/* A write lane goes with its node. */
+		if (n->master || n->seed || n->reader || n->dirty || n->pending.head ||
+		    n->inflight || c->probing == n || c->refreshing == n) {
 			i++;
 			continue;
 		}

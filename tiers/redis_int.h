@@ -148,6 +148,9 @@ struct kvt_redis {
 	struct node *slots[REDIS_SLOTS];
 	struct node *probing, *refreshing;
 	uint32_t probe_idx, refresh_rr;
+	/* Slots the last cluster map gave an owner: fewer than all keeps the
+	 * client degraded and the map read again every interval. */
+	uint32_t covered;
 	uint64_t probe_at, probe_backoff;
 	int probe_rc;
 	struct redis_list unrouted; /* ops waiting for the probe */
@@ -193,6 +196,9 @@ void batch_release(struct batch *b);
 int redis_parse_endpoint(const char *s, char *host, size_t hostlen, int *port);
 int redis_server_error(const char *s); /* an error reply's -errno */
 struct node *node_get(struct kvt_redis *c, const char *host, int port);
+/* A connection to a master of the map (or the single server), for reads
+ * or for writes: it is kept connected, and its failure is degradation. */
+bool node_serves(const struct node *n);
 void node_dirty(struct node *n);
 void node_event(struct node *n, uint32_t events);
 void node_drop(struct node *n, int rc, const char *why);

@@ -368,6 +368,11 @@ int redis_server_error(const char *s)
 	return -EPROTO;
 }
 
+bool node_serves(const struct node *n)
+{
+	return n->master || (n->reader && n->reader->master);
+}
+
 /* The connection op goes on: n's, or n's write lane for a write. */
 static struct node *lane(struct node *n, const struct op *op)
 {
@@ -692,7 +697,7 @@ void nodes_flush(struct kvt_redis *c)
 			continue;
 		}
 		if ((n->state == N_IDLE || (n->state == N_DOWN && c->now >= n->retry_at)) &&
-		    (n->pending.head || n->want_slots || n->master))
+		    (n->pending.head || n->want_slots || node_serves(n)))
 			node_connect(n);
 		if (n->state != N_READY)
 			continue;
@@ -723,8 +728,8 @@ uint64_t nodes_tick(struct kvt_redis *c)
 
 		switch (n->state) {
 		case N_DOWN:
-			degraded |= n->master;
-			if (!n->master && c->probing != n)
+			degraded |= node_serves(n);
+			if (!node_serves(n) && c->probing != n)
 				break;
 			if (now >= n->retry_at)
 				node_dirty(n);
@@ -748,6 +753,12 @@ uint64_t nodes_tick(struct kvt_redis *c)
 		case N_IDLE:
 			break;
 		}
+	}
+	/* A cluster with slots nobody serves (a master failed without a
+	 * replica to take over) is degraded until a map covers them again. */
+	if (c->mode == MODE_CLUSTER && c->covered < REDIS_SLOTS) {
+		degraded = true;
+		c->refresh_wanted = true;
 	}
 	next = min_u64(next, cluster_tick(c));
 	if (c->last_error && now - c->last_error < c->cfg.interval_ns) {
