@@ -981,13 +981,18 @@ static void test_redirects(struct kvt_redis *r, struct cluster_node *nodes)
  * the client is degraded, the others keep working; started again (same
  * port, same nodes.conf), it serves its keys again and degraded clears.
  */
-static void test_kill(struct kvt_redis *r, struct cluster_node *nodes, struct keyset k[3])
+static void test_kill(struct kvt_redis *r, struct kvt_redis *writer,
+		      struct cluster_node *nodes, struct keyset k[3])
 {
 	const int victim = 2;
 	struct kvt_redis_stats st0 = stats(r), st;
 	struct waiter w[3] = { WAITER_INIT, WAITER_INIT, WAITER_INIT };
 	uint64_t t0;
 	int tries;
+
+	/* writer only ever writes: its one connection to the victim is the
+	 * write lane, never a read connection. */
+	CHECK(run(writer, SET, items(&k[victim], SET, 0, 40, 0), 40) == 0);
 
 	for (int m = 0; m < 3; m++)
 		CHECK(submit(r, GET, items(&k[m], GET, 0, 40, 4096), 40, 0, &w[m]) == 0);
@@ -1029,6 +1034,12 @@ static void test_kill(struct kvt_redis *r, struct cluster_node *nodes, struct ke
 	printf("cluster: master :%d killed: %llu errors (kind connection) on its keys only, degraded, the others work: ok\n",
 	       nodes[victim].srv.port,
 	       (unsigned long long)(st.errors[KVT_REDIS_ERR_CONN] - st0.errors[KVT_REDIS_ERR_CONN]));
+	/* A client that only writes stays degraded while the master is down,
+	 * past its error interval and the map refreshes its errors asked for. */
+	CHECK(run(writer, SET, items(&k[victim], SET, 0, 40, 0), 40) < 0);
+	usleep(2500 * 1000);
+	CHECK(stats(writer).degraded);
+	printf("cluster: a client that only writes: still degraded 2.5 s on: ok\n");
 
 	node_start(&nodes[victim]); /* same port, dir and nodes.conf */
 	t0 = now_ns();
@@ -1044,6 +1055,14 @@ static void test_kill(struct kvt_redis *r, struct cluster_node *nodes, struct ke
 	printf("cluster: master restarted: its keys work again after %.1f s\n",
 	       (double)(now_ns() - t0) / 1e9);
 	for (int i = 0; stats(r).degraded; i++) {
+		CHECK(i < 100);
+		usleep(50 * 1000);
+	}
+	for (int i = 0; run(writer, SET, items(&k[victim], SET, 0, 40, 0), 40) != 0; i++) {
+		CHECK(i < 100);
+		usleep(100 * 1000);
+	}
+	for (int i = 0; stats(writer).degraded; i++) {
 		CHECK(i < 100);
 		usleep(50 * 1000);
 	}
@@ -1152,7 +1171,7 @@ static void test_cluster(void)
 	struct cluster_node nodes[4]; /* the fourth: a replica, for the failover */
 	const char *cli[12] = { "redis-cli", "--cluster", "create" };
 	struct keyset k[3];
-	struct kvt_redis *r;
+	struct kvt_redis *r, *writer;
 	const char *ep[1];
 	int argc = 3;
 
@@ -1188,7 +1207,9 @@ static void test_cluster(void)
 	test_cluster_round_trip(r, nodes, k);
 	CHECK(stats(r).cluster && stats(r).nodes == 3 && !stats(r).degraded);
 	test_redirects(r, nodes);
-	test_kill(r, nodes, k);
+	writer = client(ep, 1, NULL, NULL, 256);
+	test_kill(r, writer, nodes, k);
+	kvt_redis_close(writer);
 	test_failover(r, nodes, k, &nodes[3]);
 	kvt_redis_close(r);
 	for (int i = 0; i < 4; i++) {

@@ -108,7 +108,7 @@ struct node {
 	uint64_t logged_at;
 	bool dirty; /* on the flush list */
 	struct node *dirty_next;
-	/* Writes (SET, DEL) go to a second connection to the same server,
+	/* SETs go to a second connection to the same server,
 	 * its write lane, so that a Lookup's EXISTS or a promotion's GET
 	 * never waits behind pages being written; the lane is never a
 	 * master, a seed, or found by node_get. NULL: none yet (or freed). */

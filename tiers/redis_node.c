@@ -379,7 +379,8 @@ static struct node *lane(struct node *n, const struct op *op)
 	struct kvt_redis *c = n->c;
 	struct node *w;
 
-	if (op->b->kind != OP_SET && op->b->kind != OP_DEL)
+	/* A DEL stays with the reads: a read sent after it sees it done. */
+	if (op->b->kind != OP_SET)
 		return n;
 	if (n->writer)
 		return n->writer;
