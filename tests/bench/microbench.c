@@ -68,21 +68,17 @@ static void figures_json(void)
 	printf("}\n");
 }
 
-/* Runs fn in a child process (where it may use libkvtier) and waits. */
-static void in_child(void (*fn)(const char *addr, pid_t daemon), const char *addr,
-		     pid_t daemon)
+/* The daemon under test, whose CPU the benches read. */
+static pid_t daemon_pid;
+
+/* Runs fn(addr) in a child process (where it may use libkvtier), waits. */
+static void in_child(void (*fn)(const char *addr), const char *addr)
 {
-	pid_t pid;
 	int status;
+	pid_t pid;
 
 	fflush(NULL);
-	pid = fork();
-	CHECK(pid >= 0);
-	if (pid == 0) {
-		fn(addr, daemon);
-		fflush(NULL);
-		_exit(0);
-	}
+	pid = test_spawn(fn, addr);
 	CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
 	      WEXITSTATUS(status) == 0);
 }
@@ -329,7 +325,7 @@ static struct test_redis redis_srv;
 
 /* Offload READ_PAGES pages, then time onload through shm vs memcpy and
  * Redis GET. */
-static void bench_read(const char *addr, pid_t daemon)
+static void bench_read(const char *addr)
 {
 	const struct test_redis *redis = &redis_srv;
 	static struct kvt_key keys[READ_PAGES];
@@ -340,7 +336,6 @@ static void bench_read(const char *addr, pid_t daemon)
 	struct kvt_lease lease;
 	double t, shm_best = 1e9, shm_rpc_best = 1e9, mem_best = 1e9;
 
-	(void)daemon;
 	double bytes = (double)READ_PAGES * BIG_PAGE;
 	kvt_client *c;
 
@@ -412,7 +407,7 @@ static void percentiles(double *lat, int n, double *p50, double *p99)
 static int acquire_iters = 5000, chain_iters = 2000;
 
 /* Acquire + Release of the 64 blocks seed_lookup put. */
-static void bench_acquire(const char *addr, pid_t daemon)
+static void bench_acquire(const char *addr)
 {
 	struct kvt_key keys[KEYS];
 	struct kvt_namespace ns;
@@ -430,7 +425,7 @@ static void bench_acquire(const char *addr, pid_t daemon)
 
 		if (i == 0) {
 			cpu = self_cpu();
-			dcpu = proc_cpu(daemon);
+			dcpu = proc_cpu(daemon_pid);
 		}
 		CHECK_RC(c, kvt_acquire(c, &ns, keys, KEYS, 0, &lease), 0);
 		CHECK(lease.count == KEYS);
@@ -439,7 +434,7 @@ static void bench_acquire(const char *addr, pid_t daemon)
 			lat[i] = now() - t;
 	}
 	cpu = self_cpu() - cpu;
-	dcpu = proc_cpu(daemon) - dcpu;
+	dcpu = proc_cpu(daemon_pid) - dcpu;
 	percentiles(lat, acquire_iters, &p50, &p99);
 	fprintf(out, "kvtier Acquire+Release(64)  p50=%.1f us  p99=%.1f us  CPU per pair: client %.1f us, kvtierd %.1f us\n",
 		p50, p99, cpu / acquire_iters * 1e6, dcpu / acquire_iters * 1e6);
@@ -452,7 +447,7 @@ static void bench_acquire(const char *addr, pid_t daemon)
 }
 
 /* Lookup of a chain of 1000 blocks: p50, and the daemon's CPU per key. */
-static void bench_chain(const char *addr, pid_t daemon)
+static void bench_chain(const char *addr)
 {
 	enum { CHAIN = 1000 };
 	static struct kvt_key keys[CHAIN];
@@ -476,13 +471,13 @@ static void bench_chain(const char *addr, pid_t daemon)
 		double t = now();
 
 		if (i == 0)
-			dcpu = proc_cpu(daemon);
+			dcpu = proc_cpu(daemon_pid);
 		CHECK_RC(c, kvt_lookup(c, &ns, keys, CHAIN, &ready, NULL), 0);
 		CHECK(ready == CHAIN);
 		if (i >= 0)
 			lat[i] = now() - t;
 	}
-	dcpu = proc_cpu(daemon) - dcpu;
+	dcpu = proc_cpu(daemon_pid) - dcpu;
 	percentiles(lat, chain_iters, &p50, &p99);
 	fprintf(out, "kvtier Lookup(1000-block chain)  p50=%.1f us  p99=%.1f us  kvtierd CPU %.3f us per key\n",
 		p50, p99, dcpu / chain_iters / CHAIN * 1e6);
@@ -493,7 +488,7 @@ static void bench_chain(const char *addr, pid_t daemon)
 }
 
 /* CPU the daemon, and an attached client making no calls, use in 2 s. */
-static void bench_idle(const char *addr, pid_t daemon)
+static void bench_idle(const char *addr)
 {
 	kvt_client *c;
 	double cpu, dcpu;
@@ -502,10 +497,10 @@ static void bench_idle(const char *addr, pid_t daemon)
 	CHECK_RC(c, kvt_attach(c, "bench-idle"), 0);
 	usleep(200 * 1000); /* past any poll window after the attach */
 	cpu = self_cpu();
-	dcpu = proc_cpu(daemon);
+	dcpu = proc_cpu(daemon_pid);
 	sleep(2);
 	cpu = self_cpu() - cpu;
-	dcpu = proc_cpu(daemon) - dcpu;
+	dcpu = proc_cpu(daemon_pid) - dcpu;
 	fprintf(out, "idle 2 s: kvtierd %.1f ms CPU, an attached client %.1f ms CPU\n",
 		dcpu * 1e3, cpu * 1e3);
 	figure(dcpu * 1e3 / 2, "idle_server_cpu_ms_per_s");
@@ -537,10 +532,11 @@ int main(int argc, char **argv)
 	fprintf(out, "lookup p50 kvtier/redis: 1 client %.2fx, 4 clients %.2fx\n",
 		lookup_p50[0][0] / lookup_p50[1][0], lookup_p50[0][1] / lookup_p50[1][1]);
 	/* gRPC never starts in this process: each bench is a child. */
-	in_child(bench_acquire, d.addr, d.pid);
-	in_child(bench_chain, d.addr, d.pid);
-	in_child(bench_idle, d.addr, d.pid);
-	in_child(bench_read, d.addr, d.pid);
+	daemon_pid = d.pid;
+	in_child(bench_acquire, d.addr);
+	in_child(bench_chain, d.addr);
+	in_child(bench_idle, d.addr);
+	in_child(bench_read, d.addr);
 	test_redis_stop(&redis_srv);
 	CHECK(test_daemon_stop(&d) == 0);
 	if (json)
