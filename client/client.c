@@ -705,20 +705,12 @@ int kvt_open_namespace(kvt_client *c, const char *name, uint64_t page_bytes,
 }
 
 /* Key lists point into the caller's array: no copy. */
-static ProtobufCBinaryData *key_list(kvt_client *c, const struct kvt_key *keys,
-				     size_t n)
+/* keys as a request's packed_keys: their bytes where they are (struct
+ * kvt_key is its 16 bytes), no field per key to frame and unpack. */
+static ProtobufCBinaryData packed_keys(const struct kvt_key *keys, size_t n)
 {
-	ProtobufCBinaryData *b = malloc(sizeof(*b) * (n ? n : 1));
-
-	if (!b) {
-		fail(c, -ENOMEM, "out of memory");
-		return NULL;
-	}
-	for (size_t i = 0; i < n; i++) {
-		b[i].data = (uint8_t *)keys[i].bytes;
-		b[i].len = KVT_KEY_SIZE;
-	}
-	return b;
+	_Static_assert(sizeof(struct kvt_key) == KVT_KEY_SIZE, "keys are packed");
+	return (ProtobufCBinaryData){ n * KVT_KEY_SIZE, (uint8_t *)keys };
 }
 
 static ProtobufCBinaryData key_bytes(const struct kvt_key *key)
@@ -760,13 +752,9 @@ int kvt_lookup_where(kvt_client *c, const struct kvt_namespace *ns,
 	int rc;
 
 	req.namespace_id = ns->id;
-	req.keys = key_list(c, keys, n);
-	req.n_keys = n;
-	if (!req.keys)
-		return -ENOMEM;
+	req.packed_keys = packed_keys(keys, n);
 	rc = call(c, M_LOOKUP, &req, &kvtier__v1__lookup_response__descriptor,
 		  (void **)&resp);
-	free(req.keys);
 	if (rc < 0)
 		return rc;
 	if (resp->ready_blocks > n ||
@@ -831,13 +819,9 @@ int kvt_reserve(kvt_client *c, const struct kvt_namespace *ns,
 	req.namespace_id = ns->id;
 	req.parent = key_bytes(parent);
 	req.retention = retention_msg(retention, &ret);
-	req.keys = key_list(c, keys, n);
-	req.n_keys = n;
-	if (!req.keys)
-		return -ENOMEM;
+	req.packed_keys = packed_keys(keys, n);
 	rc = call(c, M_RESERVE, &req, &kvtier__v1__reserve_response__descriptor,
 		  (void **)&resp);
-	free(req.keys);
 	if (rc < 0)
 		return rc;
 	if (resp->n_states != n || resp->n_locations != n) {
@@ -881,12 +865,8 @@ static int owned_keys(kvt_client *c, enum method m,
 	req.base.descriptor = req_desc;
 	req.session = session_bytes(c);
 	req.namespace_id = ns->id;
-	req.keys = key_list(c, keys, n);
-	req.n_keys = n;
-	if (!req.keys)
-		return -ENOMEM;
+	req.packed_keys = packed_keys(keys, n);
 	rc = call(c, m, &req, resp_desc, (void **)&resp);
-	free(req.keys);
 	if (rc == 0)
 		protobuf_c_message_free_unpacked(resp, NULL);
 	return rc;
@@ -919,15 +899,11 @@ int kvt_acquire(kvt_client *c, const struct kvt_namespace *ns,
 		return fail(c, -ENOTCONN, "Acquire needs a session: call kvt_attach first");
 	req.session = session_bytes(c);
 	req.namespace_id = ns->id;
-	req.keys = key_list(c, keys, n);
-	req.n_keys = n;
+	req.packed_keys = packed_keys(keys, n);
 	req.wait_ms = wait_ms;
-	if (!req.keys)
-		return -ENOMEM;
 	rc = call_waiting(c, M_ACQUIRE, &req,
 			  &kvtier__v1__acquire_response__descriptor,
 			  (void **)&resp, wait_ms);
-	free(req.keys);
 	if (rc < 0)
 		return rc;
 	lease->id = resp->lease;
@@ -999,22 +975,17 @@ int kvt_put(kvt_client *c, const struct kvt_namespace *ns,
 	req.namespace_id = ns->id;
 	req.parent = key_bytes(parent);
 	req.retention = retention_msg(retention, &ret);
-	req.keys = key_list(c, keys, n);
-	req.n_keys = n;
+	req.packed_keys = packed_keys(keys, n);
 	req.pages = malloc(sizeof(*req.pages) * (n ? n : 1));
 	req.n_pages = n;
-	if (!req.keys || !req.pages) {
-		free(req.keys);
-		free(req.pages);
+	if (!req.pages)
 		return fail(c, -ENOMEM, "out of memory");
-	}
 	for (size_t i = 0; i < n; i++) {
 		req.pages[i].data = (uint8_t *)pages[i];
 		req.pages[i].len = ns->page_bytes;
 	}
 	rc = call(c, M_PUT, &req, &kvtier__v1__put_response__descriptor,
 		  (void **)&resp);
-	free(req.keys);
 	free(req.pages);
 	if (rc < 0)
 		return rc;
@@ -1035,13 +1006,9 @@ int kvt_get(kvt_client *c, const struct kvt_namespace *ns,
 	req.namespace_id = ns->id;
 	/* A reply holds what fits in one message: ask again for the rest. */
 	while (done < n) {
-		req.keys = key_list(c, keys + done, n - done);
-		req.n_keys = n - done;
-		if (!req.keys)
-			return -ENOMEM;
+		req.packed_keys = packed_keys(keys + done, n - done);
 		rc = call(c, M_GET, &req, &kvtier__v1__get_response__descriptor,
 			  (void **)&resp);
-		free(req.keys);
 		if (rc < 0)
 			break;
 		for (size_t i = 0; i < resp->n_pages && done + i < n; i++) {
@@ -1084,20 +1051,12 @@ int kvt_drop(kvt_client *c, const struct kvt_namespace *ns,
 	     const struct kvt_key *keys, size_t n, size_t *dropped)
 {
 	Kvtier__V1__DropRequest req = KVTIER__V1__DROP_REQUEST__INIT;
-	int rc;
 
 	req.namespace_id = ns->id;
 	req.scope = n ? KVTIER__V1__DROP_SCOPE__DROP_SCOPE_KEYS :
 			KVTIER__V1__DROP_SCOPE__DROP_SCOPE_NAMESPACE;
-	if (n) {
-		req.keys = key_list(c, keys, n);
-		req.n_keys = n;
-		if (!req.keys)
-			return -ENOMEM;
-	}
-	rc = drop_call(c, &req, dropped);
-	free(req.keys);
-	return rc;
+	req.packed_keys = packed_keys(keys, n);
+	return drop_call(c, &req, dropped);
 }
 
 int kvt_drop_tenant(kvt_client *c, const char *tenant, size_t *dropped)

@@ -326,6 +326,8 @@ static int rpc_common(struct rpc *c, const struct rpc_method *m)
 	Kvtier__V1__Retention *const *retention = field(in, "retention", NULL);
 	const uint32_t *ns = field(in, "namespace_id", NULL);
 	const ProtobufCBinaryData *const *key_list = field(in, "keys", NULL);
+	const ProtobufCBinaryData *packed = field(in, "packed_keys", NULL);
+	const uint8_t **p;
 	size_t n = 0;
 	int rc;
 
@@ -346,21 +348,30 @@ static int rpc_common(struct rpc *c, const struct rpc_method *m)
 		return 0;
 	field(in, "keys", &n);
 	keys = *key_list;
+	if (packed && packed->len) {
+		if (n)
+			return kvt_errf(&c->err, -EINVAL,
+					"both keys and packed_keys are given: give one");
+		if (packed->len % KVT_KEY_BYTES)
+			return kvt_errf(&c->err, -EINVAL,
+					"packed_keys is %zu bytes, not a multiple of %d",
+					packed->len, KVT_KEY_BYTES);
+		n = packed->len / KVT_KEY_BYTES;
+	}
 	if (n == 0 && !m->keys_optional)
 		return kvt_errf(&c->err, -EINVAL, "keys is empty");
 	if (n > c->d->max_keys)
 		return kvt_errf(&c->err, -EINVAL, "%zu keys exceed max_keys_per_request (%u)",
 				n, c->d->max_keys);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; !(packed && packed->len) && i < n; i++)
 		if (keys[i].len != KVT_KEY_BYTES)
 			return kvt_errf(&c->err, -EINVAL, "keys[%zu] is %zu bytes, keys must be %d",
 					i, keys[i].len, KVT_KEY_BYTES);
-	const uint8_t **p = rpc_alloc(c, n, sizeof(*p));
-
+	p = rpc_alloc(c, n, sizeof(*p));
 	if (!p)
 		return kvt_errf(&c->err, -ENOMEM, "out of memory");
 	for (size_t i = 0; i < n; i++)
-		p[i] = keys[i].data;
+		p[i] = packed && packed->len ? packed->data + i * KVT_KEY_BYTES : keys[i].data;
 	c->q.keys = p;
 	c->q.n = (uint32_t)n;
 	return 0;
@@ -663,9 +674,9 @@ static int put(struct rpc *c)
 	uint64_t page_bytes;
 	int rc;
 
-	if (q->n_pages != q->n_keys)
-		return kvt_errf(&c->err, -EINVAL, "%zu pages for %zu keys: give one page per key",
-				q->n_pages, q->n_keys);
+	if (q->n_pages != c->q.n)
+		return kvt_errf(&c->err, -EINVAL, "%zu pages for %u keys: give one page per key",
+				q->n_pages, c->q.n);
 	if (!pages)
 		return kvt_errf(&c->err, -ENOMEM, "out of memory");
 	rc = kvt_engine_page_bytes(c->d->engine, c->q.tenant, c->q.ns,
@@ -754,15 +765,16 @@ static int get(struct rpc *c)
 static int drop_check(struct rpc *c)
 {
 	const Kvtier__V1__DropRequest *q = c->in;
+	bool keys = q->n_keys || q->packed_keys.len;
 
 	switch (q->scope) {
 	case KVTIER__V1__DROP_SCOPE__DROP_SCOPE_KEYS:
-		if (q->n_keys == 0)
+		if (!keys)
 			return kvt_errf(&c->err, -EINVAL, "keys is empty");
 		return 0;
 	case KVTIER__V1__DROP_SCOPE__DROP_SCOPE_NAMESPACE:
 	case KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT:
-		if (q->n_keys)
+		if (keys)
 			return kvt_errf(&c->err, -EINVAL, "keys are only for DROP_SCOPE_KEYS");
 		return 0;
 	default:

@@ -184,6 +184,36 @@ static void reserve_location_tier(const char *addr, kvt_client *c,
 	CHECK_RC(c, kvt_abort(c, ns, &key, 1), 0);
 }
 
+/* packed_keys (what libkvtier sends): 16 bytes a key, or refused; not
+ * together with keys; not where no keys belong. */
+static void packed_keys(const char *addr, const struct kvt_namespace *ns)
+{
+	Kvtier__V1__LookupRequest q = KVTIER__V1__LOOKUP_REQUEST__INIT;
+	Kvtier__V1__DropRequest dq = KVTIER__V1__DROP_REQUEST__INIT;
+	uint8_t keys[33];
+	ProtobufCBinaryData k = { 16, keys };
+	char msg[512];
+
+	test_fill(keys, sizeof(keys), 77);
+	q.namespace_id = ns->id;
+	q.packed_keys = (ProtobufCBinaryData){ 17, keys };
+	refused(addr, "/kvtier.v1.KvTier/Lookup", &q.base,
+		"packed_keys is 17 bytes, not a multiple of 16");
+	q.packed_keys.len = 32;
+	q.keys = &k;
+	q.n_keys = 1;
+	refused(addr, "/kvtier.v1.KvTier/Lookup", &q.base,
+		"both keys and packed_keys are given");
+	q.keys = NULL;
+	q.n_keys = 0;
+	CHECK(raw_message(addr, "/kvtier.v1.KvTier/Lookup", &q.base, msg, sizeof(msg)) ==
+	      GRPC_STATUS_OK);
+	dq.namespace_id = ns->id;
+	dq.scope = KVTIER__V1__DROP_SCOPE__DROP_SCOPE_NAMESPACE;
+	dq.packed_keys = (ProtobufCBinaryData){ 16, keys };
+	refused(addr, "/kvtier.v1.KvTier/Drop", &dq.base, "keys are only for DROP_SCOPE_KEYS");
+}
+
 /* kvtierd -c FILE with text in FILE: exits 2 before it starts anything, and
  * says FILE:LINE: want. */
 static void broken_config(const char *text, int line, const char *want)
@@ -341,6 +371,7 @@ int main(void)
 	}
 
 	reserve_location_tier(d.addr, c, &ns);
+	packed_keys(d.addr, &ns);
 
 	/* Fill the remaining slots with pins: Reserve has nowhere to go. */
 	{
