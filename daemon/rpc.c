@@ -475,20 +475,14 @@ static void rpc_reply_later(struct rpc *c, int rc)
 	kvt_call_reply(c->call, code, c->r);
 }
 
-/* A Lookup that asked the remote store, answered by lookup_done. */
-struct lookup_call {
-	struct kvt_daemon *d;
-	struct kvt_call *call;
-};
-
+/* Answers a Lookup (arg: its call) that asked the remote store. */
 static void lookup_done(void *arg, int rc, uint32_t ready, uint32_t pending,
 			const enum kvt_tier *where)
 {
-	struct lookup_call *l = arg;
 	Kvtier__V1__LookupResponse p = KVTIER__V1__LOOKUP_RESPONSE__INIT;
 	struct kvt_reply r = { 0 };
-	struct rpc c = { .d = l->d, .call = l->call, .r = &r, .out = &p.base };
-	Kvtier__V1__Tier *tiers = rpc_alloc(&c, ready ? ready : 1, sizeof(*tiers));
+	struct rpc c = { .call = arg, .r = &r, .out = &p.base };
+	Kvtier__V1__Tier *tiers = rpc_alloc(&c, ready, sizeof(*tiers));
 
 	if (rc == -ENOENT)
 		rc = kvt_errf(&c.err, rc, "the namespace was dropped while this Lookup asked the remote store");
@@ -499,7 +493,6 @@ static void lookup_done(void *arg, int rc, uint32_t ready, uint32_t pending,
 		rc = rpc_pack(&c);
 	}
 	rpc_reply_later(&c, rc);
-	free(l);
 }
 
 /* Answered at once, unless the chain stops here with nothing pending and
@@ -510,22 +503,15 @@ static int lookup(struct rpc *c)
 	Kvtier__V1__LookupResponse *p = (void *)c->out;
 	enum kvt_tier *where = rpc_alloc(c, c->q.n, sizeof(*where));
 	Kvtier__V1__Tier *tiers = rpc_alloc(c, c->q.n, sizeof(*tiers));
-	uint64_t budget = c->d->lookup_budget;
-	struct lookup_call *l = budget ? malloc(sizeof(*l)) : NULL;
 	uint32_t ready, pending;
 	int rc;
 
-	if (!where || !tiers || (budget && !l)) {
-		free(l);
+	if (!where || !tiers)
 		return kvt_errf(&c->err, -ENOMEM, "out of memory");
-	}
-	if (l)
-		*l = (struct lookup_call){ c->d, c->call };
-	rc = kvt_engine_lookup_async(c->d->engine, &c->q, budget, &ready, &pending,
-				     where, l ? lookup_done : NULL, l, &c->err);
+	rc = kvt_engine_lookup_async(c->d->engine, &c->q, c->d->lookup_budget, &ready,
+				     &pending, where, lookup_done, c->call, &c->err);
 	if (rc == 0)
 		return RPC_DEFERRED; /* lookup_done answers, maybe already has */
-	free(l);
 	if (rc < 0)
 		return rc;
 	lookup_fill(p, tiers, ready, pending, where);

@@ -255,7 +255,7 @@ const struct kvt_stat kvt_stats_table[] = {
 	     "Keys the store failed, by kind (timeout, conn, auth, proto, server, size); moved and ask: redirections followed."),
 	D(COUNTER, remote_lookup_budget_expired_total, e.remote.budget_expired,
 	  "Keys a Lookup stopped waiting for at remote.lookup_budget: its chain ends there (not a store error)."),
-	D(COUNTER, remote_lookups_unasked_total, e.remote_probes_skipped_total,
+	D(COUNTER, remote_lookups_unasked_total, e.remote_lookups_unasked_total,
 	  "Lookups that did not ask the store: one ran out of remote.lookup_budget in the last 100 ms."),
 	D(HISTOGRAM, remote_request_duration_seconds, e.remote.latency,
 	  "Round trips of batches to the store."),

@@ -224,7 +224,7 @@ struct kvt_engine_stats {
 	uint64_t remote_promotions_total, remote_bad_records_total;
 	/* Lookups not asking the store: a probe ran out of its budget in the
 	 * last 100 ms. */
-	uint64_t remote_probes_skipped_total;
+	uint64_t remote_lookups_unasked_total;
 	bool remote_enabled;
 	struct kvt_redis_stats remote; /* the store's client (redis.h) */
 	/* hbm: copies of host blocks in GPU pools (hbm.h). */

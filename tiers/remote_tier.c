@@ -39,7 +39,7 @@
 struct remote_tier {
 	struct kvt_lower_tier base;
 	struct kvt_redis *redis;
-	uint64_t writes, skipped, promotions, bad, probes_skipped;
+	uint64_t writes, skipped, promotions, bad, lookups_unasked;
 	uint64_t writing; /* record bytes being written */
 	_Atomic uint64_t quiet_until; /* no probes before (engine clock) */
 };
@@ -50,7 +50,7 @@ struct remote_job {
 	struct kvt_block *b;
 	void *promotion; /* the engine's, for engine_promoted */
 	struct kvt_redis_item item;
-	uint64_t fingerprint;
+	struct kvt_remote_id id; /* of tenant and key below */
 	char tenant[KVT_REMOTE_TENANT_MAX];
 	uint8_t key[16];
 	uint32_t page_len;
@@ -65,28 +65,38 @@ static struct remote_tier *remote_of(struct kvt_lower_tier *t)
 	return (struct remote_tier *)t;
 }
 
-/* A job naming b's record (the namespace and tenant as every node knows
- * them). */
+/* The record name's scope: namespace ns and tenant (a scope, as blocks
+ * carry it) as every node knows them; the key left to fill. Locked: the
+ * tenant's name is the engine's. */
+static struct kvt_remote_id record_scope(const struct kvt_engine *e, uint32_t ns,
+					 uint32_t tenant)
+{
+	const struct namespace *n = &e->ns[ns];
+
+	return (struct kvt_remote_id){
+		kvt_remote_fingerprint(n->name, n->page_bytes, n->block_tokens),
+		n->shared ? "" : e->tenants[tenant].name, NULL
+	};
+}
+
+/* A job naming b's record, with copies of what names it. */
 static struct remote_job *job_new(struct remote_tier *t, struct kvt_block *b)
 {
 	struct kvt_engine *e = t->base.e;
-	const struct namespace *n = &e->ns[b->ns];
 	struct remote_job *j = calloc(1, sizeof(*j));
-	struct kvt_remote_id id;
 
 	if (!j)
 		return NULL;
 	j->t = t;
 	j->b = b;
-	j->fingerprint = kvt_remote_fingerprint(n->name, n->page_bytes,
-						n->block_tokens);
-	snprintf(j->tenant, sizeof(j->tenant), "%s",
-		 n->shared ? "" : e->tenants[b->tenant].name);
+	j->id = record_scope(e, b->ns, b->tenant);
+	snprintf(j->tenant, sizeof(j->tenant), "%s", j->id.tenant);
 	memcpy(j->key, b->key, sizeof(j->key));
-	j->page_len = (uint32_t)n->page_bytes;
-	id = (struct kvt_remote_id){ j->fingerprint, j->tenant, j->key };
+	j->id.tenant = j->tenant;
+	j->id.key = j->key;
+	j->page_len = (uint32_t)e->ns[b->ns].page_bytes;
 	j->item.key = j->name;
-	j->item.key_len = kvt_remote_name(&id, j->name);
+	j->item.key_len = kvt_remote_name(&j->id, j->name);
 	return j;
 }
 
@@ -103,10 +113,10 @@ static void saved(void *arg, struct kvt_redis_item *items, uint32_t n, int rc)
 	pthread_mutex_lock(&e->lock);
 	b->remote_saving = 0;
 	j->t->writing -= KVT_REMOTE_HEADER_BYTES + j->page_len;
-	if (rc == 0 && b->indexed) {
-		b->has_remote = 1;
+	if (rc == 0) {
 		j->t->writes++;
-	} else if (rc < 0) {
+		b->has_remote = b->indexed; /* a dropped block keeps nothing */
+	} else {
 		j->t->skipped++;
 	}
 	io_unpin(e, b);
@@ -121,9 +131,8 @@ static void header_fill(struct kvt_redis_item *it)
 	struct remote_job *j = (struct remote_job *)((char *)it -
 						     offsetof(struct remote_job, item));
 
-	kvt_remote_header(&(struct kvt_remote_id){ j->fingerprint, j->tenant, j->key },
-			  j->has_parent ? j->parent : NULL, it->val, j->page_len,
-			  j->hdr);
+	kvt_remote_header(&j->id, j->has_parent ? j->parent : NULL, it->val,
+			  j->page_len, j->hdr);
 }
 
 /*
@@ -198,9 +207,8 @@ static void fetched(void *arg, struct kvt_redis_item *items, uint32_t n, int rc)
 	} else if (got < 0) {
 		rc = (int)got;
 	} else {
-		rc = kvt_remote_record_check(
-			&(struct kvt_remote_id){ j->fingerprint, j->tenant, j->key },
-			j->hdr, j->item.dst, (uint64_t)got, j->page_len, &why);
+		rc = kvt_remote_record_check(&j->id, j->hdr, j->item.dst,
+					     (uint64_t)got, j->page_len, &why);
 	}
 	pthread_mutex_lock(&e->lock);
 	if (rc == 0) {
@@ -268,7 +276,7 @@ static void probed(void *arg, struct kvt_redis_item *items, uint32_t n, int rc)
 			     e->cfg.clock(e->cfg.clock_arg) + PROBE_QUIET_NS);
 	for (uint32_t i = 0; i < n; i++)
 		j->found[i] = items[i].result == 1;
-	engine_probed(j->t->base.e, j->lookup, j->found);
+	engine_probed(e, j->lookup, j->found);
 	free(j);
 }
 
@@ -278,18 +286,14 @@ static int remote_probe(struct kvt_lower_tier *lt, uint32_t ns, uint32_t tenant,
 {
 	struct remote_tier *t = remote_of(lt);
 	struct kvt_engine *e = lt->e;
-	const struct namespace *d = &e->ns[ns];
 	size_t per_key = sizeof(struct kvt_redis_item) + sizeof(bool) +
 			 KVT_REMOTE_NAME_MAX;
+	struct kvt_remote_id id = record_scope(e, ns, tenant);
 	struct probe_job *j;
-	struct kvt_remote_id id = {
-		kvt_remote_fingerprint(d->name, d->page_bytes, d->block_tokens),
-		d->shared ? "" : e->tenants[tenant].name, NULL
-	};
 	int rc;
 
 	if (engine_now_locked(e) < atomic_load(&t->quiet_until)) {
-		t->probes_skipped++;
+		t->lookups_unasked++;
 		return -EAGAIN; /* the Lookup is answered from this node */
 	}
 	j = calloc(1, sizeof(*j) + per_key * n);
@@ -337,13 +341,14 @@ static void remote_forget(struct kvt_lower_tier *lt, struct kvt_block *b)
 static void remote_stats(struct kvt_lower_tier *lt, struct kvt_engine_stats *st)
 {
 	struct remote_tier *t = remote_of(lt);
+
 	kvt_redis_stats(t->redis, &st->remote);
 	st->remote_enabled = true;
 	st->remote_writes_total = t->writes;
 	st->remote_writes_skipped_total = t->skipped;
 	st->remote_promotions_total = t->promotions;
 	st->remote_bad_records_total = t->bad;
-	st->remote_probes_skipped_total = t->probes_skipped;
+	st->remote_lookups_unasked_total = t->lookups_unasked;
 }
 
 static void remote_destroy(struct kvt_lower_tier *lt)

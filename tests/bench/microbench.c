@@ -22,11 +22,11 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <kvtier/kvtier.h>
 
+#include "bench_util.h"
 #include "harness.h"
 #include "redis_util.h"
 
@@ -110,27 +110,6 @@ static double self_cpu(void)
 	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-static void make_keys(struct kvt_key *keys, int n, unsigned base)
-{
-	for (int i = 0; i < n; i++)
-		test_fill(keys[i].bytes, KVT_KEY_SIZE, base + (unsigned)i);
-}
-
 /* One Redis client: a pipelined EXISTS of the 64 keys per iteration;
  * latencies (seconds) to lat[iters], its CPU seconds in the loop to *cpu. */
 static void exists_client(const struct test_redis *r, int iters, double *lat, double *cpu)
@@ -139,9 +118,9 @@ static void exists_client(const struct test_redis *r, int iters, double *lat, do
 	redisContext *c = test_redis_connect(r);
 	redisReply *rep;
 
-	make_keys(keys, KEYS, 1);
+	bench_keys(keys, KEYS, 1);
 	for (int i = -1000; i < iters; i++) {
-		double t = now();
+		double t = bench_now();
 		long long found = 0;
 
 		for (int k = 0; k < KEYS; k++)
@@ -152,7 +131,7 @@ static void exists_client(const struct test_redis *r, int iters, double *lat, do
 			freeReplyObject(rep);
 		}
 		if (i >= 0)
-			lat[i] = now() - t;
+			lat[i] = bench_now() - t;
 		if (i == -1)
 			*cpu = self_cpu();
 		CHECK(found == KEYS);
@@ -170,17 +149,17 @@ static void lookup_client(const char *addr, int iters, double *lat, double *cpu)
 	kvt_client *c;
 	size_t ready;
 
-	make_keys(keys, KEYS, 1);
+	bench_keys(keys, KEYS, 1);
 	CHECK(kvt_connect(addr, &c) == 0);
 	CHECK_RC(c, kvt_open_namespace(c, "bench-lookup", 4096, 16, 0, &ns), 0);
 	for (int i = 0; i < 1000; i++)
 		CHECK_RC(c, kvt_lookup(c, &ns, keys, KEYS, &ready, NULL), 0);
 	*cpu = self_cpu();
 	for (int i = 0; i < iters; i++) {
-		double t = now();
+		double t = bench_now();
 
 		CHECK_RC(c, kvt_lookup(c, &ns, keys, KEYS, &ready, NULL), 0);
-		lat[i] = now() - t;
+		lat[i] = bench_now() - t;
 	}
 	*cpu = self_cpu() - *cpu;
 	CHECK(ready == KEYS);
@@ -197,14 +176,14 @@ static void bench_lookup(const char *addr, pid_t daemon, const struct test_redis
 	size_t bytes = (total + (size_t)clients) * sizeof(double);
 	double *lat = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
 			   -1, 0);
-	double *cpu = lat + total, t0, elapsed, server_cpu, client_cpu = 0;
+	double *cpu = lat + total, t0, elapsed, server_cpu, client_cpu = 0, p50, p99;
 	pid_t server = redis ? redis->pid : daemon;
 	const char *name = redis ? "redis_exists64" : "kvtier_lookup64";
 	int status;
 
 	CHECK(lat != MAP_FAILED);
 	server_cpu = proc_cpu(server);
-	t0 = now();
+	t0 = bench_now();
 	for (int k = 0; k < clients; k++) {
 		pid_t pid = fork();
 
@@ -223,22 +202,23 @@ static void bench_lookup(const char *addr, pid_t daemon, const struct test_redis
 		CHECK(wait(&status) > 0);
 		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	}
-	elapsed = now() - t0;
+	elapsed = bench_now() - t0;
 	/* The server's CPU includes its warm-up calls: a slight overcount. */
 	server_cpu = proc_cpu(server) - server_cpu;
 	for (int k = 0; k < clients; k++)
 		client_cpu += cpu[k];
-	qsort(lat, total, sizeof(double), cmp_double);
-	lookup_p50[redis != NULL][clients > 1] = lat[total / 2];
+	p99 = bench_percentile(lat, total, 0.99) * 1e6;
+	p50 = lat[total / 2] * 1e6; /* sorted now */
+	lookup_p50[redis != NULL][clients > 1] = p50;
 	fprintf(out, "%-26s clients=%d  p50=%.1f us  p99=%.1f us  %.0f ops/s "
 		"(%.0f keys/s)  CPU per op: client %.1f us, %s %.1f us\n",
 		redis ? "redis EXISTS x64 pipelined" : "kvtier Lookup(64 keys)",
-		clients, lat[total / 2] * 1e6, lat[total * 99 / 100] * 1e6,
+		clients, p50, p99,
 		(double)total / elapsed, (double)total * KEYS / elapsed,
 		client_cpu / (double)total * 1e6, redis ? "redis-server" : "kvtierd",
 		server_cpu / (double)total * 1e6);
-	figure(lat[total / 2] * 1e6, "%s_%dc_p50_us", name, clients);
-	figure(lat[total * 99 / 100] * 1e6, "%s_%dc_p99_us", name, clients);
+	figure(p50, "%s_%dc_p50_us", name, clients);
+	figure(p99, "%s_%dc_p99_us", name, clients);
 	figure((double)total / elapsed, "%s_%dc_ops_per_s", name, clients);
 	figure(client_cpu / (double)total * 1e6, "%s_%dc_client_cpu_us_per_op", name, clients);
 	figure(server_cpu / (double)total * 1e6, "%s_%dc_server_cpu_us_per_op", name, clients);
@@ -261,7 +241,7 @@ static void seed_lookup(const char *addr)
 		CHECK(waitpid(pid, &status, 0) == pid && WEXITSTATUS(status) == 0);
 		return;
 	}
-	make_keys(keys, KEYS, 1);
+	bench_keys(keys, KEYS, 1);
 	for (int i = 0; i < KEYS; i++)
 		pages[i] = page;
 	CHECK(kvt_connect(addr, &c) == 0);
@@ -278,7 +258,7 @@ static void seed_redis(const struct test_redis *r)
 	static uint8_t page[4096];
 	redisReply *rep;
 
-	make_keys(keys, KEYS, 1);
+	bench_keys(keys, KEYS, 1);
 	for (int i = 0; i < KEYS; i++) {
 		rep = redisCommand(c, "SET %b %b", keys[i].bytes, (size_t)KVT_KEY_SIZE,
 				   page, sizeof(page));
@@ -303,7 +283,7 @@ static double redis_read(const struct test_redis *r, const struct kvt_key *keys,
 		freeReplyObject(rep);
 	}
 	for (int rep_i = 0; rep_i < 5; rep_i++) {
-		double t = now();
+		double t = bench_now();
 
 		for (int i = 0; i < READ_PAGES; i++)
 			redisAppendCommand(c, "GET %b", keys[i].bytes, (size_t)KVT_KEY_SIZE);
@@ -313,7 +293,7 @@ static double redis_read(const struct test_redis *r, const struct kvt_key *keys,
 			memcpy(dst + (size_t)i * BIG_PAGE, rep->str, BIG_PAGE);
 			freeReplyObject(rep);
 		}
-		t = now() - t;
+		t = bench_now() - t;
 		best = t < best ? t : best;
 	}
 	CHECK(memcmp(dst, src, (size_t)READ_PAGES * BIG_PAGE) == 0);
@@ -340,7 +320,7 @@ static void bench_read(const char *addr)
 	kvt_client *c;
 
 	CHECK(src && dst);
-	make_keys(keys, READ_PAGES, 5000);
+	bench_keys(keys, READ_PAGES, 5000);
 	CHECK(kvt_connect(addr, &c) == 0);
 	CHECK_RC(c, kvt_attach(c, "bench-read"), 0);
 	CHECK_RC(c, kvt_open_namespace(c, "bench-read", BIG_PAGE, 16, 0, &ns), 0);
@@ -355,26 +335,26 @@ static void bench_read(const char *addr)
 
 	for (int rep = 0; rep < 5; rep++) {
 		/* memcpy ceiling: the same bytes from private memory. */
-		t = now();
+		t = bench_now();
 		for (int i = 0; i < READ_PAGES; i++)
 			memcpy(dst + (size_t)i * BIG_PAGE, src + (size_t)i * BIG_PAGE, BIG_PAGE);
-		t = now() - t;
+		t = bench_now() - t;
 		mem_best = t < mem_best ? t : mem_best;
 
 		/* Onload: Acquire (RPC), copy out of shm, Release (RPC). */
-		t = now();
+		t = bench_now();
 		CHECK_RC(c, kvt_acquire(c, &ns, keys, READ_PAGES, 0, &lease), 0);
 		CHECK(lease.count == READ_PAGES);
 		{
-			double tc = now();
+			double tc = bench_now();
 
 			for (int i = 0; i < READ_PAGES; i++)
 				memcpy(dst + (size_t)i * BIG_PAGE, lease.pages[i], BIG_PAGE);
-			tc = now() - tc;
+			tc = bench_now() - tc;
 			shm_best = tc < shm_best ? tc : shm_best;
 		}
 		CHECK_RC(c, kvt_release(c, &lease), 0);
-		t = now() - t;
+		t = bench_now() - t;
 		shm_rpc_best = t < shm_rpc_best ? t : shm_rpc_best;
 	}
 	CHECK(memcmp(dst, src, (size_t)READ_PAGES * BIG_PAGE) == 0);
@@ -399,9 +379,8 @@ static void bench_read(const char *addr)
 /* p50 and p99 of n latencies (seconds), in microseconds; sorts them. */
 static void percentiles(double *lat, int n, double *p50, double *p99)
 {
-	qsort(lat, (size_t)n, sizeof(double), cmp_double);
-	*p50 = lat[n / 2] * 1e6;
-	*p99 = lat[(size_t)n * 99 / 100] * 1e6;
+	*p99 = bench_percentile(lat, (size_t)n, 0.99) * 1e6;
+	*p50 = lat[n / 2] * 1e6; /* sorted now */
 }
 
 static int acquire_iters = 5000, chain_iters = 2000;
@@ -416,12 +395,12 @@ static void bench_acquire(const char *addr)
 	kvt_client *c;
 
 	CHECK(lat);
-	make_keys(keys, KEYS, 1);
+	bench_keys(keys, KEYS, 1);
 	CHECK(kvt_connect(addr, &c) == 0);
 	CHECK_RC(c, kvt_attach(c, "bench-acquire"), 0);
 	CHECK_RC(c, kvt_open_namespace(c, "bench-lookup", 4096, 16, 0, &ns), 0);
 	for (int i = -500; i < acquire_iters; i++) {
-		double t = now();
+		double t = bench_now();
 
 		if (i == 0) {
 			cpu = self_cpu();
@@ -431,7 +410,7 @@ static void bench_acquire(const char *addr)
 		CHECK(lease.count == KEYS);
 		CHECK_RC(c, kvt_release(c, &lease), 0);
 		if (i >= 0)
-			lat[i] = now() - t;
+			lat[i] = bench_now() - t;
 	}
 	cpu = self_cpu() - cpu;
 	dcpu = proc_cpu(daemon_pid) - dcpu;
@@ -459,7 +438,7 @@ static void bench_chain(const char *addr)
 	kvt_client *c;
 
 	CHECK(lat);
-	make_keys(keys, CHAIN, 100000);
+	bench_keys(keys, CHAIN, 100000);
 	for (int i = 0; i < CHAIN; i++)
 		pages[i] = page;
 	CHECK(kvt_connect(addr, &c) == 0);
@@ -468,14 +447,14 @@ static void bench_chain(const char *addr)
 		CHECK_RC(c, kvt_put(c, &ns, i ? &keys[i - 1] : NULL, keys + i, pages + i, 100,
 				    NULL, &n), 0);
 	for (int i = -200; i < chain_iters; i++) {
-		double t = now();
+		double t = bench_now();
 
 		if (i == 0)
 			dcpu = proc_cpu(daemon_pid);
 		CHECK_RC(c, kvt_lookup(c, &ns, keys, CHAIN, &ready, NULL), 0);
 		CHECK(ready == CHAIN);
 		if (i >= 0)
-			lat[i] = now() - t;
+			lat[i] = bench_now() - t;
 	}
 	dcpu = proc_cpu(daemon_pid) - dcpu;
 	percentiles(lat, chain_iters, &p50, &p99);

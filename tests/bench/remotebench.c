@@ -23,12 +23,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <kvtier/kvtier.h>
 
 #include "client_util.h"
+#include "bench_util.h"
 #include "harness.h"
 #include "redis_util.h"
 
@@ -36,27 +36,6 @@
 #define RECORD (BIG_PAGE + 128) /* tiers/remote_record.h's header, then the page */
 #define KEYS 64
 #define LOOKUPS 2000
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-static void make_keys(struct kvt_key *keys, int n, unsigned base)
-{
-	for (int i = 0; i < n; i++)
-		test_fill(keys[i].bytes, KVT_KEY_SIZE, base + (unsigned)i);
-}
 
 struct node {
 	kvt_client *c;
@@ -141,12 +120,12 @@ static double promote_trial(struct node *b, const struct kvt_key *keys, int n,
 
 	CHECK(where);
 	CHECK_RC(b->c, kvt_drop(b->c, &b->big, keys, (size_t)n, &dropped), 0);
-	t = now();
+	t = bench_now();
 	CHECK_RC(b->c, kvt_lookup_where(b->c, &b->big, keys, (size_t)n, &ready, &pending,
 					where), 0);
 	CHECK(ready == (size_t)n && where[0] == KVT_WHERE_REMOTE && where[n - 1] == KVT_WHERE_REMOTE);
 	CHECK_RC(b->c, kvt_acquire(b->c, &b->big, keys, (size_t)n, 0, &lease), 0);
-	t = now() - t;
+	t = bench_now() - t;
 	CHECK(lease.count == (size_t)n);
 	CHECK(memcmp(lease.pages[0], want, BIG_PAGE) == 0);
 	CHECK_RC(b->c, kvt_release(b->c, &lease), 0);
@@ -160,7 +139,7 @@ static double hiredis_trial(const struct test_redis *r, char (*names)[96], int n
 			    uint8_t *dst)
 {
 	redisContext *c = test_redis_connect(r);
-	double t = now();
+	double t = bench_now();
 
 	for (int i = 0; i < n; i++)
 		CHECK(redisAppendCommand(c, "GET %s", names[i]) == REDIS_OK);
@@ -172,7 +151,7 @@ static double hiredis_trial(const struct test_redis *r, char (*names)[96], int n
 		memcpy(dst + (size_t)i * RECORD, rep->str, RECORD);
 		freeReplyObject(rep);
 	}
-	t = now() - t;
+	t = bench_now() - t;
 	redisFree(c);
 	return (double)n * BIG_PAGE / t / 1e9;
 }
@@ -191,13 +170,12 @@ static double lookup_p50(struct node *n, const struct kvt_key *keys, int iters,
 
 		if (drop_first)
 			CHECK_RC(n->c, kvt_drop(n->c, &n->small, keys, KEYS, &dropped), 0);
-		t = now();
+		t = bench_now();
 		CHECK_RC(n->c, kvt_lookup(n->c, &n->small, keys, KEYS, &ready, &pending), 0);
-		lat[i] = (now() - t) * 1e6;
+		lat[i] = (bench_now() - t) * 1e6;
 		CHECK(ready == KEYS);
 	}
-	qsort(lat, (size_t)iters, sizeof(double), cmp_double);
-	p50 = lat[iters / 2];
+	p50 = bench_percentile(lat, (size_t)iters, 0.5);
 	free(lat);
 	return p50;
 }
@@ -293,7 +271,7 @@ static double exists_p50(const struct test_redis *r, char (*names)[96], int n, i
 
 	CHECK(lat);
 	for (int i = 0; i < iters; i++) {
-		double t = now();
+		double t = bench_now();
 
 		for (int k = 0; k < n; k++)
 			CHECK(redisAppendCommand(c, "EXISTS %s", names[k]) == REDIS_OK);
@@ -304,10 +282,9 @@ static double exists_p50(const struct test_redis *r, char (*names)[96], int n, i
 			CHECK(rep->type == REDIS_REPLY_INTEGER && rep->integer == 1);
 			freeReplyObject(rep);
 		}
-		lat[i] = (now() - t) * 1e6;
+		lat[i] = (bench_now() - t) * 1e6;
 	}
-	qsort(lat, (size_t)iters, sizeof(double), cmp_double);
-	p50 = lat[iters / 2];
+	p50 = bench_percentile(lat, (size_t)iters, 0.5);
 	free(lat);
 	redisFree(c);
 	return p50;
@@ -331,8 +308,8 @@ int main(int argc, char **argv)
 	w.want = malloc(BIG_PAGE);
 	dst = malloc((size_t)pages * RECORD);
 	CHECK(w.keys && names && small && w.want && dst);
-	make_keys(w.keys, pages, 1000);
-	make_keys(w.small, KEYS, 5000);
+	bench_keys(w.keys, pages, 1000);
+	bench_keys(w.small, KEYS, 5000);
 	test_fill(w.want, BIG_PAGE, 7);
 	memset(dst, 0, (size_t)pages * RECORD);
 
@@ -390,10 +367,8 @@ int main(int argc, char **argv)
 		p50_a[r] = agent_do(&a, LOOKUP_LOCAL);
 		p50_c[r] = agent_do(&c, LOOKUP_LOCAL);
 	}
-	qsort(p50_a, 5, sizeof(double), cmp_double);
-	qsort(p50_c, 5, sizeof(double), cmp_double);
 	printf("Lookup(64) p50, all local hits: remote tier on %.1f us, off %.1f us (median of 5 x %d)\n",
-	       p50_a[2], p50_c[2], LOOKUPS);
+	       bench_percentile(p50_a, 5, 0.5), bench_percentile(p50_c, 5, 0.5), LOOKUPS);
 	printf("Lookup(64) p50, remote hits (one EXISTS round trip): %.1f us (%d calls); "
 	       "plain hiredis pipelined EXISTS of the 64 records: %.1f us\n",
 	       agent_do(&b, LOOKUP_REMOTE), LOOKUPS / 4, exists_p50(&store, small, KEYS, LOOKUPS / 4));
