@@ -29,7 +29,9 @@
 
 #include "health.pb-c.h"
 #include "kvtier.pb-c.h"
+#include "kvtier/v1/lane.h"
 #include "kvtier/v1/segments.h"
+#include "lane.h"
 
 enum method {
 	M_OPEN_NAMESPACE, M_LOOKUP, M_RESERVE, M_COMMIT, M_ABORT, M_ACQUIRE,
@@ -65,6 +67,10 @@ struct kvt_client {
 	grpc_slice attach_details;
 	uint8_t session[16];
 	bool attached;
+	/* The session's fast lane (lane.h): the hot calls go through it. */
+	struct kvt_lane *lane;
+	bool lane_off;
+	char lane_error[160]; /* why there is none, when asked for */
 
 	/* host tier segments */
 	char segment_socket[108]; /* empty: none (over TCP) */
@@ -145,6 +151,7 @@ int kvt_connect(const char *target, kvt_client **out)
 	c->timeout_ms = 10000;
 	c->poll_us = getenv("KVTIER_POLL_US") ? (unsigned)atoi(getenv("KVTIER_POLL_US")) :
 						KVT_DEFAULT_POLL_US;
+	c->lane_off = getenv("KVTIER_FAST_LANE") && strcmp(getenv("KVTIER_FAST_LANE"), "0") == 0;
 	/* The daemon enforces its own limit; never cut its replies short here. */
 	memset(args, 0, sizeof(args));
 	args[0].type = args[1].type = GRPC_ARG_INTEGER;
@@ -200,6 +207,7 @@ void kvt_close(kvt_client *c)
 	}
 	if (c->attach_cq)
 		drain_and_destroy(c->attach_cq);
+	kvt_lane_close(c->lane);
 	for (uint32_t i = 0; c->maps && i < c->segments; i++)
 		if (c->maps[i])
 			drop_mapping(c, c->maps[i]);
@@ -225,6 +233,20 @@ void kvt_set_timeout_ms(kvt_client *c, int ms)
 void kvt_set_poll_us(kvt_client *c, unsigned us)
 {
 	c->poll_us = us;
+}
+
+void kvt_set_fast_lane(kvt_client *c, int on)
+{
+	c->lane_off = !on;
+}
+
+int kvt_fast_lane(const kvt_client *c, const char **why_not)
+{
+	if (why_not)
+		*why_not = c->lane ? "" : c->lane_off ? "turned off" :
+			   !c->attached ? "not attached" :
+			   c->lane_error[0] ? c->lane_error : "over TCP";
+	return c->lane != NULL;
 }
 
 static grpc_byte_buffer *pack_buffer(const ProtobufCMessage *m)
@@ -285,6 +307,61 @@ static grpc_event wait_for(kvt_client *c, void *tag)
 	if (ev.type == GRPC_QUEUE_TIMEOUT)
 		ev = grpc_completion_queue_pluck(c->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 	return ev;
+}
+
+/* The fast lane's name for m; 0: m goes over gRPC. */
+static uint32_t lane_method(enum method m)
+{
+	switch (m) {
+	case M_LOOKUP: return KVT_LANE_LOOKUP;
+	case M_RESERVE: return KVT_LANE_RESERVE;
+	case M_COMMIT: return KVT_LANE_COMMIT;
+	case M_ABORT: return KVT_LANE_ABORT;
+	case M_ACQUIRE: return KVT_LANE_ACQUIRE;
+	case M_RELEASE: return KVT_LANE_RELEASE;
+	default: return 0;
+	}
+}
+
+/* The keys req carries (libkvtier sends them packed). */
+static size_t keys_in(const ProtobufCMessage *req)
+{
+	const ProtobufCFieldDescriptor *f =
+		protobuf_c_message_descriptor_get_field_by_name(req->descriptor,
+								"packed_keys");
+
+	return f ? ((const ProtobufCBinaryData *)((const char *)req + f->offset))->len /
+		   sizeof(struct kvt_key) : 0;
+}
+
+/* The call over the fast lane: 1 when it does not fit the lane (the
+ * caller sends it over gRPC), else as call_locked. */
+static int lane_call_locked(kvt_client *c, enum method m,
+			    const ProtobufCMessage *req,
+			    const ProtobufCMessageDescriptor *resp_desc,
+			    ProtobufCMessage **resp, unsigned wait_ms)
+{
+	size_t cap, len = protobuf_c_message_get_packed_size(req), reply_len;
+	uint8_t *buf = kvt_lane_request(c->lane, &cap);
+	const uint8_t *reply;
+	char msg[sizeof(c->errmsg) - 64];
+	int rc;
+
+	if (len > cap || keys_in(req) > kvt_lane_max_keys(c->lane))
+		return 1;
+	protobuf_c_message_pack(req, buf);
+	rc = kvt_lane_call(c->lane, lane_method(m), len, c->poll_us,
+			   c->timeout_ms + (int)wait_ms, &reply, &reply_len,
+			   msg, sizeof(msg));
+	if (rc < 0)
+		return fail(c, rc, "%s: %s", method_paths[m] + 1, msg);
+	if (rc != GRPC_STATUS_OK)
+		return fail(c, status_errno((grpc_status_code)rc), "%s: %s",
+			    method_paths[m] + 1, msg);
+	*resp = protobuf_c_message_unpack(resp_desc, NULL, reply_len, reply);
+	if (!*resp)
+		return fail(c, -EIO, "%s: malformed reply", method_paths[m]);
+	return 0;
 }
 
 static int call_locked(kvt_client *c, enum method m, const ProtobufCMessage *req,
@@ -361,7 +438,10 @@ static int call_waiting(kvt_client *c, enum method m, const void *req,
 	int rc;
 
 	pthread_mutex_lock(&c->lock);
-	rc = call_locked(c, m, req, resp_desc, (ProtobufCMessage **)resp, wait_ms);
+	rc = c->lane && lane_method(m) ?
+	     lane_call_locked(c, m, req, resp_desc, (ProtobufCMessage **)resp, wait_ms) : 1;
+	if (rc == 1)
+		rc = call_locked(c, m, req, resp_desc, (ProtobufCMessage **)resp, wait_ms);
 	pthread_mutex_unlock(&c->lock);
 	return rc;
 }
@@ -475,6 +555,10 @@ int kvt_attach(kvt_client *c, const char *client_name)
 		goto out;
 	}
 	c->attached = true;
+	if (c->segment_socket[0] && !c->lane_off &&
+	    kvt_lane_open(c->segment_socket, c->session, &c->lane, c->lane_error,
+			  sizeof(c->lane_error)) < 0)
+		c->lane = NULL; /* calls go over gRPC; kvt_fast_lane says why */
 out:
 	FREE_MSG(ev);
 	return rc;
@@ -484,59 +568,28 @@ out:
  * its descriptor, or -errno with the daemon's reason. */
 int kvt_segment_fd(kvt_client *c, uint32_t segment, uint32_t *generation)
 {
-	struct kvt_segment_request req = { .version = KVT_SEGMENT_WIRE_VERSION,
-					   .segment = segment };
 	struct kvt_segment_reply rep;
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct timeval tv = { .tv_sec = 5 };
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} ctl;
-	struct iovec iov = { &rep, sizeof(rep) };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
-			      .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
-	struct cmsghdr *cm;
-	ssize_t n;
-	int sock, fd = -1;
+	int fd, rc;
 
 	if (!c->attached)
 		return fail(c, -EPERM, "not attached: call kvt_attach first");
 	if (!c->segment_socket[0])
 		return fail(c, -EOPNOTSUPP, "host segments cannot be mapped over TCP: use kvt_put and kvt_get");
-	memcpy(req.session, c->session, sizeof(req.session));
-	strcpy(sa.sun_path, c->segment_socket);
-	sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (sock < 0)
-		return fail(c, -errno, "segment socket: %s", strerror(errno));
-	if (setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-	    connect(sock, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    send(sock, &req, sizeof(req), MSG_NOSIGNAL) != (ssize_t)sizeof(req)) {
-		fd = fail(c, -errno, "segment socket %s: %s", c->segment_socket,
-			  strerror(errno));
-		goto out;
+	rc = kvt_segsock_ask(c->segment_socket, c->session, segment, &rep, &fd,
+			     NULL, c->errmsg, sizeof(c->errmsg));
+	if (rc == 0 && rep.bytes != c->segment_bytes) {
+		close(fd);
+		rc = -EIO;
+		snprintf(c->errmsg, sizeof(c->errmsg), "malformed reply");
 	}
-	n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-	if (n != (ssize_t)sizeof(rep)) {
-		fd = fail(c, n < 0 ? -errno : -EIO, "segment socket %s: %s",
-			  c->segment_socket, n < 0 ? strerror(errno) : "short reply");
-		goto out;
-	}
-	for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm))
-		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
-			memcpy(&fd, CMSG_DATA(cm), sizeof(int));
-	rep.message[sizeof(rep.message) - 1] = '\0';
-	if (rep.status < 0 || fd < 0 || rep.bytes != c->segment_bytes) {
-		if (fd >= 0)
-			close(fd);
-		fd = fail(c, rep.status < 0 ? rep.status : -EIO,
-			  "host segment %u: %s", segment,
-			  rep.status < 0 ? rep.message : "malformed reply");
-		goto out;
+	if (rc < 0) {
+		char why[sizeof(c->errmsg) - 32];
+
+		memcpy(why, c->errmsg, sizeof(why) - 1);
+		why[sizeof(why) - 1] = '\0';
+		return fail(c, rc, "host segment %u: %s", segment, why);
 	}
 	*generation = rep.generation;
-out:
-	close(sock);
 	return fd;
 }
 

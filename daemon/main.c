@@ -21,6 +21,7 @@
 #include "config.h"
 #include "engine.h"
 #include "gpu.h"
+#include "lane.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -415,9 +416,15 @@ int main(int argc, char **argv)
 
 		snprintf(path, sizeof(path), "%s%s", cfg.socket,
 			 KVT_SEGMENT_SOCKET_SUFFIX);
+		if (kvt_lanes_new(&d, cfg.poll_us, &d.lanes) < 0) {
+			kvt_log(KVT_LOG_ERROR, "out of memory");
+			kvt_engine_destroy(d.engine);
+			goto out_lock;
+		}
 		if (kvt_segsock_start(path, cfg.socket_mode, cfg.gid, d.engine,
-				      &d.segsock, msg, sizeof(msg)) < 0) {
+				      d.lanes, &d.segsock, msg, sizeof(msg)) < 0) {
 			kvt_log(KVT_LOG_ERROR, "%s", msg);
+			kvt_lanes_free(d.lanes);
 			kvt_engine_destroy(d.engine);
 			goto out_lock;
 		}
@@ -492,12 +499,19 @@ int main(int argc, char **argv)
 	kvt_metrics_draining(metrics);
 	kvt_server_shutdown(d.server, SHUTDOWN_GRACE_MS);
 	kvt_metrics_stop(metrics);
+	/* Every session has closed: no lane can be asked for, and their
+	 * threads, which count calls in the server, end before it goes. */
+	kvt_segsock_stop(d.segsock);
+	d.segsock = NULL;
+	kvt_lanes_free(d.lanes);
+	d.lanes = NULL;
 	kvt_server_destroy(d.server);
 	rc = 0;
 	kvt_log(KVT_LOG_INFO, "stopped cleanly");
 out_grpc:
 	unlink(cfg.socket);
 	kvt_segsock_stop(d.segsock);
+	kvt_lanes_free(d.lanes);
 	kvt_engine_destroy(d.engine);
 out_lock:
 	unlink(lock_path);

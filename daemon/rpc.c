@@ -13,6 +13,7 @@
 #include "engine.h"
 #include "health.pb-c.h"
 #include "host.h"
+#include "lane.h"
 #include "kvtier.pb-c.h"
 #include "log.h"
 
@@ -158,6 +159,12 @@ static bool is_admin(struct kvt_call *call)
 
 /* ---- Attach ---- */
 
+/* An Attach stream's state: its session. */
+struct attached {
+	struct kvt_session *session;
+	uint8_t token[KVT_SESSION_TOKEN_BYTES];
+};
+
 static int attach(struct kvt_daemon *d, struct kvt_call *call,
 		  const Kvtier__V1__AttachRequest *q, struct kvt_reply *r,
 		  void **state, struct kvt_err *err)
@@ -166,6 +173,7 @@ static int attach(struct kvt_daemon *d, struct kvt_call *call,
 	Kvtier__V1__HbmPool pool = KVTIER__V1__HBM_POOL__INIT;
 	uint8_t token[KVT_SESSION_TOKEN_BYTES];
 	char name[KVT_TENANT_NAME_MAX];
+	struct attached *st;
 	struct kvt_session *s;
 	uint32_t tenant;
 	int rc;
@@ -210,11 +218,17 @@ static int attach(struct kvt_daemon *d, struct kvt_call *call,
 		}
 	}
 	ev.tenant = name;
-	if (pack(&ev, r) != GRPC_STATUS_OK) {
+	st = calloc(1, sizeof(*st));
+	if (!st || pack(&ev, r) != GRPC_STATUS_OK ||
+	    (kvt_call_peer(call)->unix_socket &&
+	     kvt_lanes_session_open(d->lanes, token, kvt_call_peer(call)->uid) < 0)) {
+		free(st);
 		kvt_engine_session_close(d->engine, s);
 		return kvt_errf(err, -ENOMEM, "out of memory");
 	}
-	*state = s;
+	st->session = s;
+	memcpy(st->token, token, sizeof(token));
+	*state = st;
 	kvt_log(KVT_LOG_INFO, "session opened (client \"%s\", tenant %s, pid %d)",
 		q->client_name, name, (int)kvt_call_peer(call)->pid);
 	return 0;
@@ -242,8 +256,13 @@ static grpc_status_code attach_open(void *ctx, struct kvt_call *call,
 static void attach_close(void *ctx, void *state)
 {
 	struct kvt_daemon *d = ctx;
+	struct attached *st = state;
 
-	kvt_engine_session_close(d->engine, state);
+	/* The engine first: it answers the session's waiting Acquires, which
+	 * a lane's thread may be waiting on. */
+	kvt_engine_session_close(d->engine, st->session);
+	kvt_lanes_session_close(d->lanes, st->token);
+	free(st);
 	kvt_log(KVT_LOG_INFO, "session closed: its pins and reservations are released");
 }
 
@@ -363,6 +382,10 @@ static int rpc_common(struct rpc *c, const struct rpc_method *m)
 	if (n > c->d->max_keys)
 		return kvt_errf(&c->err, -EINVAL, "%zu keys exceed max_keys_per_request (%u)",
 				n, c->d->max_keys);
+	if (kvt_call_max_keys(c->call) && n > kvt_call_max_keys(c->call))
+		return kvt_errf(&c->err, -EINVAL,
+				"%zu keys exceed the fast lane's %u: send this request over gRPC",
+				n, kvt_call_max_keys(c->call));
 	for (size_t i = 0; !(packed && packed->len) && i < n; i++)
 		if (keys[i].len != KVT_KEY_BYTES)
 			return kvt_errf(&c->err, -EINVAL, "keys[%zu] is %zu bytes, keys must be %d",

@@ -19,6 +19,7 @@ struct kvt_daemon {
 	struct kvt_engine *engine;
 	struct kvt_server *server; /* set once the server runs */
 	struct kvt_segsock *segsock; /* hands host segments to workers */
+	struct kvt_lanes *lanes; /* sessions' fast lanes (lane.h) */
 	struct kvt_reload *reload;
 	_Atomic uint32_t max_keys; /* changes on reload */
 	_Atomic uint32_t max_sessions; /* the engine's bound, for messages */

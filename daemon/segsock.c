@@ -15,7 +15,9 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "kvtier/v1/lane.h"
 #include "kvtier/v1/segments.h"
+#include "lane.h"
 #include "log.h"
 
 #define REQUEST_TIMEOUT_MS 1000
@@ -29,6 +31,7 @@ struct kvt_segsock {
 	char path[108];
 	int listen_fd, wake[2];
 	struct kvt_engine *engine;
+	struct kvt_lanes *lanes;
 	pthread_t thread;
 	struct pending pend[KVT_SEGSOCK_PENDING];
 	uint32_t npend;
@@ -95,6 +98,14 @@ static void serve(struct kvt_segsock *s, int conn)
 		/* A uid the daemon has not seen has no session either. */
 		rep.status = -ENOENT;
 		snprintf(rep.message, sizeof(rep.message), "no such session");
+	} else if (req.segment == KVT_LANE_SEGMENT) {
+		rep.segment = req.segment;
+		rep.status = kvt_lanes_open(s->lanes, req.session, cr.uid, cr.gid,
+					    cr.pid, conn, &fd, &rep.bytes, &err);
+		if (rep.status < 0) {
+			fd = -1;
+			snprintf(rep.message, sizeof(rep.message), "%.199s", err.msg);
+		}
 	} else {
 		rep.segment = req.segment;
 		rep.bytes = kvt_engine_segment_bytes(s->engine);
@@ -177,8 +188,8 @@ static void *segsock_main(void *arg)
 }
 
 int kvt_segsock_start(const char *path, mode_t mode, gid_t gid,
-		      struct kvt_engine *engine, struct kvt_segsock **out,
-		      char *err, size_t len)
+		      struct kvt_engine *engine, struct kvt_lanes *lanes,
+		      struct kvt_segsock **out, char *err, size_t len)
 {
 	struct kvt_segsock *s = calloc(1, sizeof(*s));
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -188,6 +199,7 @@ int kvt_segsock_start(const char *path, mode_t mode, gid_t gid,
 		return -ENOMEM;
 	}
 	s->engine = engine;
+	s->lanes = lanes;
 	s->wake[0] = s->wake[1] = -1;
 	if (strlen(path) >= sizeof(sa.sun_path)) {
 		snprintf(err, len, "segment socket path %s is longer than %zu bytes",

@@ -19,6 +19,7 @@
 #define KVT_SEGSOCK_PENDING 64
 
 struct kvt_engine;
+struct kvt_lanes;
 struct kvt_segsock;
 
 struct kvt_segsock_stats {
@@ -30,8 +31,8 @@ struct kvt_segsock_stats {
 /* Listens on path (mode, group gid unless (gid_t)-1). 0 or -errno with the
  * reason in err. */
 int kvt_segsock_start(const char *path, mode_t mode, gid_t gid,
-		      struct kvt_engine *engine, struct kvt_segsock **out,
-		      char *err, size_t len);
+		      struct kvt_engine *engine, struct kvt_lanes *lanes,
+		      struct kvt_segsock **out, char *err, size_t len);
 /* Stops the thread, closes and unlinks the socket. NULL is fine. */
 void kvt_segsock_stop(struct kvt_segsock *s);
 void kvt_segsock_stats(const struct kvt_segsock *s, struct kvt_segsock_stats *st);

@@ -147,6 +147,10 @@ struct kvt_call {
 	atomic_int refs;
 	void *state;                 /* streams: from open() */
 	struct kvt_call *prev, *next;    /* streams list */
+	/* Local calls (kvt_call_local): where the reply goes instead. */
+	kvt_local_reply_fn local_reply;
+	void *local_arg;
+	uint32_t max_keys;
 };
 
 static void accept_one(struct kvt_server *s);
@@ -421,7 +425,55 @@ const struct kvt_peer *kvt_call_peer(const struct kvt_call *c)
 void kvt_call_reply(struct kvt_call *c, grpc_status_code code,
 		    struct kvt_reply *r)
 {
-	send_reply(c, code, r, false);
+	if (!c->local_reply) {
+		send_reply(c, code, r, false);
+		return;
+	}
+	count_status(c->srv, c->method, code);
+	kvt_histogram_observe(&c->srv->counters[c->method].latency,
+			      monotonic_ns() - c->started_ns);
+	if (code != GRPC_STATUS_OK)
+		kvt_log(KVT_LOG_DEBUG, "%s (fast lane): status %d: %s",
+			c->srv->cfg.methods[c->method].path, code, r->msg);
+	c->local_reply(c->local_arg, code, r);
+}
+
+uint32_t kvt_call_max_keys(const struct kvt_call *c)
+{
+	return c->max_keys;
+}
+
+struct kvt_call *kvt_call_local(struct kvt_server *s, size_t method,
+				const struct kvt_peer *peer, uint32_t max_keys,
+				kvt_local_reply_fn fn, void *arg)
+{
+	struct kvt_call *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	*c = (struct kvt_call){ .srv = s, .method = method, .peer = *peer,
+				.conn_fd = -1, .max_keys = max_keys,
+				.local_reply = fn, .local_arg = arg };
+	return c;
+}
+
+void kvt_call_local_start(struct kvt_call *c, size_t method)
+{
+	c->method = method;
+	c->started_ns = monotonic_ns();
+}
+
+void kvt_call_local_free(struct kvt_call *c)
+{
+	free(c);
+}
+
+size_t kvt_server_method_index(const struct kvt_server *s, const char *path)
+{
+	for (size_t i = 0; i < s->cfg.nmethods; i++)
+		if (strcmp(s->cfg.methods[i].path, path) == 0)
+			return i;
+	return s->cfg.nmethods + 1; /* the unknown methods' slot */
 }
 
 /* A refused connection is served after all if its uid has gone under the

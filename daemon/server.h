@@ -58,6 +58,9 @@ typedef grpc_status_code (*kvt_unary_fn)(void *ctx, const void *method,
 					 struct kvt_reply *r);
 
 const struct kvt_peer *kvt_call_peer(const struct kvt_call *call);
+/* The most keys this call's transport can answer for (the fast lane's
+ * bound, lane.h); 0: only the daemon's max_keys_per_request. */
+uint32_t kvt_call_max_keys(const struct kvt_call *call);
 
 /* Ends a deferred call with code and r (as a handler's return would). */
 void kvt_call_reply(struct kvt_call *call, grpc_status_code code,
@@ -134,6 +137,23 @@ void kvt_server_method_latency(const struct kvt_server *s, size_t i,
 /* Changes the bounds of kvt_server_config while the server runs (reload). */
 void kvt_server_set_limits(struct kvt_server *s, uint64_t idle_timeout_ms,
 			   uint32_t max_connections);
+
+/*
+ * Local calls: requests that came another way than gRPC (the fast lane,
+ * daemon/lane.h) run the same handlers, counted and timed as the method's
+ * calls. A local call is reused call after call by one thread:
+ * kvt_call_local_start before each handler, and the reply (kvt_call_reply,
+ * from the handler or later from any thread) goes to fn.
+ */
+typedef void (*kvt_local_reply_fn)(void *arg, grpc_status_code code,
+				   struct kvt_reply *r);
+struct kvt_call *kvt_call_local(struct kvt_server *s, size_t method,
+				const struct kvt_peer *peer, uint32_t max_keys,
+				kvt_local_reply_fn fn, void *arg);
+void kvt_call_local_start(struct kvt_call *c, size_t method);
+void kvt_call_local_free(struct kvt_call *c);
+/* The index of the method at path (its counters'), or the unknown slot. */
+size_t kvt_server_method_index(const struct kvt_server *s, const char *path);
 
 struct kvt_server_connections {
 	uint64_t active;            /* unix-socket connections served */

@@ -33,6 +33,7 @@
 
 #include "client_util.h"
 #include "harness.h"
+#include "kvtier/v1/lane.h"
 #include "kvtier/v1/segments.h"
 
 #define PAGE 4096
@@ -234,13 +235,20 @@ static void tenant_b(const char *addr, pid_t daemon)
 	memcpy(req.session, sh->a_token, sizeof(req.session));
 	req.segment = 0;
 	CHECK(raw_request(&req, sizeof(req)) == -ENOENT);
+	/* Nor A's fast lane (lane.h): to B, A's session does not exist. */
+	req.segment = KVT_LANE_SEGMENT;
+	CHECK(raw_request(&req, sizeof(req)) == -ENOENT);
 	kvt_session_token(c, req.session);
 	req.version = 99;
 	CHECK(raw_request(&req, sizeof(req)) == -EINVAL);
 	req.version = KVT_SEGMENT_WIRE_VERSION;
 	CHECK(raw_request(&req, 5) == -EINVAL);
-	req.segment = UINT32_MAX;
+	req.segment = UINT32_MAX - 1;
 	CHECK(raw_request(&req, sizeof(req)) == -ENOENT);
+	/* B's own session has its lane already (libkvtier opened it). */
+	CHECK(kvt_fast_lane(c, NULL));
+	req.segment = KVT_LANE_SEGMENT;
+	CHECK(raw_request(&req, sizeof(req)) == -EBUSY);
 
 	/* B's writes evict A's committed blocks and take their segments. */
 	keys_for(keys, BLOCKS / 2, 5000);

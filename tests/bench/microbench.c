@@ -140,6 +140,21 @@ static void exists_client(const struct test_redis *r, int iters, double *lat, do
 	redisFree(c);
 }
 
+/* Whether kvtier's clients use the fast lane (else gRPC); set per bench. */
+static bool lane = true;
+
+/* A client attached as a worker is, on the path `lane` says. */
+static kvt_client *worker(const char *addr, const char *name)
+{
+	kvt_client *c;
+
+	CHECK(kvt_connect(addr, &c) == 0);
+	kvt_set_fast_lane(c, lane);
+	CHECK_RC(c, kvt_attach(c, name), 0);
+	CHECK(kvt_fast_lane(c, NULL) == lane);
+	return c;
+}
+
 /* One lookup client: its latencies (seconds) to lat[iters], its CPU
  * seconds in the timed loop to *cpu. */
 static void lookup_client(const char *addr, int iters, double *lat, double *cpu)
@@ -150,7 +165,7 @@ static void lookup_client(const char *addr, int iters, double *lat, double *cpu)
 	size_t ready;
 
 	bench_keys(keys, KEYS, 1);
-	CHECK(kvt_connect(addr, &c) == 0);
+	c = worker(addr, "bench-lookup");
 	CHECK_RC(c, kvt_open_namespace(c, "bench-lookup", 4096, 16, 0, &ns), 0);
 	for (int i = 0; i < 1000; i++)
 		CHECK_RC(c, kvt_lookup(c, &ns, keys, KEYS, &ready, NULL), 0);
@@ -167,7 +182,7 @@ static void lookup_client(const char *addr, int iters, double *lat, double *cpu)
 }
 
 /* p50 of each run, for the ratio line. */
-static double lookup_p50[2][2]; /* [kvtier|redis][1 client|4 clients] */
+static double lookup_ops[3][2]; /* [lane|gRPC|redis][1 client|4 clients] */
 
 static void bench_lookup(const char *addr, pid_t daemon, const struct test_redis *redis,
 			 int clients, int iters)
@@ -178,7 +193,8 @@ static void bench_lookup(const char *addr, pid_t daemon, const struct test_redis
 			   -1, 0);
 	double *cpu = lat + total, t0, elapsed, server_cpu, client_cpu = 0, p50, p99;
 	pid_t server = redis ? redis->pid : daemon;
-	const char *name = redis ? "redis_exists64" : "kvtier_lookup64";
+	const char *name = redis ? "redis_exists64" : lane ? "kvtier_lookup64" :
+			   "kvtier_grpc_lookup64";
 	int status;
 
 	CHECK(lat != MAP_FAILED);
@@ -209,10 +225,11 @@ static void bench_lookup(const char *addr, pid_t daemon, const struct test_redis
 		client_cpu += cpu[k];
 	p99 = bench_percentile(lat, total, 0.99) * 1e6;
 	p50 = lat[total / 2] * 1e6; /* sorted now */
-	lookup_p50[redis != NULL][clients > 1] = p50;
+	lookup_ops[redis ? 2 : !lane][clients > 1] = (double)total / elapsed;
 	fprintf(out, "%-26s clients=%d  p50=%.1f us  p99=%.1f us  %.0f ops/s "
 		"(%.0f keys/s)  CPU per op: client %.1f us, %s %.1f us\n",
-		redis ? "redis EXISTS x64 pipelined" : "kvtier Lookup(64 keys)",
+		redis ? "redis EXISTS x64 pipelined" : lane ? "kvtier Lookup(64) lane" :
+		"kvtier Lookup(64) gRPC",
 		clients, p50, p99,
 		(double)total / elapsed, (double)total * KEYS / elapsed,
 		client_cpu / (double)total * 1e6, redis ? "redis-server" : "kvtierd",
@@ -396,8 +413,7 @@ static void bench_acquire(const char *addr)
 
 	CHECK(lat);
 	bench_keys(keys, KEYS, 1);
-	CHECK(kvt_connect(addr, &c) == 0);
-	CHECK_RC(c, kvt_attach(c, "bench-acquire"), 0);
+	c = worker(addr, "bench-acquire");
 	CHECK_RC(c, kvt_open_namespace(c, "bench-lookup", 4096, 16, 0, &ns), 0);
 	for (int i = -500; i < acquire_iters; i++) {
 		double t = bench_now();
@@ -415,12 +431,15 @@ static void bench_acquire(const char *addr)
 	cpu = self_cpu() - cpu;
 	dcpu = proc_cpu(daemon_pid) - dcpu;
 	percentiles(lat, acquire_iters, &p50, &p99);
-	fprintf(out, "kvtier Acquire+Release(64)  p50=%.1f us  p99=%.1f us  CPU per pair: client %.1f us, kvtierd %.1f us\n",
-		p50, p99, cpu / acquire_iters * 1e6, dcpu / acquire_iters * 1e6);
-	figure(p50, "kvtier_acquire_release64_p50_us");
-	figure(p99, "kvtier_acquire_release64_p99_us");
-	figure(cpu / acquire_iters * 1e6, "kvtier_acquire_release64_client_cpu_us");
-	figure(dcpu / acquire_iters * 1e6, "kvtier_acquire_release64_server_cpu_us");
+	fprintf(out, "kvtier Acquire+Release(64) %s  p50=%.1f us  p99=%.1f us  CPU per pair: client %.1f us, kvtierd %.1f us\n",
+		lane ? "lane" : "gRPC", p50, p99, cpu / acquire_iters * 1e6,
+		dcpu / acquire_iters * 1e6);
+	figure(p50, "kvtier_%sacquire_release64_p50_us", lane ? "" : "grpc_");
+	figure(p99, "kvtier_%sacquire_release64_p99_us", lane ? "" : "grpc_");
+	figure(cpu / acquire_iters * 1e6, "kvtier_%sacquire_release64_client_cpu_us",
+	       lane ? "" : "grpc_");
+	figure(dcpu / acquire_iters * 1e6, "kvtier_%sacquire_release64_server_cpu_us",
+	       lane ? "" : "grpc_");
 	kvt_close(c);
 	free(lat);
 }
@@ -441,7 +460,7 @@ static void bench_chain(const char *addr)
 	bench_keys(keys, CHAIN, 100000);
 	for (int i = 0; i < CHAIN; i++)
 		pages[i] = page;
-	CHECK(kvt_connect(addr, &c) == 0);
+	c = worker(addr, "bench-chain");
 	CHECK_RC(c, kvt_open_namespace(c, "bench-chain", 4096, 16, 0, &ns), 0);
 	for (int i = 0; i < CHAIN; i += 100)
 		CHECK_RC(c, kvt_put(c, &ns, i ? &keys[i - 1] : NULL, keys + i, pages + i, 100,
@@ -504,15 +523,27 @@ int main(int argc, char **argv)
 	test_redis_start(&redis_srv, 2ull << 30);
 	seed_lookup(d.addr);
 	seed_redis(&redis_srv);
-	bench_lookup(d.addr, d.pid, NULL, 1, iters);
-	bench_lookup(d.addr, d.pid, &redis_srv, 1, iters);
-	bench_lookup(d.addr, d.pid, NULL, 4, iters);
-	bench_lookup(d.addr, d.pid, &redis_srv, 4, iters);
-	fprintf(out, "lookup p50 kvtier/redis: 1 client %.2fx, 4 clients %.2fx\n",
-		lookup_p50[0][0] / lookup_p50[1][0], lookup_p50[0][1] / lookup_p50[1][1]);
+	for (int clients = 1; clients <= 4; clients += 3) {
+		lane = true;
+		bench_lookup(d.addr, d.pid, NULL, clients, iters);
+		lane = false;
+		bench_lookup(d.addr, d.pid, NULL, clients, iters);
+		bench_lookup(d.addr, d.pid, &redis_srv, clients, iters);
+	}
+	lane = true;
+	for (int k = 0; k < 2; k++) {
+		fprintf(out, "lookup throughput, %d client%s: lane %.2fx redis, gRPC %.2fx redis\n",
+			k ? 4 : 1, k ? "s" : "", lookup_ops[0][k] / lookup_ops[2][k],
+			lookup_ops[1][k] / lookup_ops[2][k]);
+		figure(lookup_ops[0][k] / lookup_ops[2][k], "kvtier_lookup64_%dc_x_redis",
+		       k ? 4 : 1);
+	}
 	/* gRPC never starts in this process: each bench is a child. */
 	daemon_pid = d.pid;
 	in_child(bench_acquire, d.addr);
+	lane = false;
+	in_child(bench_acquire, d.addr);
+	lane = true;
 	in_child(bench_chain, d.addr);
 	in_child(bench_idle, d.addr);
 	in_child(bench_read, d.addr);

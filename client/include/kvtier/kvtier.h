@@ -110,6 +110,18 @@ void kvt_set_timeout_ms(kvt_client *c, int ms);
 #define KVT_DEFAULT_POLL_US 200
 void kvt_set_poll_us(kvt_client *c, unsigned us);
 
+/*
+ * The fast lane: on the unix socket, kvt_attach also opens the session's
+ * shared-memory lane (proto/kvtier/v1/lane.h), and Lookup, Reserve,
+ * Commit, Abort, Acquire and Release go through it instead of gRPC (the
+ * same messages, checks and errors; a request with more keys than the
+ * lane holds still goes over gRPC). On by default; kvt_set_fast_lane(c, 0)
+ * before kvt_attach, or $KVTIER_FAST_LANE=0, turns it off. kvt_fast_lane
+ * says whether calls use it, and in *why_not (when not NULL) why not.
+ */
+void kvt_set_fast_lane(kvt_client *c, int on);
+int kvt_fast_lane(const kvt_client *c, const char **why_not);
+
 /* 0 when the daemon answers its health check SERVING. */
 int kvt_health(kvt_client *c);
 
