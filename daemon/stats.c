@@ -16,6 +16,7 @@
 
 #include "engine.h"
 #include "kvtier.pb-c.h"
+#include "lane.h"
 #include "rpc.h"
 #include "segsock.h"
 
@@ -29,6 +30,7 @@ struct daemon_stats {
 	struct kvt_engine_stats e;
 	struct kvt_histogram_snapshot eviction_age;
 	struct kvt_segsock_stats sock;
+	struct kvt_lane_stats lanes;
 	struct kvt_server_connections conns;
 	uint64_t reloads_total, reload_failures_total;
 	bool last_reload_ok;
@@ -192,6 +194,11 @@ const struct kvt_stat kvt_stats_table[] = {
 	  "Segment requests refused (another tenant's segment, no such session, malformed)."),
 	D(COUNTER, segment_socket_dropped_total, sock.dropped_total,
 	  "Segment socket connections closed without a request (silent, or crowded out)."),
+	D(GAUGE, fast_lanes, lanes.active,
+	  "Sessions' fast lanes open (shared-memory calls, lane.h)."),
+	D(COUNTER, fast_lanes_opened_total, lanes.opened_total, "Fast lanes opened."),
+	D(COUNTER, fast_lane_calls_total, lanes.calls_total,
+	  "Calls served on fast lanes (also counted as their methods' calls)."),
 
 	/* The hbm tier: copies of host blocks in GPU pools. */
 	D(GAUGE, hbm_devices, e.hbm.devices, "GPUs with an hbm pool."),
@@ -424,6 +431,7 @@ static void read_daemon(struct kvt_daemon *d, struct daemon_stats *st)
 	kvt_engine_stats(d->engine, &st->e);
 	kvt_engine_eviction_ages(d->engine, &st->eviction_age);
 	kvt_segsock_stats(d->segsock, &st->sock);
+	kvt_lanes_stats(d->lanes, &st->lanes);
 	kvt_server_connections(d->server, &st->conns);
 	pthread_mutex_lock(&d->reload->lock);
 	st->reloads_total = d->reload->reloads_total;

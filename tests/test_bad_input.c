@@ -1,7 +1,9 @@
 /*
  * Every kind of bad input gets its named status and a message that names
  * the problem, is counted in stats, and the daemon keeps serving: another
- * client's blocks are intact afterwards.
+ * client's blocks are intact afterwards. All of it twice: over gRPC, and
+ * over the fast lane (lane.h) for the calls the lane carries, raw ones
+ * included.
  */
 #include <errno.h>
 #include <sys/wait.h>
@@ -16,14 +18,55 @@
 
 #include "harness.h"
 #include "kvtier.pb-c.h"
+#include "kvtier/v1/lane.h"
+#include "lane.h"
 
 #define PAGE 4096
 
-/* Sends raw bytes to a method; returns the status, details in buf, and
- * with reply the reply's bytes (a slice to unref; empty: none). */
-static grpc_status_code raw_exchange(const char *addr, const char *method,
-				     const void *bytes, size_t len, char *buf,
-				     size_t buflen, grpc_slice *reply)
+/* The lane pass's raw lane (its own session's): raw calls to the methods
+ * the lane carries go through it. NULL: the gRPC pass. */
+static struct kvt_lane *raw_lane;
+
+static uint32_t lane_method_of(const char *path)
+{
+	static const char *const names[] = { NULL, "Lookup", "Reserve", "Commit",
+					     "Abort", "Acquire", "Release" };
+	const char *prefix = "/kvtier.v1.KvTier/";
+
+	if (strncmp(path, prefix, strlen(prefix)) != 0)
+		return 0;
+	for (uint32_t i = 1; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(path + strlen(prefix), names[i]) == 0)
+			return i;
+	return 0;
+}
+
+/* raw_exchange over the raw lane. */
+static grpc_status_code lane_exchange(uint32_t method, const void *bytes,
+				      size_t len, char *buf, size_t buflen,
+				      grpc_slice *reply)
+{
+	size_t cap, reply_len = 0;
+	uint8_t *req = kvt_lane_request(raw_lane, &cap);
+	const uint8_t *rep = NULL;
+	int rc;
+
+	CHECK(len <= cap);
+	memcpy(req, bytes, len);
+	buf[0] = '\0';
+	rc = kvt_lane_call(raw_lane, method, len, 100, 5000, &rep, &reply_len, buf,
+			   buflen);
+	CHECK(rc >= 0);
+	if (reply)
+		*reply = rc == 0 ? grpc_slice_from_copied_buffer((const char *)rep, reply_len) :
+				   grpc_empty_slice();
+	return (grpc_status_code)rc;
+}
+
+/* raw_exchange over gRPC. */
+static grpc_status_code grpc_exchange(const char *addr, const char *method,
+				      const void *bytes, size_t len, char *buf,
+				      size_t buflen, grpc_slice *reply)
 {
 	grpc_channel_credentials *creds = grpc_insecure_credentials_create();
 	grpc_channel *ch = grpc_channel_create(addr, creds, NULL);
@@ -86,6 +129,18 @@ static grpc_status_code raw_exchange(const char *addr, const char *method,
 	grpc_completion_queue_destroy(cq);
 	grpc_channel_credentials_release(creds);
 	return status;
+}
+
+/* Sends raw bytes to a method; returns the status, details in buf, and
+ * with reply the reply's bytes (a slice to unref; empty: none). */
+static grpc_status_code raw_exchange(const char *addr, const char *method,
+				     const void *bytes, size_t len, char *buf,
+				     size_t buflen, grpc_slice *reply)
+{
+	if (raw_lane && lane_method_of(method))
+		return lane_exchange(lane_method_of(method), bytes, len, buf, buflen,
+				     reply);
+	return grpc_exchange(addr, method, bytes, len, buf, buflen, reply);
 }
 
 static grpc_status_code raw_call(const char *addr, const char *method,
@@ -280,7 +335,24 @@ static void reserve_over_tcp(void)
 	CHECK(test_daemon_stop(&d) == 0);
 }
 
-int main(void)
+/* The lane pass's own checks: what only a raw lane can send. */
+static void lane_only(void)
+{
+	size_t cap, reply_len;
+	const uint8_t *rep;
+	char msg[512];
+
+	kvt_lane_request(raw_lane, &cap);
+	CHECK(kvt_lane_call(raw_lane, KVT_LANE_LOOKUP, cap + 1, 100, 5000, &rep,
+			    &reply_len, msg, sizeof(msg)) == GRPC_STATUS_INVALID_ARGUMENT);
+	CHECK(strstr(msg, "exceeds the lane's request_capacity"));
+	CHECK(kvt_lane_call(raw_lane, 99, 0, 100, 5000, &rep, &reply_len, msg,
+			    sizeof(msg)) == GRPC_STATUS_UNIMPLEMENTED);
+	CHECK(strstr(msg, "fast lane method 99 is not one of"));
+}
+
+/* Everything against one daemon, the hot calls over the lane or not. */
+static void bad_input(bool lane)
 {
 	struct test_daemon d;
 	const char *sets[] = { "host.size=64K", "host.segment_size=16K",
@@ -300,20 +372,8 @@ int main(void)
 	char msg[512];
 	size_t ready, n;
 
-	broken_config("[daemon]\nthreads = 2\n[host]\nsize = 1G\nsegment_size = big\n", 5,
-		      "[host] segment_size: 'big' is not a size");
-	/* gRPC took port 99999 as 34463. */
-	broken_config("[daemon]\ntcp = 127.0.0.1:99999\n", 2,
-		      "[daemon] tcp: port '99999' is not a number in 0..65535");
-	/* These stopped the daemon only once it was starting (exit 1), or
-	 * never. */
-	broken_config("[daemon]\ngroup = no-such-group-kvtier\n", 2,
-		      "[daemon] group: no group named 'no-such-group-kvtier'");
-	broken_config("[host]\nsize = 100T\n", 2,
-		      "[host] size: 100T makes more than 16384 segments");
-	broken_config("[host]\nsize = 1G\n[host]\nsize = 2G\n", 4,
-		      "[host] size: duplicate key (first set at line 2)");
-	broken_config("[host\nsize = 1G\n", 1, "unterminated section header '[host'");
+	kvt_client *rawc = NULL;
+
 	test_daemon_start(&d, sets);
 	for (int i = 0; i < 9; i++)
 		test_fill(keys[i].bytes, 16, (unsigned)i);
@@ -330,7 +390,26 @@ int main(void)
 	CHECK(n == 2);
 
 	CHECK(kvt_connect(d.addr, &c) == 0);
+	kvt_set_fast_lane(c, lane);
 	CHECK_RC(c, kvt_attach(c, "bad-input"), 0);
+	CHECK(kvt_fast_lane(c, NULL) == lane);
+	if (lane) {
+		char path[160], err[256];
+		uint8_t token[16];
+
+		/* A session of its own: one lane per session. */
+		CHECK(kvt_connect(d.addr, &rawc) == 0);
+		kvt_set_fast_lane(rawc, 0);
+		CHECK_RC(rawc, kvt_attach(rawc, "bad-input-raw"), 0);
+		kvt_session_token(rawc, token);
+		snprintf(path, sizeof(path), "%.150s%s", d.addr + strlen("unix:"),
+			 KVT_SEGMENT_SOCKET_SUFFIX);
+		if (kvt_lane_open(path, token, &raw_lane, err, sizeof(err)) < 0) {
+			fprintf(stderr, "kvt_lane_open: %s\n", err);
+			exit(1);
+		}
+		lane_only();
+	}
 	EXPECT_MSG(c, kvt_lookup(c, &ns, keys, 0, &ready, NULL), -EINVAL, "keys is empty");
 	EXPECT_MSG(c, kvt_lookup(c, &ns, keys, 9, &ready, NULL), -EINVAL, "max_keys_per_request");
 	wrong = ns;
@@ -476,12 +555,35 @@ int main(void)
 	       "exhausted %ld, unimplemented %ld\n", errs.invalid, errs.not_found,
 	       errs.precondition, errs.exhausted, errs.unimplemented);
 	CHECK(errs.invalid >= 10 && errs.not_found >= 3 && errs.precondition >= 3);
-	CHECK(errs.exhausted >= 2 && errs.unimplemented == 1);
+	CHECK(errs.exhausted >= 2 && errs.unimplemented == 1 + lane);
 	for (int i = 0; i < npins; i++)
 		CHECK_RC(c, kvt_release(c, &pins[i]), 0);
 	kvt_close(c);
 	kvt_close(other);
+	kvt_lane_close(raw_lane);
+	raw_lane = NULL;
+	kvt_close(rawc);
 	CHECK(test_daemon_stop(&d) == 0);
+}
+
+int main(void)
+{
+	broken_config("[daemon]\nthreads = 2\n[host]\nsize = 1G\nsegment_size = big\n", 5,
+		      "[host] segment_size: 'big' is not a size");
+	/* gRPC took port 99999 as 34463. */
+	broken_config("[daemon]\ntcp = 127.0.0.1:99999\n", 2,
+		      "[daemon] tcp: port '99999' is not a number in 0..65535");
+	/* These stopped the daemon only once it was starting (exit 1), or
+	 * never. */
+	broken_config("[daemon]\ngroup = no-such-group-kvtier\n", 2,
+		      "[daemon] group: no group named 'no-such-group-kvtier'");
+	broken_config("[host]\nsize = 100T\n", 2,
+		      "[host] size: 100T makes more than 16384 segments");
+	broken_config("[host]\nsize = 1G\n[host]\nsize = 2G\n", 4,
+		      "[host] size: duplicate key (first set at line 2)");
+	broken_config("[host\nsize = 1G\n", 1, "unterminated section header '[host'");
+	bad_input(false);
+	bad_input(true);
 	reserve_over_tcp();
 	return 0;
 }

@@ -1,6 +1,7 @@
 /*
- * A worker holding pins and reservations is killed with SIGKILL: within 1 s
- * the daemon has released all of it, and the slots can be reserved again.
+ * A worker holding pins and reservations (taken over its fast lane) is
+ * killed with SIGKILL: within 1 s the daemon has released all of it, and
+ * the slots can be reserved again.
  */
 #include <errno.h>
 #include <signal.h>
@@ -53,6 +54,7 @@ static void victim(const char *addr, int ready_fd)
 	make_keys(keys, SLOTS, 0);
 	CHECK(kvt_connect(addr, &c) == 0);
 	CHECK_RC(c, kvt_attach(c, "victim"), 0);
+	CHECK(kvt_fast_lane(c, NULL)); /* its calls go through its lane */
 	CHECK_RC(c, kvt_open_namespace(c, "kill-test", PAGE, 16, 0, &ns), 0);
 	CHECK_RC(c, kvt_reserve(c, &ns, NULL, keys, SLOTS, NULL, slots), 0);
 	for (int i = 0; i < SLOTS; i++)

@@ -1,0 +1,374 @@
+/*
+ * The fast lane (proto/kvtier/v1/lane.h) against hostile and dying workers.
+ * A worker that rewrites its lane's header, sends lengths past the lane or
+ * unknown methods, changes its request while the daemon reads it, or
+ * stops its lane's daemon thread from being woken, harms no one else, and
+ * the daemon keeps serving. The lane's memory cannot be resized under the
+ * daemon; a session gets one lane. A worker killed while its Acquire waits
+ * on the lane releases its lane within 1 s; a worker whose daemon goes
+ * away gets an error at once, not a hang until its timeout.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <kvtier/kvtier.h>
+
+#include "harness.h"
+#include "kvtier.pb-c.h"
+#include "kvtier/v1/lane.h"
+#include "lane.h"
+
+#define PAGE 4096
+#define KEYS 8
+/* gRPC status codes, as the lane carries them. */
+#define INVALID_ARGUMENT 3
+#define UNIMPLEMENTED 12
+
+struct counters {
+	long lanes, opened, calls, sessions, pending;
+};
+
+static void collect(void *arg, const char *name, const char *value)
+{
+	struct counters *c = arg;
+
+	if (strcmp(name, "fast_lanes") == 0)
+		c->lanes = atol(value);
+	else if (strcmp(name, "fast_lanes_opened_total") == 0)
+		c->opened = atol(value);
+	else if (strcmp(name, "fast_lane_calls_total") == 0)
+		c->calls = atol(value);
+	else if (strcmp(name, "sessions_active") == 0)
+		c->sessions = atol(value);
+	else if (strcmp(name, "pending_blocks") == 0)
+		c->pending = atol(value);
+}
+
+static struct counters counters(kvt_client *c)
+{
+	struct counters n = { 0 };
+
+	CHECK_RC(c, kvt_stats(c, collect, &n), 0);
+	return n;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void segsock_path(const struct test_daemon *d, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s%s", d->addr + strlen("unix:"), KVT_SEGMENT_SOCKET_SUFFIX);
+}
+
+/* A worker's lane taken by hand: its mapping, as the daemon made it. */
+struct raw {
+	kvt_client *c;
+	int sock;
+	uint8_t *map;
+	size_t bytes;
+	struct kvt_lane_header *h, made;
+};
+
+static void raw_open(struct raw *r, const struct test_daemon *d)
+{
+	struct kvt_segment_reply rep;
+	char path[200], err[256];
+	uint8_t token[16];
+	int fd, again;
+
+	CHECK(kvt_connect(d->addr, &r->c) == 0);
+	kvt_set_fast_lane(r->c, 0);
+	CHECK_RC(r->c, kvt_attach(r->c, "hostile"), 0);
+	kvt_session_token(r->c, token);
+	segsock_path(d, path, sizeof(path));
+	CHECK(kvt_segsock_ask(path, token, KVT_LANE_SEGMENT, &rep, &fd, &r->sock, err,
+			      sizeof(err)) == 0);
+	/* Sealed: the worker cannot shrink it under the daemon (SIGBUS), nor
+	 * grow it. */
+	CHECK(ftruncate(fd, 0) < 0 && errno == EPERM);
+	CHECK(ftruncate(fd, (off_t)rep.bytes * 2) < 0 && errno == EPERM);
+	r->bytes = rep.bytes;
+	r->map = mmap(NULL, r->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	CHECK(r->map != MAP_FAILED);
+	close(fd);
+	r->h = (struct kvt_lane_header *)r->map;
+	r->made = *r->h;
+	CHECK(r->made.magic == KVT_LANE_MAGIC && r->made.max_keys == KEYS);
+	/* One lane per session. */
+	CHECK(kvt_segsock_ask(path, token, KVT_LANE_SEGMENT, &rep, &again, NULL, err,
+			      sizeof(err)) == -EBUSY);
+	CHECK(strstr(err, "has its fast lane already"));
+}
+
+/* Sends what is at the request area as method, len; waits for the answer
+ * (by polling: this worker does not trust its own waiting word). The
+ * status, or -1 when none came within 2 s. */
+static int raw_call(struct raw *r, uint32_t method, uint32_t len)
+{
+	uint32_t seq = __atomic_load_n(&r->h->request_seq, __ATOMIC_ACQUIRE) + 1;
+	double until = now() + 2;
+
+	r->h->method = method;
+	r->h->request_len = len;
+	__atomic_store_n(&r->h->request_seq, seq, __ATOMIC_SEQ_CST);
+	kvt_lane_futex_wake(&r->h->request_seq);
+	while (__atomic_load_n(&r->h->reply_seq, __ATOMIC_ACQUIRE) != seq)
+		if (now() > until)
+			return -1;
+	return r->h->status;
+}
+
+/* A Lookup of keys written at the request area as the daemon laid it out:
+ * its length. */
+static uint32_t write_lookup(struct raw *r, uint32_t ns, const struct kvt_key *keys,
+			     size_t n)
+{
+	Kvtier__V1__LookupRequest q = KVTIER__V1__LOOKUP_REQUEST__INIT;
+
+	q.namespace_id = ns;
+	q.packed_keys = (ProtobufCBinaryData){ n * 16, (uint8_t *)keys };
+	return (uint32_t)protobuf_c_message_pack(&q.base, r->map + r->made.request_offset);
+}
+
+/* Flips the request area and the worker's header words while the daemon
+ * serves: what it reads must be its own copy. */
+struct scribbler {
+	struct raw *r;
+	atomic_bool stop;
+};
+
+static void *scribble(void *arg)
+{
+	struct scribbler *s = arg;
+	uint32_t x = 12345;
+
+	while (!atomic_load(&s->stop)) {
+		x = x * 1103515245u + 12345u;
+		s->r->map[s->r->made.request_offset + x % 64] = (uint8_t)(x >> 8);
+		s->r->h->request_len = x % (s->r->made.request_capacity + 4096);
+		s->r->h->method = x % 9;
+	}
+	return NULL;
+}
+
+static void hostile(const struct test_daemon *d, kvt_client *good,
+		    const struct kvt_namespace *ns, const struct kvt_key *keys)
+{
+	struct raw r;
+	struct scribbler s = { &r, false };
+	struct counters before, after;
+	pthread_t t;
+	size_t ready;
+	int answered = 0;
+
+	raw_open(&r, d);
+	before = counters(good);
+	CHECK(before.lanes == 2 && before.opened == 2);
+
+	/* A well-formed Lookup works. */
+	CHECK(raw_call(&r, KVT_LANE_LOOKUP, write_lookup(&r, ns->id, keys, 4)) == 0);
+	{
+		Kvtier__V1__LookupResponse *p = kvtier__v1__lookup_response__unpack(
+			NULL, r.h->reply_len, r.map + r.made.reply_offset);
+
+		CHECK(p && p->ready_blocks == 4);
+		kvtier__v1__lookup_response__free_unpacked(p, NULL);
+	}
+	/* The worker rewrites the layout: the daemon keeps the one it made. */
+	r.h->request_offset = r.h->reply_offset = 0xfffff000u;
+	r.h->request_capacity = r.h->reply_capacity = 0xffffffffu;
+	CHECK(raw_call(&r, KVT_LANE_LOOKUP, write_lookup(&r, ns->id, keys, 4)) == 0);
+	CHECK(raw_call(&r, KVT_LANE_LOOKUP, 0xffffffffu) == INVALID_ARGUMENT);
+	CHECK(strstr(r.h->message, "exceeds the lane's request_capacity"));
+	CHECK(raw_call(&r, 0, 0) == UNIMPLEMENTED);
+	CHECK(raw_call(&r, KVT_LANE_ACQUIRE, 3) == INVALID_ARGUMENT);
+	CHECK(strstr(r.h->message, "malformed kvtier.v1.AcquireRequest"));
+	/* More keys than the lane holds: refused before anything runs. */
+	{
+		struct kvt_key many[KEYS + 1];
+
+		memset(many, 7, sizeof(many));
+		CHECK(raw_call(&r, KVT_LANE_LOOKUP, write_lookup(&r, ns->id, many, KEYS + 1)) ==
+		      INVALID_ARGUMENT);
+		CHECK(strstr(r.h->message, "exceed max_keys_per_request"));
+	}
+
+	/* Requests changing under the daemon, 2000 of them. */
+	CHECK(pthread_create(&t, NULL, scribble, &s) == 0);
+	for (int i = 0; i < 2000; i++) {
+		uint32_t seq = __atomic_load_n(&r.h->request_seq, __ATOMIC_ACQUIRE) + 1;
+
+		__atomic_store_n(&r.h->request_seq, seq, __ATOMIC_SEQ_CST);
+		kvt_lane_futex_wake(&r.h->request_seq);
+		if (i % 100 == 0) {
+			double until = now() + 2;
+
+			while (__atomic_load_n(&r.h->reply_seq, __ATOMIC_ACQUIRE) != seq &&
+			       now() < until)
+				;
+			answered += __atomic_load_n(&r.h->reply_seq, __ATOMIC_ACQUIRE) == seq;
+		}
+	}
+	atomic_store(&s.stop, true);
+	pthread_join(t, NULL);
+	CHECK(answered == 20);
+	/* The others never noticed. */
+	CHECK_RC(good, kvt_lookup(good, ns, keys, KEYS, &ready, NULL), 0);
+	CHECK(ready == KEYS);
+	after = counters(good);
+	CHECK(after.calls > before.calls + 20);
+
+	/* A worker that clears the daemon's waiting word and never wakes it
+	 * stalls its own lane; its session still ends cleanly. */
+	usleep(200 * 1000); /* the lane's thread is asleep by now */
+	r.h->daemon_waiting = 0;
+	__atomic_store_n(&r.h->request_seq, r.h->request_seq + 1, __ATOMIC_SEQ_CST);
+	kvt_close(r.c);
+	{
+		double until = now() + 1;
+
+		do
+			after = counters(good);
+		while (after.lanes != 1 && now() < until);
+		CHECK(after.lanes == 1);
+	}
+	/* The daemon closed the worker's end of the lane. */
+	{
+		char x;
+
+		CHECK(read(r.sock, &x, 1) == 0);
+	}
+	munmap(r.map, r.bytes);
+	close(r.sock);
+}
+
+/* Waits on the lane in an Acquire of a block another session holds
+ * pending, until killed. Forked before the test starts gRPC (a child of
+ * a process using gRPC cannot), it starts when go has a byte. */
+static void waiter(const char *addr, int go)
+{
+	struct kvt_namespace ns;
+	struct kvt_lease lease;
+	struct kvt_key key;
+	kvt_client *c;
+	char x;
+
+	CHECK(read(go, &x, 1) == 1);
+	test_fill(key.bytes, 16, 777);
+	CHECK(kvt_connect(addr, &c) == 0);
+	CHECK_RC(c, kvt_attach(c, "waiter"), 0);
+	CHECK(kvt_fast_lane(c, NULL));
+	CHECK_RC(c, kvt_open_namespace(c, "lane", PAGE, 16, 0, &ns), 0);
+	kvt_acquire(c, &ns, &key, 1, 30000, &lease);
+	_exit(3); /* never answered before the kill */
+}
+
+static void killed_while_waiting(kvt_client *good, const struct kvt_namespace *ns,
+				 pid_t pid, int go)
+{
+	struct kvt_key key;
+	struct kvt_slot slot;
+	struct counters n;
+	double killed;
+	int status;
+
+	test_fill(key.bytes, 16, 777);
+	CHECK_RC(good, kvt_reserve(good, ns, NULL, &key, 1, NULL, &slot), 0);
+	CHECK(slot.state == KVT_SLOT_RESERVED);
+	CHECK(write(go, "x", 1) == 1);
+	do {
+		usleep(10000);
+		n = counters(good);
+	} while (n.lanes < 2);
+	usleep(100 * 1000); /* into its Acquire's wait */
+	CHECK(kill(pid, SIGKILL) == 0);
+	killed = now();
+	CHECK(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status));
+	do {
+		usleep(2000);
+		n = counters(good);
+	} while ((n.lanes != 1 || n.sessions != 1) && now() - killed < 5);
+	printf("a worker killed in a waiting Acquire: its lane and session gone %.1f ms after SIGKILL\n",
+	       (now() - killed) * 1e3);
+	CHECK(n.lanes == 1 && n.sessions == 1);
+	CHECK(now() - killed < 1.0);
+	CHECK_RC(good, kvt_abort(good, ns, &key, 1), 0);
+}
+
+/* The daemon stops while a worker uses its lane: the next call fails at
+ * once instead of waiting out its timeout. */
+static void daemon_gone(struct test_daemon *d)
+{
+	struct kvt_namespace ns;
+	struct kvt_key key;
+	size_t ready;
+	double t;
+	kvt_client *c;
+	int rc;
+
+	CHECK(kvt_connect(d->addr, &c) == 0);
+	CHECK_RC(c, kvt_attach(c, "left-behind"), 0);
+	CHECK(kvt_fast_lane(c, NULL));
+	CHECK_RC(c, kvt_open_namespace(c, "lane", PAGE, 16, 0, &ns), 0);
+	CHECK(test_daemon_stop(d) == 0);
+	test_fill(key.bytes, 16, 1);
+	t = now();
+	rc = kvt_lookup(c, &ns, &key, 1, &ready, NULL);
+	t = now() - t;
+	printf("a Lookup after the daemon stopped: %s (%.1f ms)\n", kvt_errmsg(c), t * 1e3);
+	CHECK(rc == -ECONNRESET && strstr(kvt_errmsg(c), "ended the fast lane"));
+	CHECK(t < 1.0);
+	kvt_close(c);
+}
+
+int main(void)
+{
+	struct test_daemon d;
+	const char *sets[] = { "host.size=1M", "host.segment_size=256K",
+			       "limits.max_keys_per_request=8", NULL };
+	struct kvt_key keys[KEYS];
+	static uint8_t page[PAGE];
+	const void *pages[KEYS];
+	struct kvt_namespace ns;
+	kvt_client *good;
+	int go[2];
+	pid_t pid;
+	size_t n;
+
+	test_daemon_start(&d, sets);
+	CHECK(pipe(go) == 0);
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0)
+		waiter(d.addr, go[0]);
+	for (int i = 0; i < KEYS; i++) {
+		test_fill(keys[i].bytes, 16, 100u + (unsigned)i);
+		pages[i] = page;
+	}
+	CHECK(kvt_connect(d.addr, &good) == 0);
+	CHECK_RC(good, kvt_attach(good, "bystander"), 0);
+	CHECK(kvt_fast_lane(good, NULL));
+	CHECK_RC(good, kvt_open_namespace(good, "lane", PAGE, 16, 0, &ns), 0);
+	CHECK_RC(good, kvt_put(good, &ns, NULL, keys, pages, KEYS, NULL, &n), 0);
+	CHECK(n == KEYS);
+
+	hostile(&d, good, &ns, keys);
+	killed_while_waiting(good, &ns, pid, go[1]);
+	kvt_close(good);
+	daemon_gone(&d);
+	return 0;
+}
