@@ -434,7 +434,9 @@ void kvt_call_reply(struct kvt_call *c, grpc_status_code code,
 			      monotonic_ns() - c->started_ns);
 	if (code != GRPC_STATUS_OK)
 		kvt_log(KVT_LOG_DEBUG, "%s (fast lane): status %d: %s",
-			c->srv->cfg.methods[c->method].path, code, r->msg);
+			c->method < c->srv->cfg.nmethods ?
+			c->srv->cfg.methods[c->method].path : "unknown method",
+			code, r->msg);
 	c->local_reply(c->local_arg, code, r);
 }
 
