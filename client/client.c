@@ -6,6 +6,7 @@
  */
 #include "kvtier/kvtier.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grpc/byte_buffer.h>
@@ -652,7 +653,34 @@ static int slot_ptr(kvt_client *c, uint32_t segment, uint32_t generation,
 }
 
 /* A page of a lease: a host segment's, or the hbm pool's on our GPU. */
-static int page_ptr(kvt_client *c, const Kvtier__V1__Location *l, void **out)
+/* A location as the daemon sends it in packed_locations (kvtier.proto's
+ * PackedLocation). */
+struct wire_location {
+	uint32_t tier, segment, generation;
+	uint64_t offset;
+};
+
+#define PACKED_LOCATION_BYTES 24
+
+/* Location i of a packed_locations field of n records; 0, or -EIO when
+ * the field is not n records long. */
+static int location_at(kvt_client *c, const ProtobufCBinaryData *b, size_t n,
+		       size_t i, struct wire_location *l)
+{
+	uint32_t w[4];
+	uint64_t offset;
+
+	if (b->len != n * PACKED_LOCATION_BYTES)
+		return fail(c, -EIO, "packed_locations is %zu bytes for %zu locations",
+			    b->len, n);
+	memcpy(w, b->data + i * PACKED_LOCATION_BYTES, sizeof(w));
+	memcpy(&offset, b->data + i * PACKED_LOCATION_BYTES + sizeof(w), sizeof(offset));
+	*l = (struct wire_location){ le32toh(w[0]), le32toh(w[1]), le32toh(w[2]),
+				     le64toh(offset) };
+	return 0;
+}
+
+static int page_ptr(kvt_client *c, const struct wire_location *l, void **out)
 {
 	if (l->tier != KVTIER__V1__TIER__TIER_HBM)
 		return slot_ptr(c, l->segment, l->generation, l->offset, out);
@@ -873,23 +901,26 @@ int kvt_reserve(kvt_client *c, const struct kvt_namespace *ns,
 	req.parent = key_bytes(parent);
 	req.retention = retention_msg(retention, &ret);
 	req.packed_keys = packed_keys(keys, n);
+	req.packed_locations = true;
 	rc = call(c, M_RESERVE, &req, &kvtier__v1__reserve_response__descriptor,
 		  (void **)&resp);
 	if (rc < 0)
 		return rc;
-	if (resp->n_states != n || resp->n_locations != n) {
+	if (resp->n_states != n) {
 		rc = fail(c, -EIO, "Reserve: reply has %zu states for %zu keys",
 			  resp->n_states, n);
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
+		struct wire_location l = { 0 };
+
 		slots[i].state = (enum kvt_slot_state)resp->states[i];
 		slots[i].page = NULL;
 		if (slots[i].state != KVT_SLOT_RESERVED)
 			continue;
-		rc = slot_ptr(c, resp->locations[i]->segment,
-			      resp->locations[i]->generation,
-			      resp->locations[i]->offset, &slots[i].page);
+		rc = location_at(c, &resp->packed_locations, n, i, &l);
+		if (rc == 0)
+			rc = slot_ptr(c, l.segment, l.generation, l.offset, &slots[i].page);
 		if (rc < 0)
 			break;
 	}
@@ -954,6 +985,7 @@ int kvt_acquire(kvt_client *c, const struct kvt_namespace *ns,
 	req.namespace_id = ns->id;
 	req.packed_keys = packed_keys(keys, n);
 	req.wait_ms = wait_ms;
+	req.packed_locations = true;
 	rc = call_waiting(c, M_ACQUIRE, &req,
 			  &kvtier__v1__acquire_response__descriptor,
 			  (void **)&resp, wait_ms);
@@ -961,9 +993,9 @@ int kvt_acquire(kvt_client *c, const struct kvt_namespace *ns,
 		return rc;
 	lease->id = resp->lease;
 	lease->count = resp->blocks;
-	if (resp->n_locations != resp->blocks) {
-		rc = fail(c, -EIO, "Acquire: reply has %zu locations for %u blocks",
-			  resp->n_locations, resp->blocks);
+	if (resp->packed_locations.len != (size_t)resp->blocks * PACKED_LOCATION_BYTES) {
+		rc = fail(c, -EIO, "Acquire: reply has %zu bytes of locations for %u blocks",
+			  resp->packed_locations.len, resp->blocks);
 		goto out_release;
 	}
 	/* One allocation: the pointers, then the hbm flags. */
@@ -974,11 +1006,14 @@ int kvt_acquire(kvt_client *c, const struct kvt_namespace *ns,
 	}
 	lease->hbm = (const unsigned char *)(lease->pages + resp->blocks + 1);
 	for (size_t i = 0; i < resp->blocks; i++) {
-		((unsigned char *)lease->hbm)[i] =
-			resp->locations[i]->tier == KVTIER__V1__TIER__TIER_HBM;
-		rc = page_ptr(c, resp->locations[i], (void **)&lease->pages[i]);
+		struct wire_location l = { 0 };
+
+		rc = location_at(c, &resp->packed_locations, resp->blocks, i, &l);
+		if (rc == 0)
+			rc = page_ptr(c, &l, (void **)&lease->pages[i]);
 		if (rc < 0)
 			goto out_release;
+		((unsigned char *)lease->hbm)[i] = l.tier == KVTIER__V1__TIER__TIER_HBM;
 	}
 	FREE_MSG(resp);
 	return 0;

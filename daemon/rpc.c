@@ -1,6 +1,7 @@
 #include "rpc.h"
 #include "segsock.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -541,54 +542,85 @@ static int lookup(struct rpc *c)
 	return 0;
 }
 
-/* Location messages for n engine locations, as an array of pointers,
- * allocated before the engine call whose result they carry so that it
- * cannot be lost to a failed allocation after it; NULL: out of memory. */
-static Kvtier__V1__Location **locations_new(struct rpc *c, uint32_t n)
-{
-	Kvtier__V1__Location *msgs = rpc_alloc(c, n, sizeof(*msgs));
-	Kvtier__V1__Location **ptrs = rpc_alloc(c, n, sizeof(*ptrs));
+/* Where a reply's locations go: Location messages, or (when the request
+ * asked) PackedLocation records in one bytes field. */
+struct locations {
+	Kvtier__V1__Location **msgs;
+	uint8_t *packed;
+};
 
-	if (!msgs || !ptrs)
-		return NULL;
+#define PACKED_LOCATION_BYTES 24
+
+/* Room for n locations, allocated before the engine call whose result
+ * they carry so that it cannot be lost to a failed allocation after it;
+ * -ENOMEM. */
+static int locations_new(struct rpc *c, bool packed, uint32_t n,
+			 struct locations *l)
+{
+	Kvtier__V1__Location *msgs;
+
+	*l = (struct locations){ 0 };
+	if (packed)
+		return (l->packed = rpc_alloc(c, n, PACKED_LOCATION_BYTES)) ? 0 : -ENOMEM;
+	msgs = rpc_alloc(c, n, sizeof(*msgs));
+	l->msgs = rpc_alloc(c, n, sizeof(*l->msgs));
+	if (!msgs || !l->msgs)
+		return -ENOMEM;
 	for (uint32_t i = 0; i < n; i++) {
 		kvtier__v1__location__init(&msgs[i]);
-		ptrs[i] = &msgs[i];
+		l->msgs[i] = &msgs[i];
 	}
-	return ptrs;
+	return 0;
 }
 
-static void locations_set(Kvtier__V1__Location **m,
-			  const struct kvt_location *src, uint32_t n)
+/* Fills l with src and points the reply's fields at it. enum kvt_tier's
+ * values are the proto's. */
+static void locations_set(const struct locations *l,
+			  const struct kvt_location *src, uint32_t n,
+			  Kvtier__V1__Location ***msgs, size_t *n_msgs,
+			  ProtobufCBinaryData *packed)
 {
-	for (uint32_t i = 0; i < n; i++) {
-		/* enum kvt_tier's values are the proto's. */
-		m[i]->tier = (Kvtier__V1__Tier)src[i].tier;
-		m[i]->segment = src[i].segment;
-		m[i]->generation = src[i].generation;
-		m[i]->offset = src[i].offset;
+	for (uint32_t i = 0; l->packed && i < n; i++) {
+		uint8_t *r = l->packed + (size_t)i * PACKED_LOCATION_BYTES;
+		uint32_t w[4] = { htole32((uint32_t)src[i].tier), htole32(src[i].segment),
+				  htole32(src[i].generation), 0 };
+		uint64_t offset = htole64(src[i].offset);
+
+		memcpy(r, w, sizeof(w));
+		memcpy(r + sizeof(w), &offset, sizeof(offset));
 	}
+	for (uint32_t i = 0; l->msgs && i < n; i++) {
+		l->msgs[i]->tier = (Kvtier__V1__Tier)src[i].tier;
+		l->msgs[i]->segment = src[i].segment;
+		l->msgs[i]->generation = src[i].generation;
+		l->msgs[i]->offset = src[i].offset;
+	}
+	*msgs = l->msgs;
+	*n_msgs = l->msgs ? n : 0;
+	*packed = (ProtobufCBinaryData){ l->packed ? (size_t)n * PACKED_LOCATION_BYTES : 0,
+					 l->packed };
 }
 
 static int reserve(struct rpc *c)
 {
+	const Kvtier__V1__ReserveRequest *q = c->in;
 	Kvtier__V1__ReserveResponse *p = (void *)c->out;
 	enum kvt_reserve_state *states = rpc_alloc(c, c->q.n, sizeof(*states));
 	struct kvt_location *locs = rpc_alloc(c, c->q.n, sizeof(*locs));
+	struct locations l;
 	int rc;
 
-	p->locations = locations_new(c, c->q.n);
-	if (!states || !locs || !p->locations)
+	if (!states || !locs || locations_new(c, q->packed_locations, c->q.n, &l) < 0)
 		return kvt_errf(&c->err, -ENOMEM, "out of memory");
 	rc = kvt_engine_reserve(c->d->engine, &c->q, c->parent, c->retention,
 				states, locs, &c->err);
 	if (rc < 0)
 		return rc;
-	locations_set(p->locations, locs, c->q.n);
+	locations_set(&l, locs, c->q.n, &p->locations, &p->n_locations,
+		      &p->packed_locations);
 	/* The engine's values are kvtier.v1.ReserveState's by construction. */
 	p->states = (Kvtier__V1__ReserveState *)states;
 	p->n_states = c->q.n;
-	p->n_locations = c->q.n;
 	return 0;
 }
 
@@ -608,6 +640,7 @@ struct acquire_call {
 	struct kvt_call *call;
 	uint32_t tenant;
 	uint8_t session[KVT_SESSION_TOKEN_BYTES];
+	bool packed_locations;
 };
 
 static void acquire_done(void *arg, int rc, const struct kvt_acquired *got)
@@ -617,19 +650,20 @@ static void acquire_done(void *arg, int rc, const struct kvt_acquired *got)
 	struct rpc c = { .d = a->d, .call = a->call, .out = &p.base };
 	struct kvt_reply r = { 0 };
 	struct kvt_err ignored;
+	struct locations l;
 
 	c.r = &r;
 	if (rc == -ENOENT)
 		rc = kvt_errf(&c.err, rc, "the session ended while this Acquire waited");
 	else if (rc < 0)
 		rc = kvt_errf(&c.err, -ENOMEM, "out of memory recording the lease");
-	else if (!(p.locations = locations_new(&c, got->count)))
+	else if (locations_new(&c, a->packed_locations, got->count, &l) < 0)
 		rc = kvt_errf(&c.err, -ENOMEM, "out of memory");
 	if (rc == 0) {
-		locations_set(p.locations, got->locs, got->count);
+		locations_set(&l, got->locs, got->count, &p.locations, &p.n_locations,
+			      &p.packed_locations);
 		p.blocks = got->count;
 		p.lease = got->lease;
-		p.n_locations = got->count;
 		rc = rpc_pack(&c);
 	}
 	/* A lease the worker will never hear of is given back at once. */
@@ -649,7 +683,8 @@ static int acquire(struct rpc *c)
 	if (!a)
 		return kvt_errf(&c->err, -ENOMEM, "out of memory");
 	*a = (struct acquire_call){ .d = c->d, .call = c->call,
-				    .tenant = c->q.tenant };
+				    .tenant = c->q.tenant,
+				    .packed_locations = q->packed_locations };
 	memcpy(a->session, q->session.data, sizeof(a->session));
 	rc = kvt_engine_acquire(c->d->engine, &c->q, (uint64_t)q->wait_ms * KVT_MS,
 				acquire_done, a, &c->err);
