@@ -969,12 +969,15 @@ static void stop_acceptor(struct kvt_server *s)
 	if (s->listen_fd >= 0)
 		close(s->listen_fd);
 	s->listen_fd = -1;
-	/* The watch fds are ours; closing them leaves gRPC's sockets alone. */
+	/* The watch fds are ours; closing them leaves gRPC's sockets alone.
+	 * Under the lock: calls still finishing look their records up. */
+	pthread_mutex_lock(&s->lock);
 	for (size_t w = 0; w < s->nconns; w++)
 		if (s->conns[w].id) {
 			s->conns[w].id = 0;
 			close((int)w);
 		}
+	pthread_mutex_unlock(&s->lock);
 	if (s->epoll_fd >= 0)
 		close(s->epoll_fd);
 	s->epoll_fd = -1;
