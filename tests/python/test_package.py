@@ -43,6 +43,25 @@ def test_reserve_commit_acquire(ns):
         r.pages[0][1][:] = fill(9)
 
 
+def test_fast_lane(daemon, client, ns, monkeypatch):
+    """The hot calls go through the session's lane (counted as such), and
+    the same calls work with it turned off."""
+    assert client.fast_lane and client.fast_lane_why_not == ""
+    before = client.stats()["fast_lane_calls_total"]
+    keys = keys_of(ns, 2, salt=77)
+    ns.put(keys, [fill(0), fill(1)])
+    assert ns.lookup(keys) == (2, 0)
+    with ns.acquire(keys) as lease:
+        assert lease.pages[1].tobytes() == fill(1)
+    assert client.stats()["fast_lane_calls_total"] >= before + 3
+    monkeypatch.setenv("KVTIER_FAST_LANE", "0")
+    with kvtier.connect(daemon.addr, name="no-lane") as c:
+        assert not c.fast_lane and c.fast_lane_why_not == "turned off"
+        other = c.namespace(ns.name, PAGE, 16)
+        assert other.lookup(keys) == (2, 0)
+    assert not client.closed and client.fast_lane
+
+
 def test_put_get_drop(ns):
     keys = keys_of(ns, 3)
     assert ns.put(keys, [fill(i) for i in range(3)]) == 3

@@ -638,6 +638,18 @@ class Client:
     def closed(self) -> bool:
         return self._c.closed
 
+    @property
+    def fast_lane(self) -> bool:
+        """Whether the hot calls (lookup, reserve, commit, abort, acquire,
+        release) go through the session's shared-memory lane rather than
+        gRPC: true once attached on the unix socket, unless
+        KVTIER_FAST_LANE=0. fast_lane_why_not says why not."""
+        return self._c.fast_lane[0]
+
+    @property
+    def fast_lane_why_not(self) -> str:
+        return self._c.fast_lane[1]
+
     def __enter__(self) -> "Client":
         try:
             self.attach()

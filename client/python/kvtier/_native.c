@@ -1707,8 +1707,19 @@ static PyObject *Client_get_busy(Client *self, void *closure)
 	return PyLong_FromLong(self->busy);
 }
 
+/* (on, why not): whether calls go through the session's fast lane. */
+static PyObject *Client_get_fast_lane(Client *self, void *closure)
+{
+	const char *why = "closed";
+	int on = self->c && !self->closing ? kvt_fast_lane(self->c, &why) : 0;
+
+	(void)closure;
+	return Py_BuildValue("(Os)", on ? Py_True : Py_False, why);
+}
+
 static PyGetSetDef Client_getset[] = {
 	{ "closed", (getter)Client_get_closed, NULL, NULL, NULL },
+	{ "fast_lane", (getter)Client_get_fast_lane, NULL, NULL, NULL },
 	{ "busy", (getter)Client_get_busy, NULL, "Calls in flight.", NULL },
 	{ NULL },
 };
