@@ -237,6 +237,22 @@ static void reserve_location_tier(const char *addr, kvt_client *c,
 	kvtier__v1__reserve_response__free_unpacked(p, NULL);
 	grpc_slice_unref(reply);
 	CHECK_RC(c, kvt_abort(c, ns, &key, 1), 0);
+
+	/* Asked for packed_locations: the same location as one 24-byte
+	 * little-endian record (kvtier.proto's PackedLocation), no messages. */
+	q.packed_locations = true;
+	CHECK(raw_exchange(addr, "/kvtier.v1.KvTier/Reserve", packed,
+			   protobuf_c_message_pack(&q.base, packed), msg, sizeof(msg),
+			   &reply) == GRPC_STATUS_OK);
+	p = kvtier__v1__reserve_response__unpack(NULL, GRPC_SLICE_LENGTH(reply),
+						 GRPC_SLICE_START_PTR(reply));
+	CHECK(p && p->n_states == 1 && p->n_locations == 0);
+	CHECK(p->packed_locations.len == 24);
+	CHECK(p->packed_locations.data[0] == KVTIER__V1__TIER__TIER_HOST &&
+	      p->packed_locations.data[1] == 0 && p->packed_locations.data[12] == 0);
+	kvtier__v1__reserve_response__free_unpacked(p, NULL);
+	grpc_slice_unref(reply);
+	CHECK_RC(c, kvt_abort(c, ns, &key, 1), 0);
 }
 
 /* packed_keys (what libkvtier sends): 16 bytes a key, or refused; not
