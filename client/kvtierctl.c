@@ -95,9 +95,9 @@ static void print_status(const struct stat_list *l)
 	       find(l, "metrics_address") : "off");
 	printf("allocator    %s\n", find(l, "allocator"));
 	printf("cuda         %s\n", find(l, "cuda"));
-	printf("sessions     %s active, %s leases, %s pinned blocks\n",
-	       find(l, "sessions_active"), find(l, "leases_active"),
-	       find(l, "pinned_blocks"));
+	printf("sessions     %s active (%s with a fast lane), %s leases, %s pinned blocks\n",
+	       find(l, "sessions_active"), find(l, "fast_lanes"),
+	       find(l, "leases_active"), find(l, "pinned_blocks"));
 	printf("blocks       %s ready, %s pending\n", find(l, "ready_blocks"),
 	       find(l, "pending_blocks"));
 	printf("host tier    %.1f / %.1f MiB used (%.1f%%), %s of %s segments carved",
