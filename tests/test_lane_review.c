@@ -1,0 +1,665 @@
+/*
+ * Review of the fast lane (proto/kvtier/v1/lane.h) by a hostile worker.
+ *
+ * Part one (a daemon of its own), what holds: another uid with a stolen
+ * session token gets no lane; method ids and lengths at the edges; a
+ * request whose protobuf claims huge repeated fields; Attach/close cycles racing lane
+ * requests; idle lanes cost no CPU; SIGTERM with an Acquire waiting on a
+ * lane stops the daemon cleanly.
+ *
+ * Part two (a second daemon): a worker that moves the daemon's futex
+ * waiter off request_seq (FUTEX_CMP_REQUEUE to another word of the lane),
+ * or queues a waiter of its own on request_seq ahead of the daemon's so
+ * that session close's FUTEX_WAKE of one wakes the worker's thread, keeps
+ * its lane's daemon thread asleep after its session closed: the lane (and
+ * its memfd, mapping, connection, thread) outlives the session, and the
+ * daemon hangs on SIGTERM in kvt_lanes_free.
+ */
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <kvtier/kvtier.h>
+
+#include "harness.h"
+#include "kvtier.pb-c.h"
+#include "kvtier/v1/lane.h"
+#include "lane.h"
+
+#define PAGE 4096
+#define KEYS 8
+#define OTHER_UID 47111
+#define INVALID_ARGUMENT 3
+#define UNIMPLEMENTED 12
+
+static int failures;
+
+/* A CHECK that goes on, so that every finding shows in one run. */
+#define EXPECT(cond)                                                          \
+	do {                                                                  \
+		if (!(cond)) {                                                \
+			fprintf(stderr, "%s:%d: EXPECT failed: %s\n", __FILE__, \
+				__LINE__, #cond);                             \
+			failures++;                                           \
+		}                                                             \
+	} while (0)
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+struct counters {
+	long lanes, opened, calls, sessions;
+};
+
+static void collect(void *arg, const char *name, const char *value)
+{
+	struct counters *c = arg;
+
+	if (strcmp(name, "fast_lanes") == 0)
+		c->lanes = atol(value);
+	else if (strcmp(name, "fast_lanes_opened_total") == 0)
+		c->opened = atol(value);
+	else if (strcmp(name, "fast_lane_calls_total") == 0)
+		c->calls = atol(value);
+	else if (strcmp(name, "sessions_active") == 0)
+		c->sessions = atol(value);
+}
+
+static struct counters counters(kvt_client *c)
+{
+	struct counters n = { 0 };
+
+	CHECK_RC(c, kvt_stats(c, collect, &n), 0);
+	return n;
+}
+
+/* Waits up to secs for the daemon to report lanes lanes; what it reports. */
+static long lanes_within(kvt_client *c, long lanes, double secs)
+{
+	double until = now() + secs;
+	struct counters n;
+
+	do {
+		n = counters(c);
+		if (n.lanes == lanes)
+			break;
+		usleep(5000);
+	} while (now() < until);
+	return n.lanes;
+}
+
+static void segsock_path(const struct test_daemon *d, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s%s", d->addr + strlen("unix:"), KVT_SEGMENT_SOCKET_SUFFIX);
+}
+
+struct raw {
+	kvt_client *c;
+	int sock;
+	uint8_t *map;
+	size_t bytes;
+	struct kvt_lane_header *h, made;
+};
+
+static void raw_open(struct raw *r, const struct test_daemon *d)
+{
+	struct kvt_segment_reply rep;
+	char path[200], err[256];
+	uint8_t token[16];
+	int fd;
+
+	CHECK(kvt_connect(d->addr, &r->c) == 0);
+	kvt_set_fast_lane(r->c, 0);
+	CHECK_RC(r->c, kvt_attach(r->c, "hostile"), 0);
+	kvt_session_token(r->c, token);
+	segsock_path(d, path, sizeof(path));
+	CHECK(kvt_segsock_ask(path, token, KVT_LANE_SEGMENT, &rep, &fd, &r->sock, err,
+			      sizeof(err)) == 0);
+	r->bytes = rep.bytes;
+	r->map = mmap(NULL, r->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	CHECK(r->map != MAP_FAILED);
+	close(fd);
+	r->h = (struct kvt_lane_header *)r->map;
+	r->made = *r->h;
+}
+
+static void raw_close(struct raw *r)
+{
+	munmap(r->map, r->bytes);
+	close(r->sock);
+}
+
+/* Starts a call (method, len) without waiting. Its seq. */
+static uint32_t raw_send(struct raw *r, uint32_t method, uint32_t len)
+{
+	uint32_t seq = __atomic_load_n(&r->h->request_seq, __ATOMIC_ACQUIRE) + 1;
+
+	r->h->method = method;
+	r->h->request_len = len;
+	__atomic_store_n(&r->h->request_seq, seq, __ATOMIC_SEQ_CST);
+	kvt_lane_futex_wake(&r->h->request_seq);
+	return seq;
+}
+
+/* The status of call seq, or -1 when none came within secs. */
+static int raw_answer(struct raw *r, uint32_t seq, double secs)
+{
+	double until = now() + secs;
+
+	while (__atomic_load_n(&r->h->reply_seq, __ATOMIC_ACQUIRE) != seq)
+		if (now() > until)
+			return -1;
+		else
+			usleep(100);
+	return r->h->status;
+}
+
+static int raw_call(struct raw *r, uint32_t method, uint32_t len)
+{
+	return raw_answer(r, raw_send(r, method, len), 2);
+}
+
+static uint32_t write_lookup(struct raw *r, uint32_t ns, const struct kvt_key *keys,
+			     size_t n)
+{
+	Kvtier__V1__LookupRequest q = KVTIER__V1__LOOKUP_REQUEST__INIT;
+
+	q.namespace_id = ns;
+	q.packed_keys = (ProtobufCBinaryData){ n * 16, (uint8_t *)keys };
+	return (uint32_t)protobuf_c_message_pack(&q.base, r->map + r->made.request_offset);
+}
+
+/* A token stolen from another tenant's worker, and random ones: no lane. */
+static int token_pipe[2];
+
+static void other_uid(const char *addr)
+{
+	struct kvt_segment_reply rep;
+	char path[200], err[256];
+	uint8_t token[16];
+	kvt_client *c;
+	int fd, sock;
+
+	test_become(OTHER_UID, 65534); /* nogroup: the socket's group */
+	snprintf(path, sizeof(path), "%s%s", addr + strlen("unix:"), KVT_SEGMENT_SOCKET_SUFFIX);
+	CHECK(kvt_connect(addr, &c) == 0);
+	kvt_set_fast_lane(c, 0);
+	CHECK_RC(c, kvt_attach(c, "thief"), 0);
+	CHECK(read(token_pipe[0], token, 16) == 16);
+	/* The victim's token, from this uid: refused. */
+	CHECK(kvt_segsock_ask(path, token, KVT_LANE_SEGMENT, &rep, &fd, &sock, err,
+			      sizeof(err)) == -ENOENT);
+	/* Guessed tokens. */
+	for (int i = 0; i < 64; i++) {
+		token[i % 16] ^= (uint8_t)(i * 37 + 1);
+		CHECK(kvt_segsock_ask(path, token, KVT_LANE_SEGMENT, &rep, &fd, &sock, err,
+				      sizeof(err)) == -ENOENT);
+	}
+	/* Its own lane still works. */
+	kvt_session_token(c, token);
+	CHECK(kvt_segsock_ask(path, token, KVT_LANE_SEGMENT, &rep, &fd, &sock, err,
+			      sizeof(err)) == 0);
+	close(fd);
+	close(sock);
+	kvt_close(c);
+}
+
+static void edges(const struct test_daemon *d, const struct kvt_namespace *ns,
+		  const struct kvt_key *keys)
+{
+	struct raw r;
+	uint8_t *q;
+
+	raw_open(&r, d);
+	q = r.map + r.made.request_offset;
+	EXPECT(raw_call(&r, 7, 0) == UNIMPLEMENTED);
+	EXPECT(raw_call(&r, UINT32_MAX, 0) == UNIMPLEMENTED);
+	EXPECT(strstr(r.h->message, "is not one of 1..6"));
+	/* At and just past the capacity. */
+	memset(q, 0, r.made.request_capacity);
+	EXPECT(raw_call(&r, KVT_LANE_LOOKUP, r.made.request_capacity) == INVALID_ARGUMENT);
+	EXPECT(raw_call(&r, KVT_LANE_LOOKUP, r.made.request_capacity + 1) == INVALID_ARGUMENT);
+	EXPECT(strstr(r.h->message, "exceeds the lane's request_capacity"));
+	EXPECT(raw_call(&r, KVT_LANE_LOOKUP, 0) == INVALID_ARGUMENT); /* keys is empty */
+	/* A repeated field whose length runs past the request. */
+	{
+		uint8_t bad[] = { 0x12, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3 };
+
+		memcpy(q, bad, sizeof(bad));
+		EXPECT(raw_call(&r, KVT_LANE_LOOKUP, sizeof(bad)) == INVALID_ARGUMENT);
+		EXPECT(strstr(r.h->message, "malformed"));
+	}
+	/* As many empty repeated keys as fit the lane: counted before use. */
+	{
+		uint32_t len = 0;
+
+		while (len + 2 <= r.made.request_capacity) {
+			q[len++] = 0x12;
+			q[len++] = 0;
+		}
+		EXPECT(raw_call(&r, KVT_LANE_LOOKUP, len) == INVALID_ARGUMENT);
+		EXPECT(strstr(r.h->message, "exceed"));
+	}
+	/* Exactly max_keys works. */
+	EXPECT(raw_call(&r, KVT_LANE_LOOKUP, write_lookup(&r, ns->id, keys, KEYS)) == 0);
+	kvt_close(r.c);
+	raw_close(&r);
+}
+
+/* Attach/close cycles on one thread, lane requests for those sessions on
+ * another. */
+struct churn {
+	const struct test_daemon *d;
+	_Atomic int token_ready;
+	uint8_t token[16];
+	atomic_bool stop;
+	long asked, got;
+};
+
+static void *churn_asker(void *arg)
+{
+	struct churn *ch = arg;
+	struct kvt_segment_reply rep;
+	char path[200], err[256];
+	uint8_t token[16];
+	int fd, sock;
+
+	segsock_path(ch->d, path, sizeof(path));
+	while (!atomic_load(&ch->stop)) {
+		if (!atomic_load(&ch->token_ready)) {
+			sched_yield();
+			continue;
+		}
+		memcpy(token, ch->token, 16);
+		ch->asked++;
+		if (kvt_segsock_ask(path, token, KVT_LANE_SEGMENT, &rep, &fd, &sock, err,
+				    sizeof(err)) == 0) {
+			ch->got++;
+			close(fd);
+			close(sock);
+		}
+	}
+	return NULL;
+}
+
+static void churn(const struct test_daemon *d, kvt_client *good)
+{
+	struct churn ch = { .d = d };
+	pthread_t t[2];
+
+	for (int i = 0; i < 2; i++)
+		CHECK(pthread_create(&t[i], NULL, churn_asker, &ch) == 0);
+	for (int i = 0; i < 150; i++) {
+		kvt_client *c;
+
+		CHECK(kvt_connect(d->addr, &c) == 0);
+		kvt_set_fast_lane(c, i % 2);
+		CHECK_RC(c, kvt_attach(c, "churn"), 0);
+		atomic_store(&ch.token_ready, 0);
+		kvt_session_token(c, ch.token);
+		atomic_store(&ch.token_ready, 1);
+		usleep((unsigned)(i % 5) * 200);
+		kvt_close(c);
+	}
+	atomic_store(&ch.stop, true);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	printf("churn: %ld lane requests, %ld lanes\n", ch.asked, ch.got);
+	EXPECT(lanes_within(good, 1, 1.0) == 1);
+}
+
+static long proc_ticks(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long ut = 0, st = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	CHECK(f);
+	CHECK(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	p = strrchr(buf, ')');
+	CHECK(p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+			  &ut, &st) == 2);
+	return (long)(ut + st);
+}
+
+static void idle_lanes(const struct test_daemon *d, kvt_client *good,
+		       const struct kvt_namespace *ns0, const struct kvt_key *keys)
+{
+	enum { N = 12 };
+	kvt_client *c[N];
+	long t0, t1;
+
+	(void)ns0;
+	for (int i = 0; i < N; i++) {
+		struct kvt_namespace ns;
+		size_t ready;
+
+		CHECK(kvt_connect(d->addr, &c[i]) == 0);
+		CHECK_RC(c[i], kvt_attach(c[i], "idle"), 0);
+		CHECK(kvt_fast_lane(c[i], NULL));
+		CHECK_RC(c[i], kvt_open_namespace(c[i], "lane", PAGE, 16, 0, &ns), 0);
+		CHECK_RC(c[i], kvt_lookup(c[i], &ns, keys, 1, &ready, NULL), 0);
+	}
+	EXPECT(lanes_within(good, N + 1, 1.0) == N + 1);
+	usleep(300 * 1000);
+	t0 = proc_ticks(d->pid);
+	sleep(2);
+	t1 = proc_ticks(d->pid);
+	printf("%d idle lanes: the daemon used %ld ticks in 2 s\n", N + 1, t1 - t0);
+	EXPECT(t1 - t0 <= 4);
+	for (int i = 0; i < N; i++)
+		kvt_close(c[i]);
+	EXPECT(lanes_within(good, 1, 1.0) == 1);
+}
+
+/* SIGTERM while an Acquire waits on a lane: a clean stop, at once. */
+struct waiting {
+	kvt_client *c;
+	struct kvt_namespace ns;
+	struct kvt_key key;
+	int rc;
+	double took;
+};
+
+static void *acquire_waits(void *arg)
+{
+	struct waiting *w = arg;
+	struct kvt_lease lease;
+	double t = now();
+
+	w->rc = kvt_acquire(w->c, &w->ns, &w->key, 1, 30000, &lease);
+	w->took = now() - t;
+	return NULL;
+}
+
+/* SIGTERM; waits up to secs. The exit status, or -1 after SIGKILL. */
+static int stop_within(struct test_daemon *d, double secs)
+{
+	double until = now() + secs;
+	int status;
+
+	CHECK(kill(d->pid, SIGTERM) == 0);
+	do {
+		if (waitpid(d->pid, &status, WNOHANG) == d->pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		usleep(10000);
+	} while (now() < until);
+	kill(d->pid, SIGKILL);
+	waitpid(d->pid, &status, 0);
+	return -1;
+}
+
+static void part_one(void)
+{
+	struct test_daemon d;
+	const char *sets[] = { "host.size=1M", "host.segment_size=256K",
+			       "limits.max_keys_per_request=8", "daemon.group=nogroup",
+			       "daemon.socket_mode=0660", NULL };
+	struct kvt_key keys[KEYS];
+	static uint8_t page[PAGE];
+	const void *pages[KEYS];
+	struct kvt_namespace ns;
+	struct waiting w = { 0 };
+	struct kvt_slot slot;
+	kvt_client *good;
+	pthread_t t;
+	pid_t thief;
+	uint8_t token[16];
+	size_t n;
+	int status, rc;
+	double t0;
+
+	test_daemon_start(&d, sets);
+	test_daemon_open_to_workers(&d);
+	CHECK(pipe(token_pipe) == 0);
+	thief = test_spawn(other_uid, d.addr);
+	for (int i = 0; i < KEYS; i++) {
+		test_fill(keys[i].bytes, 16, 100u + (unsigned)i);
+		pages[i] = page;
+	}
+	CHECK(kvt_connect(d.addr, &good) == 0);
+	CHECK_RC(good, kvt_attach(good, "bystander"), 0);
+	CHECK(kvt_fast_lane(good, NULL));
+	CHECK_RC(good, kvt_open_namespace(good, "lane", PAGE, 16, 0, &ns), 0);
+	CHECK_RC(good, kvt_put(good, &ns, NULL, keys, pages, KEYS, NULL, &n), 0);
+
+	kvt_session_token(good, token);
+	CHECK(write(token_pipe[1], token, 16) == 16);
+	CHECK(waitpid(thief, &status, 0) == thief);
+	EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	edges(&d, &ns, keys);
+	churn(&d, good);
+	idle_lanes(&d, good, &ns, keys);
+
+	/* SIGTERM with an Acquire waiting on a lane. */
+	CHECK(kvt_connect(d.addr, &w.c) == 0);
+	CHECK_RC(w.c, kvt_attach(w.c, "waiter"), 0);
+	CHECK(kvt_fast_lane(w.c, NULL));
+	CHECK_RC(w.c, kvt_open_namespace(w.c, "lane", PAGE, 16, 0, &w.ns), 0);
+	test_fill(w.key.bytes, 16, 4242);
+	CHECK_RC(good, kvt_reserve(good, &ns, NULL, &w.key, 1, NULL, &slot), 0);
+	CHECK(slot.state == KVT_SLOT_RESERVED);
+	CHECK(pthread_create(&t, NULL, acquire_waits, &w) == 0);
+	usleep(300 * 1000);
+	t0 = now();
+	rc = stop_within(&d, 8);
+	printf("SIGTERM with an Acquire waiting on a lane: exit %d after %.1f ms\n", rc,
+	       (now() - t0) * 1e3);
+	EXPECT(rc == 0);
+	/* Attached clients idle in their gRPC library hold shutdown for its
+	 * 5 s grace, lane or not (BASELINE=1 shows it). */
+	EXPECT(now() - t0 < 6.0);
+	pthread_join(t, NULL);
+	printf("the waiting Acquire: %d (%s) after %.1f ms\n", w.rc, kvt_errmsg(w.c),
+	       w.took * 1e3);
+	EXPECT(w.took < 2);
+	kvt_close(w.c);
+	kvt_close(good);
+}
+
+/* Queues a waiter of the worker's own on request_seq at val. */
+struct stealer {
+	uint32_t *word, val;
+	atomic_bool queued;
+};
+
+static void *steal_wake(void *arg)
+{
+	struct stealer *s = arg;
+	struct timespec ts = { 3, 0 };
+
+	atomic_store(&s->queued, true);
+	syscall(SYS_futex, s->word, FUTEX_WAIT, s->val, &ts, NULL, 0);
+	return NULL;
+}
+
+static void part_two(void)
+{
+	struct test_daemon d;
+	const char *sets[] = { "host.size=1M", "host.segment_size=256K",
+			       "limits.max_keys_per_request=8", "daemon.poll_us=0", NULL };
+	struct kvt_key keys[KEYS];
+	static uint8_t page[PAGE];
+	const void *pages[KEYS];
+	struct kvt_namespace ns;
+	kvt_client *good;
+	size_t n;
+	int rc;
+	double t0;
+
+	test_daemon_start(&d, sets);
+	for (int i = 0; i < KEYS; i++) {
+		test_fill(keys[i].bytes, 16, 100u + (unsigned)i);
+		pages[i] = page;
+	}
+	CHECK(kvt_connect(d.addr, &good) == 0);
+	CHECK_RC(good, kvt_attach(good, "bystander"), 0);
+	kvt_set_fast_lane(good, 0);
+	CHECK_RC(good, kvt_open_namespace(good, "lane", PAGE, 16, 0, &ns), 0);
+	CHECK_RC(good, kvt_put(good, &ns, NULL, keys, pages, KEYS, NULL, &n), 0);
+
+	/* 1. FUTEX_CMP_REQUEUE moves the daemon's sleeping lane thread onto
+	 * pad0: session close's wake of request_seq finds no one. */
+	{
+		struct raw r;
+		long moved;
+		char x;
+
+		long base = counters(good).lanes;
+
+		raw_open(&r, &d);
+		EXPECT(raw_call(&r, KVT_LANE_LOOKUP, write_lookup(&r, ns.id, keys, 1)) == 0);
+		usleep(200 * 1000); /* the lane's thread sleeps on request_seq */
+		moved = syscall(SYS_futex, &r.h->request_seq, FUTEX_CMP_REQUEUE, 0,
+				(void *)1L, (uint32_t *)r.h->pad0,
+				__atomic_load_n(&r.h->request_seq, __ATOMIC_SEQ_CST));
+		printf("requeued %ld daemon waiter(s) off request_seq\n", moved);
+		EXPECT(moved == 1);
+		kvt_close(r.c);
+		t0 = now();
+		rc = (int)(lanes_within(good, base, 2.0) - base);
+		printf("requeue: %d lane(s) left %.1f ms after its session closed\n", rc,
+		       (now() - t0) * 1e3);
+		EXPECT(rc == 0);
+		/* The daemon should have closed the worker's end of the lane. */
+		{
+			struct timeval tv = { 0, 100 * 1000 };
+
+			setsockopt(r.sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+			EXPECT(read(r.sock, &x, 1) == 0);
+		}
+		raw_close(&r);
+	}
+
+	/* 2. A worker thread waits on request_seq ahead of the daemon's: the
+	 * FUTEX_WAKE of one in session close wakes the worker's thread. The
+	 * lane's daemon thread is held in a waiting Acquire meanwhile. */
+	{
+		struct raw r;
+		struct stealer s = { 0 };
+		struct kvt_key key;
+		struct kvt_slot slot;
+		pthread_t t;
+		uint32_t seq;
+		char x;
+
+		long base = counters(good).lanes;
+
+		test_fill(key.bytes, 16, 999);
+		CHECK_RC(good, kvt_reserve(good, &ns, NULL, &key, 1, NULL, &slot), 0);
+		raw_open(&r, &d);
+		{
+			Kvtier__V1__AcquireRequest q = KVTIER__V1__ACQUIRE_REQUEST__INIT;
+			uint8_t token[16];
+
+			kvt_session_token(r.c, token);
+			q.session = (ProtobufCBinaryData){ 16, token };
+			q.namespace_id = ns.id;
+			q.packed_keys = (ProtobufCBinaryData){ 16, key.bytes };
+			q.wait_ms = 300;
+			seq = raw_send(&r, KVT_LANE_ACQUIRE,
+				       (uint32_t)protobuf_c_message_pack(
+					       &q.base, r.map + r.made.request_offset));
+		}
+		s.word = &r.h->request_seq;
+		s.val = seq;
+		CHECK(pthread_create(&t, NULL, steal_wake, &s) == 0);
+		rc = raw_answer(&r, seq, 2);
+		printf("the Acquire that held the lane's thread: status %d (%s)\n", rc,
+		       r.h->message);
+		usleep(100 * 1000); /* the lane's thread sleeps, queued after ours */
+		kvt_close(r.c);
+		t0 = now();
+		rc = (int)(lanes_within(good, base, 2.0) - base);
+		printf("wake stolen: %d lane(s) left %.1f ms after its session closed\n", rc,
+		       (now() - t0) * 1e3);
+		EXPECT(rc == 0);
+		{
+			struct timeval tv = { 0, 100 * 1000 };
+
+			setsockopt(r.sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+			EXPECT(read(r.sock, &x, 1) == 0);
+		}
+		pthread_join(t, NULL);
+		raw_close(&r);
+		CHECK_RC(good, kvt_abort(good, &ns, &key, 1), 0);
+	}
+
+	kvt_close(good);
+	t0 = now();
+	rc = stop_within(&d, 10);
+	printf("SIGTERM after the above: exit %d after %.1f ms\n", rc, (now() - t0) * 1e3);
+	EXPECT(rc == 0);
+}
+
+/* Scratch: how long SIGTERM takes with an attached client, lane on/off. */
+static void shutdown_baseline(int lane, int acquire)
+{
+	struct test_daemon d;
+	const char *sets[] = { "host.size=1M", "host.segment_size=256K", NULL };
+	struct waiting w = { 0 };
+	kvt_client *good;
+	struct kvt_namespace ns;
+	struct kvt_slot slot;
+	pthread_t t;
+	double t0;
+	int rc;
+
+	test_daemon_start(&d, sets);
+	CHECK(kvt_connect(d.addr, &good) == 0);
+	CHECK_RC(good, kvt_attach(good, "b"), 0);
+	CHECK_RC(good, kvt_open_namespace(good, "lane", PAGE, 16, 0, &ns), 0);
+	CHECK(kvt_connect(d.addr, &w.c) == 0);
+	kvt_set_fast_lane(w.c, lane);
+	CHECK_RC(w.c, kvt_attach(w.c, "w"), 0);
+	CHECK_RC(w.c, kvt_open_namespace(w.c, "lane", PAGE, 16, 0, &w.ns), 0);
+	test_fill(w.key.bytes, 16, 4242);
+	CHECK_RC(good, kvt_reserve(good, &ns, NULL, &w.key, 1, NULL, &slot), 0);
+	if (acquire)
+		CHECK(pthread_create(&t, NULL, acquire_waits, &w) == 0);
+	usleep(300 * 1000);
+	t0 = now();
+	rc = stop_within(&d, 8);
+	printf("baseline lane=%d acquire=%d: exit %d after %.1f ms\n", lane, acquire, rc,
+	       (now() - t0) * 1e3);
+	if (acquire)
+		pthread_join(t, NULL);
+	kvt_close(w.c);
+	kvt_close(good);
+}
+
+int main(void)
+{
+	if (getenv("BASELINE")) {
+		shutdown_baseline(0, 0);
+		shutdown_baseline(1, 0);
+		shutdown_baseline(0, 1);
+		shutdown_baseline(1, 1);
+		return 0;
+	}
+	part_one();
+	part_two();
+	if (failures)
+		fprintf(stderr, "%d expectation(s) failed\n", failures);
+	return failures ? 1 : 0;
+}
