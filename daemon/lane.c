@@ -1,6 +1,7 @@
 #include "lane.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -22,6 +23,14 @@
 #define REQUEST_PER_KEY 20u
 #define REPLY_PER_KEY 48u
 #define FIXED_BYTES 4096u
+
+/* How long a sleeping lane thread goes before it looks at its stop flag
+ * again. The futex word is in the worker's memory, so a wake-up on it is
+ * not ours to rely on: the worker can queue waiters of its own ahead of
+ * the daemon's (a FUTEX_WAKE of one wakes theirs) or move the daemon's
+ * waiter to another word (FUTEX_CMP_REQUEUE). Well under the 1 s within
+ * which a closed session's lane must be gone. */
+#define STOP_CHECK_NS (250 * 1000 * 1000L)
 
 static const char *const lane_paths[] = {
 	[KVT_LANE_LOOKUP] = "/kvtier.v1.KvTier/Lookup",
@@ -179,10 +188,13 @@ void kvt_lanes_session_close(struct kvt_lanes *l, const uint8_t token[16])
 		}
 	if (ln && ln->running) {
 		/* The thread frees it, under the lock we hold; the bump wakes
-		 * it however the worker left the words. */
+		 * it however the worker left the words. Every waiter: the
+		 * worker's own may be queued ahead of the thread; and where the
+		 * worker moved the thread off the word, its next look at stop
+		 * (STOP_CHECK_NS) ends it. */
 		atomic_store(&ln->stop, true);
 		__atomic_fetch_add(&ln->h->request_seq, 1, __ATOMIC_SEQ_CST);
-		kvt_lane_futex_wake(&ln->h->request_seq);
+		syscall(SYS_futex, &ln->h->request_seq, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 		ln = NULL;
 	}
 	pthread_mutex_unlock(&l->lock);
@@ -232,7 +244,8 @@ static uint32_t lane_wait(struct lane *ln, uint32_t seen)
 		s = __atomic_load_n(seq, __ATOMIC_SEQ_CST);
 		if (s != seen || atomic_load(&ln->stop))
 			break;
-		kvt_lane_futex_wait(seq, seen, NULL);
+		kvt_lane_futex_wait(seq, seen,
+				    &(struct timespec){ 0, STOP_CHECK_NS });
 	}
 	__atomic_store_n(waiting, 0, __ATOMIC_RELAXED);
 	return s;

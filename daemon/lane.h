@@ -6,7 +6,9 @@
  *
  * One thread per lane, made when the worker asks for it and gone when its
  * session closes. Between calls it spins a little, yielding the core, and
- * then sleeps on a futex: an idle lane costs no CPU, and at most
+ * then sleeps on a futex (waking 4 times a second to look whether its
+ * session closed: lane.c's STOP_CHECK_NS): an idle lane costs no CPU to
+ * speak of, and at most
  * KVT_LANE_SPINNERS_PER_2_CPUS lanes per two CPUs spin at once, so lanes
  * that outnumber the cores sleep rather than take the cores their workers
  * need.
