@@ -388,6 +388,8 @@ static void *acquire_waits(void *arg)
 
 	w->rc = kvt_acquire(w->c, &w->ns, &w->key, 1, 30000, &lease);
 	w->took = now() - t;
+	if (w->rc == 0)
+		free(lease.pages); /* the daemon is gone: nothing to release */
 	return NULL;
 }
 
