@@ -262,6 +262,64 @@ static void edges(const struct test_daemon *d, const struct kvt_namespace *ns,
 	raw_close(&r);
 }
 
+/* Many threads bump request_seq and wake it in a tight loop, others sit
+ * in FUTEX_WAIT on the lane's words with odd values: the daemon serves
+ * what it sees, others are served, and the session still ends cleanly. */
+struct hammer {
+	struct raw *r;
+	atomic_bool stop;
+	int kind;
+};
+
+static void *hammer_main(void *arg)
+{
+	struct hammer *hm = arg;
+	struct kvt_lane_header *h = hm->r->h;
+	uint32_t x = 1;
+
+	while (!atomic_load(&hm->stop)) {
+		if (hm->kind == 0) {
+			__atomic_fetch_add(&h->request_seq, 1, __ATOMIC_SEQ_CST);
+			h->method = x++ % 8;
+			kvt_lane_futex_wake(&h->request_seq);
+		} else {
+			struct timespec ts = { 0, 1000 * 1000 };
+
+			x = x * 1103515245u + 12345u;
+			syscall(SYS_futex, x & 1 ? &h->request_seq : &h->reply_seq,
+				FUTEX_WAIT, x, &ts, NULL, 0);
+		}
+	}
+	return NULL;
+}
+
+static void hammering(const struct test_daemon *d, kvt_client *good,
+		      const struct kvt_namespace *ns, const struct kvt_key *keys)
+{
+	struct hammer hm[6];
+	pthread_t t[6];
+	struct raw r;
+	long base = counters(good).lanes;
+	size_t ready;
+
+	raw_open(&r, d);
+	for (int i = 0; i < 6; i++) {
+		hm[i] = (struct hammer){ .r = &r, .kind = i >= 4 };
+		CHECK(pthread_create(&t[i], NULL, hammer_main, &hm[i]) == 0);
+	}
+	for (int i = 0; i < 50; i++) {
+		EXPECT(kvt_lookup(good, ns, keys, KEYS, &ready, NULL) == 0 && ready == KEYS);
+		usleep(10 * 1000);
+	}
+	kvt_close(r.c);
+	EXPECT(lanes_within(good, base, 1.0) == base);
+	for (int i = 0; i < 6; i++) {
+		atomic_store(&hm[i].stop, true);
+		pthread_join(t[i], NULL);
+	}
+	raw_close(&r);
+}
+
 /* Attach/close cycles on one thread, lane requests for those sessions on
  * another. */
 struct churn {
@@ -450,6 +508,7 @@ static void part_one(void)
 	EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 
 	edges(&d, &ns, keys);
+	hammering(&d, good, &ns, keys);
 	churn(&d, good);
 	idle_lanes(&d, good, &ns, keys);
 
