@@ -1,7 +1,6 @@
 #include "lane.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -194,7 +193,7 @@ void kvt_lanes_session_close(struct kvt_lanes *l, const uint8_t token[16])
 		 * (STOP_CHECK_NS) ends it. */
 		atomic_store(&ln->stop, true);
 		__atomic_fetch_add(&ln->h->request_seq, 1, __ATOMIC_SEQ_CST);
-		syscall(SYS_futex, &ln->h->request_seq, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+		kvt_lane_futex_wake(&ln->h->request_seq);
 		ln = NULL;
 	}
 	pthread_mutex_unlock(&l->lock);

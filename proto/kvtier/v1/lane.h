@@ -85,16 +85,19 @@ _Static_assert(sizeof(struct kvt_lane_header) == 512, "wire layout");
 
 /* Both ends' futex calls on a lane word (shared: the mapping is
  * MAP_SHARED, so no FUTEX_PRIVATE_FLAG). wait returns at once when *word
- * is no longer val; timeout NULL waits for a wake-up. */
+ * is no longer val; timeout NULL waits for a wake-up. The daemon never
+ * relies on a wake-up alone: the words are the worker's to tamper with. */
 static inline void kvt_lane_futex_wait(uint32_t *word, uint32_t val,
 				       const struct timespec *timeout)
 {
 	syscall(SYS_futex, word, FUTEX_WAIT, val, timeout, NULL, 0);
 }
 
+/* Wakes every waiter: the other end may have queued waiters of its own
+ * on the word ahead of ours. */
 static inline void kvt_lane_futex_wake(uint32_t *word)
 {
-	syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
+	syscall(SYS_futex, word, FUTEX_WAKE, 0x7fffffff, NULL, NULL, 0);
 }
 #endif
 

@@ -1,19 +1,19 @@
 /*
- * Review of the fast lane (proto/kvtier/v1/lane.h) by a hostile worker.
+ * The fast lane (proto/kvtier/v1/lane.h) against a hostile worker, beyond
+ * test_lane.
  *
- * Part one (a daemon of its own), what holds: another uid with a stolen
- * session token gets no lane; method ids and lengths at the edges; a
- * request whose protobuf claims huge repeated fields; Attach/close cycles racing lane
- * requests; idle lanes cost no CPU; SIGTERM with an Acquire waiting on a
- * lane stops the daemon cleanly.
+ * Part one: another uid with a stolen session token gets no lane; method
+ * ids and lengths at the edges; a request whose protobuf claims huge
+ * repeated fields; Attach/close cycles racing lane requests; idle lanes
+ * cost no CPU; SIGTERM with an Acquire waiting on a lane stops the daemon
+ * cleanly.
  *
- * Part two (a second daemon): a worker that moves the daemon's futex
- * waiter off request_seq (FUTEX_CMP_REQUEUE to another word of the lane),
- * or queues a waiter of its own on request_seq ahead of the daemon's so
- * that session close's FUTEX_WAKE of one wakes the worker's thread, keeps
- * its lane's daemon thread asleep after its session closed: the lane (and
- * its memfd, mapping, connection, thread) outlives the session, and the
- * daemon hangs on SIGTERM in kvt_lanes_free.
+ * Part two: a worker that moves the daemon's futex waiter off request_seq
+ * (FUTEX_CMP_REQUEUE to another word of the lane), or queues a waiter of
+ * its own on request_seq ahead of the daemon's, still loses its lane
+ * within 1 s of its session closing, and the daemon still stops on
+ * SIGTERM (the lane thread looks at its own stop flag, not only at the
+ * worker's futex word).
  */
 #include <errno.h>
 #include <linux/futex.h>
