@@ -159,7 +159,8 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 	{
 		struct kvt_host_config hc = { .segment_bytes = cfg->segment_bytes,
 					      .huge_pages = cfg->huge_pages,
-					      .lock = cfg->lock_host };
+					      .lock = cfg->lock_host,
+					      .sparse = cfg->sparse_host };
 
 		rc = kvt_host_create(&hc, segments, &e->host, err->msg,
 				     sizeof(err->msg));
