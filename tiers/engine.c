@@ -137,6 +137,7 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 	e->next_lease = 1;
 	kvt_histogram_init(&e->eviction_age, &kvt_age_bounds);
 	e->index = kvt_index_create();
+	e->blocks = kvt_block_pool_create();
 	e->slots = kvt_slots_create(segments, cfg->segment_bytes,
 				    cfg->max_namespaces);
 	e->policy = kvt_policy_create(cfg->eviction, cfg->max_namespaces);
@@ -145,7 +146,7 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 	e->quotas = calloc(cfg->nquotas ? cfg->nquotas : 1, sizeof(*e->quotas));
 	e->segments = calloc(KVT_HOST_SEGMENTS_MAX, sizeof(*e->segments));
 	e->damaged = calloc(KVT_HOST_SEGMENTS_MAX, sizeof(*e->damaged));
-	if (!e->index || !e->slots || !e->policy || !e->ns || !e->tenants ||
+	if (!e->index || !e->blocks || !e->slots || !e->policy || !e->ns || !e->tenants ||
 	    !e->quotas || !e->segments || !e->damaged) {
 		kvt_engine_destroy(e);
 		return kvt_errf(err, -ENOMEM, "out of memory");
@@ -159,7 +160,8 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 	{
 		struct kvt_host_config hc = { .segment_bytes = cfg->segment_bytes,
 					      .huge_pages = cfg->huge_pages,
-					      .lock = cfg->lock_host };
+					      .lock = cfg->lock_host,
+					      .sparse = cfg->sparse_host };
 
 		rc = kvt_host_create(&hc, segments, &e->host, err->msg,
 				     sizeof(err->msg));
@@ -187,27 +189,6 @@ int kvt_engine_create(const struct kvt_engine_config *cfg,
 	}
 	*out = e;
 	return 0;
-}
-
-/* Husks are reachable only through their children: free them first. */
-static void free_husks_cb(struct kvt_block *b, void *arg)
-{
-	struct kvt_block *p = b->parent;
-
-	(void)arg;
-	b->parent = NULL;
-	while (p && !p->indexed && --p->children == 0) {
-		struct kvt_block *up = p->parent;
-
-		free(p);
-		p = up;
-	}
-}
-
-static void free_block_cb(struct kvt_block *b, void *arg)
-{
-	(void)arg;
-	free(b);
 }
 
 void kvt_engine_destroy(struct kvt_engine *e)
@@ -242,11 +223,9 @@ void kvt_engine_destroy(struct kvt_engine *e)
 	done_run(&e->io_done);
 	while (e->sessions)
 		kvt_engine_session_close(e, e->sessions);
-	if (e->index) {
-		kvt_index_foreach(e->index, free_husks_cb, NULL);
-		kvt_index_foreach(e->index, free_block_cb, NULL);
-		kvt_index_destroy(e->index);
-	}
+	/* Every block, husks and all, goes with the pool. */
+	kvt_index_destroy(e->index);
+	kvt_block_pool_destroy(e->blocks);
 	kvt_policy_destroy(e->policy);
 	kvt_slots_destroy(e->slots);
 	kvt_host_destroy(e->host);

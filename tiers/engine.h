@@ -89,6 +89,7 @@ struct kvt_engine_config {
 	uint64_t segment_bytes; /* size of one host segment: the largest page */
 	enum kvt_huge_pages huge_pages;
 	bool lock_host;         /* mlock the host tier */
+	bool sparse_host;       /* benchmarks only: see kvt_host_config.sparse */
 	uint32_t max_namespaces;
 
 	enum kvt_eviction eviction;

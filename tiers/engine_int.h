@@ -41,6 +41,7 @@
 #include <pthread.h>
 
 #include "block_list.h"
+#include "block_pool.h"
 #include "engine.h"
 #include "histogram.h"
 #include "host.h"
@@ -139,6 +140,7 @@ struct kvt_engine {
 	struct kvt_engine_config cfg;
 	struct kvt_quota *quotas;
 	struct kvt_index *index;
+	struct kvt_block_pool *blocks; /* every struct kvt_block's memory */
 	struct kvt_slots *slots;
 	struct kvt_host *host;
 	struct kvt_policy *policy;

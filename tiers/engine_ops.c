@@ -40,6 +40,8 @@ static int ready_prefix(struct kvt_engine *e, const struct kvt_req *q,
 	/* In a large index every probe misses the cache: overlap them. */
 	for (i = 0; i < q->n; i++)
 		kvt_index_prefetch(e->index, q->ns, tenant, q->keys[i]);
+	for (i = 0; i < q->n; i++)
+		kvt_index_prefetch_block(e->index, q->ns, tenant, q->keys[i]);
 	for (i = 0; i < q->n; i++) {
 		struct kvt_block *b = find(e, q, i);
 
@@ -266,7 +268,7 @@ static struct kvt_block *block_reserve(struct kvt_engine *e,
 				       const struct kvt_retention *ret,
 				       uint64_t now, int *rc)
 {
-	struct kvt_block *b = calloc(1, sizeof(*b));
+	struct kvt_block *b = kvt_block_pool_alloc(e->blocks);
 	uint32_t seg, slot;
 
 	if (!b) {
@@ -274,7 +276,7 @@ static struct kvt_block *block_reserve(struct kvt_engine *e,
 		return NULL;
 	}
 	if ((*rc = kvt_policy_prepare(e->policy, ns, tenant)) < 0) {
-		free(b);
+		kvt_block_pool_free(e->blocks, b);
 		return NULL;
 	}
 	b->parent = parent ? kvt_index_find(e->index, ns, tenant, parent) : NULL;
@@ -287,7 +289,7 @@ static struct kvt_block *block_reserve(struct kvt_engine *e,
 			host_child(e, b->parent, false);
 			block_settle(e, b->parent);
 		}
-		free(b);
+		kvt_block_pool_free(e->blocks, b);
 		return NULL;
 	}
 	memcpy(b->key, key, KVT_KEY_BYTES);

@@ -148,7 +148,7 @@ void block_settle(struct kvt_engine *e, struct kvt_block *b)
 			return;
 		parent = b->parent;
 		ns_block_gone(e, b->ns);
-		free(b);
+		kvt_block_pool_free(e->blocks, b);
 		if (!parent)
 			return;
 		parent->children--;
@@ -504,7 +504,7 @@ struct kvt_block *block_kept_new(struct kvt_engine *e, uint32_t ns,
 	struct kvt_block *b;
 
 	if (kvt_policy_prepare(e->policy, ns, tenant) < 0 ||
-	    !(b = calloc(1, sizeof(*b))))
+	    !(b = kvt_block_pool_alloc(e->blocks)))
 		return NULL;
 	memcpy(b->key, key, KVT_KEY_BYTES);
 	b->ns = (uint16_t)ns;
@@ -513,7 +513,7 @@ struct kvt_block *block_kept_new(struct kvt_engine *e, uint32_t ns,
 	b->indexed = 1;
 	b->u.atime = engine_now_locked(e);
 	if (kvt_index_insert(e->index, b) < 0) {
-		free(b);
+		kvt_block_pool_free(e->blocks, b);
 		return NULL;
 	}
 	block_retain(e, b, NULL, 0);

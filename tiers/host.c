@@ -185,6 +185,8 @@ static int check_fit(const struct kvt_host *h, uint32_t have, uint32_t add,
 	char a[32], b[32], c[32];
 	struct rlimit rl;
 
+	if (h->cfg.sparse)
+		return 0;
 	if (h->page > 4096) {
 		int64_t nfree = huge_free(h->page);
 
@@ -371,7 +373,7 @@ static int make_segment(struct kvt_host *h, uint32_t i, char *why, size_t len)
 		goto out_close;
 	}
 	/* Commit now: a tier that does not fit fails here, not on a write. */
-	if (fallocate(fd, 0, 0, (off_t)bytes) < 0) {
+	if (!h->cfg.sparse && fallocate(fd, 0, 0, (off_t)bytes) < 0) {
 		rc = say(why, len, -errno,
 			 "cannot commit %s for host segment %u: %s (host.size is more than the %s can hold)",
 			 size_str(bytes, a), i, strerror(errno),
@@ -392,7 +394,8 @@ static int make_segment(struct kvt_host *h, uint32_t i, char *why, size_t len)
 	}
 	/* Writable page tables now (MAP_POPULATE maps shared pages read-only,
 	 * so each first write would still fault). */
-	(void)madvise(p, bytes, MADV_POPULATE_WRITE);
+	if (!h->cfg.sparse)
+		(void)madvise(p, bytes, MADV_POPULATE_WRITE);
 	/* mlock2, not mlock: sanitizers make mlock a no-op. */
 	if (h->cfg.lock && mlock2(p, bytes, 0) < 0) {
 		rc = say(why, len, -errno,

@@ -49,6 +49,10 @@ struct kvt_host_config {
 	uint64_t segment_bytes;
 	enum kvt_huge_pages huge_pages;
 	bool lock; /* mlock the tier: it is never swapped out */
+	/* Neither check nor commit the memory up front: for benchmarks of
+	 * metadata, whose pages are never written. Never in the daemon: a
+	 * write may then fault. */
+	bool sparse;
 };
 
 struct kvt_host;

@@ -83,12 +83,18 @@ struct kvt_block *kvt_index_find(const struct kvt_index *idx, uint32_t ns,
 				 const uint8_t key[KVT_KEY_BYTES]);
 
 /*
- * Starts loading the bucket a find of (ns, tenant, key) will read: calling
- * it for a batch of keys first lets their cache misses overlap. (Prefetching
- * the blocks as well, in a second pass, gained 1% at 10M blocks: not kept.)
+ * A batch of finds overlaps its cache misses in three passes: prefetch
+ * every key's bucket (kvt_index_prefetch), then the block each bucket
+ * leads to, both of its cache lines (kvt_index_prefetch_block: it reads
+ * the bucket, which the first pass brought in), then find. The block pass
+ * took a 64-key Lookup at 10M blocks from 13.2-13.5 to 10.7-10.8 us, runs
+ * alternated with the bucket pass alone.
  */
 void kvt_index_prefetch(const struct kvt_index *idx, uint32_t ns,
 			uint32_t tenant, const uint8_t key[KVT_KEY_BYTES]);
+
+void kvt_index_prefetch_block(const struct kvt_index *idx, uint32_t ns,
+			      uint32_t tenant, const uint8_t key[KVT_KEY_BYTES]);
 
 /* Adds b (its key, ns and tenant set). 0, -EEXIST if the key is there, -ENOMEM. */
 int kvt_index_insert(struct kvt_index *idx, struct kvt_block *b);

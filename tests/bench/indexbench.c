@@ -1,8 +1,9 @@
 /*
  * kvtier-indexbench: what a cached block costs in daemon memory, and what a
  * Lookup costs inside the engine as the index grows to 1k, 100k and 10M
- * blocks. Blocks are reserved and committed without writing their pages, so
- * the host tier's shm stays untouched (sparse) and only metadata is built.
+ * blocks. Blocks are reserved and committed without writing their pages,
+ * in a host tier left sparse (10M blocks would need 40 GB committed), so
+ * only metadata is built.
  * Heap bytes are read from jemalloc, the daemon's allocator, when this is
  * built with it; else from glibc's mallinfo2.
  *
@@ -66,6 +67,7 @@ static void run(uint64_t blocks)
 	struct kvt_engine_config cfg = {
 		.segment_bytes = SEGMENT,
 		.max_namespaces = 1, .default_priority = 35,
+		.huge_pages = KVT_HUGE_OFF, .sparse_host = true,
 	};
 	static uint8_t kb[BATCH][KVT_KEY_BYTES];
 	static const uint8_t *keys[BATCH];
