@@ -317,8 +317,14 @@ static void stream_send_done(struct tag *t, bool ok)
 
 static void stream_end_done(struct tag *t, bool ok)
 {
+	struct kvt_call *c = (struct kvt_call *)((char *)t - offsetof(struct kvt_call, end_tag));
+
 	(void)ok;
-	call_put((struct kvt_call *)((char *)t - offsetof(struct kvt_call, end_tag)));
+	/* The status is out; a client that polls nothing (a worker between
+	 * calls) would never close its end, and shutdown would wait out its
+	 * grace for it. */
+	grpc_call_cancel(c->call, NULL);
+	call_put(c);
 }
 
 static void stream_close_done(struct tag *t, bool ok)
