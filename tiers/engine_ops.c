@@ -20,6 +20,9 @@ static struct kvt_block *find(struct kvt_engine *e, const struct kvt_req *q,
 			      q->keys[i]);
 }
 
+/* Keys the walk prefetches ahead of itself (see ready_prefix). */
+#define LOOKAHEAD 8
+
 /*
  * Walks the READY prefix of q's keys into e->found[0..*len), so that
  * callers need not look its blocks up again. Caller holds the lock.
@@ -37,13 +40,22 @@ static int ready_prefix(struct kvt_engine *e, const struct kvt_req *q,
 		e->found = f;
 		e->found_cap = q->n;
 	}
-	/* In a large index every probe misses the cache: overlap them. */
-	for (i = 0; i < q->n; i++)
+	/* In a large index every probe misses the cache: overlap them, a
+	 * few keys ahead of the walk (buckets 2 * LOOKAHEAD keys ahead, their
+	 * blocks LOOKAHEAD ahead) so that the prefetches in flight fit the
+	 * core's miss buffers instead of crowding each other out. */
+	for (i = 0; i < q->n && i < 2 * LOOKAHEAD; i++)
 		kvt_index_prefetch(e->index, q->ns, tenant, q->keys[i]);
-	for (i = 0; i < q->n; i++)
+	for (i = 0; i < q->n && i < LOOKAHEAD; i++)
 		kvt_index_prefetch_block(e->index, q->ns, tenant, q->keys[i]);
 	for (i = 0; i < q->n; i++) {
-		struct kvt_block *b = find(e, q, i);
+		struct kvt_block *b;
+
+		if (i + 2 * LOOKAHEAD < q->n)
+			kvt_index_prefetch(e->index, q->ns, tenant, q->keys[i + 2 * LOOKAHEAD]);
+		if (i + LOOKAHEAD < q->n)
+			kvt_index_prefetch_block(e->index, q->ns, tenant, q->keys[i + LOOKAHEAD]);
+		b = find(e, q, i);
 
 		if (!b || b->state != KVT_BLOCK_READY)
 			break;
