@@ -58,8 +58,6 @@ struct lane {
 	uint32_t request_offset, request_capacity, reply_offset, reply_capacity;
 	uint8_t *request;           /* the request, copied out of the mapping */
 	struct kvt_call *call;      /* reused for every call */
-	const struct kvt_method *methods[LANE_METHODS]; /* NULL: unknown */
-	size_t slots[LANE_METHODS];
 
 	/* The answer to the call in hand (kvt_call_reply may come from
 	 * another thread when the handler deferred it). */
@@ -72,6 +70,10 @@ struct lane {
 
 struct kvt_lanes {
 	struct kvt_daemon *d;
+	/* Each lane method's handler in kvt_rpc_methods (NULL: unknown), and
+	 * its index there, which is its counters' slot in the server. */
+	const struct kvt_method *methods[LANE_METHODS];
+	size_t slots[LANE_METHODS];
 	uint64_t spin_ns;
 	unsigned max_spinners;
 	atomic_uint spinners;
@@ -100,6 +102,12 @@ int kvt_lanes_new(struct kvt_daemon *d, unsigned spin_us, struct kvt_lanes **out
 	if (!l)
 		return -ENOMEM;
 	l->d = d;
+	for (size_t i = 1; i < LANE_METHODS; i++)
+		for (size_t j = 0; j < kvt_rpc_nmethods; j++)
+			if (strcmp(kvt_rpc_methods[j].path, lane_paths[i]) == 0) {
+				l->methods[i] = &kvt_rpc_methods[j];
+				l->slots[i] = j;
+			}
 	l->spin_ns = (uint64_t)spin_us * 1000;
 	l->max_spinners = cpus >= 2 ? (unsigned)cpus / 2 * KVT_LANE_SPINNERS_PER_2_CPUS : 1;
 	pthread_mutex_init(&l->lock, NULL);
@@ -258,12 +266,12 @@ static void lane_serve(struct lane *ln, uint32_t seq)
 	uint32_t method = __atomic_load_n(&h->method, __ATOMIC_RELAXED);
 	uint32_t len = __atomic_load_n(&h->request_len, __ATOMIC_RELAXED);
 	uint32_t cap = ln->request_capacity;
-	const struct kvt_method *m = method < LANE_METHODS ? ln->methods[method] : NULL;
+	const struct kvt_method *m = method < LANE_METHODS ? ln->owner->methods[method] : NULL;
 	struct kvt_reply r = { 0 };
 	grpc_status_code code;
 
 	ln->answered = false;
-	kvt_call_local_start(ln->call, m ? ln->slots[method] :
+	kvt_call_local_start(ln->call, m ? ln->owner->slots[method] :
 			     kvt_server_method_index(ln->owner->d->server, ""));
 	if (!m) {
 		snprintf(r.msg, sizeof(r.msg),
@@ -377,13 +385,8 @@ static int lane_prepare(struct lane *ln, gid_t gid, pid_t pid, uint32_t max_keys
 	struct kvt_peer peer = { .unix_socket = true, .uid = ln->uid, .gid = gid,
 				 .pid = pid };
 
-	for (size_t i = 1; i < LANE_METHODS; i++) {
-		ln->slots[i] = kvt_server_method_index(d->server, lane_paths[i]);
-		if (ln->slots[i] < kvt_rpc_nmethods)
-			ln->methods[i] = &kvt_rpc_methods[ln->slots[i]];
-	}
 	ln->request = malloc(FIXED_BYTES + (size_t)REQUEST_PER_KEY * max_keys);
-	ln->call = kvt_call_local(d->server, 0, &peer, max_keys, lane_answer, ln);
+	ln->call = kvt_call_local(d->server, &peer, max_keys, lane_answer, ln);
 	return ln->request && ln->call ? 0 : -ENOMEM;
 }
 

@@ -451,15 +451,14 @@ uint32_t kvt_call_max_keys(const struct kvt_call *c)
 	return c->max_keys;
 }
 
-struct kvt_call *kvt_call_local(struct kvt_server *s, size_t method,
-				const struct kvt_peer *peer, uint32_t max_keys,
-				kvt_local_reply_fn fn, void *arg)
+struct kvt_call *kvt_call_local(struct kvt_server *s, const struct kvt_peer *peer,
+				uint32_t max_keys, kvt_local_reply_fn fn, void *arg)
 {
 	struct kvt_call *c = calloc(1, sizeof(*c));
 
 	if (!c)
 		return NULL;
-	*c = (struct kvt_call){ .srv = s, .method = method, .peer = *peer,
+	*c = (struct kvt_call){ .srv = s, .peer = *peer,
 				.conn_fd = -1, .max_keys = max_keys,
 				.local_reply = fn, .local_arg = arg };
 	return c;

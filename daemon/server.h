@@ -147,9 +147,8 @@ void kvt_server_set_limits(struct kvt_server *s, uint64_t idle_timeout_ms,
  */
 typedef void (*kvt_local_reply_fn)(void *arg, grpc_status_code code,
 				   struct kvt_reply *r);
-struct kvt_call *kvt_call_local(struct kvt_server *s, size_t method,
-				const struct kvt_peer *peer, uint32_t max_keys,
-				kvt_local_reply_fn fn, void *arg);
+struct kvt_call *kvt_call_local(struct kvt_server *s, const struct kvt_peer *peer,
+				uint32_t max_keys, kvt_local_reply_fn fn, void *arg);
 void kvt_call_local_start(struct kvt_call *c, size_t method);
 void kvt_call_local_free(struct kvt_call *c);
 /* The index of the method at path (its counters'), or the unknown slot. */

@@ -22,127 +22,10 @@
 
 #include <kvtier/kvtier.h>
 
-#include "harness.h"
-#include "kvtier.pb-c.h"
-#include "kvtier/v1/lane.h"
-#include "lane.h"
+#include "lane_util.h"
 
 #define PAGE 4096
 #define KEYS 8
-/* gRPC status codes, as the lane carries them. */
-#define INVALID_ARGUMENT 3
-#define UNIMPLEMENTED 12
-
-struct counters {
-	long lanes, opened, calls, sessions, pending;
-};
-
-static void collect(void *arg, const char *name, const char *value)
-{
-	struct counters *c = arg;
-
-	if (strcmp(name, "fast_lanes") == 0)
-		c->lanes = atol(value);
-	else if (strcmp(name, "fast_lanes_opened_total") == 0)
-		c->opened = atol(value);
-	else if (strcmp(name, "fast_lane_calls_total") == 0)
-		c->calls = atol(value);
-	else if (strcmp(name, "sessions_active") == 0)
-		c->sessions = atol(value);
-	else if (strcmp(name, "pending_blocks") == 0)
-		c->pending = atol(value);
-}
-
-static struct counters counters(kvt_client *c)
-{
-	struct counters n = { 0 };
-
-	CHECK_RC(c, kvt_stats(c, collect, &n), 0);
-	return n;
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void segsock_path(const struct test_daemon *d, char *buf, size_t len)
-{
-	snprintf(buf, len, "%s%s", d->addr + strlen("unix:"), KVT_SEGMENT_SOCKET_SUFFIX);
-}
-
-/* A worker's lane taken by hand: its mapping, as the daemon made it. */
-struct raw {
-	kvt_client *c;
-	int sock;
-	uint8_t *map;
-	size_t bytes;
-	struct kvt_lane_header *h, made;
-};
-
-static void raw_open(struct raw *r, const struct test_daemon *d)
-{
-	struct kvt_segment_reply rep;
-	char path[200], err[256];
-	uint8_t token[16];
-	int fd, again;
-
-	CHECK(kvt_connect(d->addr, &r->c) == 0);
-	kvt_set_fast_lane(r->c, 0);
-	CHECK_RC(r->c, kvt_attach(r->c, "hostile"), 0);
-	kvt_session_token(r->c, token);
-	segsock_path(d, path, sizeof(path));
-	CHECK(kvt_segsock_ask(path, token, KVT_LANE_SEGMENT, &rep, &fd, &r->sock, err,
-			      sizeof(err)) == 0);
-	/* Sealed: the worker cannot shrink it under the daemon (SIGBUS), nor
-	 * grow it. */
-	CHECK(ftruncate(fd, 0) < 0 && errno == EPERM);
-	CHECK(ftruncate(fd, (off_t)rep.bytes * 2) < 0 && errno == EPERM);
-	r->bytes = rep.bytes;
-	r->map = mmap(NULL, r->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	CHECK(r->map != MAP_FAILED);
-	close(fd);
-	r->h = (struct kvt_lane_header *)r->map;
-	r->made = *r->h;
-	CHECK(r->made.magic == KVT_LANE_MAGIC && r->made.max_keys == KEYS);
-	/* One lane per session. */
-	CHECK(kvt_segsock_ask(path, token, KVT_LANE_SEGMENT, &rep, &again, NULL, err,
-			      sizeof(err)) == -EBUSY);
-	CHECK(strstr(err, "has its fast lane already"));
-}
-
-/* Sends what is at the request area as method, len; waits for the answer
- * (by polling: this worker does not trust its own waiting word). The
- * status, or -1 when none came within 2 s. */
-static int raw_call(struct raw *r, uint32_t method, uint32_t len)
-{
-	uint32_t seq = __atomic_load_n(&r->h->request_seq, __ATOMIC_ACQUIRE) + 1;
-	double until = now() + 2;
-
-	r->h->method = method;
-	r->h->request_len = len;
-	__atomic_store_n(&r->h->request_seq, seq, __ATOMIC_SEQ_CST);
-	kvt_lane_futex_wake(&r->h->request_seq);
-	while (__atomic_load_n(&r->h->reply_seq, __ATOMIC_ACQUIRE) != seq)
-		if (now() > until)
-			return -1;
-	return r->h->status;
-}
-
-/* A Lookup of keys written at the request area as the daemon laid it out:
- * its length. */
-static uint32_t write_lookup(struct raw *r, uint32_t ns, const struct kvt_key *keys,
-			     size_t n)
-{
-	Kvtier__V1__LookupRequest q = KVTIER__V1__LOOKUP_REQUEST__INIT;
-
-	q.namespace_id = ns;
-	q.packed_keys = (ProtobufCBinaryData){ n * 16, (uint8_t *)keys };
-	return (uint32_t)protobuf_c_message_pack(&q.base, r->map + r->made.request_offset);
-}
 
 /* Flips the request area and the worker's header words while the daemon
  * serves: what it reads must be its own copy. */
@@ -170,14 +53,29 @@ static void hostile(const struct test_daemon *d, kvt_client *good,
 {
 	struct raw r;
 	struct scribbler s = { &r, false };
-	struct counters before, after;
+	unsigned long long calls;
 	pthread_t t;
 	size_t ready;
 	int answered = 0;
 
 	raw_open(&r, d);
-	before = counters(good);
-	CHECK(before.lanes == 2 && before.opened == 2);
+	CHECK(r.made.magic == KVT_LANE_MAGIC && r.made.max_keys == KEYS);
+	/* Sealed: the worker cannot shrink it under the daemon (SIGBUS), nor
+	 * grow it. */
+	CHECK(ftruncate(r.fd, 0) < 0 && errno == EPERM);
+	CHECK(ftruncate(r.fd, (off_t)r.bytes * 2) < 0 && errno == EPERM);
+	/* One lane per session. */
+	{
+		struct kvt_segment_reply rep;
+		char err[256];
+		int again;
+
+		CHECK(kvt_segsock_ask(r.path, r.token, KVT_LANE_SEGMENT, &rep, &again, NULL,
+				      err, sizeof(err)) == -EBUSY);
+		CHECK(strstr(err, "has its fast lane already"));
+	}
+	CHECK(test_stat(good, "fast_lanes") == 2 && test_stat(good, "fast_lanes_opened_total") == 2);
+	calls = test_stat(good, "fast_lane_calls_total");
 
 	/* A well-formed Lookup works. */
 	CHECK(raw_call(&r, KVT_LANE_LOOKUP, write_lookup(&r, ns->id, keys, 4)) == 0);
@@ -215,10 +113,10 @@ static void hostile(const struct test_daemon *d, kvt_client *good,
 		__atomic_store_n(&r.h->request_seq, seq, __ATOMIC_SEQ_CST);
 		kvt_lane_futex_wake(&r.h->request_seq);
 		if (i % 100 == 0) {
-			double until = now() + 2;
+			double until = test_now() + 2;
 
 			while (__atomic_load_n(&r.h->reply_seq, __ATOMIC_ACQUIRE) != seq &&
-			       now() < until)
+			       test_now() < until)
 				;
 			answered += __atomic_load_n(&r.h->reply_seq, __ATOMIC_ACQUIRE) == seq;
 		}
@@ -229,8 +127,7 @@ static void hostile(const struct test_daemon *d, kvt_client *good,
 	/* The others never noticed. */
 	CHECK_RC(good, kvt_lookup(good, ns, keys, KEYS, &ready, NULL), 0);
 	CHECK(ready == KEYS);
-	after = counters(good);
-	CHECK(after.calls > before.calls + 20);
+	CHECK(test_stat(good, "fast_lane_calls_total") > calls + 20);
 
 	/* A worker that clears the daemon's waiting word and never wakes it
 	 * stalls its own lane; its session still ends cleanly. */
@@ -238,22 +135,14 @@ static void hostile(const struct test_daemon *d, kvt_client *good,
 	r.h->daemon_waiting = 0;
 	__atomic_store_n(&r.h->request_seq, r.h->request_seq + 1, __ATOMIC_SEQ_CST);
 	kvt_close(r.c);
-	{
-		double until = now() + 1;
-
-		do
-			after = counters(good);
-		while (after.lanes != 1 && now() < until);
-		CHECK(after.lanes == 1);
-	}
+	CHECK(lanes_within(good, 1, 1) == 1);
 	/* The daemon closed the worker's end of the lane. */
 	{
 		char x;
 
 		CHECK(read(r.sock, &x, 1) == 0);
 	}
-	munmap(r.map, r.bytes);
-	close(r.sock);
+	raw_close(&r);
 }
 
 /* Waits on the lane in an Acquire of a block another session holds
@@ -282,7 +171,6 @@ static void killed_while_waiting(kvt_client *good, const struct kvt_namespace *n
 {
 	struct kvt_key key;
 	struct kvt_slot slot;
-	struct counters n;
 	double killed;
 	int status;
 
@@ -290,22 +178,19 @@ static void killed_while_waiting(kvt_client *good, const struct kvt_namespace *n
 	CHECK_RC(good, kvt_reserve(good, ns, NULL, &key, 1, NULL, &slot), 0);
 	CHECK(slot.state == KVT_SLOT_RESERVED);
 	CHECK(write(go, "x", 1) == 1);
-	do {
+	while (test_stat(good, "fast_lanes") < 2)
 		usleep(10000);
-		n = counters(good);
-	} while (n.lanes < 2);
 	usleep(100 * 1000); /* into its Acquire's wait */
 	CHECK(kill(pid, SIGKILL) == 0);
-	killed = now();
+	killed = test_now();
 	CHECK(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status));
-	do {
+	while ((test_stat(good, "fast_lanes") != 1 || test_stat(good, "sessions_active") != 1) &&
+	       test_now() - killed < 5)
 		usleep(2000);
-		n = counters(good);
-	} while ((n.lanes != 1 || n.sessions != 1) && now() - killed < 5);
 	printf("a worker killed in a waiting Acquire: its lane and session gone %.1f ms after SIGKILL\n",
-	       (now() - killed) * 1e3);
-	CHECK(n.lanes == 1 && n.sessions == 1);
-	CHECK(now() - killed < 1.0);
+	       (test_now() - killed) * 1e3);
+	CHECK(test_stat(good, "fast_lanes") == 1 && test_stat(good, "sessions_active") == 1);
+	CHECK(test_now() - killed < 1.0);
 	CHECK_RC(good, kvt_abort(good, ns, &key, 1), 0);
 }
 
@@ -326,9 +211,9 @@ static void daemon_gone(struct test_daemon *d)
 	CHECK_RC(c, kvt_open_namespace(c, "lane", PAGE, 16, 0, &ns), 0);
 	CHECK(test_daemon_stop(d) == 0);
 	test_fill(key.bytes, 16, 1);
-	t = now();
+	t = test_now();
 	rc = kvt_lookup(c, &ns, &key, 1, &ready, NULL);
-	t = now() - t;
+	t = test_now() - t;
 	printf("a Lookup after the daemon stopped: %s (%.1f ms)\n", kvt_errmsg(c), t * 1e3);
 	CHECK(rc == -ECONNRESET && strstr(kvt_errmsg(c), "ended the fast lane"));
 	CHECK(t < 1.0);

@@ -32,16 +32,11 @@
 
 #include <kvtier/kvtier.h>
 
-#include "harness.h"
-#include "kvtier.pb-c.h"
-#include "kvtier/v1/lane.h"
-#include "lane.h"
+#include "lane_util.h"
 
 #define PAGE 4096
 #define KEYS 8
 #define OTHER_UID 47111
-#define INVALID_ARGUMENT 3
-#define UNIMPLEMENTED 12
 
 static int failures;
 
@@ -54,136 +49,6 @@ static int failures;
 			failures++;                                           \
 		}                                                             \
 	} while (0)
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-struct counters {
-	long lanes, opened, calls, sessions;
-};
-
-static void collect(void *arg, const char *name, const char *value)
-{
-	struct counters *c = arg;
-
-	if (strcmp(name, "fast_lanes") == 0)
-		c->lanes = atol(value);
-	else if (strcmp(name, "fast_lanes_opened_total") == 0)
-		c->opened = atol(value);
-	else if (strcmp(name, "fast_lane_calls_total") == 0)
-		c->calls = atol(value);
-	else if (strcmp(name, "sessions_active") == 0)
-		c->sessions = atol(value);
-}
-
-static struct counters counters(kvt_client *c)
-{
-	struct counters n = { 0 };
-
-	CHECK_RC(c, kvt_stats(c, collect, &n), 0);
-	return n;
-}
-
-/* Waits up to secs for the daemon to report lanes lanes; what it reports. */
-static long lanes_within(kvt_client *c, long lanes, double secs)
-{
-	double until = now() + secs;
-	struct counters n;
-
-	do {
-		n = counters(c);
-		if (n.lanes == lanes)
-			break;
-		usleep(5000);
-	} while (now() < until);
-	return n.lanes;
-}
-
-static void segsock_path(const struct test_daemon *d, char *buf, size_t len)
-{
-	snprintf(buf, len, "%s%s", d->addr + strlen("unix:"), KVT_SEGMENT_SOCKET_SUFFIX);
-}
-
-struct raw {
-	kvt_client *c;
-	int sock;
-	uint8_t *map;
-	size_t bytes;
-	struct kvt_lane_header *h, made;
-};
-
-static void raw_open(struct raw *r, const struct test_daemon *d)
-{
-	struct kvt_segment_reply rep;
-	char path[200], err[256];
-	uint8_t token[16];
-	int fd;
-
-	CHECK(kvt_connect(d->addr, &r->c) == 0);
-	kvt_set_fast_lane(r->c, 0);
-	CHECK_RC(r->c, kvt_attach(r->c, "hostile"), 0);
-	kvt_session_token(r->c, token);
-	segsock_path(d, path, sizeof(path));
-	CHECK(kvt_segsock_ask(path, token, KVT_LANE_SEGMENT, &rep, &fd, &r->sock, err,
-			      sizeof(err)) == 0);
-	r->bytes = rep.bytes;
-	r->map = mmap(NULL, r->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	CHECK(r->map != MAP_FAILED);
-	close(fd);
-	r->h = (struct kvt_lane_header *)r->map;
-	r->made = *r->h;
-}
-
-static void raw_close(struct raw *r)
-{
-	munmap(r->map, r->bytes);
-	close(r->sock);
-}
-
-/* Starts a call (method, len) without waiting. Its seq. */
-static uint32_t raw_send(struct raw *r, uint32_t method, uint32_t len)
-{
-	uint32_t seq = __atomic_load_n(&r->h->request_seq, __ATOMIC_ACQUIRE) + 1;
-
-	r->h->method = method;
-	r->h->request_len = len;
-	__atomic_store_n(&r->h->request_seq, seq, __ATOMIC_SEQ_CST);
-	kvt_lane_futex_wake(&r->h->request_seq);
-	return seq;
-}
-
-/* The status of call seq, or -1 when none came within secs. */
-static int raw_answer(struct raw *r, uint32_t seq, double secs)
-{
-	double until = now() + secs;
-
-	while (__atomic_load_n(&r->h->reply_seq, __ATOMIC_ACQUIRE) != seq)
-		if (now() > until)
-			return -1;
-		else
-			usleep(100);
-	return r->h->status;
-}
-
-static int raw_call(struct raw *r, uint32_t method, uint32_t len)
-{
-	return raw_answer(r, raw_send(r, method, len), 2);
-}
-
-static uint32_t write_lookup(struct raw *r, uint32_t ns, const struct kvt_key *keys,
-			     size_t n)
-{
-	Kvtier__V1__LookupRequest q = KVTIER__V1__LOOKUP_REQUEST__INIT;
-
-	q.namespace_id = ns;
-	q.packed_keys = (ProtobufCBinaryData){ n * 16, (uint8_t *)keys };
-	return (uint32_t)protobuf_c_message_pack(&q.base, r->map + r->made.request_offset);
-}
 
 /* A token stolen from another tenant's worker, and random ones: no lane. */
 static int token_pipe[2];
@@ -299,7 +164,7 @@ static void hammering(const struct test_daemon *d, kvt_client *good,
 	struct hammer hm[6];
 	pthread_t t[6];
 	struct raw r;
-	long base = counters(good).lanes;
+	unsigned long long base = test_stat(good, "fast_lanes");
 	size_t ready;
 
 	raw_open(&r, d);
@@ -338,7 +203,7 @@ static void *churn_asker(void *arg)
 	uint8_t token[16];
 	int fd, sock;
 
-	segsock_path(ch->d, path, sizeof(path));
+	test_segsock_path(ch->d, path, sizeof(path));
 	while (!atomic_load(&ch->stop)) {
 		if (!atomic_load(&ch->token_ready)) {
 			sched_yield();
@@ -442,10 +307,10 @@ static void *acquire_waits(void *arg)
 {
 	struct waiting *w = arg;
 	struct kvt_lease lease;
-	double t = now();
+	double t = test_now();
 
 	w->rc = kvt_acquire(w->c, &w->ns, &w->key, 1, 30000, &lease);
-	w->took = now() - t;
+	w->took = test_now() - t;
 	if (w->rc == 0)
 		free(lease.pages); /* the daemon is gone: nothing to release */
 	return NULL;
@@ -454,7 +319,7 @@ static void *acquire_waits(void *arg)
 /* SIGTERM; waits up to secs. The exit status, or -1 after SIGKILL. */
 static int stop_within(struct test_daemon *d, double secs)
 {
-	double until = now() + secs;
+	double until = test_now() + secs;
 	int status;
 
 	CHECK(kill(d->pid, SIGTERM) == 0);
@@ -462,7 +327,7 @@ static int stop_within(struct test_daemon *d, double secs)
 		if (waitpid(d->pid, &status, WNOHANG) == d->pid)
 			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 		usleep(10000);
-	} while (now() < until);
+	} while (test_now() < until);
 	kill(d->pid, SIGKILL);
 	waitpid(d->pid, &status, 0);
 	return -1;
@@ -522,14 +387,14 @@ static void part_one(void)
 	CHECK(slot.state == KVT_SLOT_RESERVED);
 	CHECK(pthread_create(&t, NULL, acquire_waits, &w) == 0);
 	usleep(300 * 1000);
-	t0 = now();
+	t0 = test_now();
 	rc = stop_within(&d, 8);
 	printf("SIGTERM with an Acquire waiting on a lane: exit %d after %.1f ms\n", rc,
-	       (now() - t0) * 1e3);
+	       (test_now() - t0) * 1e3);
 	EXPECT(rc == 0);
 	/* Attached clients idle in their gRPC library hold shutdown for its
 	 * 5 s grace, lane or not (BASELINE=1 shows it). */
-	EXPECT(now() - t0 < 6.0);
+	EXPECT(test_now() - t0 < 6.0);
 	pthread_join(t, NULL);
 	printf("the waiting Acquire: %d (%s) after %.1f ms\n", w.rc, kvt_errmsg(w.c),
 	       w.took * 1e3);
@@ -586,7 +451,7 @@ static void part_two(void)
 		long moved;
 		char x;
 
-		long base = counters(good).lanes;
+		unsigned long long base = test_stat(good, "fast_lanes");
 
 		raw_open(&r, &d);
 		EXPECT(raw_call(&r, KVT_LANE_LOOKUP, write_lookup(&r, ns.id, keys, 1)) == 0);
@@ -597,10 +462,10 @@ static void part_two(void)
 		printf("requeued %ld daemon waiter(s) off request_seq\n", moved);
 		EXPECT(moved == 1);
 		kvt_close(r.c);
-		t0 = now();
+		t0 = test_now();
 		rc = (int)(lanes_within(good, base, 2.0) - base);
 		printf("requeue: %d lane(s) left %.1f ms after its session closed\n", rc,
-		       (now() - t0) * 1e3);
+		       (test_now() - t0) * 1e3);
 		EXPECT(rc == 0);
 		/* The daemon should have closed the worker's end of the lane. */
 		{
@@ -624,7 +489,7 @@ static void part_two(void)
 		uint32_t seq;
 		char x;
 
-		long base = counters(good).lanes;
+		unsigned long long base = test_stat(good, "fast_lanes");
 
 		test_fill(key.bytes, 16, 999);
 		CHECK_RC(good, kvt_reserve(good, &ns, NULL, &key, 1, NULL, &slot), 0);
@@ -650,10 +515,10 @@ static void part_two(void)
 		       r.h->message);
 		usleep(100 * 1000); /* the lane's thread sleeps, queued after ours */
 		kvt_close(r.c);
-		t0 = now();
+		t0 = test_now();
 		rc = (int)(lanes_within(good, base, 2.0) - base);
 		printf("wake stolen: %d lane(s) left %.1f ms after its session closed\n", rc,
-		       (now() - t0) * 1e3);
+		       (test_now() - t0) * 1e3);
 		EXPECT(rc == 0);
 		{
 			struct timeval tv = { 0, 100 * 1000 };
@@ -667,9 +532,9 @@ static void part_two(void)
 	}
 
 	kvt_close(good);
-	t0 = now();
+	t0 = test_now();
 	rc = stop_within(&d, 10);
-	printf("SIGTERM after the above: exit %d after %.1f ms\n", rc, (now() - t0) * 1e3);
+	printf("SIGTERM after the above: exit %d after %.1f ms\n", rc, (test_now() - t0) * 1e3);
 	EXPECT(rc == 0);
 }
 
@@ -699,10 +564,10 @@ static void shutdown_baseline(int lane, int acquire)
 	if (acquire)
 		CHECK(pthread_create(&t, NULL, acquire_waits, &w) == 0);
 	usleep(300 * 1000);
-	t0 = now();
+	t0 = test_now();
 	rc = stop_within(&d, 8);
 	printf("baseline lane=%d acquire=%d: exit %d after %.1f ms\n", lane, acquire, rc,
-	       (now() - t0) * 1e3);
+	       (test_now() - t0) * 1e3);
 	if (acquire)
 		pthread_join(t, NULL);
 	kvt_close(w.c);
