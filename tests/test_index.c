@@ -1,4 +1,5 @@
-/* Block index: find/insert/remove, namespaces and tenants kept apart, growth. */
+/* Block index: find/insert/remove, namespaces and tenants kept apart, growth,
+ * clusters of colliding keys. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,55 @@ static void make_key(uint8_t key[KVT_KEY_BYTES], uint32_t i)
 {
 	memset(key, 0, KVT_KEY_BYTES);
 	test_fill(key, KVT_KEY_BYTES, i + 1);
+}
+
+/* foreach: counts visits and removes the blocks whose key byte 15 is odd. */
+struct visits {
+	struct kvt_index *idx;
+	int seen[64];
+};
+
+static void visit(struct kvt_block *b, void *arg)
+{
+	struct visits *v = arg;
+
+	v->seen[b->key[15]]++;
+	if (b->key[15] % 2)
+		kvt_index_remove(v->idx, b);
+}
+
+/*
+ * Keys that share a home slot (the last one, so that the cluster wraps to
+ * the array's start) and a tag, so that only the whole key tells them
+ * apart: removal from the middle of a cluster and foreach that removes as
+ * it goes must leave every other block findable exactly once.
+ */
+static void colliding_keys(void)
+{
+	enum { M = 40 };
+	struct kvt_index *idx = kvt_index_create();
+	struct kvt_block b[M] = { 0 };
+	struct visits v = { .idx = idx };
+
+	CHECK(idx);
+	for (int i = 0; i < M; i++) {
+		uint64_t home = 1023; /* the first table's last slot */
+
+		memcpy(b[i].key, &home, sizeof(home));
+		b[i].key[15] = (uint8_t)i;
+		CHECK(kvt_index_insert(idx, &b[i]) == 0);
+	}
+	for (int i = 0; i < M; i += 3)
+		kvt_index_remove(idx, &b[i]);
+	for (int i = 0; i < M; i++)
+		CHECK(kvt_index_find(idx, 0, 0, b[i].key) == (i % 3 ? &b[i] : NULL));
+	kvt_index_foreach(idx, visit, &v);
+	for (int i = 0; i < M; i++) {
+		CHECK(v.seen[i] == (i % 3 ? 1 : 0));
+		CHECK(kvt_index_find(idx, 0, 0, b[i].key) ==
+		      (i % 3 && i % 2 == 0 ? &b[i] : NULL));
+	}
+	kvt_index_destroy(idx);
 }
 
 int main(void)
@@ -59,5 +109,6 @@ int main(void)
 
 	kvt_index_destroy(idx);
 	free(blocks);
+	colliding_keys();
 	return 0;
 }

@@ -50,13 +50,19 @@ static uint64_t monotonic_ns(void *arg)
 }
 
 /* Strictly increasing, so that last-use times order every use. */
-uint64_t engine_now_locked(struct kvt_engine *e)
+uint64_t engine_ticks_locked(struct kvt_engine *e, uint32_t n)
 {
 	uint64_t t = e->cfg.clock(e->cfg.clock_arg);
 
 	if (t <= e->last_now)
 		t = e->last_now + 1;
-	return e->last_now = t;
+	e->last_now = t + (n ? n - 1 : 0);
+	return t;
+}
+
+uint64_t engine_now_locked(struct kvt_engine *e)
+{
+	return engine_ticks_locked(e, 1);
 }
 
 uint64_t kvt_engine_now(struct kvt_engine *e)

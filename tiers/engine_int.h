@@ -178,6 +178,9 @@ struct kvt_engine {
 
 /* engine.c */
 uint64_t engine_now_locked(struct kvt_engine *e);
+/* The first of n ticks after every earlier one, from one clock read:
+ * a Lookup's 64 touches each reading the clock cost 1.3 us of its 3. */
+uint64_t engine_ticks_locked(struct kvt_engine *e, uint32_t n);
 void engine_log(struct kvt_engine *e, bool error, const char *msg);
 const char *key_hex(const uint8_t *key, char buf[17]);
 

@@ -103,16 +103,22 @@ static int lookup_local(struct kvt_engine *e, const struct kvt_req *q,
 			struct kvt_err *err)
 {
 	uint32_t r, p;
+	uint64_t now;
 	int rc;
 
 	if ((rc = ready_prefix(e, q, &r, err)) < 0)
 		return rc;
 	for (p = r; p < q->n && find(e, q, p); p++)
 		;
+	now = engine_ticks_locked(e, r);
+	for (uint32_t i = 0; i < r && i < LOOKAHEAD; i++)
+		kvt_policy_prefetch_touch(e->found[r - 1 - i]);
 	for (uint32_t i = r; i-- > 0;) {
 		enum kvt_tier t = lookup_hit(e, q->ns, e->found[i]);
 
-		block_touch(e, e->found[i], engine_now_locked(e));
+		if (i >= LOOKAHEAD)
+			kvt_policy_prefetch_touch(e->found[i - LOOKAHEAD]);
+		block_touch(e, e->found[i], now++);
 		if (where)
 			where[i] = t;
 	}
@@ -287,7 +293,11 @@ static struct kvt_block *block_reserve(struct kvt_engine *e,
 		*rc = -ENOMEM;
 		return NULL;
 	}
-	if ((*rc = kvt_policy_prepare(e->policy, ns, tenant)) < 0) {
+	memcpy(b->key, key, KVT_KEY_BYTES);
+	b->ns = (uint16_t)ns;
+	b->tenant = (uint16_t)tenant;
+	if ((*rc = kvt_policy_prepare(e->policy, ns, tenant)) < 0 ||
+	    (*rc = kvt_index_insert(e->index, b)) < 0) {
 		kvt_block_pool_free(e->blocks, b);
 		return NULL;
 	}
@@ -301,16 +311,13 @@ static struct kvt_block *block_reserve(struct kvt_engine *e,
 			host_child(e, b->parent, false);
 			block_settle(e, b->parent);
 		}
+		kvt_index_remove(e->index, b);
 		kvt_block_pool_free(e->blocks, b);
 		return NULL;
 	}
-	memcpy(b->key, key, KVT_KEY_BYTES);
-	b->ns = (uint16_t)ns;
-	b->tenant = (uint16_t)tenant;
 	b->state = KVT_BLOCK_PENDING;
 	b->u.pending.owner = owner;
 	b->indexed = 1;
-	kvt_index_insert(e->index, b);
 	host_attach(e, b, seg, slot);
 	kvt_block_list_insert(pending, NULL, b);
 	block_retain(e, b, ret, now);

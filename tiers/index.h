@@ -25,11 +25,13 @@ struct kvt_waiter;
 /*
  * One cached block: 96 bytes, the bulk of the daemon's metadata (BENCHMARKS.md
  * measures it). The engine and the policy own the fields; the index reads
- * key, ns, tenant and hash_next.
+ * key, ns and tenant.
  */
 struct kvt_block {
 	uint8_t key[KVT_KEY_BYTES];
-	struct kvt_block *hash_next;
+	/* Keeps the block at 96 bytes: in 2 MiB chunks a block then starts 0
+	 * or 32 bytes into a cache line and never spans three lines. */
+	uint64_t unused;
 	/* PENDING: the producer's list. READY: the policy's class list, while
 	 * the block is an eviction candidate (on_list). */
 	struct kvt_block *prev, *next;
@@ -83,12 +85,12 @@ struct kvt_block *kvt_index_find(const struct kvt_index *idx, uint32_t ns,
 				 const uint8_t key[KVT_KEY_BYTES]);
 
 /*
- * A batch of finds overlaps its cache misses in three passes: prefetch
- * every key's bucket (kvt_index_prefetch), then the block each bucket
- * leads to, both of its cache lines (kvt_index_prefetch_block: it reads
- * the bucket, which the first pass brought in), then find. The block pass
- * took a 64-key Lookup at 10M blocks from 13.2-13.5 to 10.7-10.8 us, runs
- * alternated with the bucket pass alone.
+ * A batch of finds overlaps its cache misses: prefetch a key's slot
+ * (kvt_index_prefetch), later the block it leads to, both of its cache
+ * lines (kvt_index_prefetch_block: it reads the slot, which the first call
+ * brought in), later find. The block pass took a 64-key Lookup at 10M
+ * blocks from 13.2-13.5 to 10.7-10.8 us, runs alternated with the slot
+ * pass alone.
  */
 void kvt_index_prefetch(const struct kvt_index *idx, uint32_t ns,
 			uint32_t tenant, const uint8_t key[KVT_KEY_BYTES]);
@@ -96,7 +98,8 @@ void kvt_index_prefetch(const struct kvt_index *idx, uint32_t ns,
 void kvt_index_prefetch_block(const struct kvt_index *idx, uint32_t ns,
 			      uint32_t tenant, const uint8_t key[KVT_KEY_BYTES]);
 
-/* Adds b (its key, ns and tenant set). 0, -EEXIST if the key is there, -ENOMEM. */
+/* Adds b (its key, ns and tenant set). 0, -EEXIST if the key is there,
+ * -ENOMEM. */
 int kvt_index_insert(struct kvt_index *idx, struct kvt_block *b);
 
 /* Removes b, which must be in the index. */
@@ -104,7 +107,8 @@ void kvt_index_remove(struct kvt_index *idx, struct kvt_block *b);
 
 size_t kvt_index_count(const struct kvt_index *idx);
 
-/* Calls fn for every block; fn may remove the block it is given. */
+/* Calls fn for every block; fn may remove the block it is given, and no
+ * other. */
 void kvt_index_foreach(struct kvt_index *idx,
 		       void (*fn)(struct kvt_block *b, void *arg), void *arg);
 

@@ -45,6 +45,19 @@ void kvt_policy_update(struct kvt_policy *p, struct kvt_block *b);
 /* Records a use of b at time now. */
 void kvt_policy_touch(struct kvt_policy *p, struct kvt_block *b, uint64_t now);
 
+/*
+ * Starts loading what touching b will write: its neighbours on its list.
+ * In a large cache they are random blocks, two cache misses per touch that
+ * a batch of touches can overlap by calling this a few blocks ahead.
+ */
+static inline void kvt_policy_prefetch_touch(const struct kvt_block *b)
+{
+	if (b->on_list) {
+		__builtin_prefetch(b->prev, 1);
+		__builtin_prefetch(b->next, 1);
+	}
+}
+
 /* Takes b off the lists and the heap: it is going away. */
 void kvt_policy_forget(struct kvt_policy *p, struct kvt_block *b);
 
