@@ -177,8 +177,11 @@ static int lane_wait(struct kvt_lane *l, unsigned spin_us, int timeout_ms)
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
-		if (answered(l))
-			return 0;
+		for (int i = 0; i < KVT_LANE_SPINS; i++) {
+			if (answered(l))
+				return 0;
+			kvt_lane_cpu_relax();
+		}
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		if ((t.tv_sec - t0.tv_sec) * 1000000 + (t.tv_nsec - t0.tv_nsec) / 1000 >=
 		    (long)spin_us)

@@ -235,7 +235,12 @@ static uint32_t lane_wait(struct lane *ln, uint32_t seen)
 		uint64_t until = now_ns() + l->spin_ns;
 
 		do {
-			s = __atomic_load_n(seq, __ATOMIC_ACQUIRE);
+			for (int i = 0; i < KVT_LANE_SPINS; i++) {
+				s = __atomic_load_n(seq, __ATOMIC_ACQUIRE);
+				if (s != seen || atomic_load(&ln->stop))
+					break;
+				kvt_lane_cpu_relax();
+			}
 			if (s != seen || atomic_load(&ln->stop))
 				break;
 			sched_yield();
