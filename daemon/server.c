@@ -68,6 +68,9 @@
 #define REFUSED_MAX_NS (5000 * 1000000ull)
 /* The acceptor looks at idle connections at least this often. */
 #define SWEEP_MAX_MS 1000
+/* At shutdown, how often connections are looked at for the end of
+ * their last call. */
+#define SHUT_IDLE_MS 10
 
 /* A unix-socket connection, from accept until its socket hangs up. */
 struct conn {
@@ -974,8 +977,25 @@ static void stop_acceptor(struct kvt_server *s)
 	if (s->listen_fd >= 0)
 		close(s->listen_fd);
 	s->listen_fd = -1;
-	/* The watch fds are ours; closing them leaves gRPC's sockets alone.
-	 * Under the lock: calls still finishing look their records up. */
+}
+
+/* Ends the connections with no call in flight. Caller holds s->lock. */
+static void shut_idle_connections(struct kvt_server *s)
+{
+	for (size_t w = 0; w < s->nconns; w++) {
+		struct conn *cn = &s->conns[w];
+
+		if (cn->id && !cn->shut && cn->calls == 0) {
+			shutdown((int)w, SHUT_RDWR);
+			cn->shut = true;
+		}
+	}
+}
+
+/* Closes the watch fds, which are ours; gRPC's sockets are left alone. */
+static void forget_connections(struct kvt_server *s)
+{
+	/* Under the lock: calls still finishing look their records up. */
 	pthread_mutex_lock(&s->lock);
 	for (size_t w = 0; w < s->nconns; w++)
 		if (s->conns[w].id) {
@@ -1063,6 +1083,7 @@ int kvt_server_start(const struct kvt_server_config *cfg,
 
 fail:
 	stop_acceptor(s);
+	forget_connections(s);
 	/* Never started: shut down to let the cq drain, with no threads. */
 	tag_given(&s->shutdown_tag);
 	grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
@@ -1098,9 +1119,24 @@ static void end_streams(struct kvt_server *s)
 	pthread_mutex_unlock(&s->lock);
 }
 
-void kvt_server_shutdown(struct kvt_server *s, int grace_ms)
+/* Waits on s->cond for at most ms. Caller holds s->lock. */
+static void wait_ms(struct kvt_server *s, unsigned ms)
 {
 	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_cond_timedwait(&s->cond, &s->lock, &until);
+}
+
+void kvt_server_shutdown(struct kvt_server *s, int grace_ms)
+{
+	uint64_t deadline = monotonic_ns() + (uint64_t)grace_ms * 1000000u;
 
 	stop_acceptor(s);
 	pthread_mutex_lock(&s->lock);
@@ -1112,27 +1148,32 @@ void kvt_server_shutdown(struct kvt_server *s, int grace_ms)
 		s->cfg.draining(s->cfg.ctx);
 	end_streams(s);
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += grace_ms / 1000;
-	until.tv_nsec += (long)(grace_ms % 1000) * 1000000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
+	/*
+	 * gRPC reports the shutdown once every connection is gone, and an
+	 * idle client's goes only when it answers the GOAWAY: one that polls
+	 * nothing (an attached worker between calls) held the shutdown 4.5 s.
+	 * So each connection is ended as soon as it has no call in flight.
+	 */
 	pthread_mutex_lock(&s->lock);
-	while (!s->shutdown_done &&
-	       pthread_cond_timedwait(&s->cond, &s->lock, &until) != ETIMEDOUT)
-		;
+	for (;;) {
+		shut_idle_connections(s);
+		if (s->shutdown_done || monotonic_ns() >= deadline)
+			break;
+		wait_ms(s, SHUT_IDLE_MS);
+	}
 	if (!s->shutdown_done) {
 		kvt_log(KVT_LOG_WARN, "calls still running after %d ms: cancelling them",
 			grace_ms);
 		pthread_mutex_unlock(&s->lock);
 		grpc_server_cancel_all_calls(s->server);
 		pthread_mutex_lock(&s->lock);
-		while (!s->shutdown_done)
-			pthread_cond_wait(&s->cond, &s->lock);
+		while (!s->shutdown_done) {
+			shut_idle_connections(s);
+			wait_ms(s, SHUT_IDLE_MS);
+		}
 	}
 	pthread_mutex_unlock(&s->lock);
+	forget_connections(s);
 	grpc_completion_queue_shutdown(s->cq);
 	for (unsigned i = 0; i < s->nthreads; i++)
 		pthread_join(s->threads[i], NULL);
