@@ -91,6 +91,8 @@ static const struct knob knobs[] = {
 	  "unix-socket connections one tenant (uid) may hold; every call on one more fails with RESOURCE_EXHAUSTED, then it is shut down (0: no bound)", true },
 	{ "tenants", "max_sessions", KNOB_U32, FIELD(max_sessions), 0, 1u << 24,
 	  "64", "sessions (Attach streams) one tenant may hold open (0: no bound)", true },
+	{ "tenants", "max_lanes", KNOB_U32, FIELD(max_lanes), 0, 1u << 24,
+	  "16", "fast lanes (one per session: its hot calls through shared memory) one tenant may hold; its later sessions call over gRPC (0: no bound)", true },
 	{ "tenants", "max_leases", KNOB_U32, FIELD(max_leases), 0, 1u << 24,
 	  "4096", "leases (Acquires held or in progress) one tenant may hold (0: no bound)", true },
 	{ "tenants", "max_namespaces", KNOB_U32, FIELD(max_tenant_namespaces), 0,

@@ -57,7 +57,8 @@ struct kvt_config {
 	char shared_namespaces[1024];
 	char host_quota[32];
 	char host_quotas[1024];
-	uint32_t max_connections, max_sessions, max_leases, max_tenant_namespaces;
+	uint32_t max_connections, max_sessions, max_lanes, max_leases,
+		 max_tenant_namespaces;
 	/* [nvme] */
 	char nvme_paths[4096];
 	uint64_t nvme_size, nvme_region_size, nvme_retry_ms;

@@ -400,7 +400,8 @@ int kvt_lanes_open(struct kvt_lanes *l, const uint8_t token[16], uid_t uid,
 		   struct kvt_err *err)
 {
 	uint32_t max_keys = atomic_load(&l->d->max_keys);
-	struct lane *ln;
+	uint32_t max_lanes = atomic_load(&l->d->max_lanes), held = 0;
+	struct lane *ln, *it;
 	pthread_attr_t attr;
 	pthread_t thread;
 	int rc = 0;
@@ -409,10 +410,18 @@ int kvt_lanes_open(struct kvt_lanes *l, const uint8_t token[16], uid_t uid,
 	for (ln = l->sessions; ln; ln = ln->next)
 		if (memcmp(ln->token, token, 16) == 0 && ln->uid == uid)
 			break;
+	/* Each lane is a thread of the daemon's: bounded per tenant, as
+	 * gRPC's calls are by its thread pool. */
+	for (it = l->sessions; it; it = it->next)
+		held += it->uid == uid && it->running;
 	if (!ln)
 		rc = kvt_errf(err, -ENOENT, "no such session");
 	else if (ln->running || ln->map)
 		rc = kvt_errf(err, -EBUSY, "the session has its fast lane already");
+	else if (max_lanes && held >= max_lanes)
+		rc = kvt_errf(err, -EUSERS,
+			      "tenants.max_lanes (%u) reached for uid %u: this session calls over gRPC",
+			      max_lanes, (unsigned)uid);
 	else if (lane_prepare(ln, gid, pid, max_keys) < 0)
 		rc = kvt_errf(err, -ENOMEM, "out of memory");
 	else if ((rc = lane_map(ln, max_keys, fd, err)) == 0 &&

@@ -53,8 +53,9 @@ void kvt_lanes_session_close(struct kvt_lanes *l, const uint8_t token[16]);
  * segment socket connection conn, which the lane keeps (dup'd) while it
  * lasts. The memfd to hand over in *fd (the caller closes it), its size
  * in *bytes. The daemon's max_keys_per_request now sizes the lane (a
- * later reload does not resize it: lane.h's max_keys). -ENOENT (no such session of this uid), -EBUSY (it has one),
- * or another -errno, with err.
+ * later reload does not resize it: lane.h's max_keys). -ENOENT (no such
+ * session of this uid), -EBUSY (it has one), -EUSERS (the uid holds
+ * tenants.max_lanes), or another -errno, with err.
  */
 int kvt_lanes_open(struct kvt_lanes *l, const uint8_t token[16], uid_t uid,
 		   gid_t gid, pid_t pid, int conn, int *fd, uint64_t *bytes,

@@ -273,6 +273,7 @@ static int apply_live(void *arg, const struct kvt_config *c, char *err,
 	explicit_bzero(&auth, sizeof(auth));
 	kvt_server_set_limits(d->server, c->idle_timeout_ms, c->max_connections);
 	d->max_sessions = c->max_sessions;
+	d->max_lanes = c->max_lanes;
 	d->max_keys = c->max_keys_per_request;
 	kvt_log_set_level((enum kvt_log_level)kvt_log_level_parse(c->log_level));
 	return 0;
@@ -431,6 +432,7 @@ int main(int argc, char **argv)
 	}
 	d.max_keys = cfg.max_keys_per_request;
 	d.max_sessions = cfg.max_sessions;
+	d.max_lanes = cfg.max_lanes;
 	d.shared_namespaces = cfg.shared_namespaces;
 	d.max_message_size = cfg.max_message_size;
 	d.lookup_budget = cfg.remote_nendpoints ? cfg.remote_lookup_budget_ms * KVT_MS : 0;

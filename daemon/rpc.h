@@ -22,6 +22,7 @@ struct kvt_daemon {
 	struct kvt_lanes *lanes; /* sessions' fast lanes (lane.h) */
 	struct kvt_reload *reload;
 	_Atomic uint32_t max_keys; /* changes on reload */
+	_Atomic uint32_t max_lanes; /* per tenant; changes on reload */
 	_Atomic uint32_t max_sessions; /* the engine's bound, for messages */
 	const char *shared_namespaces; /* comma-separated */
 	uint64_t max_message_size;

@@ -6,7 +6,8 @@
  * the daemon keeps serving. The lane's memory cannot be resized under the
  * daemon; a session gets one lane. A worker killed while its Acquire waits
  * on the lane releases its lane within 1 s; a worker whose daemon goes
- * away gets an error at once, not a hang until its timeout.
+ * away gets an error at once, not a hang until its timeout. A tenant
+ * holds at most tenants.max_lanes lanes.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -220,6 +221,56 @@ static void daemon_gone(struct test_daemon *d)
 	kvt_close(c);
 }
 
+/* tenants.max_lanes bounds a tenant's lanes; its other sessions work
+ * over gRPC and say why, and a lane given back can be taken again. */
+static void lanes_bounded(void)
+{
+	struct test_daemon d;
+	const char *sets[] = { "host.size=1M", "host.segment_size=256K",
+			       "tenants.max_lanes=2", NULL };
+	kvt_client *c[3], *again = NULL;
+	struct kvt_namespace ns;
+	struct kvt_key key;
+	const void *pages[1];
+	static uint8_t page[PAGE];
+	const char *why;
+	size_t n, ready;
+
+	test_daemon_start(&d, sets);
+	for (int i = 0; i < 3; i++) {
+		CHECK(kvt_connect(d.addr, &c[i]) == 0);
+		CHECK_RC(c[i], kvt_attach(c[i], "bounded"), 0);
+	}
+	CHECK(kvt_fast_lane(c[0], NULL) && kvt_fast_lane(c[1], NULL));
+	CHECK(!kvt_fast_lane(c[2], &why));
+	printf("a third session with tenants.max_lanes=2: %s\n", why);
+	CHECK(strstr(why, "tenants.max_lanes (2) reached"));
+	test_fill(key.bytes, 16, 77);
+	pages[0] = page;
+	CHECK_RC(c[2], kvt_open_namespace(c[2], "lane", PAGE, 16, 0, &ns), 0);
+	CHECK_RC(c[2], kvt_put(c[2], &ns, NULL, &key, pages, 1, NULL, &n), 0);
+	CHECK_RC(c[2], kvt_lookup(c[2], &ns, &key, 1, &ready, NULL), 0);
+	CHECK(ready == 1);
+
+	/* The first closes: its lane goes within 1 s, and a new session gets
+	 * one. */
+	kvt_close(c[0]);
+	for (double until = test_now() + 1.0; test_now() < until;) {
+		CHECK(kvt_connect(d.addr, &again) == 0);
+		CHECK_RC(again, kvt_attach(again, "bounded"), 0);
+		if (kvt_fast_lane(again, NULL))
+			break;
+		kvt_close(again);
+		again = NULL;
+		usleep(20000);
+	}
+	CHECK(again);
+	kvt_close(again);
+	kvt_close(c[1]);
+	kvt_close(c[2]);
+	CHECK(test_daemon_stop(&d) == 0);
+}
+
 int main(void)
 {
 	struct test_daemon d;
@@ -255,5 +306,6 @@ int main(void)
 	killed_while_waiting(good, &ns, pid, go[1]);
 	kvt_close(good);
 	daemon_gone(&d);
+	lanes_bounded();
 	return 0;
 }
