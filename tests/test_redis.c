@@ -703,11 +703,12 @@ static void bench(const struct test_redis *srv)
 	kvt_redis_close(r);
 }
 
-/* Writes go on a connection of their own: an EXISTS sent after 64 MiB of
- * SETs is answered before they are. */
+/* Writes go on a connection of their own: an EXISTS sent after 32 MiB of
+ * SETs is answered before they are. (64 MiB ran past the client's 1 s
+ * timeout under ASan with the suite running beside it.) */
 static void test_write_lane(struct kvt_redis *r)
 {
-	enum { N = 32, LEN = 2 << 20 };
+	enum { N = 16, LEN = 2 << 20 };
 	struct kvt_redis_item sets[N], probe = { .key = "lane:0", .key_len = 6 };
 	struct waiter ws = WAITER_INIT, wp = WAITER_INIT;
 	char keys[N][16];
@@ -732,7 +733,7 @@ static void test_write_lane(struct kvt_redis *r)
 	CHECK(wait_done(&ws) == 0);
 	CHECK(!sets_first);
 	free(val);
-	printf("single: an EXISTS after 64 MiB of SETs is answered first (write lane): ok\n");
+	printf("single: an EXISTS after 32 MiB of SETs is answered first (write lane): ok\n");
 }
 
 static void test_single(void)
