@@ -103,7 +103,8 @@ class PermissionDenied(Error, PermissionError):
 
 
 class Unavailable(Error, ConnectionError):
-    """No daemon answers at the address (UNAVAILABLE)."""
+    """No daemon answers at the address (UNAVAILABLE), or the daemon went
+    away during the session (its fast lane ended)."""
 
 
 class Timeout(Error, TimeoutError):
@@ -128,6 +129,7 @@ _ERRORS = {
     _errno.EINVAL: InvalidArgument, _errno.ENOENT: NotFound,
     _errno.EPERM: FailedPrecondition, _errno.ENOSPC: NoSpace,
     _errno.EACCES: PermissionDenied, _errno.ECONNREFUSED: Unavailable,
+    _errno.ECONNRESET: Unavailable,  # the daemon went away (its lane ended)
     _errno.ETIMEDOUT: Timeout, _errno.ENOTCONN: NotAttached,
     _errno.EBADF: Closed, _errno.ENOSYS: Unsupported,
     _errno.EOPNOTSUPP: Unsupported,
