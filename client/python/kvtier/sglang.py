@@ -46,17 +46,14 @@ second.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
-import threading
-import time
 from typing import Any, List, Optional
 
 import torch
 
 import kvtier
+from ._connector import DaemonSession, namespace_name, secret_of
 
 try:  # SGLang's factory checks that the class is a HiCacheStorage
     from sglang.srt.mem_cache.hicache_storage import HiCacheStorage
@@ -87,34 +84,22 @@ __all__ = ["KvtierStore"]
 
 log = logging.getLogger("kvtier.sglang")
 
-DEFAULT_SECRET = hashlib.sha256(b"kvtier.sglang default page-key secret").digest()
-RECONNECT_S = 1.0
-_NAME_OK = re.compile(r"[^A-Za-z0-9._-]")
-
 
 def _namespace_name(cfg, pool, page_bytes: int) -> str:
-    """The namespace of this process's pages, within kvtierd's 128
-    characters of [A-Za-z0-9._:-] (a long model name is cut and hashed)."""
+    """What gives a page's bytes their meaning; MLA ranks share pages."""
     def get(name, default):
         return getattr(cfg, name, default)
 
     mla = bool(get("is_mla_model", False))
-    model = _NAME_OK.sub("-", str(get("model_name", None) or "model"))
-    parts = ["mla" if mla else "mha", str(pool.layout),
-             str(pool.dtype).replace("torch.", ""), f"p{pool.page_size}",
-             f"b{page_bytes}"]
+    parts = ["mla" if mla else "mha", pool.layout,
+             str(pool.dtype).replace("torch.", ""), f"p{pool.page_size}", f"b{page_bytes}"]
     if not mla:
         parts.append(f"tp{get('tp_rank', 0)}of{get('tp_size', 1)}")
     if get("pp_size", 1) > 1:
         parts.append(f"pp{get('pp_rank', 0)}of{get('pp_size', 1)}")
     if get("attn_cp_size", 1) > 1 and not mla:
         parts.append(f"cp{get('attn_cp_rank', 0)}of{get('attn_cp_size', 1)}")
-    tail = ":".join(parts)
-    room = 128 - len("sglang:") - len(tail) - 1
-    if len(model) > room:
-        digest = hashlib.sha256(model.encode()).hexdigest()[:12]
-        model = model[:room - 13] + "-" + digest
-    return f"sglang:{model}:{tail}"
+    return namespace_name("sglang", get("model_name", None), parts)
 
 
 class KvtierStore(HiCacheStorage):
@@ -123,25 +108,14 @@ class KvtierStore(HiCacheStorage):
     def __init__(self, storage_config, kwargs: Optional[dict] = None):
         extra = dict(getattr(storage_config, "extra_config", None) or {})
         self.config = storage_config
-        self.addr = (extra.get("kvtier_addr") or os.environ.get("KVTIER_ADDR")
-                     or kvtier.DEFAULT_ADDR)
-        secret = extra.get("kvtier_secret") or os.environ.get("KVTIER_SECRET")
-        self.secret = bytes.fromhex(secret) if secret else DEFAULT_SECRET
-        if not 16 <= len(self.secret) <= 64:
-            raise ValueError(f"kvtier_secret must be 16..64 bytes of hex, not {len(self.secret)}")
+        self.secret = secret_of(extra.get("kvtier_secret"),
+                                b"kvtier.sglang default page-key secret")
         self.wait_ms = int(extra.get("kvtier_wait_ms", 1000))
-        self.rank = getattr(storage_config, "tp_rank", 0)
+        rank = getattr(storage_config, "tp_rank", 0)
+        self.session = DaemonSession(extra.get("kvtier_addr"),
+                                     f"sglang:tp{rank}:{os.getpid()}", log)
         self.mem_pool_host = None
-        self._lock = threading.Lock()  # the session, opened and reopened
-        self._client: Optional[kvtier.Client] = None
-        self._ns: Optional[kvtier.Namespace] = None
-        self._next_try = 0.0
-        self._logged = set()
         self._page_shape = None
-        self._page_bytes = 0
-        self._ns_name = ""
-
-    # ---- the session ----
 
     def register_mem_pool_host(self, mem_pool_host) -> None:
         """The host pool pages move to and from; SGLang calls it right
@@ -149,48 +123,12 @@ class KvtierStore(HiCacheStorage):
         self.mem_pool_host = mem_pool_host
         page = mem_pool_host.get_data_page(0, flat=False)
         self._page_shape = tuple(page.shape)
-        self._page_bytes = page.numel() * page.element_size()
-        self._ns_name = _namespace_name(self.config, mem_pool_host, self._page_bytes)
-
-    def _warn(self, kind: str, exc: BaseException) -> None:
-        if kind not in self._logged:
-            self._logged.add(kind)
-            log.warning("kvtier %s failed (reads as a miss; logged once): %s", kind, exc)
-
-    def _namespace(self) -> Optional[kvtier.Namespace]:
-        """The namespace, (re)attaching when the daemon went away; None
-        while it cannot be reached (asked again after RECONNECT_S)."""
-        with self._lock:
-            if self._ns is not None and not self._client.closed:
-                return self._ns
-            if self.mem_pool_host is None or time.monotonic() < self._next_try:
-                return None
-            self._next_try = time.monotonic() + RECONNECT_S
-            try:
-                client = kvtier.Client(self.addr, name=f"sglang:tp{self.rank}:{os.getpid()}")
-                client.attach()
-                self._ns = client.namespace(self._ns_name, self._page_bytes,
-                                            self.mem_pool_host.page_size)
-                self._client = client
-                self._logged.clear()
-            except Exception as e:  # kvtier.Error, or an OSError of the socket
-                self._warn("attach", e)
-                self._ns = None
-            return self._ns
-
-    def _lost(self, exc: BaseException) -> None:
-        """A call failed: when the session is gone, drop it for a new one."""
-        if isinstance(exc, (kvtier.Unavailable, kvtier.Closed, kvtier.NotAttached)):
-            with self._lock:
-                if self._client is not None:
-                    self._client.close()
-                self._ns = None
+        page_bytes = page.numel() * page.element_size()
+        self.session.configure(_namespace_name(self.config, mem_pool_host, page_bytes),
+                               page_bytes, mem_pool_host.page_size)
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-            self._ns = None
+        self.session.close()
 
     def _keys(self, keys: List[str]) -> List[bytes]:
         """kvtier keys of SGLang's page hashes (hex SHA-256, already chained
@@ -212,15 +150,14 @@ class KvtierStore(HiCacheStorage):
     def batch_exists(self, keys: List[str], extra_info: Any = None) -> int:
         """How many of keys, from the first, kvtierd has or is being
         given by another process (early reuse: a read waits for those)."""
-        ns = self._namespace()
+        ns = self.session.namespace()
         if ns is None or not keys:
             return 0
         try:
             ready, pending = ns.lookup(self._keys(keys))
             return ready + pending
         except Exception as e:
-            self._lost(e)
-            self._warn("lookup", e)
+            self.session.failed("lookup", e)
             return 0
 
     def exists(self, key: str) -> bool:
@@ -231,7 +168,7 @@ class KvtierStore(HiCacheStorage):
         """Copies the pages of keys (as many as are there, from the first)
         into the host pool at host_indices; True for each one copied."""
         done = 0
-        ns = self._namespace()
+        ns = self.session.namespace()
         if ns is not None and keys:
             try:
                 with ns.acquire(self._keys(keys), wait_ms=self.wait_ms) as lease:
@@ -239,8 +176,7 @@ class KvtierStore(HiCacheStorage):
                         self._pool_page(host_indices, i).copy_(self._as_page(src))
                         done = i + 1
             except Exception as e:  # a bad host_indices from SGLang included
-                self._lost(e)
-                self._warn("read", e)
+                self.session.failed("read", e)
         return [True] * done + [False] * (len(keys) - done)
 
     def batch_set_v1(self, keys: List[str], host_indices: torch.Tensor,
@@ -255,7 +191,7 @@ class KvtierStore(HiCacheStorage):
         """The flat pages of keys (into target_locations when given), None
         from the first one missing."""
         out: List[Optional[torch.Tensor]] = [None] * len(keys)
-        ns = self._namespace()
+        ns = self.session.namespace()
         if ns is None or not keys:
             return out
         try:
@@ -266,8 +202,7 @@ class KvtierStore(HiCacheStorage):
                     else:
                         out[i] = src.clone()
         except Exception as e:
-            self._lost(e)
-            self._warn("read", e)
+            self.session.failed("read", e)
         return out
 
     def get(self, key: str, target_location: Optional[Any] = None,
@@ -288,7 +223,7 @@ class KvtierStore(HiCacheStorage):
         return self.batch_set([key], None if value is None else [value])
 
     def _store(self, keys: List[str], page_of) -> List[bool]:
-        ns = self._namespace()
+        ns = self.session.namespace()
         if ns is None or not keys:
             return [False] * len(keys)
         res = None
@@ -309,19 +244,17 @@ class KvtierStore(HiCacheStorage):
                     res.abort()
                 except kvtier.Error:
                     pass
-            self._lost(e)
-            self._warn("write", e)
+            self.session.failed("write", e)
             return [False] * len(keys)
 
     def clear(self) -> None:
         """Drops every page of this process's namespace."""
-        ns = self._namespace()
+        ns = self.session.namespace()
         if ns is not None:
             try:
                 ns.drop()
             except Exception as e:
-                self._lost(e)
-                self._warn("clear", e)
+                self.session.failed("clear", e)
 
     def get_stats(self):
         return None
