@@ -188,27 +188,36 @@ class KVLayout:
 
     # ---- copies ----
 
+    def _words(self, t: torch.Tensor) -> torch.Tensor:
+        """t's last three dims (tokens, heads, dim) as 8-byte words: torch
+        gathers and scatters integers faster than bf16 on the CPU."""
+        return t.flatten(-3).view(torch.int64)
+
+    # The copies go a layer at a time through a buffer of one layer of the
+    # n blocks ([2, n, words], a few MiB), never through all of them at
+    # once: a fresh buffer of every layer (128 MiB for 64 Llama-3-8B
+    # blocks) costs a first touch of each of its pages, which made the
+    # copies 25x slower on the development VM (BENCHMARKS.md, issue 19).
+
     def gather(self, cache, block_ids: Sequence[int], pages) -> None:
         """Offload: copies cache blocks block_ids[i] into pages[i]."""
         layers = self._layers(cache)
         ids = self._ids(block_ids, layers[0].shape[1], layers[0].device)
-        dst = self._pages(pages, len(ids), writable=True)
-        if not dst:
-            return
-        # One gather per layer, then one copy per page.
-        staged = torch.stack([l.index_select(1, ids) for l in layers])  # [L, 2, n, ...]
-        staged = staged.permute(2, 0, 1, 3, 4, 5).contiguous().cpu()     # [n, L, 2, ...]
-        for i, d in enumerate(dst):
-            d.copy_(staged[i])
+        dst = [self._words(d) for d in self._pages(pages, len(ids), writable=True)]
+        for l, layer in enumerate(layers if dst else []):
+            chunk = self._words(layer).index_select(1, ids).cpu()  # [2, n, words]
+            for i, d in enumerate(dst):
+                d[l].copy_(chunk[:, i])
 
     def scatter(self, pages, cache, block_ids: Sequence[int]) -> None:
         """Onload: copies pages[i] into cache blocks block_ids[i]."""
         layers = self._layers(cache)
         ids = self._ids(block_ids, layers[0].shape[1], layers[0].device)
-        src = self._pages(pages, len(ids), writable=False)
+        src = [self._words(p) for p in self._pages(pages, len(ids), writable=False)]
         if not src:
             return
-        staged = torch.stack(src).to(layers[0].device)       # [n, L, 2, ...]
-        staged = staged.permute(1, 2, 0, 3, 4, 5)            # [L, 2, n, ...]
+        chunk = torch.empty((2, len(src), src[0].shape[-1]), dtype=torch.int64)
         for l, layer in enumerate(layers):
-            layer.index_copy_(1, ids, staged[l])
+            for i, p in enumerate(src):
+                chunk[:, i].copy_(p[l])
+            self._words(layer).index_copy_(1, ids, chunk.to(layer.device))
