@@ -5,8 +5,9 @@ then batch_get_v1 into fresh host slots (zero copy) or batch_get of flat
 pages; batch_set_v1 or batch_set on write-back. Every layout of MHA and
 MLA pools, ranks kept apart or shared as SGLang needs, partial hits, three
 threads at once, a daemon that is down and comes back, two engine
-processes sharing a prefix while one still writes it (early reuse), and a
-writer killed mid-write. No call ever raises."""
+processes sharing a prefix while one still writes it (early reuse), a
+writer killed mid-write, and a reader killed while its read waits. No
+call ever raises."""
 import json
 import os
 import signal
@@ -254,3 +255,36 @@ def test_writer_killed_mid_write(daemon):
     # The rest is B's to write now.
     assert be.batch_set_v1(keys, ref.indices(0, n)) == [True] * n
     be.close()
+
+
+def test_reader_killed_mid_load(daemon):
+    # B's read waits on pages A is still writing, and B is killed: A's
+    # write completes, nothing of B stays pinned, and C reads the pages.
+    n = 8
+    slow = HostPool(pages=n, slow_s=0.1)
+    slow.fill(0, n, seed=9)
+    be_a = backend(daemon.addr, slow)
+    keys = prompt(slow, 163, n)
+    stored = []
+    writer = threading.Thread(target=lambda: stored.append(
+        be_a.batch_set_v1(keys, slow.indices(0, n))))
+    writer.start()
+    time.sleep(0.25)
+    b = engine(daemon.addr, "get", n, salt=163, wait_ms=30000)
+    time.sleep(0.3)  # B's read waits on A's pages
+    os.kill(b.pid, signal.SIGKILL)
+    b.wait()
+    writer.join(10)
+    assert stored == [[True] * n]
+    client = be_a.session.client
+    deadline = time.monotonic() + 1.0
+    while client.stats().get("pinned_blocks", 0):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    c_pool = HostPool(pages=n)
+    be_c = backend(daemon.addr, c_pool)
+    assert be_c.batch_get_v1(keys, c_pool.indices(0, n)) == [True] * n
+    slow.slow_s = 0
+    assert c_pool.page_bytes(0, n) == slow.page_bytes(0, n)
+    be_a.close()
+    be_c.close()

@@ -4,7 +4,8 @@ caches in FlashAttention's layout, against a real kvtierd: one engine
 computes and saves a prompt's blocks, another loads them instead of
 recomputing them, byte for byte what it would have computed; early reuse
 while the first is still computing; a writer killed mid-forward (the
-reader's blocks come back as load errors, to recompute); tensor-parallel
+reader's blocks come back as load errors, to recompute); a reader killed
+while its load waits (the writer and later readers unharmed); tensor-parallel
 ranks apart; a daemon that is down; layouts it does not handle. No call
 raises into vLLM."""
 import json
@@ -13,11 +14,13 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
+import vllm_engine as ve  # noqa: E402
 from vllm_engine import BLOCK, Engine, Request, expected_block, prompt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,17 +41,25 @@ def check_blocks(eng, rid, tokens, n, rank=0):
         assert all(torch.equal(g, w) for g, w in zip(eng.block(rid, b, rank), want)), b
 
 
+def loads_everything(addr, salt, rid):
+    """A new engine admits prompt(salt): all of it matches, it loads
+    without errors, and its blocks are what it would have computed."""
+    eng = Engine(addr)
+    req = Request(rid, prompt(salt, BLOCKS))
+    assert eng.admit(req) == (BLOCKS * BLOCK, True)
+    eng.wait_loaded(rid)
+    assert not eng.load_errors
+    check_blocks(eng, rid, req.prompt_token_ids, BLOCKS)
+    return eng
+
+
 def test_second_engine_loads_the_prefix(daemon):
     a = engine_process(daemon.addr, 1)
     assert a.stdout.readline() and json.loads(a.stdout.readline())["saved"]
     assert a.wait() == 0
-    b = Engine(daemon.addr)
-    req = Request("b-req", prompt(1, BLOCKS))
     # All 5 blocks, never the whole prompt: one token is left to compute.
-    assert b.admit(req) == (BLOCKS * BLOCK, True)
-    b.wait_loaded("b-req")
-    assert not b.load_errors
-    check_blocks(b, "b-req", req.prompt_token_ids, BLOCKS)
+    b = loads_everything(daemon.addr, 1, "b-req")
+    req = b.requests["b-req"]
     # Then it runs: the rest is computed; saving finds its blocks there.
     meta = b.step({"b-req": req.num_tokens - req.num_computed_tokens})
     assert [len(s.keys) for s in meta.saves] == [BLOCKS]
@@ -112,13 +123,41 @@ def test_writer_killed_mid_forward(daemon):
     # Recomputed and saved by B: a third engine loads them from B.
     req.num_computed_tokens = 0
     b.step({"b-req": req.num_tokens})
-    c = Engine(daemon.addr)
-    again = Request("c-req", prompt(5, BLOCKS))
-    assert c.admit(again) == (BLOCKS * BLOCK, True)
-    c.wait_loaded("c-req")
-    check_blocks(c, "c-req", again.prompt_token_ids, BLOCKS)
+    loads_everything(daemon.addr, 5, "c-req").shutdown()
     b.shutdown()
-    c.shutdown()
+
+
+def test_reader_killed_mid_load(daemon):
+    # B waits in its load for blocks A is still computing, and is killed:
+    # A saves them all the same, nothing of B stays pinned, and C loads
+    # them.
+    a = Engine(daemon.addr)
+    req = Request("a-req", prompt(8, BLOCKS))
+    a.admit(req)
+    meta = a.scheduler.build_connector_meta(SimpleNamespace(
+        scheduled_new_reqs=[SimpleNamespace(req_id="a-req", block_ids=(a.blocks["a-req"],),
+                                            num_computed_tokens=0)],
+        scheduled_cached_reqs=SimpleNamespace(req_ids=[], resumed_req_ids=set(),
+                                              new_block_ids=[], num_computed_tokens=[]),
+        num_scheduled_tokens={"a-req": req.num_tokens}, finished_req_ids=set()))
+    w = a.workers[0]
+    w.bind_connector_metadata(meta)
+    w.start_load_kv(None)  # A's blocks reserved: its forward begins
+    b = engine_process(daemon.addr, 8, op="load")
+    assert json.loads(b.stdout.readline())["matched"] == BLOCKS * BLOCK
+    time.sleep(0.3)  # B's load waits on A's blocks
+    os.kill(b.pid, signal.SIGKILL)
+    b.wait()
+    for i in range(a.layers):
+        a._forward_layer(0, i, a.caches[0][ve.layer_name(i)], {"a-req": req.num_tokens})
+    w.wait_for_save()
+    w.clear_connector_metadata()
+    deadline = time.monotonic() + 1.0
+    while a.scheduler.session.client.stats().get("pinned_blocks", 0):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    loads_everything(daemon.addr, 8, "c-req").shutdown()
+    a.shutdown()
 
 
 def test_tensor_parallel_ranks(daemon):

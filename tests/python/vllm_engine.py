@@ -245,13 +245,22 @@ class Engine:
 
 
 def main():
+    """op "compute": compute and save the prompt, printing once its blocks
+    are reserved and once saved; op "load": admit it and load what
+    kvtierd has, printing the match first and the load errors last."""
     a = json.loads(sys.argv[1])
-    eng = Engine(a["addr"], tp=a.get("tp", 1))
+    eng = Engine(a["addr"], tp=a.get("tp", 1), extra={"kvtier_wait_ms": 30000})
     req = Request("a-req", prompt(a["salt"], a["blocks"]))
-    eng.admit(req)
-    eng.step({"a-req": req.num_tokens}, forward_s=a.get("forward_s", 0.0),
-             on_reserved=lambda: print(json.dumps({"reserved": True}), flush=True))
-    print(json.dumps({"saved": True}), flush=True)
+    if a.get("op", "compute") == "load":
+        n, _ = eng.admit(req)
+        print(json.dumps({"matched": n}), flush=True)
+        eng.wait_loaded("a-req", timeout=60)
+        print(json.dumps({"errors": sorted(eng.load_errors)}), flush=True)
+    else:
+        eng.admit(req)
+        eng.step({"a-req": req.num_tokens}, forward_s=a.get("forward_s", 0.0),
+                 on_reserved=lambda: print(json.dumps({"reserved": True}), flush=True))
+        print(json.dumps({"saved": True}), flush=True)
     eng.finish("a-req")
     eng.shutdown()
 
