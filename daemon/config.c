@@ -50,6 +50,8 @@ static const struct knob knobs[] = {
 	  "group owning the socket and run directory, which must exist (empty: the daemon's)", false },
 	{ "daemon", "log_level", KNOB_STRING, FIELD(log_level), 0, 0, "info",
 	  "error, warn, info or debug", true },
+	{ "daemon", "log_format", KNOB_STRING, FIELD(log_format), 0, 0, "text",
+	  "text (kvtierd LEVEL: message) or json (one object per line: ts, level, msg); lines start with the date and time, or under systemd with the journal's <N> priority", true },
 	{ "daemon", "idle_timeout", KNOB_DURATION, FIELD(idle_timeout_ms), 0,
 	  UINT64_MAX / 1000000, "30s",
 	  "a unix-socket connection with no call in flight (no Attach stream) and no call for this long is shut down; clients reconnect on their next call (0: never)", true },
@@ -318,6 +320,11 @@ static int knob_apply(struct kvt_config *c, const struct knob *k,
 			return -EINVAL;
 		}
 		strcpy(field, value);
+		if (field == c->log_format && strcmp(value, "text") != 0 &&
+		    strcmp(value, "json") != 0) {
+			snprintf(err, len, "'%s' is not text or json", value);
+			return -EINVAL;
+		}
 		if (field == c->log_level && kvt_log_level_parse(value) < 0) {
 			snprintf(err, len, "'%s' is not one of error, warn, info, debug",
 				 value);

@@ -39,6 +39,7 @@ struct kvt_config {
 	uint32_t socket_mode;
 	char group[64]; /* group of the socket and the run directory */
 	char log_level[16];
+	char log_format[8];
 	uint64_t idle_timeout_ms;
 	/* [limits] */
 	uint64_t max_message_size;

@@ -276,6 +276,7 @@ static int apply_live(void *arg, const struct kvt_config *c, char *err,
 	d->max_lanes = c->max_lanes;
 	d->max_keys = c->max_keys_per_request;
 	kvt_log_set_level((enum kvt_log_level)kvt_log_level_parse(c->log_level));
+	kvt_log_set_format(c->log_format);
 	return 0;
 }
 
@@ -364,6 +365,7 @@ int main(int argc, char **argv)
 	sigset_t set;
 	int lock_fd, rc = 1;
 
+	kvt_log_init();
 	/* A stat without its field in the Stats messages, or a field without
 	 * its stat, is a mistake no compiler sees: refuse to run with it (every
 	 * integration test starts the daemon, so none passes with it). */
@@ -377,6 +379,7 @@ int main(int argc, char **argv)
 	cfg = reload.running;
 	d.reload = &reload;
 	kvt_log_set_level((enum kvt_log_level)kvt_log_level_parse(cfg.log_level));
+	kvt_log_set_format(cfg.log_format);
 
 	/* Before grpc_init starts threads: they inherit the mask. */
 	sigemptyset(&set);

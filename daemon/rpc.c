@@ -164,7 +164,23 @@ static bool is_admin(struct kvt_call *call)
 struct attached {
 	struct kvt_session *session;
 	uint8_t token[KVT_SESSION_TOKEN_BYTES];
+	/* Who it was, for the line its end logs. */
+	char client[CLIENT_NAME_MAX + 1];
+	char tenant[KVT_TENANT_NAME_MAX];
+	pid_t pid;
 };
+
+/* A client's name as the log shows it: a control character (a newline
+ * that would forge a log line) or a quote becomes '?'. */
+static void printable_name(char *out, size_t len, const char *name)
+{
+	size_t i;
+
+	for (i = 0; name[i] && i + 1 < len; i++)
+		out[i] = (unsigned char)name[i] < 0x20 || name[i] == 0x7f ||
+				 name[i] == '"' ? '?' : name[i];
+	out[i] = '\0';
+}
 
 static int attach(struct kvt_daemon *d, struct kvt_call *call,
 		  const Kvtier__V1__AttachRequest *q, struct kvt_reply *r,
@@ -229,9 +245,12 @@ static int attach(struct kvt_daemon *d, struct kvt_call *call,
 	}
 	st->session = s;
 	memcpy(st->token, token, sizeof(token));
+	printable_name(st->client, sizeof(st->client), q->client_name);
+	snprintf(st->tenant, sizeof(st->tenant), "%s", name);
+	st->pid = kvt_call_peer(call)->pid;
 	*state = st;
 	kvt_log(KVT_LOG_INFO, "session opened (client \"%s\", tenant %s, pid %d)",
-		q->client_name, name, (int)kvt_call_peer(call)->pid);
+		st->client, st->tenant, (int)st->pid);
 	return 0;
 }
 
@@ -263,8 +282,10 @@ static void attach_close(void *ctx, void *state)
 	 * a lane's thread may be waiting on. */
 	kvt_engine_session_close(d->engine, st->session);
 	kvt_lanes_session_close(d->lanes, st->token);
+	kvt_log(KVT_LOG_INFO,
+		"session closed (client \"%s\", tenant %s, pid %d): its pins and reservations are released",
+		st->client, st->tenant, (int)st->pid);
 	free(st);
-	kvt_log(KVT_LOG_INFO, "session closed: its pins and reservations are released");
 }
 
 const struct kvt_stream_method kvt_rpc_attach = {
@@ -831,6 +852,7 @@ static int drop(struct rpc *c)
 	const Kvtier__V1__DropRequest *q = c->in;
 	Kvtier__V1__DropResponse *p = (void *)c->out;
 	uint32_t uid = caller_uid(c->call);
+	int rc;
 
 	/* The target tenant: a user name or uid, or "" for the caller. */
 	if (q->scope == KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT &&
@@ -838,8 +860,19 @@ static int drop(struct rpc *c)
 		return kvt_errf(&c->err, -EINVAL,
 				"tenant '%s' is neither a user name nor a uid",
 				q->tenant);
-	return kvt_engine_drop(c->d->engine, &c->q, (enum kvt_drop_scope)q->scope,
-			       is_admin(c->call), uid, &p->dropped, &c->err);
+	rc = kvt_engine_drop(c->d->engine, &c->q, (enum kvt_drop_scope)q->scope,
+			     is_admin(c->call), uid, &p->dropped, &c->err);
+	/* A whole namespace's or tenant's blocks: an operator's act, which
+	 * the log keeps; a worker's drops of its own keys are its business. */
+	if (rc == 0 && q->scope == KVTIER__V1__DROP_SCOPE__DROP_SCOPE_TENANT)
+		kvt_log(KVT_LOG_INFO, "uid %u%s dropped %u blocks of uid %u",
+			caller_uid(c->call), is_admin(c->call) ? " (admin)" : "",
+			p->dropped, uid);
+	else if (rc == 0 && q->scope == KVTIER__V1__DROP_SCOPE__DROP_SCOPE_NAMESPACE)
+		kvt_log(KVT_LOG_INFO, "uid %u%s dropped %u blocks of namespace_id %u",
+			caller_uid(c->call), is_admin(c->call) ? " (admin)" : "",
+			p->dropped, c->q.ns);
+	return rc;
 }
 
 static int drop_namespace(struct rpc *c)

@@ -5,6 +5,7 @@
  * it, kvt_close unmaps them.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -26,14 +27,24 @@ static void keep(void *arg, void *base, size_t len)
 	kept[nkept++] = (struct kept){ base, len };
 }
 
-/* Whether the page at p is mapped in this process. */
+/* Whether the page at p is a host segment's mapping in this process (its
+ * memfd, "kvtier-host-N"): once unmapped, another thread's mapping (gRPC's)
+ * may take the address, which is not the segment. */
 static bool mapped(const void *p)
 {
-	long ps = sysconf(_SC_PAGESIZE);
-	unsigned char v;
-	void *page = (void *)((uintptr_t)p & ~(uintptr_t)(ps - 1));
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	bool found = false;
 
-	return mincore(page, (size_t)ps, &v) == 0;
+	CHECK(f);
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		found = sscanf(line, "%lx-%lx", &lo, &hi) == 2 && (uintptr_t)p >= lo &&
+			(uintptr_t)p < hi && strstr(line, "kvtier-host-");
+	}
+	fclose(f);
+	return found;
 }
 
 /* Puts one page, acquires it, closes the client; returns where it was. */
