@@ -221,6 +221,11 @@ void kvt_close(kvt_client *c)
 	free(c);
 }
 
+const char *kvt_version(void)
+{
+	return KVT_VERSION_STRING;
+}
+
 const char *kvt_errmsg(const kvt_client *c)
 {
 	return c->errmsg;

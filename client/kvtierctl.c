@@ -59,15 +59,46 @@ static double num(const struct stat_list *l, const char *name)
 	return strtod(find(l, name), NULL);
 }
 
+/*
+ * A stat as `stats` shows it: request durations ("...duration_seconds.p50_seconds")
+ * in milliseconds, as top shows them ("...duration_ms.p50"); --json keeps
+ * every name and value as the daemon gives them.
+ */
+static void shown(const char *name, const char *value, char *n_out, size_t n_len,
+		  char *v_out, size_t v_len)
+{
+	static const char from[] = "duration_seconds.";
+	const char *d = strstr(name, from), *rest = d ? d + sizeof(from) - 1 : NULL;
+	size_t rlen = rest ? strlen(rest) : 0;
+	bool secs = rlen > 8 && strcmp(rest + rlen - 8, "_seconds") == 0;
+
+	if (!d) {
+		snprintf(n_out, n_len, "%s", name);
+		snprintf(v_out, v_len, "%s", value);
+		return;
+	}
+	snprintf(n_out, n_len, "%.*sduration_ms.%.*s", (int)(d - name), name,
+		 (int)(secs ? rlen - 8 : rlen), rest);
+	if (secs)
+		snprintf(v_out, v_len, "%.3f", strtod(value, NULL) * 1e3);
+	else
+		snprintf(v_out, v_len, "%s", value);
+}
+
 static void print_stats(const struct stat_list *l)
 {
+	char name[300], value[300];
 	size_t width = 0;
 
-	for (size_t i = 0; i < l->n; i++)
-		if (strlen(l->names[i]) > width)
-			width = strlen(l->names[i]);
-	for (size_t i = 0; i < l->n; i++)
-		printf("%-*s  %s\n", (int)width, l->names[i], l->values[i]);
+	for (size_t i = 0; i < l->n; i++) {
+		shown(l->names[i], l->values[i], name, sizeof(name), value, sizeof(value));
+		if (strlen(name) > width)
+			width = strlen(name);
+	}
+	for (size_t i = 0; i < l->n; i++) {
+		shown(l->names[i], l->values[i], name, sizeof(name), value, sizeof(value));
+		printf("%-*s  %s\n", (int)width, name, value);
+	}
 }
 
 /* stats --json: libkvtier's JSON, typed and nested. */
@@ -217,12 +248,15 @@ static double tier_num(const struct stat_list *l, const char *tier,
 	return strtod(tier_find(l, tier, key), NULL);
 }
 
+/* top fits 80 columns: every line of it is at most 79 characters. */
+#define BAR 16
+
 static void bar(double used, double cap)
 {
-	int fill = cap > 0 ? (int)(20 * used / cap + 0.5) : 0;
+	int fill = cap > 0 ? (int)(BAR * used / cap + 0.5) : 0;
 
 	printf("[");
-	for (int i = 0; i < 20; i++)
+	for (int i = 0; i < BAR; i++)
 		putchar(i < fill ? '#' : '.');
 	printf("] %5.1f%% of %9.1f MiB", cap > 0 ? 100 * used / cap : 0.0, cap / 1048576);
 }
@@ -240,11 +274,11 @@ static void top_screen(const struct stat_list *now, const struct stat_list *was,
 #define TIER_RATE(tier, key) \
 	((tier_num(now, tier, key) - tier_num(was, tier, key)) / dt)
 
-	printf("kvtierd %s (pid %s), up %s s: %s sessions, %s leases, %s pinned blocks\n\n",
-	       find(now, "version"), find(now, "pid"), find(now, "uptime_seconds"),
-	       find(now, "sessions_active"), find(now, "leases_active"),
-	       find(now, "pinned_blocks"));
-	printf("TIER  USE                                            IN MB/s  OUT MB/s  EVICT/s\n");
+	printf("kvtierd %s, pid %s, up %s s\n", find(now, "version"), find(now, "pid"),
+	       find(now, "uptime_seconds"));
+	printf("sessions %s, leases %s, pinned blocks %s\n\n", find(now, "sessions_active"),
+	       find(now, "leases_active"), find(now, "pinned_blocks"));
+	printf("TIER  USE                                        IN MB/s  OUT MB/s  EVICT/s\n");
 	for (size_t i = 0; i < sizeof(tiers) / sizeof(tiers[0]); i++) {
 		if (strcmp(tier_find(now, tiers[i], "up"), "true") != 0)
 			continue;
@@ -256,19 +290,26 @@ static void top_screen(const struct stat_list *now, const struct stat_list *was,
 		       TIER_RATE(tiers[i], "out_bytes_total") / 1e6,
 		       TIER_RATE(tiers[i], "evictions_total"));
 	}
-	printf("\n%-32s %9s %9s %9s %10s %9s\n", "NAMESPACE", "HIT% now", "HIT% all",
-	       "NVME% all", "LOOKUPS/s", "READY");
+	/* KEYS/s: keys looked up (a Lookup of 64 keys counts 64). A rate
+	 * with nothing under it shows "-", not 0.0. */
+	printf("\n%-28s %8s %8s %9s %9s %9s\n", "NAMESPACE", "HIT% now", "HIT% all",
+	       "NVME% all", "KEYS/s", "READY");
 	for (size_t i = 0; i < nns; i++) {
 		double keys = ns_num(now, ns[i], "lookup_blocks_total");
 		double hits = ns_num(now, ns[i], "lookup_hit_blocks_total");
 		double dkeys = keys - ns_num(was, ns[i], "lookup_blocks_total");
 		double dhits = hits - ns_num(was, ns[i], "lookup_hit_blocks_total");
+		char now_pct[16] = "-", all_pct[16] = "-", nvme_pct[16] = "-";
 
-		printf("%-32.32s %9.1f %9.1f %9.1f %10.0f %9.0f\n", ns[i],
-		       dkeys > 0 ? 100 * dhits / dkeys : 0.0,
-		       keys > 0 ? 100 * hits / keys : 0.0,
-		       keys > 0 ? 100 * ns_num(now, ns[i], "lookup_nvme_hit_blocks_total") / keys : 0.0,
-		       dkeys / dt, ns_num(now, ns[i], "ready_blocks"));
+		if (dkeys > 0)
+			snprintf(now_pct, sizeof(now_pct), "%.1f", 100 * dhits / dkeys);
+		if (keys > 0) {
+			snprintf(all_pct, sizeof(all_pct), "%.1f", 100 * hits / keys);
+			snprintf(nvme_pct, sizeof(nvme_pct), "%.1f", 100 *
+				 ns_num(now, ns[i], "lookup_nvme_hit_blocks_total") / keys);
+		}
+		printf("%-28.28s %8s %8s %9s %9.0f %9.0f\n", ns[i], now_pct, all_pct,
+		       nvme_pct, dkeys / dt, ns_num(now, ns[i], "ready_blocks"));
 	}
 	printf("\n%-10s %9s %11s %11s %8s\n", "RPC", "CALLS/s", "p50 ms", "p99 ms", "ERRORS");
 	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
@@ -399,7 +440,7 @@ static int cmd_drop_namespace(kvt_client *c, const char *ns_name,
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: kvtierctl [-a ADDR] COMMAND\n"
+	fprintf(out, "usage: kvtierctl [-a ADDR] COMMAND | --version | --help\n"
 		     "  status                          identity, health, sessions, tier use\n"
 		     "  stats [--json]                  every counter and gauge\n"
 		     "  top [-i SECONDS] [-n COUNT]     refreshing view (default every 2 s, until ^C)\n"
@@ -422,6 +463,7 @@ int main(int argc, char **argv)
 		{ "namespace", required_argument, NULL, 'N' },
 		{ "tenant", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	static const char *const commands[] = { "status", "stats", "top", "config",
@@ -433,7 +475,7 @@ int main(int argc, char **argv)
 	kvt_client *c;
 	int json = 0, opt, rc, known = 0;
 
-	while ((opt = getopt_long(argc, argv, "a:ji:n:N:T:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "a:ji:n:N:T:hV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'a': addr = optarg; break;
 		case 'j': json = 1; break;
@@ -442,6 +484,8 @@ int main(int argc, char **argv)
 		case 'N': ns_name = optarg; break;
 		case 'T': tenant = optarg; break;
 		case 'h': usage(stdout); return 0;
+		case 'V': printf("kvtierctl %s (libkvtier %s)\n", KVT_VERSION_STRING, kvt_version());
+			return 0;
 		default: usage(stderr); return 2;
 		}
 	}

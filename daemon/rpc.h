@@ -7,6 +7,7 @@
 #ifndef KVT_RPC_H
 #define KVT_RPC_H
 
+#include <kvtier/version.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -54,6 +55,7 @@ void kvt_rpc_peer_name(void *ctx, const struct kvt_peer *p, char *buf,
 /* The server's draining hook: answers the Acquires still waiting. */
 void kvt_rpc_draining(void *ctx);
 
-#define KVT_VERSION "0.1.0"
+/* The project version (meson.build), as kvtier/version.h has it. */
+#define KVT_VERSION KVT_VERSION_STRING
 
 #endif

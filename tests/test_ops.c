@@ -206,6 +206,21 @@ int main(void)
 	      strstr(out, "{\"method\":\"Reserve\",\"calls_total\":"));
 	CHECK(ctl(&d, "top -n 2 -i 0.1", out, sizeof(out)) == 0);
 	CHECK(strstr(out, "ops:test") && strstr(out, "Acquire") && strstr(out, "host  ["));
+	/* top fits 80 columns; it counts keys, not Lookups; a namespace with
+	 * no lookups between two samples has no hit rate: "-". */
+	for (char *line = out, *end; *line; line = end + 1) {
+		end = strchrnul(line, '\n');
+		CHECK(end - line <= 79);
+		if (!*end)
+			break;
+	}
+	CHECK(strstr(out, "KEYS/s") && !strstr(out, "LOOKUPS/s"));
+	CHECK(strstr(out, "ops:test                            -"));
+	/* stats shows request durations in milliseconds, as top does. */
+	CHECK(ctl(&d, "stats", out, sizeof(out)) == 0);
+	CHECK(strstr(out, "rpcs.Lookup.duration_ms.p99 ") && !strstr(out, "duration_seconds"));
+	CHECK(ctl(&d, "--version", out, sizeof(out)) == 0);
+	CHECK(strcmp(out, "kvtierctl " KVT_VERSION_STRING " (libkvtier " KVT_VERSION_STRING ")\n") == 0);
 	CHECK(ctl(&d, "drop --namespace nope", out, sizeof(out)) == 1);
 	CHECK(strstr(out, "no namespace 'nope'"));
 	CHECK(test_stat(c, "ready_blocks") > 0);

@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 #include <kvtier/key.h>
+#include <kvtier/version.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -96,6 +97,11 @@ void kvt_keep_segments(kvt_client *c, void (*keep)(void *arg, void *base, size_t
 
 /* What the daemon (or the library) said about the last failed call. */
 const char *kvt_errmsg(const kvt_client *c);
+
+/* The version of the libkvtier this program runs with, e.g. "0.1.0"
+ * (KVT_VERSION_STRING, kvtier/version.h, is the headers' it was built
+ * against). */
+const char *kvt_version(void);
 
 /* Per-call deadline in milliseconds (default 10000). */
 void kvt_set_timeout_ms(kvt_client *c, int ms);
