@@ -2,13 +2,13 @@
 # Writes kvtierd.conf(5) from the daemon's own knob table (kvtierd
 # --print-config), so that the page always matches the code.
 set -eu
-kvtierd=$1
-cat <<'HEAD'
+kvtierd=$1 config=$2
+cat <<HEAD
 .TH KVTIERD.CONF 5 "" "kvtier" "File Formats"
 .SH NAME
 kvtierd.conf \- configuration of the kvtier KV-cache daemon
 .SH SYNOPSIS
-.B /etc/kvtier/kvtierd.conf
+.B $config
 .SH DESCRIPTION
 An INI file: \fB[section]\fR headers and \fBkey = value\fR lines; \fB#\fR or
 \fB;\fR start a comment. Every knob has a default, so the file names only
@@ -52,7 +52,7 @@ HEAD
 	gsub(/\\/, "\\e", help); gsub(/-/, "\\-", val)
 	printf ".TP\n.B %s\nDefault: \\fB%s\\fR (%s). %s\n", key, val == "" ? "\"\"" : val, when, help
 }'
-cat <<'TAIL'
+cat <<TAIL
 .SH EXAMPLE
 .nf
 [host]
@@ -68,7 +68,7 @@ listen = 127.0.0.1:9400
 .fi
 .SH FILES
 .TP
-.I /etc/kvtier/kvtierd.conf
+.I $config
 Every knob, commented, with its default.
 .SH SEE ALSO
 .BR kvtierd (8),
