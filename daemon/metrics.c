@@ -1,6 +1,7 @@
 #include "metrics.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -142,11 +144,73 @@ static void family(FILE *f, const struct kvt_stats *s, const struct kvt_stat *st
 			}
 			break;
 		default:
-			snprintf(v, sizeof(v), "%llu",
-				 (unsigned long long)kvt_stat_value(st, elem));
+			if (kvt_stat_in_ms(st))
+				snprintf(v, sizeof(v), "%.3f",
+					 (double)kvt_stat_value(st, elem) / 1e3);
+			else
+				snprintf(v, sizeof(v), "%llu",
+					 (unsigned long long)kvt_stat_value(st, elem));
 			sample(f, name, "", &l, v);
 		}
 	}
+}
+
+/* The process's own families, named as Prometheus' client libraries name
+ * them (process_*), from /proc/self: what every exporter gives. */
+static void process_families(FILE *f)
+{
+	long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+	unsigned long long utime = 0, stime = 0, start = 0, vsize = 0, btime = 0;
+	long long rss = 0;
+	char buf[1024], *p;
+	struct rlimit nofile;
+	struct dirent *e;
+	long fds = 0;
+	FILE *in;
+	DIR *dir;
+
+	/* /proc/self/stat: the fields after the command's closing ')'. */
+	if ((in = fopen("/proc/self/stat", "r"))) {
+		if (fgets(buf, sizeof(buf), in) && (p = strrchr(buf, ')')))
+			sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu "
+			       "%*d %*d %*d %*d %*d %*d %llu %llu %lld",
+			       &utime, &stime, &start, &vsize, &rss);
+		fclose(in);
+	}
+	if ((in = fopen("/proc/stat", "r"))) {
+		while (fgets(buf, sizeof(buf), in))
+			if (sscanf(buf, "btime %llu", &btime) == 1)
+				break;
+		fclose(in);
+	}
+	if ((dir = opendir("/proc/self/fd"))) {
+		while ((e = readdir(dir)))
+			fds += e->d_name[0] != '.';
+		closedir(dir);
+		fds--; /* the directory's own */
+	}
+	if (getrlimit(RLIMIT_NOFILE, &nofile) < 0)
+		nofile.rlim_cur = 0;
+	fprintf(f, "# HELP process_cpu_seconds_total User and system CPU time spent in seconds.\n"
+		   "# TYPE process_cpu_seconds_total counter\n"
+		   "process_cpu_seconds_total %.2f\n",
+		(double)(utime + stime) / (double)tick);
+	fprintf(f, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+		   "# TYPE process_resident_memory_bytes gauge\n"
+		   "process_resident_memory_bytes %lld\n", rss * page);
+	fprintf(f, "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+		   "# TYPE process_virtual_memory_bytes gauge\n"
+		   "process_virtual_memory_bytes %llu\n", vsize);
+	fprintf(f, "# HELP process_open_fds Number of open file descriptors.\n"
+		   "# TYPE process_open_fds gauge\n"
+		   "process_open_fds %ld\n", fds);
+	fprintf(f, "# HELP process_max_fds Maximum number of open file descriptors.\n"
+		   "# TYPE process_max_fds gauge\n"
+		   "process_max_fds %llu\n", (unsigned long long)nofile.rlim_cur);
+	fprintf(f, "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+		   "# TYPE process_start_time_seconds gauge\n"
+		   "process_start_time_seconds %.2f\n",
+		(double)btime + (double)start / (double)tick);
 }
 
 /* The exposition text (malloc'd), or NULL. */
@@ -169,6 +233,7 @@ static char *render(struct kvt_daemon *d, size_t *len)
 		for (size_t k = 0; k < kvt_stats_count; k++)
 			if (kvt_stats_table[k].kind != KVT_STAT_LABEL)
 				family(f, s, &kvt_stats_table[k]);
+		process_families(f);
 		if (fclose(f) != 0) {
 			free(text);
 			text = NULL;

@@ -417,6 +417,9 @@ static void handle_request(struct kvt_call *c)
 					   GRPC_SLICE_START_PTR(req),
 					   GRPC_SLICE_LENGTH(req), &r, &c->state);
 		if (code == GRPC_STATUS_OK) {
+			/* An Attach is timed to its session's first event. */
+			kvt_histogram_observe(&s->counters[c->method].latency,
+					      monotonic_ns() - c->started_ns);
 			grpc_slice_unref(req);
 			stream_start(c, &r);
 			return;

@@ -294,7 +294,7 @@ const struct kvt_stat kvt_stats_table[] = {
 	R(COUNTER, errors_total, errors_total,
 	  "Calls that ended with a status other than OK."),
 	R(HISTOGRAM, duration_seconds, duration,
-	  "Unary RPC latency in the daemon, request received to reply sent."),
+	  "RPC latency in the daemon, request received to reply sent (Attach: to the session's first event)."),
 
 	/* Namespaces: every one for an admin, else the caller's and the shared. */
 	LABEL(KVT_STAT_NAMESPACE, struct namespace_stats, name, e.name, "namespace",
@@ -360,10 +360,23 @@ const struct kvt_stat_scope_info kvt_stat_scopes[KVT_STAT_SCOPES] = {
 	[KVT_STAT_RPC] = { "rpcs", "rpc_" },
 };
 
+bool kvt_stat_in_ms(const struct kvt_stat *st)
+{
+	size_t n = strlen(st->name);
+
+	return n > 3 && strcmp(st->name + n - 3, "_ms") == 0;
+}
+
 void kvt_stat_metric(const struct kvt_stat *st, char *buf, size_t len)
 {
-	snprintf(buf, len, "kvtier_%s%s", kvt_stat_scopes[st->scope].prefix,
-		 st->name);
+	size_t n = strlen(st->name);
+
+	if (kvt_stat_in_ms(st))
+		snprintf(buf, len, "kvtier_%s%.*s_seconds", kvt_stat_scopes[st->scope].prefix,
+			 (int)(n - 3), st->name);
+	else
+		snprintf(buf, len, "kvtier_%s%s", kvt_stat_scopes[st->scope].prefix,
+			 st->name);
 }
 
 /* ---- values ---- */
@@ -442,10 +455,10 @@ static void read_daemon(struct kvt_daemon *d, struct daemon_stats *st)
 		struct kvt_stat_by_label *b = &st->errors_by_code;
 		uint64_t v = kvt_server_errors_by_code(d->server, c);
 
-		if (v) {
-			b->key[b->n] = status_names[c];
-			b->value[b->n++] = v;
-		}
+		/* Every code, 0 included: a series that appears only with its
+		 * first error leaves dashboards and rate() blind until then. */
+		b->key[b->n] = status_names[c];
+		b->value[b->n++] = v;
 	}
 	for (int k = 0; k < KVT_REDIS_ERR_KINDS; k++) {
 		static const char *const kinds[KVT_REDIS_ERR_KINDS] = {

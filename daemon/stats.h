@@ -86,8 +86,11 @@ struct kvt_stat_scope_info {
 };
 extern const struct kvt_stat_scope_info kvt_stat_scopes[KVT_STAT_SCOPES];
 
-/* "kvtier_tier_used_bytes" */
+/* "kvtier_tier_used_bytes". A stat in milliseconds (its name ends in _ms)
+ * is a metric in seconds, Prometheus' base unit: nvme_recovery_ms is
+ * kvtier_nvme_recovery_seconds, its value divided by 1000. */
 void kvt_stat_metric(const struct kvt_stat *st, char *buf, size_t len);
+bool kvt_stat_in_ms(const struct kvt_stat *st);
 
 /* Checks the table against the messages it fills: every stat has a field
  * of its name and type, every field a stat. 0, or -errno with err. kvtierd

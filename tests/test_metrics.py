@@ -1,6 +1,10 @@
 """/metrics and /healthz of the real kvtierd, read with the Prometheus
 project's own text parser (Debian's python3-prometheus-client): every family
-parses, names follow the conventions, and counters move as a workload runs."""
+parses, names follow the conventions, and counters move as a workload runs.
+Every status code's error series exists from the start (at 0), an Attach is
+timed, and the process_* families give the daemon's own RSS, CPU, fds and
+start time."""
+import time
 import os
 import re
 import shutil
@@ -24,7 +28,7 @@ def scrape(base):
         text = r.read().decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     for name, f in families.items():
-        assert name.startswith("kvtier_"), name
+        assert name.startswith("kvtier_") or name.startswith("process_"), name
         if f.type == "counter":  # the parser strips _total from counter names
             assert any(s.name.endswith("_total") for s in f.samples) or not f.samples, name
     return families
@@ -63,9 +67,19 @@ def main():
         assert value(before, "kvtier_config_last_reload_ok") == 1
         assert before["kvtier_rpc_duration_seconds"].type == "histogram"
         assert before["kvtier_eviction_age_seconds"].type == "histogram"
+        for code in ("NOT_FOUND", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "UNAVAILABLE"):
+            assert value(before, "kvtier_rpc_status_errors_total", code=code) == 0
+        assert 0 <= time.time() - value(before, "process_start_time_seconds") < 120
+        assert value(before, "process_resident_memory_bytes") > 1 << 20
+        assert 0 < value(before, "process_open_fds") <= value(before, "process_max_fds")
+        assert value(before, "process_cpu_seconds_total") >= 0
+        assert before["process_cpu_seconds"].type == "counter"  # the parser drops _total
 
         channel = grpc.insecure_channel("unix:" + tmp + "/run/kvtierd.sock")
         stub = rpc.KvTierStub(channel)
+        session = stub.Attach(pb.AttachRequest(client_name="metrics"))
+        next(session)  # the session's first event
+        session.cancel()
         ns = stub.OpenNamespace(pb.OpenNamespaceRequest(
             name="metrics:test", page_bytes=PAGE, block_tokens=16))
         keys = [bytes([i]) * 16 for i in range(1, 11)]
@@ -101,6 +115,7 @@ def main():
         assert value(after, "kvtier_rpc_errors_total", method="Lookup") == 1
         assert value(after, "kvtier_rpc_status_errors_total", code="NOT_FOUND") == 1
         assert value(after, "kvtier_committed_blocks_total") == 10
+        assert value(after, "kvtier_rpc_duration_seconds_count", method="Attach") == 1
         channel.close()
 
         # The Grafana dashboard asks only for metrics the daemon exposes.
@@ -108,7 +123,7 @@ def main():
                                  "..", "systemd", "grafana-kvtier.json")
         exposed = {s.name for f in after.values() for s in f.samples}
         with open(dashboard) as f:
-            wanted = set(re.findall(r"kvtier_[a-z_]+", f.read()))
+            wanted = set(re.findall(r"(?:kvtier|process)_[a-z_]+", f.read()))
         assert wanted and wanted <= exposed, wanted - exposed
         print("metrics: %d families parse; counters moved with the workload" % len(after))
     finally:
