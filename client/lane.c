@@ -19,26 +19,61 @@
 /* How often a sleeping caller looks whether the daemon is still there. */
 #define LIVENESS_MS 50
 
-int kvt_segsock_ask(const char *path, const uint8_t session[16],
-		    uint32_t segment, struct kvt_segment_reply *rep, int *fd,
-		    int *sock, char *err, size_t len)
+/* The descriptors of an SCM_RIGHTS reply: up to n in fds (the rest -1),
+ * any beyond closed. */
+static void take_fds(struct msghdr *msg, int *fds, unsigned n)
+{
+	unsigned got = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		fds[i] = -1;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR(msg, cm)) {
+		size_t count;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < count; i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+			if (got < n)
+				fds[got++] = fd;
+			else
+				close(fd);
+		}
+	}
+}
+
+static void close_fds(int *fds, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		if (fds[i] >= 0)
+			close(fds[i]);
+		fds[i] = -1;
+	}
+}
+
+int kvt_segsock_ask_fds(const char *path, const uint8_t session[16],
+			uint32_t segment, struct kvt_segment_reply *rep, int *fds,
+			unsigned nfds, int *sock, char *err, size_t len)
 {
 	struct kvt_segment_request req = { .version = KVT_SEGMENT_WIRE_VERSION,
 					   .segment = segment };
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = 5 };
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(KVT_SEGSOCK_FDS * sizeof(int))];
 		struct cmsghdr align;
 	} ctl;
 	struct iovec iov = { rep, sizeof(*rep) };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
 			      .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
-	struct cmsghdr *cm;
 	ssize_t n;
 	int s, rc = 0;
 
-	*fd = -1;
+	for (unsigned i = 0; i < nfds; i++)
+		fds[i] = -1;
 	if (strlen(path) >= sizeof(sa.sun_path)) {
 		snprintf(err, len, "segment socket path %s is too long", path);
 		return -ENAMETOOLONG;
@@ -58,22 +93,20 @@ int kvt_segsock_ask(const char *path, const uint8_t session[16],
 		goto out;
 	}
 	n = recvmsg(s, &msg, MSG_CMSG_CLOEXEC);
+	if (n >= 0)
+		take_fds(&msg, fds, nfds);
 	if (n != (ssize_t)sizeof(*rep)) {
 		rc = n < 0 ? -errno : -EIO;
 		snprintf(err, len, "segment socket %s: %s", path,
 			 n < 0 ? strerror(errno) : "short reply");
+		close_fds(fds, nfds);
 		goto out;
 	}
-	for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm))
-		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
-			memcpy(fd, CMSG_DATA(cm), sizeof(int));
 	rep->message[sizeof(rep->message) - 1] = '\0';
-	if (rep->status < 0 || *fd < 0) {
+	if (rep->status < 0 || fds[0] < 0) {
 		rc = rep->status < 0 ? rep->status : -EIO;
 		snprintf(err, len, "%s", rep->status < 0 ? rep->message : "malformed reply");
-		if (*fd >= 0)
-			close(*fd);
-		*fd = -1;
+		close_fds(fds, nfds);
 	}
 out:
 	if (rc == 0 && sock)
@@ -83,8 +116,16 @@ out:
 	return rc;
 }
 
+int kvt_segsock_ask(const char *path, const uint8_t session[16],
+		    uint32_t segment, struct kvt_segment_reply *rep, int *fd,
+		    int *sock, char *err, size_t len)
+{
+	return kvt_segsock_ask_fds(path, session, segment, rep, fd, 1, sock, err, len);
+}
+
 struct kvt_lane {
 	int sock;                  /* closed by the daemon when the lane ends */
+	int efd;                   /* written to wake the daemon */
 	uint8_t *map;
 	size_t bytes;
 	struct kvt_lane_header *h;
@@ -98,24 +139,26 @@ int kvt_lane_open(const char *path, const uint8_t session[16],
 	struct kvt_segment_reply rep;
 	struct kvt_lane *l = calloc(1, sizeof(*l));
 	const struct kvt_lane_header *h;
-	int fd, rc;
+	int fds[KVT_SEGSOCK_FDS], fd, rc;
 
 	if (!l) {
 		snprintf(err, len, "out of memory");
 		return -ENOMEM;
 	}
-	rc = kvt_segsock_ask(path, session, KVT_LANE_SEGMENT, &rep, &fd, &l->sock,
-			     err, len);
+	rc = kvt_segsock_ask_fds(path, session, KVT_LANE_SEGMENT, &rep, fds,
+				 KVT_SEGSOCK_FDS, &l->sock, err, len);
 	if (rc < 0) {
 		free(l);
 		return rc;
 	}
+	fd = fds[0];
+	l->efd = fds[1];
 	l->bytes = rep.bytes;
 	l->map = rep.bytes >= 4096 ? mmap(NULL, rep.bytes, PROT_READ | PROT_WRITE,
 					  MAP_SHARED, fd, 0) : MAP_FAILED;
 	close(fd);
 	h = (const void *)l->map;
-	if (l->map == MAP_FAILED || h->magic != KVT_LANE_MAGIC ||
+	if (l->map == MAP_FAILED || l->efd < 0 || h->magic != KVT_LANE_MAGIC ||
 	    h->version != KVT_LANE_VERSION ||
 	    h->request_offset < sizeof(*h) ||
 	    (uint64_t)h->request_offset + h->request_capacity > l->bytes ||
@@ -125,6 +168,8 @@ int kvt_lane_open(const char *path, const uint8_t session[16],
 			 KVT_LANE_VERSION);
 		if (l->map != MAP_FAILED)
 			munmap(l->map, l->bytes);
+		if (l->efd >= 0)
+			close(l->efd);
 		close(l->sock);
 		free(l);
 		return -EPROTO;
@@ -140,6 +185,7 @@ void kvt_lane_close(struct kvt_lane *l)
 	if (!l)
 		return;
 	munmap(l->map, l->bytes);
+	close(l->efd);
 	close(l->sock);
 	free(l);
 }
@@ -230,7 +276,7 @@ int kvt_lane_call(struct kvt_lane *l, uint32_t method, size_t len,
 	l->seq++;
 	__atomic_store_n(&h->request_seq, l->seq, __ATOMIC_SEQ_CST);
 	if (__atomic_load_n(&h->daemon_waiting, __ATOMIC_SEQ_CST))
-		kvt_lane_futex_wake(&h->request_seq);
+		kvt_lane_wake(l->efd);
 	rc = lane_wait(l, spin_us, timeout_ms);
 	if (rc < 0) {
 		l->broken = true;

@@ -24,6 +24,15 @@ int kvt_segsock_ask(const char *path, const uint8_t session[16],
 		    uint32_t segment, struct kvt_segment_reply *rep, int *fd,
 		    int *sock, char *err, size_t len);
 
+/* The most descriptors a reply carries: a lane's memfd and eventfd. */
+#define KVT_SEGSOCK_FDS 2
+
+/* As kvt_segsock_ask, with up to nfds descriptors in fds (the first is
+ * always there on success; the rest -1 when the reply had fewer). */
+int kvt_segsock_ask_fds(const char *path, const uint8_t session[16],
+			uint32_t segment, struct kvt_segment_reply *rep, int *fds,
+			unsigned nfds, int *sock, char *err, size_t len);
+
 struct kvt_lane;
 
 /* Asks for the session's lane and maps it. 0 or -errno with err. */

@@ -43,7 +43,7 @@ static const struct knob knobs[] = {
 	{ "daemon", "threads", KNOB_U32, FIELD(threads), 1, 256, "2",
 	  "completion-queue threads serving RPCs", false },
 	{ "daemon", "poll_us", KNOB_U32, FIELD(poll_us), 0, 100000, "100",
-	  "after a call, one RPC thread and each fast lane's thread poll for the next this many microseconds before sleeping (0: never): saves a wake-up per call under load, costs that much CPU", false },
+	  "after a call, one RPC thread and the fast lanes' poller poll for the next this many microseconds before sleeping (0: never): saves a wake-up per call under load, costs that much CPU", false },
 	{ "daemon", "socket_mode", KNOB_MODE, FIELD(socket_mode), 0, 0777, "0660",
 	  "permission bits of the unix socket", false },
 	{ "daemon", "group", KNOB_STRING, FIELD(group), 0, 0, "",

@@ -278,8 +278,8 @@ static void attach_close(void *ctx, void *state)
 	struct kvt_daemon *d = ctx;
 	struct attached *st = state;
 
-	/* The engine first: it answers the session's waiting Acquires, which
-	 * a lane's thread may be waiting on. */
+	/* The engine first: it answers the session's waiting Acquires, so
+	 * that a lane's call in hand gets its answer before the lane ends. */
 	kvt_engine_session_close(d->engine, st->session);
 	kvt_lanes_session_close(d->lanes, st->token);
 	kvt_log(KVT_LOG_INFO,

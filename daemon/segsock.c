@@ -46,27 +46,29 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Sends the reply, with fd attached when it is one. */
-static void reply(int conn, const struct kvt_segment_reply *rep, int fd)
+/* Sends the reply, with the n descriptors of fds attached (a segment's
+ * memfd; a lane's memfd and eventfd). */
+static void reply(int conn, const struct kvt_segment_reply *rep, const int *fds,
+		  unsigned n)
 {
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(2 * sizeof(int))];
 		struct cmsghdr align;
 	} ctl;
 	struct iovec iov = { (void *)rep, sizeof(*rep) };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
 
-	if (fd >= 0) {
+	if (n) {
 		struct cmsghdr *c;
 
 		memset(&ctl, 0, sizeof(ctl));
 		msg.msg_control = ctl.buf;
-		msg.msg_controllen = sizeof(ctl.buf);
+		msg.msg_controllen = CMSG_SPACE(n * sizeof(int));
 		c = CMSG_FIRSTHDR(&msg);
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+		c->cmsg_len = CMSG_LEN(n * sizeof(int));
+		memcpy(CMSG_DATA(c), fds, n * sizeof(int));
 	}
 	/* The reply fits the socket's buffer: never blocks. */
 	(void)sendmsg(conn, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -82,7 +84,7 @@ static void serve(struct kvt_segsock *s, int conn)
 	struct kvt_err err;
 	uint32_t tenant;
 	ssize_t n = recv(conn, &req, sizeof(req), MSG_DONTWAIT | MSG_TRUNC);
-	int fd = -1;
+	int fd = -1, efd = -1;
 
 	if (n == 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
 		s->dropped++; /* it hung up without asking */
@@ -101,9 +103,9 @@ static void serve(struct kvt_segsock *s, int conn)
 	} else if (req.segment == KVT_LANE_SEGMENT) {
 		rep.segment = req.segment;
 		rep.status = kvt_lanes_open(s->lanes, req.session, cr.uid, cr.gid,
-					    cr.pid, conn, &fd, &rep.bytes, &err);
+					    cr.pid, conn, &fd, &efd, &rep.bytes, &err);
 		if (rep.status < 0) {
-			fd = -1;
+			fd = efd = -1;
 			snprintf(rep.message, sizeof(rep.message), "%.199s", err.msg);
 		}
 	} else {
@@ -116,7 +118,9 @@ static void serve(struct kvt_segsock *s, int conn)
 			snprintf(rep.message, sizeof(rep.message), "%.199s", err.msg);
 		}
 	}
-	reply(conn, &rep, fd);
+	reply(conn, &rep, (int[]){ fd, efd }, fd < 0 ? 0 : efd < 0 ? 1 : 2);
+	if (efd >= 0)
+		close(efd);
 	if (fd >= 0) {
 		close(fd);
 		s->served++;

@@ -53,7 +53,7 @@ struct raw {
 	kvt_client *c;
 	char path[200];     /* the segment socket */
 	uint8_t token[16];  /* the session's */
-	int sock, fd;       /* the lane's connection and memfd */
+	int sock, fd, efd;  /* the lane's connection, memfd and eventfd */
 	uint8_t *map;
 	size_t bytes;
 	struct kvt_lane_header *h, made;
@@ -63,14 +63,18 @@ static inline void raw_open(struct raw *r, const struct test_daemon *d)
 {
 	struct kvt_segment_reply rep;
 	char err[256];
+	int fds[KVT_SEGSOCK_FDS];
 
 	CHECK(kvt_connect(d->addr, &r->c) == 0);
 	kvt_set_fast_lane(r->c, 0);
 	CHECK_RC(r->c, kvt_attach(r->c, "hostile"), 0);
 	kvt_session_token(r->c, r->token);
 	test_segsock_path(d, r->path, sizeof(r->path));
-	CHECK(kvt_segsock_ask(r->path, r->token, KVT_LANE_SEGMENT, &rep, &r->fd,
-			      &r->sock, err, sizeof(err)) == 0);
+	CHECK(kvt_segsock_ask_fds(r->path, r->token, KVT_LANE_SEGMENT, &rep, fds,
+				  KVT_SEGSOCK_FDS, &r->sock, err, sizeof(err)) == 0);
+	r->fd = fds[0];
+	r->efd = fds[1];
+	CHECK(r->efd >= 0);
 	r->bytes = rep.bytes;
 	r->map = mmap(NULL, r->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
 	CHECK(r->map != MAP_FAILED);
@@ -83,10 +87,12 @@ static inline void raw_close(struct raw *r)
 {
 	munmap(r->map, r->bytes);
 	close(r->fd);
+	close(r->efd);
 	close(r->sock);
 }
 
-/* Starts a call (method, len) without waiting. Its seq. */
+/* Starts a call (method, len) without waiting, and wakes the daemon
+ * whatever its waiting word says. Its seq. */
 static inline uint32_t raw_send(struct raw *r, uint32_t method, uint32_t len)
 {
 	uint32_t seq = __atomic_load_n(&r->h->request_seq, __ATOMIC_ACQUIRE) + 1;
@@ -94,7 +100,7 @@ static inline uint32_t raw_send(struct raw *r, uint32_t method, uint32_t len)
 	r->h->method = method;
 	r->h->request_len = len;
 	__atomic_store_n(&r->h->request_seq, seq, __ATOMIC_SEQ_CST);
-	kvt_lane_futex_wake(&r->h->request_seq);
+	kvt_lane_wake(r->efd);
 	return seq;
 }
 

@@ -2,7 +2,7 @@
  * The fast lane (proto/kvtier/v1/lane.h) against hostile and dying workers.
  * A worker that rewrites its lane's header, sends lengths past the lane or
  * unknown methods, changes its request while the daemon reads it, or
- * stops its lane's daemon thread from being woken, harms no one else, and
+ * keeps the daemon from being woken through its lane, harms no one else, and
  * the daemon keeps serving. The lane's memory cannot be resized under the
  * daemon; a session gets one lane. A worker killed while its Acquire waits
  * on the lane releases its lane within 1 s; a worker whose daemon goes
@@ -112,7 +112,7 @@ static void hostile(const struct test_daemon *d, kvt_client *good,
 		uint32_t seq = __atomic_load_n(&r.h->request_seq, __ATOMIC_ACQUIRE) + 1;
 
 		__atomic_store_n(&r.h->request_seq, seq, __ATOMIC_SEQ_CST);
-		kvt_lane_futex_wake(&r.h->request_seq);
+		kvt_lane_wake(r.efd);
 		if (i % 100 == 0) {
 			double until = test_now() + 2;
 
@@ -132,7 +132,7 @@ static void hostile(const struct test_daemon *d, kvt_client *good,
 
 	/* A worker that clears the daemon's waiting word and never wakes it
 	 * stalls its own lane; its session still ends cleanly. */
-	usleep(200 * 1000); /* the lane's thread is asleep by now */
+	usleep(200 * 1000); /* the poller is asleep by now */
 	r.h->daemon_waiting = 0;
 	__atomic_store_n(&r.h->request_seq, r.h->request_seq + 1, __ATOMIC_SEQ_CST);
 	kvt_close(r.c);

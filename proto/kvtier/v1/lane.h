@@ -3,10 +3,11 @@
  * gRPC.
  *
  * A worker with a session (Attach) on the unix socket asks the segment
- * socket (segments.h) for segment KVT_LANE_SEGMENT: the reply carries a
- * memfd of reply.bytes, mapped MAP_SHARED read-write, and the worker keeps
- * that connection open for as long as it uses the lane (the daemon closes
- * its end when the session ends: the worker sees POLLHUP). The daemon
+ * socket (segments.h) for segment KVT_LANE_SEGMENT: the reply carries two
+ * descriptors, a memfd of reply.bytes, mapped MAP_SHARED read-write, and
+ * the lane's eventfd (the worker's way to wake the daemon), and the worker
+ * keeps that connection open for as long as it uses the lane (the daemon
+ * closes its end when the session ends: the worker sees POLLHUP). The daemon
  * checks the caller's uid (SO_PEERCRED) against the session's tenant, as
  * for segments, and every call on the lane acts as that uid, so a lane is
  * no wider than the socket it came from. One lane per session.
@@ -16,17 +17,23 @@
  * status code and message, decided by the same handlers as over gRPC.
  * One call at a time:
  *
- *   worker: writes request, stores request_seq + 1 (release), and if
- *           daemon_waiting is set, FUTEX_WAKEs request_seq;
+ *   worker: writes request, stores request_seq + 1 (sequentially
+ *           consistent), and if daemon_waiting is then set, writes 1 (8
+ *           bytes) to the lane's eventfd;
  *   daemon: copies the request out of shared memory before reading it,
  *           answers into reply, stores reply_seq = request_seq (release),
  *           and if worker_waiting is set, FUTEX_WAKEs reply_seq.
  *
  * A side sets its *_waiting word (sequentially consistent) and reads the
- * other's seq once more before it FUTEX_WAITs, so no wake-up is lost.
- * Each side spins a little (yielding the core) before it sleeps. A request
- * with more keys than max_keys, or one longer than request_capacity, is
- * the worker's to send over gRPC instead (the daemon refuses it here).
+ * other's seq once more before it sleeps, so no wake-up is lost. The
+ * worker sleeps in FUTEX_WAIT on reply_seq; the daemon, one thread for
+ * every lane, in epoll on the lanes' eventfds: no wake-up of the daemon's
+ * lives in memory a worker can write. Each side spins a little (yielding
+ * the core) before it sleeps. The daemon serves the next request only
+ * once the call in hand is answered: a request_seq bumped meanwhile is
+ * seen then. A request with more keys than max_keys, or one longer than
+ * request_capacity, is the worker's to send over gRPC instead (the daemon
+ * refuses it here).
  *
  * Fields are in host byte order; offsets are from the start of the mapping.
  */
@@ -38,7 +45,7 @@
 /* kvt_segment_request.segment that asks for the session's lane. */
 #define KVT_LANE_SEGMENT 0xffffffffu
 #define KVT_LANE_MAGIC 0x6b766c6eu /* "kvln" */
-#define KVT_LANE_VERSION 1u
+#define KVT_LANE_VERSION 2u /* 2: the eventfd, no futex on request_seq */
 
 enum kvt_lane_method {
 	KVT_LANE_LOOKUP = 1,
@@ -59,7 +66,7 @@ struct kvt_lane_header {
 	uint8_t pad0[32];
 
 	/* The worker's cache line. */
-	uint32_t request_seq;    /* futex: bumped once per request */
+	uint32_t request_seq;    /* bumped once per request */
 	uint32_t worker_waiting; /* the worker sleeps on reply_seq */
 	uint32_t method;         /* enum kvt_lane_method */
 	uint32_t request_len;    /* bytes at request_offset */
@@ -67,7 +74,7 @@ struct kvt_lane_header {
 
 	/* The daemon's cache line. */
 	uint32_t reply_seq;      /* futex: = request_seq once answered */
-	uint32_t daemon_waiting; /* the daemon sleeps on request_seq */
+	uint32_t daemon_waiting; /* the daemon sleeps: write the eventfd */
 	int32_t status;          /* a gRPC status code */
 	uint32_t reply_len;      /* bytes at reply_offset (status 0) */
 	uint8_t pad2[48];
@@ -83,21 +90,29 @@ _Static_assert(sizeof(struct kvt_lane_header) == 512, "wire layout");
 #include <time.h>
 #include <unistd.h>
 
-/* Both ends' futex calls on a lane word (shared: the mapping is
- * MAP_SHARED, so no FUTEX_PRIVATE_FLAG). wait returns at once when *word
- * is no longer val; timeout NULL waits for a wake-up. The daemon never
- * relies on a wake-up alone: the words are the worker's to tamper with. */
+/* The futex calls on reply_seq, the worker's sleep (shared: the mapping
+ * is MAP_SHARED, so no FUTEX_PRIVATE_FLAG). wait returns at once when
+ * *word is no longer val; timeout NULL waits for a wake-up. The daemon
+ * only wakes: the words are the worker's to tamper with. */
 static inline void kvt_lane_futex_wait(uint32_t *word, uint32_t val,
 				       const struct timespec *timeout)
 {
 	syscall(SYS_futex, word, FUTEX_WAIT, val, timeout, NULL, 0);
 }
 
-/* Wakes every waiter: the other end may have queued waiters of its own
- * on the word ahead of ours. */
+/* Wakes every waiter: the worker may have more than one. */
 static inline void kvt_lane_futex_wake(uint32_t *word)
 {
 	syscall(SYS_futex, word, FUTEX_WAKE, 0x7fffffff, NULL, NULL, 0);
+}
+
+/* The worker's wake-up of the daemon: 1 on the lane's eventfd. A counter
+ * at its bound (EAGAIN) has a wake-up pending already. */
+static inline void kvt_lane_wake(int efd)
+{
+	uint64_t one = 1;
+
+	(void)!write(efd, &one, sizeof(one));
 }
 #endif
 
