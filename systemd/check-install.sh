@@ -5,7 +5,7 @@
 # tree builds against libkvtier (and libkvtier-cuda) with pkg-config and
 # nothing else, and runs; the .proto is there for other languages.
 set -eu
-meson=$1 build=$2 config=$3 libdir=$4 datadir=$5
+meson=$1 build=$2 config=$3 libdir=$4 datadir=$5 sanitize=${6:-none}
 dest=$(mktemp -d)
 trap 'rm -rf "$dest"' EXIT
 "$meson" install -C "$build" --destdir "$dest" --no-rebuild --quiet >/dev/null
@@ -45,8 +45,11 @@ int main(void)
 	return strcmp(kvt_version(), KVT_VERSION_STRING) != 0;
 }
 C
+# A sanitized build's library needs its runtime in the program too.
+san=
+[ "$sanitize" = none ] || san=-fsanitize=$sanitize
 # shellcheck disable=SC2086
-cc -Wall -Werror -o "$dest/prog" "$dest/prog.c" $flags
+cc -Wall -Werror $san -o "$dest/prog" "$dest/prog.c" $flags
 LD_LIBRARY_PATH="$dest$libdir" "$dest/prog" >/dev/null
 if [ -f "$dest$libdir/pkgconfig/kvtier-cuda.pc" ]; then
 	printf '#include <kvtier/cuda.h>\nint main(void) { return 0; }\n' >"$dest/gpu.c"
