@@ -4,11 +4,13 @@
  *   stats [--json]    every counter and gauge
  *   top               a refreshing view of hit rates, tier use and RPC latency
  *   config            the effective configuration, each knob's source
+ *   reload            SIGHUP, and wait until the reload is applied
  *   drop              drop a namespace's or a tenant's blocks
  *   drop-namespace    delete a namespace
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <time.h>
 #include <unistd.h>
@@ -438,6 +440,62 @@ static int cmd_drop_namespace(kvt_client *c, const char *ns_name,
 	return rc;
 }
 
+/*
+ * reload: SIGHUP to kvtierd, then waits (up to timeout seconds) until it
+ * has read its configuration again, and says whether the new one is in
+ * force. systemd's ExecReload runs it so that `systemctl reload` returns
+ * once the reload is applied, and fails when it failed. pid 0: the one
+ * the daemon reports (its own, in its pid namespace).
+ */
+static int cmd_reload(kvt_client *c, long pid, double timeout)
+{
+	struct stat_list l = { 0 };
+	double before, deadline;
+	struct timespec ts;
+	int rc;
+
+	if ((rc = read_stats(c, &l)) < 0)
+		goto out;
+	before = num(&l, "config_reloads_total");
+	if (pid <= 0)
+		pid = (long)num(&l, "pid");
+	if (pid <= 0 || kill((pid_t)pid, SIGHUP) < 0) {
+		fprintf(stderr, "kvtierctl: reload: cannot signal kvtierd (pid %ld): %s "
+			"(run as root or the daemon's user; --pid where its pid differs)\n",
+			pid, strerror(errno));
+		rc = 1;
+		goto out;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	deadline = (double)ts.tv_sec + ts.tv_nsec / 1e9 + timeout;
+	for (;;) {
+		if ((rc = read_stats(c, &l)) < 0)
+			goto out;
+		if (num(&l, "config_reloads_total") > before)
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		if ((double)ts.tv_sec + ts.tv_nsec / 1e9 > deadline) {
+			fprintf(stderr, "kvtierctl: reload: kvtierd (pid %ld) has not reloaded "
+				"after %.0f s\n", pid, timeout);
+			rc = 1;
+			goto out;
+		}
+		nanosleep(&(struct timespec){ 0, 20 * 1000 * 1000 }, NULL);
+	}
+	if (strcmp(find(&l, "config_last_reload_ok"), "true") == 0 ||
+	    num(&l, "config_last_reload_ok") == 1) {
+		printf("reload applied (kvtierctl config shows the knobs waiting for a restart)\n");
+	} else {
+		fprintf(stderr, "kvtierctl: reload failed: the running configuration is unchanged "
+			"(kvtierd's log says why)\n");
+		rc = 1;
+	}
+out:
+	free(l.names);
+	free(l.values);
+	return rc;
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: kvtierctl [-a ADDR] COMMAND | --version | --help\n"
@@ -445,6 +503,8 @@ static void usage(FILE *out)
 		     "  stats [--json]                  every counter and gauge\n"
 		     "  top [-i SECONDS] [-n COUNT]     refreshing view (default every 2 s, until ^C)\n"
 		     "  config                          effective configuration and where each value came from\n"
+		     "  reload [--pid PID] [--timeout S] SIGHUP kvtierd, wait until the reload is applied\n"
+		     "                                  (exit 1 if it failed or took longer than S, 30)\n"
 		     "  drop --namespace NAME           drop a namespace's blocks (yours; every tenant's as root)\n"
 		     "  drop --tenant USER              drop a tenant's blocks in every namespace\n"
 		     "  drop-namespace --namespace NAME [--tenant USER]\n"
@@ -462,20 +522,22 @@ int main(int argc, char **argv)
 		{ "count", required_argument, NULL, 'n' },
 		{ "namespace", required_argument, NULL, 'N' },
 		{ "tenant", required_argument, NULL, 'T' },
+		{ "pid", required_argument, NULL, 'P' },
+		{ "timeout", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	static const char *const commands[] = { "status", "stats", "top", "config",
-						"drop", "drop-namespace" };
+						"reload", "drop", "drop-namespace" };
 	const char *addr = NULL, *cmd, *ns_name = NULL, *tenant = NULL;
 	struct stat_list l = { 0 };
-	double interval = 2;
-	long count = 0;
+	double interval = 2, timeout = 30;
+	long count = 0, pid = 0;
 	kvt_client *c;
 	int json = 0, opt, rc, known = 0;
 
-	while ((opt = getopt_long(argc, argv, "a:ji:n:N:T:hV", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "a:ji:n:N:T:P:t:hV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'a': addr = optarg; break;
 		case 'j': json = 1; break;
@@ -483,6 +545,8 @@ int main(int argc, char **argv)
 		case 'n': count = strtol(optarg, NULL, 10); break;
 		case 'N': ns_name = optarg; break;
 		case 'T': tenant = optarg; break;
+		case 'P': pid = strtol(optarg, NULL, 10); break;
+		case 't': timeout = strtod(optarg, NULL); break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("kvtierctl %s (libkvtier %s)\n", KVT_VERSION_STRING, kvt_version());
 			return 0;
@@ -507,6 +571,10 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "drop-namespace") == 0 && !ns_name) {
 		fprintf(stderr, "kvtierctl: drop-namespace needs --namespace NAME\n");
+		return 2;
+	}
+	if (strcmp(cmd, "reload") == 0 && !(timeout > 0 && timeout <= 3600)) {
+		fprintf(stderr, "kvtierctl: --timeout must be above 0 and at most 3600 seconds\n");
 		return 2;
 	}
 	if (strcmp(cmd, "top") == 0 && !(interval >= 0.05 && interval <= 3600)) {
@@ -540,6 +608,8 @@ int main(int argc, char **argv)
 		rc = cmd_top(c, interval, count);
 	else if (strcmp(cmd, "config") == 0)
 		rc = cmd_config(c);
+	else if (strcmp(cmd, "reload") == 0)
+		rc = cmd_reload(c, pid, timeout);
 	else if (strcmp(cmd, "drop") == 0)
 		rc = cmd_drop(c, ns_name, tenant);
 	else if (strcmp(cmd, "drop-namespace") == 0)

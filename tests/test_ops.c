@@ -114,7 +114,7 @@ int main(void)
 	char conf[256], stop[256];
 	kvt_client *c;
 	pid_t pid;
-	int status;
+	int status, rc;
 
 	CHECK(getenv("KVTIERCTL") != NULL);
 	snprintf(d.dir, sizeof(d.dir), "/tmp/kvtier-test-XXXXXX");
@@ -160,10 +160,12 @@ int main(void)
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	CHECK(test_stat(c, "config_reloads_total") == 2);
 
-	/* A broken file changes nothing, and says why. */
+	/* A broken file changes nothing, and says why; kvtierctl reload (the
+	 * unit's ExecReload) returns once the reload is done, and fails. */
 	write_conf(conf, "[host]\nsize = lots\nsegment_size = 1M\n");
-	CHECK(kill(d.pid, SIGHUP) == 0);
-	wait_stat(c, "config_reload_failures_total", 1);
+	CHECK(ctl(&d, "reload", out, sizeof(out)) == 1);
+	CHECK(strstr(out, "reload failed: the running configuration is unchanged"));
+	CHECK(test_stat(c, "config_reload_failures_total") == 1);
 	CHECK(test_stat(c, "config_last_reload_ok") == 0);
 	CHECK(test_stat(c, "tiers.host.capacity_bytes") == 2 * MIB);
 	CHECK(ctl(&d, "config", out, sizeof(out)) == 0);
@@ -184,9 +186,12 @@ int main(void)
 
 	/* segment_size cannot change live: it stays, reported as pending. */
 	write_conf(conf, "[host]\nsize = 4M\nsegment_size = 2M\n[policy]\nmax_wait = 5s\n");
-	CHECK(kill(d.pid, SIGHUP) == 0);
-	wait_stat(c, "config_reloads_total", 6);
-	wait_stat(c, "tiers.host.capacity_bytes", 4 * MIB);
+	snprintf(stop, sizeof(stop), "reload --pid %d", (int)d.pid);
+	rc = ctl(&d, stop, out, sizeof(out));
+	CHECK(rc == 0 && strstr(out, "reload applied"));
+	/* Applied when it returned: no waiting here. */
+	CHECK(test_stat(c, "config_reloads_total") == 6);
+	CHECK(test_stat(c, "tiers.host.capacity_bytes") == 4 * MIB);
 	CHECK(test_stat(c, "config_last_reload_ok") == 1);
 	CHECK(ctl(&d, "config", out, sizeof(out)) == 0);
 	CHECK(strstr(out, "segment_size           = 1M"));
