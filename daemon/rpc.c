@@ -288,9 +288,51 @@ static void attach_close(void *ctx, void *state)
 	free(st);
 }
 
-const struct kvt_stream_method kvt_rpc_attach = {
+/*
+ * grpc.health.v1.Health/Watch: the serving status now (SERVICE_UNKNOWN for
+ * a service the daemon is not, as the protocol asks, rather than an
+ * error), then the stream stays open while the daemon serves; its stop
+ * ends the stream with UNAVAILABLE. Anyone may watch, as anyone may Check.
+ */
+static grpc_status_code watch_open(void *ctx, struct kvt_call *call,
+				   const uint8_t *req, size_t len,
+				   struct kvt_reply *r, void **state)
+{
+	Grpc__Health__V1__HealthCheckRequest *q =
+		grpc__health__v1__health_check_request__unpack(NULL, len, req);
+	Grpc__Health__V1__HealthCheckResponse p =
+		GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+	grpc_status_code code;
+
+	(void)ctx;
+	(void)call;
+	if (!q)
+		return reject(r, GRPC_STATUS_INVALID_ARGUMENT,
+			      "malformed grpc.health.v1.HealthCheckRequest: the bytes do not parse");
+	p.status = q->service[0] && strcmp(q->service, "kvtier.v1.KvTier") != 0 ?
+		   GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN :
+		   GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	protobuf_c_message_free_unpacked(&q->base, NULL);
+	code = pack(&p, r);
+	*state = NULL;
+	return code;
+}
+
+static void watch_close(void *ctx, void *state)
+{
+	(void)ctx;
+	(void)state;
+}
+
+static const struct kvt_stream_method rpc_attach = {
 	"/kvtier.v1.KvTier/Attach", attach_open, attach_close
 };
+static const struct kvt_stream_method rpc_watch = {
+	"/grpc.health.v1.Health/Watch", watch_open, watch_close
+};
+
+const struct kvt_stream_method *const kvt_rpc_streams[] = { &rpc_attach, &rpc_watch };
+const size_t kvt_rpc_nstreams = sizeof(kvt_rpc_streams) / sizeof(kvt_rpc_streams[0]);
 
 /* ---- unary methods: one prologue and epilogue, a body each ---- */
 

@@ -40,7 +40,9 @@ struct kvt_daemon {
 
 extern const struct kvt_method kvt_rpc_methods[];
 extern const size_t kvt_rpc_nmethods;
-extern const struct kvt_stream_method kvt_rpc_attach;
+/* Attach (a worker's session) and grpc.health.v1.Health/Watch. */
+extern const struct kvt_stream_method *const kvt_rpc_streams[];
+extern const size_t kvt_rpc_nstreams;
 
 /* A packed kvtier.v1.StatsResponse in r, what the Stats RPC answers,
  * filled from the stats table (stats.c). all: every tenant and namespace

@@ -68,6 +68,8 @@
 #define REFUSED_MAX_NS (5000 * 1000000ull)
 /* The acceptor looks at idle connections at least this often. */
 #define SWEEP_MAX_MS 1000
+/* Streams (calls) one connection may have open at once. */
+#define MAX_CALLS_PER_CONNECTION 256
 /* At shutdown, how often connections are looked at for the end of
  * their last call. */
 #define SHUT_IDLE_MS 10
@@ -104,7 +106,7 @@ struct kvt_server {
 	char listen[MAX_LISTEN][160];
 	size_t nlisten;
 
-	struct counters *counters; /* nmethods + stream + unknown */
+	struct counters *counters; /* nmethods + nstreams + unknown */
 	atomic_uint_fast64_t by_code[KVT_STATUS_CODES];
 
 	/* The unix listener. */
@@ -142,6 +144,7 @@ struct kvt_call {
 	grpc_byte_buffer *recv, *send;
 	int cancelled;
 	size_t method; /* index into counters */
+	bool crowded;  /* its connection had MAX_CALLS_PER_CONNECTION open */
 	uint64_t started_ns; /* when the request message arrived */
 	struct kvt_peer peer;
 	int conn_fd;       /* the watch fd of its connection's record, or -1 */
@@ -210,6 +213,18 @@ static uint64_t monotonic_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Counter slots: the unary methods, the streaming ones, then unknown. */
+static size_t unknown_slot(const struct kvt_server *s)
+{
+	return s->cfg.nmethods + s->cfg.nstreams;
+}
+
+static const struct kvt_stream_method *stream_of(const struct kvt_server *s,
+						  const struct kvt_call *c)
+{
+	return s->cfg.streams[c->method - s->cfg.nmethods];
 }
 
 static void count_status(struct kvt_server *s, size_t method,
@@ -344,7 +359,7 @@ static void stream_close_done(struct tag *t, bool ok)
 	if (c->next)
 		c->next->prev = c->prev;
 	pthread_mutex_unlock(&s->lock);
-	s->cfg.stream->close(s->cfg.ctx, c->state);
+	stream_of(s, c)->close(s->cfg.ctx, c->state);
 	call_put(c);
 }
 
@@ -413,7 +428,7 @@ static void handle_request(struct kvt_call *c)
 			return;
 		}
 	} else {
-		code = s->cfg.stream->open(s->cfg.ctx, c,
+		code = stream_of(s, c)->open(s->cfg.ctx, c,
 					   GRPC_SLICE_START_PTR(req),
 					   GRPC_SLICE_LENGTH(req), &r, &c->state);
 		if (code == GRPC_STATUS_OK) {
@@ -486,7 +501,7 @@ size_t kvt_server_method_index(const struct kvt_server *s, const char *path)
 	for (size_t i = 0; i < s->cfg.nmethods; i++)
 		if (strcmp(s->cfg.methods[i].path, path) == 0)
 			return i;
-	return s->cfg.nmethods + 1; /* the unknown methods' slot */
+	return unknown_slot(s);
 }
 
 /* A refused connection is served after all if its uid has gone under the
@@ -525,6 +540,7 @@ static uint32_t resolve_peer(struct kvt_call *c)
 			c->conn_fd = s->watch_of[fd];
 			c->conn_id = cn->id;
 			cn->calls++;
+			c->crowded = cn->calls > MAX_CALLS_PER_CONNECTION;
 			cn->since_ns = monotonic_ns();
 			if (cn->refused && !cn->shut)
 				unrefuse(s, cn);
@@ -549,12 +565,17 @@ static void call_accepted(struct kvt_call *c)
 	for (i = 0; i < s->cfg.nmethods; i++)
 		if (method_is(c->details.method, s->cfg.methods[i].path))
 			break;
-	if (i == s->cfg.nmethods &&
-	    !method_is(c->details.method, s->cfg.stream->path))
-		i = s->cfg.nmethods + 1;
+	if (i == s->cfg.nmethods) {
+		size_t k = 0;
+
+		while (k < s->cfg.nstreams &&
+		       !method_is(c->details.method, s->cfg.streams[k]->path))
+			k++;
+		i += k; /* none: the unknown methods' slot */
+	}
 	c->method = i;
 
-	if (i == s->cfg.nmethods + 1) {
+	if (i == unknown_slot(s)) {
 		struct kvt_reply r = { 0 };
 
 		snprintf(r.msg, sizeof(r.msg), "unknown method %.*s",
@@ -573,6 +594,16 @@ static void call_accepted(struct kvt_call *c)
 		snprintf(r.msg, sizeof(r.msg),
 			 "tenants.max_connections (%u) reached for tenant %s: this connection is refused and will be closed",
 			 refused, name);
+		send_reply(c, GRPC_STATUS_RESOURCE_EXHAUSTED, &r, true);
+		return;
+	}
+	if (c->crowded) {
+		struct kvt_reply r = { 0 };
+
+		c->started_ns = monotonic_ns();
+		snprintf(r.msg, sizeof(r.msg),
+			 "this connection has %d calls open, the most one may: end some first",
+			 MAX_CALLS_PER_CONNECTION);
 		send_reply(c, GRPC_STATUS_RESOURCE_EXHAUSTED, &r, true);
 		return;
 	}
@@ -1017,8 +1048,8 @@ int kvt_server_start(const struct kvt_server_config *cfg,
 	struct kvt_server *s = calloc(1, sizeof(*s));
 	int max_msg = cfg->max_message_size > INT_MAX ? INT_MAX :
 							(int)cfg->max_message_size;
-	grpc_arg args[2];
-	grpc_channel_args chargs = { 2, args };
+	grpc_arg args[3];
+	grpc_channel_args chargs = { 3, args };
 	int rc;
 
 	if (!s) {
@@ -1029,8 +1060,8 @@ int kvt_server_start(const struct kvt_server_config *cfg,
 	s->listen_fd = s->wake_fd[0] = s->wake_fd[1] = s->epoll_fd = -1;
 	atomic_init(&s->idle_timeout_ms, cfg->idle_timeout_ms);
 	atomic_init(&s->max_connections, cfg->max_connections);
-	s->counters = calloc(cfg->nmethods + 2, sizeof(*s->counters));
-	for (size_t i = 0; s->counters && i < cfg->nmethods + 2; i++)
+	s->counters = calloc(cfg->nmethods + cfg->nstreams + 1, sizeof(*s->counters));
+	for (size_t i = 0; s->counters && i < cfg->nmethods + cfg->nstreams + 1; i++)
 		kvt_histogram_init(&s->counters[i].latency, &kvt_latency_bounds);
 	s->threads = calloc(cfg->threads, sizeof(*s->threads));
 	pthread_mutex_init(&s->lock, NULL);
@@ -1041,6 +1072,14 @@ int kvt_server_start(const struct kvt_server_config *cfg,
 	args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
 	args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
 	args[0].value.integer = args[1].value.integer = max_msg;
+	/* Calls open at once on one connection: a worker holds its Attach
+	 * stream and one call (libkvtier serializes its calls); a client
+	 * opening Health/Watch streams without end would hold memory. gRPC
+	 * advertises it; unix-socket connections are also held to it by
+	 * count (call_accepted), whatever the client does with the setting. */
+	args[2].type = GRPC_ARG_INTEGER;
+	args[2].key = GRPC_ARG_MAX_CONCURRENT_STREAMS;
+	args[2].value.integer = MAX_CALLS_PER_CONNECTION;
 
 	s->server = grpc_server_create(&chargs, NULL);
 	s->cq = grpc_completion_queue_create_for_next(NULL);
@@ -1217,7 +1256,7 @@ const char *kvt_server_listen_address(const struct kvt_server *s, size_t i)
 
 size_t kvt_server_method_slots(const struct kvt_server *s)
 {
-	return s->cfg.nmethods + 2;
+	return unknown_slot(s) + 1;
 }
 
 void kvt_server_method_counters(const struct kvt_server *s, size_t i,
@@ -1226,8 +1265,8 @@ void kvt_server_method_counters(const struct kvt_server *s, size_t i,
 {
 	if (i < s->cfg.nmethods)
 		*path = s->cfg.methods[i].path;
-	else if (i == s->cfg.nmethods)
-		*path = s->cfg.stream->path;
+	else if (i < unknown_slot(s))
+		*path = s->cfg.streams[i - s->cfg.nmethods]->path;
 	else
 		*path = "unknown";
 	*calls = atomic_load(&s->counters[i].calls);

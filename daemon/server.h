@@ -93,7 +93,9 @@ struct kvt_server_config {
 	gid_t gid; /* (gid_t)-1: keep */
 	const struct kvt_method *methods;
 	size_t nmethods;
-	const struct kvt_stream_method *stream;
+	/* Server-streaming methods, counted after the unary ones. */
+	const struct kvt_stream_method *const *streams;
+	size_t nstreams;
 	/* Shut down a unix-socket connection with no call in flight for this
 	 * long (0: never); a uid's connections past max_connections fail every
 	 * call with RESOURCE_EXHAUSTED (0: no bound). See kvt_server_set_limits. */

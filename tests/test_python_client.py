@@ -62,6 +62,28 @@ def main():
         health = health_pb2_grpc.HealthStub(channel)
         reply = health.Check(health_pb2.HealthCheckRequest(service="kvtier.v1.KvTier"))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING, reply
+        # Watch: the status now, the stream left open; an unknown service
+        # is SERVICE_UNKNOWN (not an error), and the daemon's stop ends
+        # the open stream with UNAVAILABLE (below).
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        unknown = health.Watch(health_pb2.HealthCheckRequest(service="nope"))
+        assert next(unknown).status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        unknown.cancel()
+        # A connection holds at most 256 calls at once: Watch streams past
+        # that wait (the daemon advertises the bound; it refuses calls past
+        # it from a client that does not heed it) instead of piling up.
+        # (A connection of its own: gRPC shares one between channels.)
+        crowd = grpc.insecure_channel("unix:" + run_dir + "/kvtierd.sock",
+                                      options=[("grpc.use_local_subchannel_pool", 1)])
+        many = [health_pb2_grpc.HealthStub(crowd).Watch(health_pb2.HealthCheckRequest())
+                for _ in range(300)]
+        time.sleep(1.0)
+        started = [m.calls_total for m in rpc.KvTierStub(channel).Stats(pb.StatsRequest()).rpcs
+                   if m.method == "Watch"]
+        assert started == [2 + 256], started  # the two above, 256 of these
+        crowd.close()
+        del many
         stub = rpc.KvTierStub(channel)
 
         ns = stub.OpenNamespace(pb.OpenNamespaceRequest(
@@ -136,7 +158,13 @@ def main():
             ["tcp", pwd.getpwuid(os.getuid()).pw_name]), st.tenants
 
         lookup_tells_the_tier(stub, ns.namespace_id, keys[:4], pages[:4])
-        print("python client: health, put, lookup, get, stats, tcp tenant, "
+        daemon.terminate()
+        try:
+            next(watch)
+            raise AssertionError("the watch outlived the daemon")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.UNAVAILABLE, e
+        print("python client: health (Check, Watch), put, lookup, get, stats, tcp tenant, "
               "nvme tier ok")
         channel.close()
     finally:
