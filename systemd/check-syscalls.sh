@@ -9,7 +9,7 @@ command -v strace >/dev/null || { echo "no strace: skipped"; exit 77; }
 dir=$(mktemp -d)
 pid=
 # On any failure, the daemon (strace's child) goes too.
-trap '[ -z "$pid" ] || pkill -TERM -P "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
+trap '[ -z "$pid" ] || pkill -TERM -P "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 strace -f -qq -o "$dir/trace" "$kvtierd" --set "daemon.run_dir=$dir/run" \
 	--set host.size=4M --set host.segment_size=1M \
